@@ -1,0 +1,63 @@
+"""Local users and their passwords; who a session is and what it may do.
+
+Passwords are kept only as scrypt hashes in the store's meta table
+(`user:<name>` -> `scrypt$n$r$p$salt$hash`), compared in constant time.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import os
+
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
+
+
+def hash_password(password: str) -> str:
+    salt = os.urandom(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P,
+                            dklen=32)
+    b64 = base64.b64encode
+    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${b64(salt).decode()}${b64(digest).decode()}"
+
+
+def verify_password(password: str, stored: str) -> bool:
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        expected = base64.b64decode(digest)
+        actual = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt), n=int(n),
+                                r=int(r), p=int(p), dklen=len(expected))
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(actual, expected)
+
+
+# A fixed hash to check against when the user does not exist, so that a login for
+# an unknown name takes as long as one with a wrong password.
+_DUMMY_HASH = hash_password("not a password")
+
+
+class Auth:
+    def __init__(self, store):
+        self.store = store
+        self._roles: dict[str, str] = {}   # session ref -> role name (non-superusers)
+
+    def has_user(self, name: str) -> bool:
+        return f"user:{name}" in self.store.meta
+
+    def set_password(self, name: str, password: str):
+        self.store.set_meta(f"user:{name}", hash_password(password))
+
+    async def check_password(self, name: str, password: str) -> bool:
+        stored = self.store.meta.get(f"user:{name}")
+        ok = await asyncio.to_thread(verify_password, password, stored or _DUMMY_HASH)
+        return ok and stored is not None
+
+    def is_superuser(self, session: str) -> bool:
+        return self.store.record("session", session)["is_local_superuser"]
+
+    def role_of(self, session: str) -> str | None:
+        return self._roles.get(session)

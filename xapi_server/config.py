@@ -1,0 +1,74 @@
+"""Settings: defaults < config file (TOML) < XAPI_* environment < command line.
+
+The config file is `--config FILE`, else `$XAPI_CONFIG`, else `/etc/xapi-py/xapi.toml`
+when it exists. Keys are the field names below (`data_dir = "/srv/xapi"`); the
+environment uses them upper-cased with an XAPI_ prefix (`XAPI_DATA_DIR`).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tomllib
+from dataclasses import dataclass, fields
+
+DEFAULT_CONFIG_FILE = "/etc/xapi-py/xapi.toml"
+
+
+@dataclass
+class Settings:
+    data_dir: str = "/var/lib/xapi-py"
+    listen: str = "0.0.0.0"
+    port: int = 8443
+    libvirt_uri: str = "auto"          # auto | qemu:///system | qemu:///embed?... | test:///default
+    domain_type: str = "auto"          # auto | kvm | qemu
+    max_body_bytes: int = 16 * 1024 * 1024
+    auth_failure_delay: float = 5.0    # seconds a failed login waits, as xapi
+    log_level: str = "INFO"
+
+    @property
+    def db_path(self) -> str:
+        return os.path.join(self.data_dir, "xapi.db")
+
+    @property
+    def cert_dir(self) -> str:
+        return os.path.join(self.data_dir, "certs")
+
+
+def _coerce(kind, value):
+    if kind is int or kind == "int":
+        return int(value)
+    if kind is float or kind == "float":
+        return float(value)
+    return str(value)
+
+
+def load(argv: list[str] | None = None, environ=os.environ) -> Settings:
+    parser = argparse.ArgumentParser(prog="xapi-server",
+                                     description="XenAPI-compatible management server")
+    parser.add_argument("--config", help="TOML config file")
+    parser.add_argument("--data-dir", dest="data_dir")
+    parser.add_argument("--listen", help="address to listen on (default 0.0.0.0)")
+    parser.add_argument("--port", type=int, help="HTTPS port (default 8443)")
+    parser.add_argument("--libvirt-uri", dest="libvirt_uri")
+    parser.add_argument("--log-level", dest="log_level")
+    args = parser.parse_args(argv)
+
+    settings = Settings()
+    kinds = {f.name: f.type for f in fields(Settings)}
+    path = args.config or environ.get("XAPI_CONFIG") or (
+        DEFAULT_CONFIG_FILE if os.path.exists(DEFAULT_CONFIG_FILE) else None)
+    if path:
+        with open(path, "rb") as f:
+            for key, value in tomllib.load(f).items():
+                if key not in kinds:
+                    parser.error(f"{path}: unknown setting {key!r}")
+                setattr(settings, key, _coerce(kinds[key], value))
+    for name, kind in kinds.items():
+        env = environ.get(f"XAPI_{name.upper()}")
+        if env is not None:
+            setattr(settings, name, _coerce(kind, env))
+    for name in kinds:
+        value = getattr(args, name, None)
+        if value is not None:
+            setattr(settings, name, value)
+    return settings

@@ -1,0 +1,157 @@
+"""The declaration language of the datamodel: classes, fields and messages.
+
+A class module writes, for example::
+
+    VM = cls("VM", "A virtual machine.", ctor=True, write_role="vm-admin",
+             fields=[field("name_label", "string", RW), ...],
+             messages=[msg("start", "VM ref vm, bool start_paused, bool force",
+                           role="vm-operator", errors=["VM_BAD_POWER_STATE"])])
+
+Types are written in xapi's notation and parsed once the enums are known
+(see `datamodel/__init__.py`). Everything else (dispatch, store layout, schemas,
+CLI records) reads these objects; nothing else declares classes or fields.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field as dc_field
+
+# Qualifiers as xapi names them: read-write; read-only, set by the constructor;
+# read-only, maintained by the server.
+RW, RC, RO = "RW", "RO/constructor", "RO/runtime"
+
+# Roles, most powerful first. A message names the weakest role allowed to call it;
+# every stronger role may call it too (xapi's roles are nested the same way).
+ROLES = ("pool-admin", "pool-operator", "vm-power-admin", "vm-admin", "vm-operator", "read-only")
+ANY_ROLE = "read-only"
+
+_MISSING = object()
+
+
+def role_allows(granted: str, required: str | None) -> bool:
+    """Does a session holding `granted` satisfy a message that requires `required`?"""
+    if required is None:
+        return True
+    return ROLES.index(granted) <= ROLES.index(required)
+
+
+@dataclass
+class Field:
+    name: str
+    type_text: str
+    qualifier: str
+    default: object = _MISSING
+    role: str | None = None      # role of the setter family, when not the class's
+    setter: str | None = None    # a non-RW field that still has setters (role given)
+    type: object = None          # parsed Type, filled in by the datamodel
+    derived_from: tuple | None = None  # (class, field): a "many" side kept by the store
+
+    @property
+    def writable(self) -> bool:
+        return (self.qualifier == RW or self.setter is not None) and self.derived_from is None
+
+    @property
+    def in_constructor(self) -> bool:
+        return self.qualifier in (RW, RC)
+
+    @property
+    def has_default(self) -> bool:
+        return self.default is not _MISSING
+
+    def default_value(self):
+        """A fresh copy of the default (or the type's zero value)."""
+        value = self.default if self.has_default else self.type.zero()
+        if isinstance(value, (list, dict)):
+            return type(value)(value)
+        if isinstance(value, str) and self.type_text == "datetime":
+            from ._types import parse_datetime
+            return parse_datetime(value)
+        return value
+
+
+@dataclass
+class Param:
+    name: str
+    type_text: str
+    default: object = _MISSING
+    type: object = None
+
+    @property
+    def required(self) -> bool:
+        return self.default is _MISSING
+
+
+@dataclass
+class Message:
+    name: str
+    params: list                  # [Param], without the session
+    result_text: str = "void"
+    doc: str = ""
+    errors: tuple = ()
+    role: str | None = ANY_ROLE   # weakest role allowed; None: no session needed
+    session: bool = True          # first wire parameter is a session ref
+    asynchronous: bool = True     # has an Async.<Class>.<name> form
+    mutates: bool = True          # changes state (audited, not allowed to read-only)
+    kind: str = "custom"          # custom, or the generated message's kind
+    field: str | None = None      # for generated per-field messages
+    cls: str = ""                 # filled in by cls()
+    result: object = None         # parsed Type
+
+    @property
+    def wire_name(self) -> str:
+        return f"{self.cls}.{self.name}"
+
+    @property
+    def required_count(self) -> int:
+        return sum(1 for p in self.params if p.required)
+
+
+@dataclass
+class ClassDef:
+    name: str
+    doc: str
+    fields: list
+    messages: list
+    ctor: bool = False            # generated create/destroy exist
+    write_role: str = "pool-admin"
+    get_all: bool = True          # get_all / get_all_records(_where) exist
+    persist: bool = True          # rows survive a restart (sessions and tasks do not)
+    field_map: dict = dc_field(default_factory=dict)
+    message_map: dict = dc_field(default_factory=dict)
+
+    @property
+    def has_name_label(self) -> bool:
+        return "name_label" in self.field_map
+
+
+def field(name, type_text, qualifier, default=_MISSING, role=None, setter=None) -> Field:
+    return Field(name, type_text, qualifier, default, role, setter)
+
+
+def _split_params(text: str) -> list:
+    """'VM ref vm, bool force=false' -> [Param('vm', 'VM ref'), Param('force', 'bool', False)]."""
+    params = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        decl, eq, default_text = part.partition("=")
+        type_text, _, name = decl.strip().rpartition(" ")
+        default = _literal(default_text.strip()) if eq else _MISSING
+        params.append(Param(name, type_text.strip(), default))
+    return params
+
+
+def _literal(text: str):
+    import ast
+    aliases = {"true": True, "false": False, "null": "OpaqueRef:NULL"}
+    if text in aliases:
+        return aliases[text]
+    return ast.literal_eval(text)
+
+
+def msg(name, params="", result="void", doc="", errors=(), role=ANY_ROLE, session=True,
+        asynchronous=True, mutates=True) -> Message:
+    return Message(name, _split_params(params), result, doc, tuple(errors), role, session,
+                   asynchronous, mutates)
+
+
+def cls(name, doc, fields, messages=(), ctor=False, write_role="pool-admin", get_all=True,
+        persist=True) -> ClassDef:
+    return ClassDef(name, doc, list(fields), list(messages), ctor, write_role, get_all, persist)

@@ -1,0 +1,80 @@
+"""Classes: session, user, role, subject.
+
+Field facts (names, types, qualifiers, defaults) follow xapi's datamodel."""
+from .._dsl import RC, RO, RW, cls, field, msg
+
+SESSION = cls(
+    'session', 'A logged-in client.',
+    write_role='pool-admin', get_all=False, persist=False,
+    fields=[
+        field('uuid', 'string', RO),
+        field('this_host', 'host ref', RO),
+        field('this_user', 'user ref', RO),
+        field('last_active', 'datetime', RO),
+        field('pool', 'bool', RO),
+        field('other_config', '(string -> string) map', RW),
+        field('is_local_superuser', 'bool', RO),
+        field('subject', 'subject ref', RO),
+        field('validation_time', 'datetime', RO),
+        field('auth_user_sid', 'string', RO),
+        field('auth_user_name', 'string', RO),
+        field('rbac_permissions', 'string set', RC),
+        field('tasks', 'task ref set', RO),
+        field('parent', 'session ref', RC),
+        field('originator', 'string', RO),
+        field('client_certificate', 'bool', RO),
+    ],
+    messages=[
+        msg("login_with_password", "string uname, string pwd, string version='1.1', "
+            "string originator=''", "session ref", "Log in; returns a new session.",
+            errors=["SESSION_AUTHENTICATION_FAILED", "HOST_IS_SLAVE"], role=None, session=False,
+            asynchronous=False),
+        msg("slave_local_login_with_password", "string uname, string pwd", "session ref",
+            "Log in to this host only (emergency mode).", role=None, session=False,
+            asynchronous=False),
+        msg("logout", "", doc="End the caller's session.", asynchronous=False),
+        msg("local_logout", "", doc="End a session made by slave_local_login.",
+            asynchronous=False),
+        msg("change_password", "string old_pwd, string new_pwd",
+            doc="Change the password of the logged-in user.", asynchronous=False),
+        msg("get_all_subject_identifiers", "", "string set",
+            "Subject identifiers of all logged-in sessions.", role="pool-admin",
+            asynchronous=False, mutates=False),
+        msg("logout_subject_identifier", "string subject_identifier",
+            doc="End every session of a subject.", role="pool-admin", asynchronous=False),
+    ],
+)
+
+USER = cls(
+    'user', 'A user record (legacy).',
+    ctor=True, write_role='pool-admin', get_all=False,
+    fields=[
+        field('uuid', 'string', RO),
+        field('short_name', 'string', RC),
+        field('fullname', 'string', RW),
+        field('other_config', '(string -> string) map', RW),
+    ],
+)
+
+ROLE = cls(
+    'role', 'An RBAC role.',
+    write_role='pool-admin',
+    fields=[
+        field('uuid', 'string', RO),
+        field('name_label', 'string', RC),
+        field('name_description', 'string', RC),
+        field('subroles', 'role ref set', RC),
+        field('is_internal', 'bool', RO),
+    ],
+)
+
+SUBJECT = cls(
+    'subject', 'A user or group granted roles.',
+    ctor=True, write_role='pool-admin',
+    fields=[
+        field('uuid', 'string', RO),
+        field('subject_identifier', 'string', RC),
+        field('other_config', '(string -> string) map', RC),
+        field('roles', 'role ref set', RO, default=['OpaqueRef:0165f154-ba3e-034e-6b27-5d271af109ba']),
+    ],
+)

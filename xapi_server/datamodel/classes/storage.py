@@ -1,0 +1,142 @@
+"""Classes: SR, PBD, VDI, VBD, VBD_metrics, SM.
+
+Field facts (names, types, qualifiers, defaults) follow xapi's datamodel."""
+from .._dsl import RC, RO, RW, cls, field
+
+SR = cls(
+    'SR', 'A storage repository.',
+    write_role='pool-operator',
+    fields=[
+        field('uuid', 'string', RO),
+        field('name_label', 'string', RC, setter='pool-operator'),
+        field('name_description', 'string', RC, setter='pool-operator'),
+        field('allowed_operations', 'enum storage_operations set', RO),
+        field('current_operations', '(string -> enum storage_operations) map', RO),
+        field('VDIs', 'VDI ref set', RO),
+        field('PBDs', 'PBD ref set', RO),
+        field('virtual_allocation', 'int', RO),
+        field('physical_utilisation', 'int', RO),
+        field('physical_size', 'int', RC, setter='pool-operator'),
+        field('type', 'string', RC),
+        field('content_type', 'string', RC),
+        field('shared', 'bool', RO, setter='pool-operator'),
+        field('other_config', '(string -> string) map', RW),
+        field('tags', 'string set', RW, role='vm-operator'),
+        field('sm_config', '(string -> string) map', RW),
+        field('blobs', '(string -> blob ref) map', RO),
+        field('local_cache_enabled', 'bool', RO),
+        field('introduced_by', 'DR_task ref', RO),
+        field('clustered', 'bool', RO),
+        field('is_tools_sr', 'bool', RO),
+    ],
+)
+
+PBD = cls(
+    'PBD', 'How a host reaches an SR.',
+    ctor=True, write_role='pool-operator',
+    fields=[
+        field('uuid', 'string', RO),
+        field('host', 'host ref', RC),
+        field('SR', 'SR ref', RC),
+        field('device_config', '(string -> string) map', RC, setter='pool-operator'),
+        field('currently_attached', 'bool', RO),
+        field('other_config', '(string -> string) map', RW),
+    ],
+)
+
+VDI = cls(
+    'VDI', 'A virtual disk image.',
+    ctor=True, write_role='vm-admin',
+    fields=[
+        field('uuid', 'string', RO),
+        field('name_label', 'string', RC, setter='vm-admin'),
+        field('name_description', 'string', RC, setter='vm-admin'),
+        field('allowed_operations', 'enum vdi_operations set', RO),
+        field('current_operations', '(string -> enum vdi_operations) map', RO),
+        field('SR', 'SR ref', RC),
+        field('VBDs', 'VBD ref set', RO),
+        field('crash_dumps', 'crashdump ref set', RO),
+        field('virtual_size', 'int', RC),
+        field('physical_utilisation', 'int', RO),
+        field('type', 'enum vdi_type', RC),
+        field('sharable', 'bool', RC, setter='vm-admin'),
+        field('read_only', 'bool', RC, setter='vm-admin'),
+        field('other_config', '(string -> string) map', RW),
+        field('storage_lock', 'bool', RO),
+        field('location', 'string', RO),
+        field('managed', 'bool', RO),
+        field('missing', 'bool', RO),
+        field('parent', 'VDI ref', RO),
+        field('xenstore_data', '(string -> string) map', RW),
+        field('sm_config', '(string -> string) map', RW),
+        field('is_a_snapshot', 'bool', RO),
+        field('snapshot_of', 'VDI ref', RO),
+        field('snapshots', 'VDI ref set', RO),
+        field('snapshot_time', 'datetime', RO),
+        field('tags', 'string set', RW, role='vm-operator'),
+        field('allow_caching', 'bool', RO, setter='vm-admin'),
+        field('on_boot', 'enum on_boot', RO, default='persist', setter='vm-admin'),
+        field('metadata_of_pool', 'pool ref', RO),
+        field('metadata_latest', 'bool', RO),
+        field('is_tools_iso', 'bool', RO),
+        field('cbt_enabled', 'bool', RO),
+    ],
+)
+
+VBD = cls(
+    'VBD', 'A virtual block device: a disk or CD drive of a VM.',
+    ctor=True, write_role='vm-admin',
+    fields=[
+        field('uuid', 'string', RO),
+        field('allowed_operations', 'enum vbd_operations set', RO),
+        field('current_operations', '(string -> enum vbd_operations) map', RO),
+        field('VM', 'VM ref', RC),
+        field('VDI', 'VDI ref', RC),
+        field('device', 'string', RC),
+        field('userdevice', 'string', RW),
+        field('bootable', 'bool', RW),
+        field('mode', 'enum vbd_mode', RC, setter='vm-admin'),
+        field('type', 'enum vbd_type', RW),
+        field('unpluggable', 'bool', RW, default=True),
+        field('storage_lock', 'bool', RO),
+        field('empty', 'bool', RC),
+        field('other_config', '(string -> string) map', RW),
+        field('currently_attached', 'bool', RC),
+        field('status_code', 'int', RO),
+        field('status_detail', 'string', RO),
+        field('runtime_properties', '(string -> string) map', RO),
+        field('qos_algorithm_type', 'string', RW),
+        field('qos_algorithm_params', '(string -> string) map', RW),
+        field('qos_supported_algorithms', 'string set', RO),
+    ],
+)
+
+VBD_METRICS = cls(
+    'VBD_metrics', 'I/O figures of a VBD.',
+    write_role='vm-admin',
+    fields=[
+        field('uuid', 'string', RO),
+    ],
+)
+
+SM = cls(
+    'SM', 'A storage driver.',
+    write_role='pool-operator',
+    fields=[
+        field('uuid', 'string', RO),
+        field('name_label', 'string', RO),
+        field('name_description', 'string', RO),
+        field('type', 'string', RO),
+        field('vendor', 'string', RO),
+        field('copyright', 'string', RO),
+        field('version', 'string', RO),
+        field('required_api_version', 'string', RO),
+        field('configuration', '(string -> string) map', RO),
+        field('capabilities', 'string set', RO),
+        field('features', '(string -> int) map', RO),
+        field('other_config', '(string -> string) map', RW),
+        field('driver_filename', 'string', RO),
+        field('required_cluster_stack', 'string set', RO),
+        field('supported_image_formats', 'enum image_format_type set', RO),
+    ],
+)

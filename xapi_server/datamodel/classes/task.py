@@ -1,0 +1,49 @@
+"""Classes: task, message.
+
+Field facts (names, types, qualifiers, defaults) follow xapi's datamodel."""
+from .._dsl import RC, RO, RW, cls, field, msg
+
+TASK = cls(
+    'task', 'A long-running operation.',
+    write_role='pool-admin', persist=False,
+    fields=[
+        field('uuid', 'string', RO),
+        field('name_label', 'string', RO),
+        field('name_description', 'string', RO),
+        field('allowed_operations', 'enum task_allowed_operations set', RO),
+        field('current_operations', '(string -> enum task_allowed_operations) map', RO),
+        field('created', 'datetime', RO),
+        field('finished', 'datetime', RO),
+        field('status', 'enum task_status_type', RO, setter='read-only'),
+        field('resident_on', 'host ref', RO),
+        field('progress', 'float', RO, setter='read-only'),
+        field('type', 'string', RO),
+        field('result', 'string', RO, setter='read-only'),
+        field('error_info', 'string set', RO, setter='read-only'),
+        field('other_config', '(string -> string) map', RO, setter='read-only'),
+        field('subtask_of', 'task ref', RO),
+        field('subtasks', 'task ref set', RO),
+        field('backtrace', 'string', RO, default="()"),
+    ],
+    messages=[
+        msg("create", "string label, string description", "task ref",
+            "Make a task for the client's own use.", asynchronous=False),
+        msg("destroy", "task ref self", doc="Forget a task.", asynchronous=False),
+        msg("cancel", "task ref task", doc="Ask a running task to stop.",
+            errors=["OPERATION_NOT_ALLOWED"], asynchronous=False),
+    ],
+)
+
+MESSAGE = cls(
+    'message', 'An alert for the administrator.',
+    write_role='pool-admin',
+    fields=[
+        field('uuid', 'string', RO),
+        field('name', 'string', RO),
+        field('priority', 'int', RO),
+        field('cls', 'enum cls', RO),
+        field('obj_uuid', 'string', RO),
+        field('timestamp', 'datetime', RO),
+        field('body', 'string', RO),
+    ],
+)

@@ -1,0 +1,118 @@
+"""The dispatcher: from a decoded call to a result or an ApiError.
+
+Order of checks, as xapi: method known → parameter count → parameter types →
+session valid → role allowed → run (at once, or in a task for `Async.`) → writes
+made durable → result. Anything unexpected becomes INTERNAL_ERROR; the traceback goes
+to the log, never to the client.
+"""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from .._logging import log
+from ..datamodel import METHODS, Message, lookup_method, role_allows
+from ..errors import ApiError
+from ..wire import first_replaced_string
+from .generic import GENERIC
+from .registry import IMPLEMENTATIONS
+from .unmarshal import unmarshal
+
+SESSION_TOUCH_INTERVAL = 60.0  # seconds between last_active updates of one session
+
+
+@dataclass
+class Context:
+    """What an implementation gets besides its arguments."""
+    server: object            # the Server: store, settings, host and pool refs, backends
+    message: Message
+    session: str | None = None
+    peer: str = ""
+    task: str | None = None   # set when running as Async.<Class>.<message>
+
+    @property
+    def store(self):
+        return self.server.store
+
+
+class Dispatcher:
+    def __init__(self, server):
+        self.server = server
+        self.method_names = sorted(METHODS)
+
+    async def call(self, name: str, params: list, peer: str = "",
+                   invalid_utf8: bool = False):
+        asynchronous = name.startswith("Async.")
+        base = name[len("Async."):] if asynchronous else name
+        m = lookup_method(base)
+        if m is None or (asynchronous and not m.asynchronous):
+            raise ApiError("MESSAGE_METHOD_UNKNOWN", base)
+        skip = 1 if m.session else 0
+        given = len(params) - skip
+        if not m.required_count <= given <= len(m.params):
+            raise ApiError("MESSAGE_PARAMETER_COUNT_MISMATCH", base, m.required_count,
+                           max(given, 0))
+        if invalid_utf8:
+            bad = first_replaced_string(params)
+            if bad is not None:
+                raise ApiError("INVALID_VALUE", "Invalid UTF-8 string in parameter", bad)
+        args = [unmarshal(p.name, p.type, v) for p, v in zip(m.params, params[skip:])]
+        args += [p.default for p in m.params[len(args):]]
+        ctx = Context(self.server, m, peer=peer)
+        if m.session:
+            ctx.session = self._check_session(params[0])
+            self._check_role(ctx.session, m)
+        if asynchronous:
+            return await self.server.tasks.run_async(ctx, args)
+        return await self.run(ctx, args)
+
+    async def run(self, ctx: Context, args: list):
+        """Run the implementation and make its writes durable before returning."""
+        m = ctx.message
+        impl = IMPLEMENTATIONS.get(m.wire_name)
+        try:
+            if impl is not None:
+                result = impl(ctx, *args)
+                if impl.is_coroutine:
+                    result = await result
+            else:
+                generic = GENERIC.get(m.kind)
+                if generic is None:
+                    raise ApiError("NOT_IMPLEMENTED", m.wire_name)
+                result = generic(ctx, m, *args)
+        except ApiError:
+            await self.server.store.flush()
+            raise
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("internal error in %s", m.wire_name)
+            await self.server.store.flush()
+            raise ApiError("INTERNAL_ERROR", f"{type(exc).__name__}: {exc}") from None
+        await self.server.store.flush()
+        return result
+
+    def _check_session(self, ref) -> str:
+        store = self.server.store
+        if not isinstance(ref, str) or not store.exists("session", ref):
+            raise ApiError("SESSION_INVALID", ref if isinstance(ref, str) else str(ref))
+        now = datetime.now(timezone.utc)
+        record = store.record("session", ref)
+        if (now - record["last_active"]).total_seconds() > SESSION_TOUCH_INTERVAL:
+            store.update("session", ref, last_active=now)
+        return ref
+
+    def _check_role(self, session: str, m: Message):
+        auth = self.server.auth
+        if auth.is_superuser(session):
+            return
+        role = auth.role_of(session)
+        if role is not None and role_allows(role, m.role):
+            return
+        permission = m.wire_name.lower()
+        from ..datamodel import ROLES
+        allowed = [r for r in ROLES if role_allows(r, m.role)]
+        raise ApiError("RBAC_PERMISSION_DENIED", permission,
+                       "No permission in user session. (Roles with this permission: "
+                       + ", ".join(allowed) + ")")

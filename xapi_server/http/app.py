@@ -1,0 +1,160 @@
+"""The HTTP layer: a plain ASGI app with a declarative route table.
+
+    POST /jsonrpc, /json   JSON-RPC 1.0 / 2.0
+    POST anything else     XML-RPC (as xapi: /, /RPC2, ...)
+    OPTIONS                CORS pre-flight
+    GET /                  a short page saying what this is
+
+It reads the body (capped), hands the call to the dispatcher and encodes the answer.
+A body that is not a request at all gets HTTP 500 with a one-line reason, as xapi;
+every API-level failure is HTTP 200 with a XenAPI error.
+"""
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from typing import Callable
+
+from .._logging import log
+from ..errors import ApiError
+from ..wire import MalformedRequest, jsonrpc, repair_utf8, xmlrpc
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+_CORS = [(b"access-control-allow-origin", b"*"),
+         (b"access-control-allow-headers", b"X-Requested-With")]
+
+
+async def _respond(send, status: int, body: bytes, content_type: bytes, extra=()):
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()),
+               *_CORS, *extra]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def read_body(scope, receive, limit: int) -> bytes:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                if int(value) > limit:
+                    raise BodyTooLarge()
+            except ValueError:
+                pass
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ConnectionAbortedError()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge()
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+def _peer(scope) -> str:
+    client = scope.get("client")
+    return client[0] if client else ""
+
+
+def _error_page(reason: str) -> bytes:
+    return (f"<html><body><h1>HTTP 500 internal server error</h1>The request could not be "
+            f"read.<h1>Additional information</h1>{html.escape(reason)}</body></html>").encode()
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    paths: tuple          # empty: any path
+    handler: Callable     # async (app, scope, receive, send)
+
+
+class XapiApp:
+    def __init__(self, server, extra_routes=()):
+        self.server = server
+        self.routes = (*extra_routes,
+                       Route("POST", ("/jsonrpc", "/json"), XapiApp.jsonrpc),
+                       Route("POST", (), XapiApp.xmlrpc),
+                       Route("OPTIONS", (), XapiApp.options),
+                       Route("GET", ("/",), XapiApp.index))
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "lifespan":
+            return await self._lifespan(receive, send)
+        if scope["type"] != "http":
+            return
+        for route in self.routes:
+            if route.method == scope["method"] and (not route.paths or scope["path"] in route.paths):
+                try:
+                    return await route.handler(self, scope, receive, send)
+                except BodyTooLarge:
+                    return await _respond(send, 413, b"request body too large\n", b"text/plain")
+                except ConnectionAbortedError:
+                    return
+        await _respond(send, 405 if scope["path"] == "/" else 404, b"", b"text/plain")
+
+    async def _lifespan(self, receive, send):
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.server.startup()
+                except Exception as exc:
+                    log.exception("startup failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.server.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def xmlrpc(self, scope, receive, send):
+        body = await read_body(scope, receive, self.server.settings.max_body_bytes)
+        body, invalid_utf8 = repair_utf8(body, xml=True)
+        try:
+            method, params = xmlrpc.decode_call(body)
+        except MalformedRequest as exc:
+            return await _respond(send, 500, _error_page(str(exc)), b"text/html")
+        if method == "system.listMethods":
+            reply = xmlrpc.encode_bare(self.server.dispatcher.method_names)
+        else:
+            try:
+                value = await self.server.dispatcher.call(method, params, _peer(scope),
+                                                          invalid_utf8)
+                reply = xmlrpc.encode_success(value)
+            except ApiError as exc:
+                reply = xmlrpc.encode_failure(exc.description)
+        await _respond(send, 200, reply, b"text/xml")
+
+    async def jsonrpc(self, scope, receive, send):
+        body = await read_body(scope, receive, self.server.settings.max_body_bytes)
+        body, invalid_utf8 = repair_utf8(body, xml=False)
+        try:
+            call = jsonrpc.decode_call(body)
+        except MalformedRequest as exc:
+            return await _respond(send, 500, _error_page(str(exc)), b"text/html")
+        try:
+            if call.method == "system.listMethods":
+                value = self.server.dispatcher.method_names
+            else:
+                value = await self.server.dispatcher.call(call.method, call.params,
+                                                          _peer(scope), invalid_utf8)
+            reply = jsonrpc.encode_success(call, value)
+        except ApiError as exc:
+            reply = jsonrpc.encode_failure(call, exc.description)
+        await _respond(send, 200, reply, b"application/json")
+
+    async def options(self, scope, receive, send):
+        await _respond(send, 200, b"", b"text/plain",
+                       [(b"access-control-allow-methods", b"POST, OPTIONS")])
+
+    async def index(self, scope, receive, send):
+        body = (b"<html><body><p>xapi-py: a XenAPI server. Speak XML-RPC (POST /) or "
+                b"JSON-RPC (POST /jsonrpc) to it, or use xe.</p></body></html>")
+        await _respond(send, 200, body, b"text/html")

@@ -1,0 +1,40 @@
+"""`xapi-server`: read the settings, make sure the certificate exists, serve HTTPS."""
+from __future__ import annotations
+
+import os
+import sys
+
+import uvicorn
+
+from . import config
+from ._logging import configure
+from .http import tls
+from .http.app import XapiApp
+from .server import Server
+
+
+def build_app(settings):
+    server = Server(settings)
+    return XapiApp(server)
+
+
+def main(argv=None):
+    settings = config.load(argv)
+    configure(settings.log_level)
+    os.makedirs(settings.data_dir, mode=0o700, exist_ok=True)
+    cert, key, created = tls.ensure_certificate(settings.cert_dir)
+    print(f"xapi-server: {'created' if created else 'using'} certificate {cert}", file=sys.stderr)
+    print(f"xapi-server: certificate SHA-256 fingerprint {tls.fingerprint(cert)}",
+          file=sys.stderr, flush=True)
+    app = build_app(settings)
+    uv = uvicorn.Config(app, host=settings.listen, port=settings.port, lifespan="on",
+                        ssl_certfile=cert, ssl_keyfile=key, access_log=False,
+                        log_level=settings.log_level.lower(), timeout_keep_alive=30,
+                        loop="auto", http="auto")
+    uv.load()
+    uv.ssl = tls.server_context(cert, key)  # ours: TLS 1.2+, modern suites only
+    uvicorn.Server(uv).run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+"""The Server: one object holding the settings, the store and the services that API
+implementations reach through `ctx.server`."""
+from __future__ import annotations
+
+import os
+
+from . import api  # noqa: F401  (registers every implementation)
+from . import bootstrap
+from .auth import Auth
+from .config import Settings
+from .dispatch import Dispatcher
+from .store import Store
+from .tasks import Tasks
+
+
+class Server:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        os.makedirs(settings.data_dir, mode=0o700, exist_ok=True)
+        self.store = Store(settings.db_path)
+        self.auth = Auth(self.store)
+        self.tasks = Tasks(self)
+        self.dispatcher = Dispatcher(self)
+        self.pool_ref = self.host_ref = None
+
+    async def startup(self):
+        self.store.open()
+        self.pool_ref, self.host_ref = bootstrap.start(self)
+        await self.store.flush()
+
+    async def shutdown(self):
+        self.store.close()

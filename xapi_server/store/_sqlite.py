@@ -1,0 +1,169 @@
+"""The durable half of the store: a SQLite file in WAL mode, written by one thread.
+
+Tables follow the datamodel: one table per persistent class, one column per stored
+field (JSON text), plus `meta` for server-internal values (password hashes, ids).
+New fields in the datamodel become new columns at the next start.
+
+Writes arrive as batches of operations; the writer thread merges every batch waiting
+in its queue into one transaction (group commit), so many concurrent callers share one
+fsync. `synchronous=FULL` makes a commit durable before its callers are answered.
+"""
+from __future__ import annotations
+
+import json
+import queue
+import sqlite3
+import threading
+from datetime import datetime
+
+from .._logging import log
+from ..datamodel import CLASSES, Map, Prim, Set
+from ..datamodel._types import format_datetime, parse_datetime
+
+
+def stored_fields(c):
+    return [f for f in c.fields if f.derived_from is None]
+
+
+def _json_default(value):
+    if isinstance(value, datetime):
+        return format_datetime(value)
+    raise TypeError(type(value).__name__)
+
+
+def encode(value) -> str:
+    return json.dumps(value, default=_json_default, ensure_ascii=False, separators=(",", ":"))
+
+
+def decode(ftype, text):
+    """JSON column text back to the internal value of `ftype` (datetimes re-parsed)."""
+    return _revive(ftype, json.loads(text))
+
+
+def _revive(ftype, value):
+    if isinstance(ftype, Prim) and ftype.name == "datetime" and isinstance(value, str):
+        return parse_datetime(value)
+    if isinstance(ftype, Set) and isinstance(value, list):
+        return [_revive(ftype.elem, v) for v in value]
+    if isinstance(ftype, Map) and isinstance(value, dict):
+        return {k: _revive(ftype.value, v) for k, v in value.items()}
+    return value
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class Database:
+    """Owns the SQLite connection (used by the writer thread only, after `load`)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._queue: queue.Queue = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=FULL")
+        self._ensure_schema()
+
+    def _ensure_schema(self):
+        c = self._conn
+        c.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        for cdef in CLASSES.values():
+            if not cdef.persist or not cdef.field_map:
+                continue
+            table = _quote(cdef.name)
+            c.execute(f"CREATE TABLE IF NOT EXISTS {table} (ref TEXT PRIMARY KEY)")
+            have = {row[1] for row in c.execute(f"PRAGMA table_info({table})")}
+            for f in stored_fields(cdef):
+                if f.name not in have:
+                    c.execute(f"ALTER TABLE {table} ADD COLUMN {_quote(f.name)} TEXT")
+
+    def load(self):
+        """Every stored row as {class: {ref: record}}, and the meta table."""
+        rows = {}
+        for cdef in CLASSES.values():
+            if not cdef.persist or not cdef.field_map:
+                continue
+            fields = stored_fields(cdef)
+            cols = ", ".join(_quote(f.name) for f in fields)
+            table = {}
+            for row in self._conn.execute(f"SELECT ref, {cols} FROM {_quote(cdef.name)}"):
+                record = {}
+                for f, text in zip(fields, row[1:]):
+                    record[f.name] = f.default_value() if text is None else decode(f.type, text)
+                table[row[0]] = record
+            rows[cdef.name] = table
+        meta = dict(self._conn.execute("SELECT key, value FROM meta"))
+        return rows, meta
+
+    # -- writer thread -------------------------------------------------------------
+
+    def start(self, on_done):
+        """Start the writer; `on_done(batch_id, error_or_None)` is called from its thread."""
+        self._on_done = on_done
+        self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, batch_id: int, ops: list):
+        self._queue.put((batch_id, ops))
+
+    def close(self):
+        if self._thread:
+            self._queue.put(None)
+            self._thread.join(timeout=10)
+        self._conn.close()
+
+    def _run(self):
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            batches = [item]
+            stop = False
+            while True:  # group commit: take everything already waiting
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                batches.append(more)
+            error = self._write([op for _, ops in batches for op in ops])
+            for batch_id, _ in batches:
+                self._on_done(batch_id, error)
+            if stop:
+                return
+
+    def _write(self, ops) -> Exception | None:
+        c = self._conn
+        try:
+            c.execute("BEGIN IMMEDIATE")
+            for op in ops:
+                kind = op[0]
+                if kind == "put":
+                    _, cname, ref, record = op
+                    fields = stored_fields(CLASSES[cname])
+                    cols = ", ".join(["ref"] + [_quote(f.name) for f in fields])
+                    marks = ", ".join("?" * (len(fields) + 1))
+                    values = [ref] + [encode(record.get(f.name)) for f in fields]
+                    c.execute(f"INSERT OR REPLACE INTO {_quote(cname)} ({cols}) VALUES ({marks})",
+                              values)
+                elif kind == "del":
+                    c.execute(f"DELETE FROM {_quote(op[1])} WHERE ref = ?", (op[2],))
+                elif kind == "meta":
+                    if op[2] is None:
+                        c.execute("DELETE FROM meta WHERE key = ?", (op[1],))
+                    else:
+                        c.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                                  (op[1], op[2]))
+            c.execute("COMMIT")
+            return None
+        except Exception as exc:  # disk full, I/O error: the callers get told
+            log.error("database write failed: %s", exc)
+            try:
+                c.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            return exc

@@ -1,0 +1,76 @@
+"""Tasks: `Async.<Class>.<message>` runs the same implementation in the background
+and records its progress and outcome in a task object, as xapi does.
+
+A task's `result` is the XML-RPC `<value>` fragment of the result (xapi's encoding);
+`error_info` is the error list. Cancelling interrupts the implementation at its next
+await; implementations clean up what they made (try/finally) before re-raising.
+"""
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timezone
+
+from .errors import ApiError
+from .wire.xmlrpc import encode_value
+
+
+def now():
+    return datetime.now(timezone.utc)
+
+
+class Tasks:
+    def __init__(self, server):
+        self.server = server
+        self.running: dict[str, asyncio.Task] = {}
+
+    @property
+    def store(self):
+        return self.server.store
+
+    def create(self, label: str, description: str = "", session: str | None = None) -> str:
+        return self.store.create("task", {
+            "name_label": label, "name_description": description, "status": "pending",
+            "created": now(), "resident_on": self.server.host_ref, "progress": 0.0,
+            "allowed_operations": ["cancel"],
+        })
+
+    async def run_async(self, ctx, args) -> str:
+        ref = self.create(f"Async.{ctx.message.wire_name}", session=ctx.session)
+        ctx.task = ref
+        job = asyncio.get_running_loop().create_task(self._run(ctx, args, ref))
+        self.running[ref] = job
+        await self.store.flush()
+        return ref
+
+    async def _run(self, ctx, args, ref):
+        try:
+            result = await self.server.dispatcher.run(ctx, args)
+        except asyncio.CancelledError:
+            self._finish(ref, "cancelled", error=["TASK_CANCELLED", ref])
+        except ApiError as exc:
+            status = "cancelled" if exc.code == "TASK_CANCELLED" else "failure"
+            self._finish(ref, status, error=exc.description)
+        else:
+            self._finish(ref, "success", result=encode_value(result))
+        finally:
+            self.running.pop(ref, None)
+        await self.store.flush()
+
+    def _finish(self, ref, status, result="", error=()):
+        if not self.store.exists("task", ref):
+            return  # destroyed while running
+        self.store.update("task", ref, status=status, result=result, error_info=list(error),
+                          progress=1.0, finished=now(), allowed_operations=[])
+
+    def set_progress(self, ref: str | None, fraction: float):
+        """Long operations report how far they are (0..1)."""
+        if ref and self.store.exists("task", ref):
+            self.store.update("task", ref, progress=max(0.0, min(1.0, fraction)))
+
+    def cancel(self, ref: str):
+        record = self.store.record("task", ref)
+        job = self.running.get(ref)
+        if record["status"] != "pending" or job is None:
+            raise ApiError("OPERATION_NOT_ALLOWED", "task is not cancellable")
+        self.store.update("task", ref, status="cancelling", allowed_operations=[])
+        job.cancel()

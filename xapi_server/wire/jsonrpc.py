@@ -1,0 +1,70 @@
+"""JSON-RPC 1.0 and 2.0 as xapi speaks them (one call per body, `id` required)."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+from ..datamodel._types import format_datetime
+from . import MalformedRequest
+
+
+@dataclass
+class JsonCall:
+    method: str
+    params: list
+    id: object
+    v2: bool
+
+
+def decode_call(body: bytes) -> JsonCall:
+    try:
+        request = json.loads(body)
+    except RecursionError:
+        raise MalformedRequest("JSON nested too deeply") from None
+    except ValueError as exc:
+        raise MalformedRequest(f"JSON parse error: {exc}") from None
+    if not isinstance(request, dict):
+        raise MalformedRequest("the request must be a JSON object")
+    version = request.get("jsonrpc")
+    if version is not None and version != "2.0":
+        raise MalformedRequest("Invalid field 'jsonrpc' in request body")
+    v2 = version == "2.0"
+    method = request.get("method")
+    if not isinstance(method, str):
+        raise MalformedRequest("Invalid field 'method' in request body")
+    call_id = request.get("id")
+    if isinstance(call_id, bool) or not isinstance(call_id, (str, int)):
+        raise MalformedRequest("Invalid field 'id' in request body")
+    params = request.get("params", None if v2 else ...)
+    if params is ...:
+        raise MalformedRequest("Invalid field 'params' in request body")
+    if params is None and v2:
+        params = []
+    elif isinstance(params, dict) and v2:
+        params = [params]
+    elif not isinstance(params, list):
+        raise MalformedRequest("Invalid field 'params' in request body")
+    return JsonCall(method, params, call_id, v2)
+
+
+def _default(value):
+    if isinstance(value, datetime):
+        return format_datetime(value)
+    return str(value)
+
+
+_dumps = json.JSONEncoder(default=_default, ensure_ascii=False, separators=(",", ":")).encode
+
+
+def encode_success(call: JsonCall, value) -> bytes:
+    if call.v2:
+        return _dumps({"jsonrpc": "2.0", "result": value, "id": call.id}).encode()
+    return _dumps({"result": value, "error": None, "id": call.id}).encode()
+
+
+def encode_failure(call: JsonCall, description: list) -> bytes:
+    if call.v2:
+        error = {"code": 1, "message": description[0], "data": list(description[1:])}
+        return _dumps({"jsonrpc": "2.0", "error": error, "id": call.id}).encode()
+    return _dumps({"result": None, "error": list(description), "id": call.id}).encode()

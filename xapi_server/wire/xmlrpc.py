@@ -1,0 +1,170 @@
+"""XML-RPC as xapi speaks it.
+
+Decoding uses defusedxml: no DTDs, no entity expansion, so billion-laughs and external
+entities are refused before anything is built. Encoding is xapi's compact form:
+strings and ints as bare `<value>text</value>`, no whitespace between tags.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+
+import defusedxml.ElementTree as safe_et
+from defusedxml import DefusedXmlException
+
+from ..datamodel._types import format_datetime, parse_datetime
+from . import Int32, MalformedRequest
+
+MAX_DEPTH = 64  # nesting of arrays/structs we accept in a request
+
+
+def decode_call(body: bytes) -> tuple[str, list]:
+    """Return (method name, params) of a <methodCall>, or raise MalformedRequest."""
+    try:
+        root = safe_et.fromstring(body, forbid_dtd=True)
+    except DefusedXmlException as exc:
+        raise MalformedRequest(f"forbidden XML construct: {type(exc).__name__}") from None
+    except Exception as exc:  # expat errors: not well-formed, bad encoding ...
+        raise MalformedRequest(f"XML parse error: {exc}") from None
+    if root.tag != "methodCall":
+        raise MalformedRequest("expected <methodCall>")
+    name = root.find("methodName")
+    if name is None or not (name.text or "").strip():
+        raise MalformedRequest("missing <methodName>")
+    params = []
+    container = root.find("params")
+    if container is not None:
+        for param in container.findall("param"):
+            value = param.find("value")
+            if value is None:
+                raise MalformedRequest("<param> without <value>")
+            params.append(_decode_value(value, 0))
+    return name.text.strip(), params
+
+
+def _decode_value(node, depth):
+    if depth > MAX_DEPTH:
+        raise MalformedRequest("values nested too deeply")
+    children = list(node)
+    if not children:
+        return node.text or ""
+    if len(children) != 1:
+        raise MalformedRequest("<value> with more than one child")
+    child = children[0]
+    tag, text = child.tag, child.text or ""
+    try:
+        if tag == "string":
+            return text
+        if tag in ("int", "i4", "i8"):
+            return int(text.strip())
+        if tag == "boolean":
+            if text.strip() not in ("0", "1"):
+                raise ValueError(text)
+            return text.strip() == "1"
+        if tag == "double":
+            return float(text.strip())
+        if tag == "dateTime.iso8601":
+            return parse_datetime(text)
+        if tag == "nil":
+            return None
+        if tag == "base64":
+            return text
+    except Exception:
+        raise MalformedRequest(f"bad <{tag}> value") from None
+    if tag == "array":
+        data = child.find("data")
+        if data is None:
+            raise MalformedRequest("<array> without <data>")
+        return [_decode_value(v, depth + 1) for v in data.findall("value")]
+    if tag == "struct":
+        result = {}
+        for member in child.findall("member"):
+            key, value = member.find("name"), member.find("value")
+            if key is None or value is None:
+                raise MalformedRequest("<member> needs <name> and <value>")
+            result[key.text or ""] = _decode_value(value, depth + 1)
+        return result
+    raise MalformedRequest(f"unknown value type <{tag}>")
+
+
+# -- encoding ---------------------------------------------------------------------
+
+# XML 1.0 cannot carry most control characters; xapi drops them too.
+_DROP = {c: None for c in range(32) if c not in (9, 10, 13)}
+_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", **_DROP})
+
+
+def _escape(text: str) -> str:
+    return text.translate(_ESCAPES)
+
+
+def _encode(value, out: list):
+    t = type(value)
+    if t is str:
+        out.append("<value>")
+        out.append(_escape(value))
+        out.append("</value>")
+    elif t is bool:
+        out.append("<value><boolean>1</boolean></value>" if value
+                   else "<value><boolean>0</boolean></value>")
+    elif t is int:
+        out.append(f"<value>{value}</value>")
+    elif t is dict:
+        out.append("<value><struct>")
+        for key, item in value.items():
+            out.append("<member><name>")
+            out.append(_escape(str(key)))
+            out.append("</name>")
+            _encode(item, out)
+            out.append("</member>")
+        out.append("</struct></value>")
+    elif t is list or t is tuple:
+        out.append("<value><array><data>")
+        for item in value:
+            _encode(item, out)
+        out.append("</data></array></value>")
+    elif t is float:
+        out.append("<value><double>%.16g</double></value>" % value)
+    elif t is Int32:
+        out.append(f"<value><i4>{int(value)}</i4></value>")
+    elif isinstance(value, datetime):
+        out.append(f"<value><dateTime.iso8601>{format_datetime(value)}</dateTime.iso8601></value>")
+    elif value is None:
+        out.append("<value></value>")
+    else:
+        _encode(str(value), out)
+
+
+_HEAD = '<?xml version="1.0"?><methodResponse><params><param>'
+_TAIL = "</param></params></methodResponse>"
+
+
+def encode_value(value) -> str:
+    out: list = []
+    _encode(value, out)
+    return "".join(out)
+
+
+def encode_success(value) -> bytes:
+    out = [_HEAD, "<value><struct><member><name>Status</name><value>Success</value></member>"
+                  "<member><name>Value</name>"]
+    _encode(value, out)
+    out.append("</member></struct></value>")
+    out.append(_TAIL)
+    return "".join(out).encode()
+
+
+def encode_failure(description: list) -> bytes:
+    out = [_HEAD, "<value><struct><member><name>Status</name><value>Failure</value></member>"
+                  "<member><name>ErrorDescription</name>"]
+    _encode([str(d) for d in description], out)
+    out.append("</member></struct></value>")
+    out.append(_TAIL)
+    return "".join(out).encode()
+
+
+def encode_bare(value) -> bytes:
+    """A response without the Status wrapper (only system.listMethods uses it)."""
+    out = [_HEAD]
+    _encode(value, out)
+    out.append(_TAIL)
+    return "".join(out).encode()
