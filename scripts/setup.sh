@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Install everything xapi-py needs on Debian 12 (as root) and the package into .venv.
+# Idempotent: packages already present are not fetched again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(
+  python3 python3-venv python3-dev gcc pkg-config
+  libvirt-dev libvirt-daemon-system libvirt-clients   # libvirt-python builds against libvirt-dev
+  qemu-system-x86 qemu-utils                           # hypervisor (TCG or KVM) and qemu-img
+  lvm2                                                 # LVM storage driver
+  iproute2 bridge-utils                                # bridges, VLANs, taps
+  busybox-static linux-image-cloud-amd64 cpio          # the tiny test guest
+  wrk                                                  # load generator for bench/
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/pip install -q --upgrade pip >/dev/null
+.venv/bin/pip install -q -e '.[test]'

@@ -1,0 +1,87 @@
+"""Start the real server as a subprocess on a loopback port, for tests and benchmarks."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+
+import XenAPI
+
+ROOT_PASSWORD = "test-root-password"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    def __init__(self, data_dir: str, port: int | None = None, env: dict | None = None,
+                 libvirt_uri: str = "test:///default"):
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.url = f"https://127.0.0.1:{self.port}"
+        self.env = {**os.environ, "XAPI_ROOT_PASSWORD": ROOT_PASSWORD,
+                    "XAPI_AUTH_FAILURE_DELAY": "0.2", "XAPI_LIBVIRT_URI": libvirt_uri,
+                    "XAPI_LOG_LEVEL": "WARNING", **(env or {})}
+        self.proc: subprocess.Popen | None = None
+        self.log_path = os.path.join(data_dir, "server.log")
+
+    def start(self, timeout: float = 60):
+        os.makedirs(self.data_dir, exist_ok=True)
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "xapi_server", "--data-dir", self.data_dir,
+             "--listen", "127.0.0.1", "--port", str(self.port)],
+            env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.log()}")
+            if self._answers():
+                return self
+            time.sleep(0.1)
+        raise RuntimeError(f"server did not answer in {timeout}s:\n{self.log()}")
+
+    def _answers(self) -> bool:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as raw:
+                with ctx.wrap_socket(raw) as s:
+                    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    return s.recv(12).startswith(b"HTTP/1.1 200")
+        except OSError:
+            return False
+
+    def log(self) -> str:
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()[-5000:]
+        except OSError:
+            return ""
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def kill(self):
+        """SIGKILL: no shutdown handlers, no flushing."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def session(self, user: str = "root", password: str = ROOT_PASSWORD) -> XenAPI.Session:
+        s = XenAPI.Session(self.url, ignore_ssl=True)
+        s.xenapi.login_with_password(user, password, "1.0", "tests")
+        return s
