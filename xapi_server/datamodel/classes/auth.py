@@ -12,17 +12,17 @@ SESSION = cls(
         field('this_user', 'user ref', RO),
         field('last_active', 'datetime', RO),
         field('pool', 'bool', RO),
-        field('other_config', '(string -> string) map', RW),
-        field('is_local_superuser', 'bool', RO),
-        field('subject', 'subject ref', RO),
-        field('validation_time', 'datetime', RO),
-        field('auth_user_sid', 'string', RO),
-        field('auth_user_name', 'string', RO),
-        field('rbac_permissions', 'string set', RC),
+        field('other_config', '(string -> string) map', RW, default={}),
+        field('is_local_superuser', 'bool', RO, default=False),
+        field('subject', 'subject ref', RO, default='OpaqueRef:NULL'),
+        field('validation_time', 'datetime', RO, default='19700101T00:00:00Z'),
+        field('auth_user_sid', 'string', RO, default=""),
+        field('auth_user_name', 'string', RO, default=""),
+        field('rbac_permissions', 'string set', RC, default=[]),
         field('tasks', 'task ref set', RO),
-        field('parent', 'session ref', RC),
-        field('originator', 'string', RO),
-        field('client_certificate', 'bool', RO),
+        field('parent', 'session ref', RC, default='OpaqueRef:NULL'),
+        field('originator', 'string', RO, default=""),
+        field('client_certificate', 'bool', RO, default=False),
     ],
     messages=[
         msg("login_with_password", "string uname, string pwd, string version='1.1', "
@@ -52,7 +52,7 @@ USER = cls(
         field('uuid', 'string', RO),
         field('short_name', 'string', RC),
         field('fullname', 'string', RW),
-        field('other_config', '(string -> string) map', RW),
+        field('other_config', '(string -> string) map', RW, default={}),
     ],
 )
 
@@ -61,10 +61,10 @@ ROLE = cls(
     write_role='pool-admin',
     fields=[
         field('uuid', 'string', RO),
-        field('name_label', 'string', RC),
-        field('name_description', 'string', RC),
-        field('subroles', 'role ref set', RC),
-        field('is_internal', 'bool', RO),
+        field('name_label', 'string', RC, default=""),
+        field('name_description', 'string', RC, default=""),
+        field('subroles', 'role ref set', RC, default=[]),
+        field('is_internal', 'bool', RO, default=False),
     ],
 )
 
@@ -73,8 +73,8 @@ SUBJECT = cls(
     ctor=True, write_role='pool-admin',
     fields=[
         field('uuid', 'string', RO),
-        field('subject_identifier', 'string', RC),
-        field('other_config', '(string -> string) map', RC),
+        field('subject_identifier', 'string', RC, default=""),
+        field('other_config', '(string -> string) map', RC, default={}),
         field('roles', 'role ref set', RO, default=['OpaqueRef:0165f154-ba3e-034e-6b27-5d271af109ba']),
     ],
 )
