@@ -1,6 +1,7 @@
 """The HTTP layer: a plain ASGI app with a declarative route table.
 
     POST /jsonrpc, /json   JSON-RPC 1.0 / 2.0
+    POST /cli              xe's thin-CLI protocol (xapi_server/cli)
     POST anything else     XML-RPC (as xapi: /, /RPC2, ...)
     OPTIONS                CORS pre-flight
     GET /                  a short page saying what this is
@@ -78,6 +79,7 @@ class XapiApp:
     def __init__(self, server, extra_routes=()):
         self.server = server
         self.routes = (*extra_routes,
+                       Route("POST", ("/cli",), XapiApp.cli),
                        Route("POST", ("/jsonrpc", "/json"), XapiApp.jsonrpc),
                        Route("POST", (), XapiApp.xmlrpc),
                        Route("OPTIONS", (), XapiApp.options),
@@ -149,6 +151,10 @@ class XapiApp:
         except ApiError as exc:
             reply = jsonrpc.encode_failure(call, exc.description)
         await _respond(send, 200, reply, b"application/json")
+
+    async def cli(self, scope, receive, send):
+        from ..cli.handler import cli_route  # the xe command line (see xapi_server/cli)
+        return await cli_route(self, scope, receive, send)
 
     async def options(self, scope, receive, send):
         await _respond(send, 200, b"", b"text/plain",

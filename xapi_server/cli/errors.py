@@ -1,0 +1,101 @@
+"""CLI failures and how XenAPI errors are worded for people.
+
+Every failure ends with exit status 1. Usage problems add "For usage run: 'xe help'".
+An ApiError whose code we can describe prints the description, then one
+`name: value` line per parameter; other codes go out as a protocol Error, which the
+client prints as "Error code: ..." / "Error parameters: ...". Add descriptions for the
+errors your commands raise to ERROR_TEXT (own words; parameter names as xapi's).
+"""
+from __future__ import annotations
+
+USAGE_HINT = "For usage run: 'xe help'"
+
+
+class CliFailure(Exception):
+    """`Error: <text>` on stderr, exit 1."""
+
+
+class CliExit(Exception):
+    """End with this status; whatever had to be said is already printed."""
+
+    def __init__(self, code: int = 1):
+        super().__init__(code)
+        self.code = code
+
+
+class UsageFailure(Exception):
+    """A usage problem: the text, then the usage hint."""
+
+
+class SyntaxFailure(UsageFailure):
+    """xapi drops the detail of a parse error: only `Syntax error: ` is printed."""
+
+
+class MissingParam(UsageFailure):
+    def __init__(self, name: str):
+        super().__init__(f"Required parameter not found: {name}")
+
+
+class UnknownCommand(UsageFailure):
+    def __init__(self, name: str):
+        super().__init__(f"Unknown command: {name}")
+
+
+class AuthFailure(UsageFailure):
+    pass
+
+
+# code -> (description, parameter names)
+ERROR_TEXT: dict[str, tuple[str, tuple]] = {
+    "UUID_INVALID": ("The uuid you supplied was invalid.", ("type", "uuid")),
+    "HANDLE_INVALID": ("You gave an invalid object reference. The object may have recently "
+                       "been deleted.", ("class", "handle")),
+    "INTERNAL_ERROR": ("The server failed to handle your request, due to an internal error. "
+                       "The given message may give details useful for debugging the problem.",
+                       ("message",)),
+    "PERMISSION_DENIED": ("Caller not allowed to perform this operation.", ("message",)),
+    "RBAC_PERMISSION_DENIED": ("You do not have the required permissions to perform this "
+                               "operation.", ("permission", "message")),
+    "OPERATION_NOT_ALLOWED": ("You attempted an operation that was not allowed.",
+                              ("reason",)),
+    "INVALID_VALUE": ("The value given is invalid.", ("field", "value")),
+    "FIELD_TYPE_ERROR": ("The type of a field is wrong or a required field is missing.",
+                         ("field",)),
+    "MAP_DUPLICATE_KEY": ("You tried to add a key-value pair to a map, but that key is "
+                          "already there.", ("type", "param_name", "uuid", "key")),
+    "VM_BAD_POWER_STATE": ("The VM is not in a power state that allows this operation.",
+                           ("vm", "expected", "actual")),
+    "SR_HAS_PBD": ("The SR is still connected to a host via a PBD. It cannot be destroyed "
+                   "or forgotten.", ("sr",)),
+    "VDI_IN_USE": ("This operation cannot be performed because this VDI is in use by some "
+                   "other operation.", ("vdi", "operation")),
+    "OTHER_OPERATION_IN_PROGRESS": ("Another operation involving the object is currently in "
+                                    "progress.", ("class", "object", "operation_type",
+                                                  "operation_ref")),
+    "HOST_IS_SLAVE": ("You cannot make regular API calls directly on a pool member. Please "
+                      "pass API calls via the coordinator host.", ("Master IP address",)),
+    "NOT_IMPLEMENTED": ("The function is not implemented.", ("function",)),
+    "ENUM_VALUE_INVALID": ("The value is not one of the values the field allows.",
+                           ("enum", "value")),
+}
+
+# Parameters that name objects of a class: shown as `uuid (name-label)`.
+PARAM_CLASS = {"vm": "VM", "sr": "SR", "vdi": "VDI", "host": "host", "network": "network",
+               "vbd": "VBD", "vif": "VIF", "pif": "PIF", "pbd": "PBD", "task": "task"}
+
+
+def describe(code: str, params: list, name_of) -> list[str] | None:
+    """Lines for a known error code, or None. `name_of(cls, ref)` -> 'uuid (label)' or None."""
+    known = ERROR_TEXT.get(code)
+    if known is None:
+        return None
+    text, names = known
+    lines = [text]
+    for i, value in enumerate(params):
+        name = names[i] if i < len(names) else "<extra>"
+        cls = PARAM_CLASS.get(name)
+        if cls and value.startswith("OpaqueRef:"):
+            value = name_of(cls, value) or value
+        lines.append(f"{name}: {value}")
+    lines += [f"{n}: <unknown>" for n in names[len(params):]]
+    return lines

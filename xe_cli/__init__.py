@@ -1,0 +1,1 @@
+"""`xe`: a thin client for xapi's command-line protocol (see `main.py`)."""
