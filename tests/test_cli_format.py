@@ -1,12 +1,8 @@
 """Golden output of the xe CLI, in-process: record layout, --minimal, params=, filters,
 param-get/-set/-add/-remove/-clear, errors and exit codes."""
-import os
-import sys
-
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
-from cli_harness import Harness  # noqa: E402
+from xapi_server.cli.testing import Harness
 
 U1 = "11111111-1111-1111-1111-111111111111"
 U2 = "22222222-2222-2222-2222-222222222222"

@@ -10,6 +10,7 @@
     select.py    filters, selectors (vm=<name or uuid>, --multiple), each()
     context.py   CliContext: params, ctx.call() through the dispatcher, output
     errors.py    CliFailure ("Error: ..."), usage errors, texts for XenAPI errors
+    testing.py   Harness: run commands in-process in tests
     commands/    hand-written commands, one module per family
 
 Adding commands (e.g. vm-start): create `commands/vm.py` and import it in
@@ -31,7 +32,7 @@ CLI user's session: roles and validation apply). Print with `ctx.items([uuid])` 
 values (honours --minimal), `ctx.table([...])` for records, `ctx.message(text)`;
 fail with `raise CliFailure("text")` (printed as "Error: text", exit 1). Size
 parameters: `args.size(text, name)`; booleans: `ctx.flag(name)`. Describe new XenAPI
-error codes in `errors.ERROR_TEXT`. Test in-process with tests/test_cli_*.py's helper.
+error codes in `errors.ERROR_TEXT`. Test in-process with `testing.Harness` (see tests/test_cli_format.py).
 """
 from .generic import generate as _generate
 from . import commands  # noqa: F401  (registers the hand-written commands)

@@ -1,13 +1,17 @@
-"""In-process CLI runs for tests: a real Server (store, dispatcher, auth) in a temp
-dir, driven through xapi_server.cli.engine.execute with a recording client end."""
+"""In-process CLI runs for tests (as click.testing): a real Server (store, dispatcher,
+auth) in a data dir, driven through `engine.execute` with a recording client end.
+
+    h = Harness(tmp_dir)
+    code, out, err = h.run("vm-list", "--minimal")
+"""
 from __future__ import annotations
 
 import asyncio
 
-from xapi_server.cli.context import Output
-from xapi_server.cli.engine import execute
-from xapi_server.config import Settings
-from xapi_server.server import Server
+from ..config import Settings
+from ..server import Server
+from .context import Output
+from .engine import execute
 
 PASSWORD = "cli-test-password"
 
