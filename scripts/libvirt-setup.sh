@@ -33,17 +33,19 @@ fi
 mkdir -p /run/libvirt /var/run/libvirt /var/lib/libvirt/qemu /var/log/libvirt/qemu \
          /var/cache/libvirt/qemu /var/lib/libvirt/images
 
-# Is a daemon alive?  pidfiles are written by both daemons in daemon mode.
-running() {  # $1 = pidfile
-    [ -f "$1" ] && kill -0 "$(cat "$1" 2>/dev/null)" 2>/dev/null
+# Is a daemon alive?  Both daemons write /run/<name>.pid when run as root (also
+# under systemd); the pgrep fallback covers instances started with other pidfiles.
+running() {  # $1 = daemon name
+    { [ -f "/run/$1.pid" ] && kill -0 "$(cat "/run/$1.pid" 2>/dev/null)" 2>/dev/null; } \
+        || pgrep -x "$1" >/dev/null 2>&1
 }
 
-if ! running /run/virtlogd.pid; then
+if ! running virtlogd; then
     log "starting virtlogd"
     rm -f /run/virtlogd.pid
     virtlogd -d
 fi
-if ! running /run/libvirtd.pid; then
+if ! running libvirtd; then
     log "starting libvirtd"
     rm -f /run/libvirtd.pid
     # --timeout is not used: the daemon must stay up for the whole test run.

@@ -10,7 +10,7 @@ PACKAGES=(
   qemu-system-x86 qemu-utils                           # hypervisor (TCG or KVM) and qemu-img
   lvm2                                                 # LVM storage driver
   iproute2 bridge-utils                                # bridges, VLANs, taps
-  busybox-static linux-image-cloud-amd64 cpio          # the tiny test guest
+  busybox-static linux-image-cloud-amd64 cpio genisoimage  # the tiny test guest, test ISOs
   wrk                                                  # load generator for bench/
 )
 

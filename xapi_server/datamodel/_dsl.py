@@ -14,6 +14,7 @@ CLI records) reads these objects; nothing else declares classes or fields.
 from __future__ import annotations
 
 from dataclasses import dataclass, field as dc_field
+from functools import cached_property
 
 # Qualifiers as xapi names them: read-write; read-only, set by the constructor;
 # read-only, maintained by the server.
@@ -100,7 +101,7 @@ class Message:
     def wire_name(self) -> str:
         return f"{self.cls}.{self.name}"
 
-    @property
+    @cached_property
     def required_count(self) -> int:
         return sum(1 for p in self.params if p.required)
 

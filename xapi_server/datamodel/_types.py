@@ -17,6 +17,14 @@ NULL_REF = "OpaqueRef:NULL"
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
+class Row(dict):
+    """A stored object's fields. The store never changes a Record in place (every
+    change makes a new one), so the wire layer may cache a record's encoding for as
+    long as it holds that very object."""
+
+    __slots__ = ()
+
+
 class TypeMismatch(Exception):
     """A wire value does not fit the declared type."""
 

@@ -15,6 +15,7 @@ import asyncio
 import uuid as uuidlib
 
 from ..datamodel import CLASSES, RELATIONS
+from ..datamodel._types import Row
 from ..errors import ApiError, handle_invalid
 from ._sqlite import Database
 
@@ -104,13 +105,13 @@ class Store:
         for many_field in (f.name for f in cdef.fields if f.derived_from):
             record[many_field] = []
         self._change(cname, ref, record)
-        self._rebuild_derived_for(cname, ref, record)
+        self._rebuild_derived_for(cname, ref)
         return ref
 
     def update(self, cname: str, ref: str, **changes):
         """Change some fields. Give new containers, never mutate the old ones in place."""
         old = self.record(cname, ref)
-        new = dict(old)
+        new = Row(old)
         new.update(changes)
         self._change(cname, ref, new)
 
@@ -197,6 +198,8 @@ class Store:
             self.generation += 1
             self.tombstones.append((self.generation, cname, ref))
         else:
+            if type(new) is not Row:
+                new = Row(new)
             table[ref] = new
             if "uuid" in new:
                 uuids[new["uuid"]] = ref
@@ -219,15 +222,19 @@ class Store:
             return
         current = owner[many]
         if add and child_ref not in current:
-            owner[many] = current + [child_ref]
+            updated = current + [child_ref]
         elif not add and child_ref in current:
-            owner[many] = [r for r in current if r != child_ref]
+            updated = [r for r in current if r != child_ref]
         else:
             return
+        # A new Record, never an in-place change: see Row.
+        self.tables[owner_cls][owner_ref] = Row(owner, **{many: updated})
         self._bump(owner_cls, owner_ref)
 
-    def _rebuild_derived_for(self, cname, ref, record):
-        """A new owner: collect children that already point at it (e.g. on load)."""
+    def _rebuild_derived_for(self, cname, ref):
+        """A new owner: collect children that already point at it (e.g. on load).
+        Changes the brand-new record in place: nobody can have encoded it yet."""
+        record = self.tables[cname][ref]
         for f in CLASSES[cname].fields:
             if f.derived_from:
                 child_cls, ref_field = f.derived_from
@@ -241,7 +248,7 @@ class Store:
             if f.derived_from:
                 record[f.name] = []
         self._apply(cname, ref, record)
-        self._rebuild_derived_for(cname, ref, record)
+        self._rebuild_derived_for(cname, ref)
 
     def _bump(self, cname, ref):
         self.generation += 1

@@ -48,3 +48,22 @@ def first_replaced_string(value):
         if found is not None:
             return found
     return None
+
+
+class EncodingCache:
+    """The encoded text of store Records, keyed by object identity. An entry keeps its
+    Record alive, so an id is never reused while its entry exists; the whole cache
+    is dropped when it grows past `limit` (old records are simply re-encoded)."""
+
+    def __init__(self, encode, limit: int = 20000):
+        self._encode, self._limit, self._map = encode, limit, {}
+
+    def get(self, record) -> str:
+        entry = self._map.get(id(record))
+        if entry is not None and entry[0] is record:
+            return entry[1]
+        text = self._encode(record)
+        if len(self._map) >= self._limit:
+            self._map.clear()
+        self._map[id(record)] = (record, text)
+        return text

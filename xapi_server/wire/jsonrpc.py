@@ -5,8 +5,8 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
-from ..datamodel._types import format_datetime
-from . import MalformedRequest
+from ..datamodel._types import Row, format_datetime
+from . import EncodingCache, MalformedRequest
 
 
 @dataclass
@@ -57,10 +57,25 @@ def _default(value):
 _dumps = json.JSONEncoder(default=_default, ensure_ascii=False, separators=(",", ":")).encode
 
 
+_records = EncodingCache(_dumps)
+
+
+def _result_text(value) -> str:
+    """JSON of a result; records (get_record, get_all_records) come from the cache."""
+    t = type(value)
+    if t is Row:
+        return _records.get(value)
+    if t is dict and value and type(next(iter(value.values()))) is Row:
+        return "{" + ",".join(f"{_dumps(k)}:{_result_text(v)}" for k, v in value.items()) + "}"
+    return _dumps(value)
+
+
 def encode_success(call: JsonCall, value) -> bytes:
     if call.v2:
-        return _dumps({"jsonrpc": "2.0", "result": value, "id": call.id}).encode()
-    return _dumps({"result": value, "error": None, "id": call.id}).encode()
+        text = f'{{"jsonrpc":"2.0","result":{_result_text(value)},"id":{_dumps(call.id)}}}'
+    else:
+        text = f'{{"result":{_result_text(value)},"error":null,"id":{_dumps(call.id)}}}'
+    return text.encode()
 
 
 def encode_failure(call: JsonCall, description: list) -> bytes:

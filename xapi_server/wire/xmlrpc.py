@@ -11,8 +11,8 @@ from datetime import datetime
 import defusedxml.ElementTree as safe_et
 from defusedxml import DefusedXmlException
 
-from ..datamodel._types import format_datetime, parse_datetime
-from . import Int32, MalformedRequest
+from ..datamodel._types import Row, format_datetime, parse_datetime
+from . import EncodingCache, Int32, MalformedRequest
 
 MAX_DEPTH = 64  # nesting of arrays/structs we accept in a request
 
@@ -108,15 +108,10 @@ def _encode(value, out: list):
                    else "<value><boolean>0</boolean></value>")
     elif t is int:
         out.append(f"<value>{value}</value>")
+    elif t is Row:
+        out.append(_records.get(value))
     elif t is dict:
-        out.append("<value><struct>")
-        for key, item in value.items():
-            out.append("<member><name>")
-            out.append(_escape(str(key)))
-            out.append("</name>")
-            _encode(item, out)
-            out.append("</member>")
-        out.append("</struct></value>")
+        _encode_struct(value, out)
     elif t is list or t is tuple:
         out.append("<value><array><data>")
         for item in value:
@@ -133,6 +128,25 @@ def _encode(value, out: list):
     else:
         _encode(str(value), out)
 
+
+def _encode_struct(value, out: list):
+    out.append("<value><struct>")
+    for key, item in value.items():
+        out.append("<member><name>")
+        out.append(_escape(str(key)))
+        out.append("</name>")
+        _encode(item, out)
+        out.append("</member>")
+    out.append("</struct></value>")
+
+
+def _encode_record(record) -> str:
+    out: list = []
+    _encode_struct(record, out)
+    return "".join(out)
+
+
+_records = EncodingCache(_encode_record)
 
 _HEAD = '<?xml version="1.0"?><methodResponse><params><param>'
 _TAIL = "</param></params></methodResponse>"

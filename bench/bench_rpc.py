@@ -1,0 +1,80 @@
+"""Calls per second of (a) a bare ASGI app returning a constant JSON-RPC reply and
+(b) our `host.get_record` with a valid session, both over HTTPS on loopback, both with
+one uvicorn worker, driven by the same load generator (wrk) at the same concurrency.
+Prints both and the ratio b/a (goal: >= 0.5).
+
+    .venv/bin/python bench/bench_rpc.py [--seconds 10] [--connections 32]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+from serverproc import ServerProcess, free_port  # noqa: E402
+
+
+def wrk(url: str, body: str, seconds: int, connections: int) -> float:
+    script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
+    script.write('wrk.method = "POST"\n'
+                 'wrk.headers["Content-Type"] = "application/json"\n'
+                 f"wrk.body = {json.dumps(body)}\n")
+    script.close()
+    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", script.name,
+                          url], capture_output=True, text=True, check=True).stdout
+    os.unlink(script.name)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        raise SystemExit(f"errors during the run:\n{out}")
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+
+def start_bare(cert: str, key: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "bare_app:app", "--host", "127.0.0.1", "--port",
+         str(port), "--ssl-certfile", cert, "--ssl-keyfile", key, "--log-level", "warning",
+         "--no-access-log"], cwd=HERE)
+    time.sleep(2)
+    return proc, f"https://127.0.0.1:{port}/jsonrpc"
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=32)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as data:
+        ours = ServerProcess(data).start()
+        x = ours.session().xenapi
+        host = x.pool.get_master(x.pool.get_all()[0])
+        session = x._session if hasattr(x, "_session") else None
+        session = ours.session()._session
+        cert = os.path.join(data, "certs", "server.crt")
+        key = os.path.join(data, "certs", "server.key")
+        bare, bare_url = start_bare(cert, key)
+        try:
+            constant = json.dumps({"jsonrpc": "2.0", "method": "x", "params": [], "id": 1})
+            get_record = json.dumps({"jsonrpc": "2.0", "method": "host.get_record",
+                                     "params": [session, host], "id": 1})
+            wrk(bare_url, constant, 2, args.connections)  # warm-up
+            a = wrk(bare_url, constant, args.seconds, args.connections)
+            wrk(f"{ours.url}/jsonrpc", get_record, 2, args.connections)
+            b = wrk(f"{ours.url}/jsonrpc", get_record, args.seconds, args.connections)
+        finally:
+            bare.terminate()
+            ours.stop()
+    print(f"(a) bare ASGI constant reply : {a:9.0f} calls/s")
+    print(f"(b) host.get_record          : {b:9.0f} calls/s")
+    print(f"ratio b/a                    : {b / a:9.2f}   (goal >= 0.5)")
+
+
+if __name__ == "__main__":
+    main()
