@@ -18,10 +18,43 @@ def now():
     return datetime.now(timezone.utc)
 
 
+# As xapi: finished tasks are forgotten an hour after they finish; a client's own
+# task that nobody finished is forgotten after a day.
+FINISHED_TASK_LIFETIME = 3600.0
+PENDING_TASK_LIFETIME = 86400.0
+GC_INTERVAL = 60.0
+
+
 class Tasks:
     def __init__(self, server):
         self.server = server
         self.running: dict[str, asyncio.Task] = {}
+        self._gc: asyncio.Task | None = None
+
+    def start_gc(self):
+        self._gc = asyncio.get_running_loop().create_task(self._gc_loop())
+
+    def stop_gc(self):
+        if self._gc:
+            self._gc.cancel()
+
+    async def _gc_loop(self):
+        while True:
+            await asyncio.sleep(GC_INTERVAL)
+            self.collect_garbage()
+            await self.store.flush()
+
+    def collect_garbage(self, at: datetime | None = None):
+        at = at or now()
+        for ref, rec in list(self.store.tables["task"].items()):
+            if rec["status"] == "pending":
+                age, limit = (at - rec["created"]).total_seconds(), PENDING_TASK_LIFETIME
+                if ref in self.running:
+                    continue
+            else:
+                age, limit = (at - rec["finished"]).total_seconds(), FINISHED_TASK_LIFETIME
+            if age > limit:
+                self.store.delete("task", ref)
 
     @property
     def store(self):

@@ -36,6 +36,7 @@ async def slave_local_login_with_password(ctx, uname, pwd):
 
 @implements("session.logout", "session.local_logout")
 def logout(ctx):
+    ctx.server.registrations.forget(ctx.session)
     ctx.store.delete("session", ctx.session)
 
 

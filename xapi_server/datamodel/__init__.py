@@ -104,7 +104,7 @@ def _build():
     methods = {}
     for c in classes.values():
         declared = {m.name for m in c.messages}
-        if c.field_map:  # classes without fields (event) have no generated messages
+        if c.stored:  # classes with no objects (event) have no generated messages
             c.messages = [m for m in _generated(c) if m.name not in declared] + c.messages
         for m in c.messages:
             m.cls = c.name

@@ -1,6 +1,7 @@
 """Enumerations: the wire strings of each enum type, in xapi's order."""
 
 ENUMS = {
+    'event_operation': ('add', 'del', 'mod'),
     'cls': (
         'VM', 'Host', 'SR', 'Pool', 'VMPP', 'VMSS', 'PVS_proxy', 'VDI', 'Certificate',
     ),

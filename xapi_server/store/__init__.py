@@ -20,6 +20,9 @@ from ..errors import ApiError, handle_invalid
 from ._sqlite import Database
 
 
+LOG_LIMIT = 200_000  # change-log entries kept for event.from before trimming
+
+
 def new_ref() -> str:
     return f"OpaqueRef:{uuidlib.uuid4()}"
 
@@ -32,7 +35,14 @@ class Store:
         self._by_uuid: dict[str, dict[str, str]] = {c: {} for c in CLASSES}
         self.meta: dict[str, str] = {}
         self.generation = 0
-        self.tombstones: list[tuple[int, str, str]] = []  # (generation, class, ref)
+        # The change log event.from reads: (generation, class, ref), oldest first.
+        # `created` remembers when each live object was made; `deleted` when each
+        # deleted one was made, so a reader can tell add from mod and drop objects
+        # that came and went between two of its calls.
+        self.log: list[tuple[int, str, str]] = []
+        self.log_floor = 0             # changes at or below this were trimmed away
+        self.created: dict[str, dict[str, int]] = {c: {} for c in CLASSES}
+        self.deleted: dict[tuple[str, str], int] = {}
         self._pending: list = []       # ops not yet handed to the writer: (op, undo)
         self._seq = 0                  # ops logged so far
         self._inflight: dict[int, tuple[int, asyncio.Future, list]] = {}
@@ -131,6 +141,7 @@ class Store:
         """Mark an object changed (event.inject) without changing its fields."""
         self.record(cname, ref)
         self._bump(cname, ref)
+        self._wake()
 
     async def flush(self):
         """Wait until every change made so far is on disk; raise if the disk refused it."""
@@ -196,7 +207,8 @@ class Store:
             table.pop(ref, None)
             self.gens[cname].pop(ref, None)
             self.generation += 1
-            self.tombstones.append((self.generation, cname, ref))
+            self.log.append((self.generation, cname, ref))
+            self.deleted[(cname, ref)] = self.created[cname].pop(ref, 0)
         else:
             if type(new) is not Row:
                 new = Row(new)
@@ -204,6 +216,9 @@ class Store:
             if "uuid" in new:
                 uuids[new["uuid"]] = ref
             self._bump(cname, ref)
+            if old is None:
+                self.created[cname][ref] = self.generation
+                self.deleted.pop((cname, ref), None)
         for (child_cls, ref_field), owners in self._relations.items():
             if child_cls != cname:
                 continue
@@ -253,6 +268,16 @@ class Store:
     def _bump(self, cname, ref):
         self.generation += 1
         self.gens[cname][ref] = self.generation
+        self.log.append((self.generation, cname, ref))
+        if len(self.log) > LOG_LIMIT:
+            self._trim_log()
+
+    def _trim_log(self):
+        keep = self.log[len(self.log) // 2:]
+        self.log_floor = keep[0][0] - 1
+        self.log = keep
+        recent = {(c, r) for _, c, r in keep}
+        self.deleted = {key: gen for key, gen in self.deleted.items() if key in recent}
 
     def _wake(self):
         for future in self._waiters:

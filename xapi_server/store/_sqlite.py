@@ -70,7 +70,7 @@ class Database:
         c = self._conn
         c.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         for cdef in CLASSES.values():
-            if not cdef.persist or not cdef.field_map:
+            if not cdef.persist or not cdef.stored:
                 continue
             table = _quote(cdef.name)
             c.execute(f"CREATE TABLE IF NOT EXISTS {table} (ref TEXT PRIMARY KEY)")
@@ -83,7 +83,7 @@ class Database:
         """Every stored row as {class: {ref: record}}, and the meta table."""
         rows = {}
         for cdef in CLASSES.values():
-            if not cdef.persist or not cdef.field_map:
+            if not cdef.persist or not cdef.stored:
                 continue
             fields = stored_fields(cdef)
             cols = ", ".join(_quote(f.name) for f in fields)

@@ -36,7 +36,7 @@ TASK = cls(
 
 MESSAGE = cls(
     'message', 'An alert for the administrator.',
-    write_role='pool-admin',
+    write_role='pool-operator',
     fields=[
         field('uuid', 'string', RO),
         field('name', 'string', RO),
@@ -45,5 +45,20 @@ MESSAGE = cls(
         field('obj_uuid', 'string', RO),
         field('timestamp', 'datetime', RO),
         field('body', 'string', RO),
+    ],
+    messages=[
+        msg("create", "string name, int priority, enum cls cls, string obj_uuid, string body",
+            "message ref", "Raise a message about an object.", role="pool-operator",
+            asynchronous=False),
+        msg("destroy", "message ref self", doc="Dismiss a message.", role="pool-operator",
+            asynchronous=False),
+        msg("destroy_many", "message ref set messages", doc="Dismiss several messages.",
+            role="pool-operator", asynchronous=False),
+        msg("get", "enum cls cls, string obj_uuid, datetime since",
+            "(message ref -> message record) map",
+            "Messages about one object raised after `since`.", asynchronous=False,
+            mutates=False),
+        msg("get_since", "datetime since", "(message ref -> message record) map",
+            "Messages raised after `since`.", asynchronous=False, mutates=False),
     ],
 )

@@ -1,0 +1,164 @@
+"""Events from the store's change log: event.from, and the legacy register/next.
+
+A token is "<generation>,<0>" (two 20-digit numbers, as xapi). A call returns every
+object of the subscribed classes whose generation is newer than the token, once,
+in its latest state: `add` if it was made since, `mod` otherwise, `del` (no
+snapshot) if it existed at the token and is gone now. Waiting clients cost one
+future each; nothing is queued per client, so memory does not grow with them.
+"""
+from __future__ import annotations
+
+import asyncio
+import bisect
+import time
+
+from .datamodel import CLASSES
+from .errors import ApiError
+from .wire import Int32
+
+_BY_LOWER = {name.lower(): name for name, c in CLASSES.items() if c.stored}
+
+
+def make_token(generation: int) -> str:
+    return "%020d,%020d" % (generation, 0)
+
+
+def parse_token(token: str) -> int:
+    if token == "":
+        return 0
+    try:
+        generation, _, _messages = token.partition(",")
+        return int(generation)
+    except ValueError:
+        raise ApiError("EVENT_FROM_TOKEN_PARSE_FAILURE", token) from None
+
+
+class Subscription:
+    """Parsed class list: whole classes, single objects, or everything."""
+
+    def __init__(self, entries):
+        self.everything = False
+        self.classes: set[str] = set()
+        self.objects: set[tuple[str, str]] = set()
+        for entry in entries:
+            name, _, ref = entry.partition("/")
+            if name == "*":
+                self.everything = True
+                continue
+            cname = _BY_LOWER.get(name.lower())
+            if cname is None:
+                raise ApiError("EVENT_SUBSCRIPTION_PARSE_FAILURE", entry)
+            if ref:
+                self.objects.add((cname, ref))
+            else:
+                self.classes.add(cname)
+
+    def wants(self, cname: str, ref: str) -> bool:
+        return self.everything or cname in self.classes or (cname, ref) in self.objects
+
+    def all_classes(self):
+        if self.everything:
+            return list(_BY_LOWER.values())
+        return sorted(self.classes | {c for c, _ in self.objects})
+
+
+def collect(store, sub: Subscription, since: int) -> list[dict]:
+    """Events for changes after generation `since`, coalesced per object."""
+    if since < store.log_floor or since == 0:
+        touched = _scan_everything(store, sub, since)
+    else:
+        start = bisect.bisect_right(store.log, since, key=lambda e: e[0])
+        touched = {}
+        for gen, cname, ref in store.log[start:]:
+            if sub.wants(cname, ref):
+                touched[(cname, ref)] = gen
+    events = []
+    for (cname, ref), gen in touched.items():
+        record = store.tables[cname].get(ref)
+        if record is None:
+            made = store.deleted.get((cname, ref))
+            if made is None or made > since:
+                continue  # made and gone between two calls: nothing to tell
+            events.append({"id": str(gen), "timestamp": "0.0", "class": cname.lower(),
+                           "operation": "del", "ref": ref})
+            continue
+        made = store.created[cname].get(ref, 0)
+        events.append({"id": str(store.gens[cname].get(ref, gen)), "timestamp": "0.0",
+                       "class": cname.lower(), "operation": "add" if made > since else "mod",
+                       "ref": ref, "snapshot": record})
+    return events
+
+
+def _scan_everything(store, sub, since):
+    touched = {}
+    for cname in sub.all_classes():
+        for ref, gen in store.gens[cname].items():
+            if gen > since and sub.wants(cname, ref):
+                touched[(cname, ref)] = gen
+    for (cname, ref), _made in store.deleted.items():
+        if sub.wants(cname, ref):
+            touched[(cname, ref)] = store.generation
+    return touched
+
+
+def valid_ref_counts(store) -> dict:
+    return {name.lower(): Int32(len(store.tables[name])) for name in _BY_LOWER.values()}
+
+
+async def event_from(store, classes, token: str, timeout: float) -> dict:
+    sub = Subscription(classes)
+    since = parse_token(token)
+    deadline = time.monotonic() + max(0.0, min(timeout, 86400.0))
+    while True:
+        seen = store.generation
+        events = collect(store, sub, since)
+        remaining = deadline - time.monotonic()
+        if events or remaining <= 0:
+            return {"events": events, "valid_ref_counts": valid_ref_counts(store),
+                    "token": make_token(seen)}
+        since = seen
+        await store.wait_change(seen, remaining)
+
+
+class Registrations:
+    """Legacy event.register/next: a class set and a position per session."""
+
+    QUEUE_LIMIT = 10000  # a client this far behind has lost events (EVENTS_LOST)
+
+    def __init__(self, store):
+        self.store = store
+        self.by_session: dict[str, tuple[set, int]] = {}
+
+    def register(self, session, classes):
+        Subscription(classes)  # validate
+        current, position = self.by_session.get(session, (set(), self.store.generation))
+        self.by_session[session] = (current | set(classes), position)
+
+    def unregister(self, session, classes):
+        if session in self.by_session:
+            current, position = self.by_session[session]
+            self.by_session[session] = (current - set(classes), position)
+
+    async def next(self, session) -> list:
+        if session not in self.by_session:
+            raise ApiError("SESSION_NOT_REGISTERED", session)
+        while True:
+            classes, position = self.by_session[session]
+            store = self.store
+            if position < store.log_floor or store.generation - position > self.QUEUE_LIMIT:
+                self.by_session[session] = (classes, store.generation)
+                raise ApiError("EVENTS_LOST")
+            seen = store.generation
+            events = collect(store, Subscription(classes), position)
+            if events:
+                self.by_session[session] = (classes, seen)
+                stamp = "%d." % time.time()
+                for e in events:
+                    e["timestamp"] = stamp
+                return events
+            await store.wait_change(seen, 30.0)
+            if session not in self.by_session:
+                raise ApiError("SESSION_NOT_REGISTERED", session)
+
+    def forget(self, session):
+        self.by_session.pop(session, None)
