@@ -26,6 +26,7 @@ class Server:
     async def startup(self):
         self.store.open()
         self.pool_ref, self.host_ref = bootstrap.start(self)
+        await api.sm.storage_start(self)  # SM records, first start: Local storage SR
         await self.store.flush()
 
     async def shutdown(self):

@@ -3,3 +3,4 @@
 Importing this package registers every implementation with the dispatcher.
 """
 from . import host, session, task  # noqa: F401
+from . import pbd, sm, sr, vbd, vdi  # noqa: F401  (storage)

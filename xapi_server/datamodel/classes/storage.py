@@ -140,3 +140,71 @@ SM = cls(
         field('supported_image_formats', 'enum image_format_type set', RO, default=[]),
     ],
 )
+
+# -- Messages (issue 4). Kept apart from the field lists above; params, results, errors
+# and roles as xapi declares them. `null` is OpaqueRef:NULL.
+from .._dsl import msg  # noqa: E402
+
+_MAP = "(string -> string) map"
+SR.messages.extend([
+    msg("create", f"host ref host, {_MAP} device_config, int physical_size, string name_label, "
+        f"string name_description, string type, string content_type, bool shared, "
+        f"{_MAP} sm_config={{}}", "SR ref", "Create an SR on a device and plug it on host.",
+        errors=["SR_UNKNOWN_DRIVER"], role="pool-operator"),
+    msg("introduce", "string uuid, string name_label, string name_description, string type, "
+        f"string content_type, bool shared, {_MAP} sm_config={{}}", "SR ref",
+        "Record an existing SR (no PBDs: create and plug one).", role="pool-operator"),
+    msg("destroy", "SR ref sr", doc="Delete the SR and its contents from the device.",
+        errors=["SR_HAS_PBD"], role="pool-operator"),
+    msg("forget", "SR ref sr", doc="Drop the SR's records; the device is left alone.",
+        errors=["SR_HAS_PBD"], role="pool-operator"),
+    msg("update", "SR ref sr", doc="Refresh the SR's size fields.", role="pool-operator"),
+    msg("get_supported_types", "", "string set", "The SR types this server has drivers for.",
+        role="read-only", mutates=False),
+    msg("scan", "SR ref sr", doc="Make the VDI records match the volumes on the device.",
+        role="vm-power-admin"),
+    msg("probe", f"host ref host, {_MAP} device_config, string type, {_MAP} sm_config={{}}",
+        "string", "List (as XML) the SRs present on a device.", role="pool-operator"),
+])
+
+PBD.messages.extend([
+    msg("plug", "PBD ref self", doc="Attach the SR on the PBD's host.",
+        errors=["SR_UNKNOWN_DRIVER"], role="pool-operator"),
+    msg("unplug", "PBD ref self", doc="Detach the SR on the PBD's host.", role="pool-operator"),
+])
+
+VDI.messages.extend([
+    msg("snapshot", f"VDI ref vdi, {_MAP} driver_params={{}}", "VDI ref",
+        "A read-consistent copy, recorded as a snapshot of vdi.", role="vm-admin"),
+    msg("clone", f"VDI ref vdi, {_MAP} driver_params={{}}", "VDI ref",
+        "An independent writable copy in the same SR.", role="vm-admin"),
+    msg("resize", "VDI ref vdi, int size", doc="Grow the disk to size bytes.", role="vm-admin"),
+    msg("introduce", "string uuid, string name_label, string name_description, SR ref SR, "
+        f"enum vdi_type type, bool sharable, bool read_only, {_MAP} other_config, "
+        f"string location, {_MAP} xenstore_data={{}}, {_MAP} sm_config={{}}, "
+        "bool managed=true, int virtual_size=0, int physical_utilisation=0, "
+        "pool ref metadata_of_pool=null, bool is_a_snapshot=false, "
+        "datetime snapshot_time='19700101T00:00:00Z', VDI ref snapshot_of=null", "VDI ref",
+        "Record a volume already present in the SR.",
+        errors=["SR_OPERATION_NOT_SUPPORTED"], role="vm-admin"),
+    msg("update", "VDI ref vdi", doc="Refresh the VDI's fields from its volume.",
+        errors=["SR_OPERATION_NOT_SUPPORTED"], role="vm-admin"),
+    msg("copy", "VDI ref vdi, SR ref sr=null, VDI ref base_vdi=null, VDI ref into_vdi=null",
+        "VDI ref", "A full copy in sr (or into into_vdi).",
+        errors=["VDI_READONLY", "VDI_TOO_SMALL", "VDI_NOT_SPARSE"], role="vm-admin"),
+    msg("forget", "VDI ref vdi", doc="Drop the VDI's record; the volume stays.",
+        role="vm-admin"),
+])
+
+VBD.messages.extend([
+    msg("eject", "VBD ref vbd", doc="Remove the medium from a CD drive.",
+        errors=["VBD_NOT_REMOVABLE_MEDIA", "VBD_IS_EMPTY"], role="vm-operator"),
+    msg("insert", "VBD ref vbd, VDI ref vdi", doc="Put a medium into an empty CD drive.",
+        errors=["VBD_NOT_REMOVABLE_MEDIA", "VBD_NOT_EMPTY"], role="vm-operator"),
+    msg("plug", "VBD ref self", doc="Hot-plug the device into the running VM.",
+        role="vm-admin"),
+    msg("unplug", "VBD ref self", doc="Hot-unplug the device from the running VM.",
+        errors=["DEVICE_DETACH_REJECTED", "DEVICE_ALREADY_DETACHED"], role="vm-admin"),
+    msg("assert_attachable", "VBD ref self", doc="Fail if the VBD could not be attached.",
+        role="vm-admin", mutates=False),
+])

@@ -1,0 +1,138 @@
+"""VBD: disk and CD drives of VMs. create/destroy, plug/unplug on a running VM
+(libvirt hotplug, backends/storage/attach.py), insert/eject for CDs."""
+from __future__ import annotations
+
+from ..backends.storage import attach, service
+from ..backends.storage.service import NULL
+from ..dispatch.generic import constructor_fields
+from ..dispatch.registry import implements
+from ..errors import ApiError
+
+
+def _power(store, vm) -> str:
+    return store.get("VM", vm, "power_state")
+
+
+def _require_running(store, vm):
+    state = _power(store, vm)
+    if state != "Running":
+        raise ApiError("VM_BAD_POWER_STATE", vm, "running", state.lower())
+
+
+def _userdevice(store, vm, wanted: str, cd: bool) -> str:
+    limit = attach.MAX_CDS if cd else attach.MAX_DISKS
+    used = {store.get("VBD", v, "userdevice") for v in store.get("VM", vm, "VBDs")}
+    if wanted == "autodetect":
+        for n in range(limit):
+            if str(n) not in used:
+                return str(n)
+        raise ApiError("ILLEGAL_VBD_DEVICE", NULL, wanted)
+    if not wanted.isdigit() or int(wanted) >= limit:
+        raise ApiError("ILLEGAL_VBD_DEVICE", NULL, wanted)
+    wanted = str(int(wanted))
+    if wanted in used:
+        raise ApiError("DEVICE_ALREADY_EXISTS", wanted)
+    return wanted
+
+
+@implements("VBD.create")
+def create(ctx, args):
+    store = ctx.store
+    fields = constructor_fields(ctx, "VBD", args)
+    vm = fields.get("VM", NULL)
+    store.record("VM", vm)
+    cd = fields.get("type") == "CD"
+    if cd and fields.get("mode") != "RO":
+        raise ApiError("VBD_CDS_MUST_BE_READONLY")
+    if fields.get("empty"):
+        if not cd:
+            raise ApiError("VBD_NOT_REMOVABLE_MEDIA", NULL)
+        fields["VDI"] = NULL
+    else:
+        vdi = fields.get("VDI", NULL)
+        rec = store.record("VDI", vdi)
+        if fields.get("mode") == "RW" and rec["read_only"]:
+            raise ApiError("VDI_READONLY", vdi)
+    fields["userdevice"] = _userdevice(store, vm, fields.get("userdevice", ""), cd)
+    fields.update(currently_attached=False, device="")
+    return store.create("VBD", fields)
+
+
+@implements("VBD.destroy")
+def destroy(ctx, self):
+    if ctx.store.get("VBD", self, "currently_attached") and \
+            _power(ctx.store, ctx.store.get("VBD", self, "VM")) != "Halted":
+        raise ApiError("OPERATION_NOT_ALLOWED", "VBD currently attached to a running VM")
+    ctx.store.delete("VBD", self)
+
+
+@implements("VBD.plug")
+async def plug(ctx, self):
+    store = ctx.store
+    rec = store.record("VBD", self)
+    _require_running(store, rec["VM"])
+    if rec["currently_attached"]:
+        raise ApiError("DEVICE_ALREADY_ATTACHED", self)
+    await attach.hotplug(ctx.server, self)
+
+
+@implements("VBD.unplug")
+async def unplug(ctx, self):
+    store = ctx.store
+    rec = store.record("VBD", self)
+    _require_running(store, rec["VM"])
+    if not rec["currently_attached"]:
+        raise ApiError("DEVICE_ALREADY_DETACHED", self)
+    if not rec["unpluggable"]:
+        raise ApiError("VBD_NOT_UNPLUGGABLE", self)
+    await attach.hotunplug(ctx.server, self)
+
+
+@implements("VBD.assert_attachable")
+def assert_attachable(ctx, self):
+    store = ctx.store
+    rec = store.record("VBD", self)
+    if not rec["empty"] and rec["VDI"] != NULL:
+        service.driver_for(ctx.server, store.get("VDI", rec["VDI"], "SR"))
+    attach.check_writers(store, self)
+
+
+def _removable(store, vbd):
+    if store.get("VBD", vbd, "type") != "CD":
+        raise ApiError("VBD_NOT_REMOVABLE_MEDIA", vbd)
+
+
+async def _media_changed(ctx, vbd, old_vdi, undo):
+    """Tell a running guest its CD drive changed; on failure put the record back."""
+    store = ctx.store
+    rec = store.record("VBD", vbd)
+    if _power(store, rec["VM"]) == "Running" and rec["currently_attached"]:
+        try:
+            await attach.change_media(ctx.server, vbd, old_vdi)
+        except BaseException:
+            store.update("VBD", vbd, **undo)
+            raise
+
+
+@implements("VBD.insert")
+async def insert(ctx, vbd, vdi):
+    store = ctx.store
+    rec = store.record("VBD", vbd)
+    _removable(store, vbd)
+    if not rec["empty"]:
+        raise ApiError("VBD_NOT_EMPTY", vbd)
+    store.record("VDI", vdi)
+    store.update("VBD", vbd, VDI=vdi, empty=False)
+    await _media_changed(ctx, vbd, NULL, {"VDI": NULL, "empty": True})
+
+
+@implements("VBD.eject")
+async def eject(ctx, vbd):
+    store = ctx.store
+    rec = store.record("VBD", vbd)
+    _removable(store, vbd)
+    if rec["empty"]:
+        raise ApiError("VBD_IS_EMPTY", vbd)
+    old = rec["VDI"]
+    store.update("VBD", vbd, VDI=NULL, empty=True)
+    await _media_changed(ctx, vbd, old, {"VDI": old, "empty": False})

@@ -1,0 +1,18 @@
+"""Storage backends: SR drivers behind one small interface (`base.Driver`).
+
+`DRIVERS` maps an SR type to its driver class; adding NFS or iSCSI means adding a
+class here. `service` glues drivers to the store (locks, errors, sizes), `attach`
+is what VM and VBD code calls to put disks into guests.
+"""
+from __future__ import annotations
+
+from .base import Driver, Stats, Volume
+from .filesr import ExtDriver, FileDriver
+from .iso import ISODriver
+from .lvm import LVMDriver
+from .run import StorageError
+
+DRIVERS: dict[str, type[Driver]] = {d.type: d for d in (FileDriver, ExtDriver, LVMDriver,
+                                                        ISODriver)}
+
+__all__ = ["DRIVERS", "Driver", "Stats", "Volume", "StorageError"]
