@@ -152,14 +152,16 @@ def test_pool_and_host(cli):
 
 
 def test_rbac_applies(cli):
-    """The CLI calls through the dispatcher: a read-only session is refused a write."""
+    """The CLI logs in as the user and calls through the dispatcher: a read-only
+    local account may list but not write."""
+    roles = [r for r, rec in cli.store.tables["role"].items() if rec["name_label"] == "read-only"]
+    if not roles:
+        pytest.skip("no RBAC roles in this build")
+    cli.store.create("subject", {"subject_identifier": "local:viewer", "roles": roles})
     cli.server.auth.set_password("viewer", "pw")
-    session = cli.loop.run_until_complete(cli.server.dispatcher.call(
-        "session.login_with_password", ["viewer", "pw", "1.0", "t"], "127.0.0.1"))
-    cli.store.update("session", session, is_local_superuser=False)
-    cli.server.auth._roles[session] = "read-only"
-    code, out, err = cli.run(f"session_id={session}", "vm-param-set", f"uuid={U1}",
-                             "name-label=x")
+    cli.flush()
+    assert cli.run("vm-list", "--minimal", user="viewer", password="pw")[0] == 0
+    code, out, err = cli.run("vm-param-set", f"uuid={U1}", "name-label=x", user="viewer",
+                             password="pw")
     assert code == 1 and err.startswith("You do not have the required permissions")
     assert "permission: vm.set_name_label" in err
-    assert cli.run(f"session_id={session}", "vm-list", "--minimal")[0] == 0

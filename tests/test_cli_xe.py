@@ -83,6 +83,23 @@ def test_settings_from_rc_file_extra_args_and_password_file(server, home):
     assert r.returncode == 0, r.stderr
 
 
+def test_bash_completion_asks_the_server(server, home):
+    script = os.path.join(os.path.dirname(os.path.dirname(__file__)), "xe_cli",
+                          "completion.bash")
+    conn = f"xe -s 127.0.0.1 -p {server.port} -pw {ROOT_PASSWORD}"
+    probe = (f"source {script}; comp() {{ COMP_WORDS=(\"$@\"); COMP_CWORD=$((${{#COMP_WORDS[@]}}-1)); "
+             f"_xe; echo \"${{COMPREPLY[*]}}\"; }}; comp {conn} host-cpu-param-; "
+             f"comp {conn} host-param-get ''; comp {conn} host-list uuid=")
+    env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / "cfg"),
+           "PATH": os.path.dirname(XE) + os.pathsep + os.environ["PATH"]}
+    lines = subprocess.run(["bash", "-c", probe], env=env, capture_output=True, text=True,
+                           timeout=60).stdout.splitlines()
+    assert "host-cpu-param-get" in lines[0].split() and "vm-list" not in lines[0]
+    assert {"uuid=", "param-name=", "param-key="} <= set(lines[1].split())
+    host = xe(home, "host-list", "--minimal", port=server.port).stdout.strip()
+    assert lines[2] == f"uuid={host}"
+
+
 def test_usage_version_and_unreachable(home):
     r = xe(home)
     assert r.returncode == 0 and r.stdout.startswith("Usage: xe")
