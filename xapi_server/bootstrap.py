@@ -8,7 +8,7 @@ import secrets
 import sys
 from datetime import datetime, timezone
 
-from . import __version__, hostinfo
+from . import __version__, hostinfo, templates
 
 API_VERSION = (2, 21)  # XenServer 8 / XCP-ng 8.3
 
@@ -40,6 +40,7 @@ def start(server):
     store.update("pool", pool, cpu_info=hostinfo.cpu_info())
     if not server.auth.has_user("root"):
         _create_root(server, settings.data_dir)
+    templates.ensure(store)
     return pool, host
 
 

@@ -6,6 +6,7 @@ import os
 
 from . import api  # noqa: F401  (registers every implementation)
 from . import bootstrap
+from .api import vm_sync
 from .auth import Auth
 from .config import Settings
 from .dispatch import Dispatcher
@@ -26,8 +27,10 @@ class Server:
     async def startup(self):
         self.store.open()
         self.pool_ref, self.host_ref = bootstrap.start(self)
+        await vm_sync.startup(self)   # hypervisor connection; VMs reconciled with it
         await api.sm.storage_start(self)  # SM records, first start: Local storage SR
         await self.store.flush()
 
     async def shutdown(self):
+        await vm_sync.shutdown(self)
         self.store.close()

@@ -166,6 +166,10 @@ HOST = cls(
             asynchronous=False, mutates=False),
         msg("get_server_localtime", "host ref host", "datetime",
             "The host's clock, in its own time zone.", asynchronous=False, mutates=False),
+        msg("compute_free_memory", "host ref host", "int",
+            "Memory (bytes) a new VM could use on this host.", mutates=False),
+        msg("compute_memory_overhead", "host ref host", "int",
+            "Memory (bytes) the virtualization layer itself uses on this host.", mutates=False),
     ],
 )
 

@@ -1,7 +1,98 @@
 """Classes: VM, VM_metrics, VM_guest_metrics, console.
 
 Field facts (names, types, qualifiers, defaults) follow xapi's datamodel."""
-from .._dsl import RC, RO, RW, cls, field
+from .._dsl import RC, RO, RW, cls, field, msg
+
+# Errors xapi declares for the lifecycle messages (datamodel_vm.ml), in its order.
+_LIFECYCLE = ["VM_BAD_POWER_STATE", "OTHER_OPERATION_IN_PROGRESS", "OPERATION_NOT_ALLOWED",
+              "VM_IS_TEMPLATE"]
+_COPY = ["VM_BAD_POWER_STATE", "SR_FULL", "OPERATION_NOT_ALLOWED", "LICENCE_RESTRICTION"]
+_READ = dict(role="read-only", mutates=False)
+
+VM_MESSAGES = [
+    msg("snapshot", "VM ref vm, string new_name, VDI ref set ignore_vdis=[]", "VM ref",
+        "Snapshots the VM: a new VM record (is_a_snapshot) with copies of its disks.",
+        errors=["VM_BAD_POWER_STATE", "SR_FULL", "OPERATION_NOT_ALLOWED"],
+        role="vm-power-admin"),
+    msg("clone", "VM ref vm, string new_name", "VM ref", "Clones the VM (or template).",
+        errors=_COPY, role="vm-admin"),
+    msg("copy", "VM ref vm, string new_name, SR ref sr", "VM ref",
+        "Copies the VM, with full copies of its disks (into sr unless NULL).",
+        errors=_COPY, role="vm-admin"),
+    msg("revert", "VM ref snapshot", "void", "Reverts the VM to the given snapshot.",
+        errors=["VM_BAD_POWER_STATE", "OPERATION_NOT_ALLOWED", "SR_FULL", "VM_REVERT_FAILED"],
+        role="vm-power-admin"),
+    msg("provision", "VM ref vm", "void",
+        "Creates the disks a template-derived VM describes in other_config:disks.",
+        errors=_COPY, role="vm-admin"),
+    msg("start", "VM ref vm, bool start_paused, bool force", "void", "Starts a halted VM.",
+        errors=["VM_BAD_POWER_STATE", "VM_HVM_REQUIRED", "VM_IS_TEMPLATE",
+                "OTHER_OPERATION_IN_PROGRESS", "OPERATION_NOT_ALLOWED", "BOOTLOADER_FAILED",
+                "UNKNOWN_BOOTLOADER", "NO_HOSTS_AVAILABLE", "LICENCE_RESTRICTION"],
+        role="vm-operator"),
+    msg("start_on", "VM ref vm, host ref host, bool start_paused, bool force", "void",
+        "Starts a halted VM on the given host.",
+        errors=["VM_BAD_POWER_STATE", "VM_IS_TEMPLATE", "OTHER_OPERATION_IN_PROGRESS",
+                "OPERATION_NOT_ALLOWED", "BOOTLOADER_FAILED", "UNKNOWN_BOOTLOADER"],
+        role="vm-power-admin"),
+    msg("pause", "VM ref vm", "void", "Pauses a running VM.", errors=_LIFECYCLE,
+        role="vm-operator"),
+    msg("unpause", "VM ref vm", "void", "Resumes a paused VM.",
+        errors=["VM_BAD_POWER_STATE", "OPERATION_NOT_ALLOWED", "VM_IS_TEMPLATE"],
+        role="vm-operator"),
+    msg("clean_shutdown", "VM ref vm", "void",
+        "Asks the guest to power off (ACPI) and waits until it has.", errors=_LIFECYCLE,
+        role="vm-operator"),
+    msg("shutdown", "VM ref vm", "void", "Clean shutdown, falling back to a hard one.",
+        errors=_LIFECYCLE, role="vm-operator"),
+    msg("clean_reboot", "VM ref vm", "void", "Asks the guest to reboot (ACPI) and waits.",
+        errors=_LIFECYCLE, role="vm-operator"),
+    msg("hard_shutdown", "VM ref vm", "void", "Stops the VM at once.", errors=_LIFECYCLE,
+        role="vm-operator"),
+    msg("power_state_reset", "VM ref vm", "void",
+        "Forces the recorded power state to Halted (no hypervisor action).",
+        role="pool-operator"),
+    msg("hard_reboot", "VM ref vm", "void", "Stops the VM at once and starts it again.",
+        errors=_LIFECYCLE, role="vm-operator"),
+    msg("suspend", "VM ref vm", "void", "Saves the VM's memory to disk and stops it.",
+        errors=_LIFECYCLE, role="vm-operator"),
+    msg("resume", "VM ref vm, bool start_paused, bool force", "void",
+        "Restores a suspended VM.",
+        errors=["VM_BAD_POWER_STATE", "OPERATION_NOT_ALLOWED", "VM_IS_TEMPLATE"],
+        role="vm-operator"),
+    msg("resume_on", "VM ref vm, host ref host, bool start_paused, bool force", "void",
+        "Restores a suspended VM on the given host.",
+        errors=["VM_BAD_POWER_STATE", "OPERATION_NOT_ALLOWED", "VM_IS_TEMPLATE"],
+        role="vm-power-admin"),
+    msg("set_VCPUs_number_live", "VM ref self, int nvcpu", "void",
+        "Sets the number of vCPUs of a running VM.",
+        errors=["OPERATION_NOT_ALLOWED", "LICENCE_RESTRICTION"], role="vm-admin"),
+    msg("set_memory_dynamic_max", "VM ref self, int value", role="vm-power-admin"),
+    msg("set_memory_dynamic_min", "VM ref self, int value", role="vm-power-admin"),
+    msg("set_memory_dynamic_range", "VM ref self, int min, int max", "void",
+        "Sets the balloon range (live when running).", role="vm-power-admin"),
+    msg("set_memory_static_max", "VM ref self, int value",
+        errors=["HA_OPERATION_WOULD_BREAK_FAILOVER_PLAN"], role="vm-power-admin"),
+    msg("set_memory_static_min", "VM ref self, int value", role="vm-power-admin"),
+    msg("set_memory_static_range", "VM ref self, int min, int max", role="vm-power-admin"),
+    msg("set_memory_limits", "VM ref self, int static_min, int static_max, "
+        "int dynamic_min, int dynamic_max", role="vm-power-admin"),
+    msg("set_memory", "VM ref self, int value", "void",
+        "Sets every memory limit but static_min to value.", role="vm-power-admin"),
+    msg("set_VCPUs_max", "VM ref self, int value", role="vm-admin"),
+    msg("set_VCPUs_at_startup", "VM ref self, int value", role="vm-admin"),
+    msg("compute_memory_overhead", "VM ref vm", "int", **_READ),
+    msg("get_boot_record", "VM ref self", "VM record",
+        "The record as it was when the VM booted.", **_READ),
+    msg("get_allowed_VBD_devices", "VM ref vm", "string set", **_READ),
+    msg("get_allowed_VIF_devices", "VM ref vm", "string set", **_READ),
+    msg("get_possible_hosts", "VM ref vm", "host ref set", **_READ),
+    msg("assert_can_boot_here", "VM ref self, host ref host", "void",
+        errors=["HOST_NOT_ENOUGH_FREE_MEMORY", "HOST_DISABLED", "MEMORY_CONSTRAINT_VIOLATION",
+                "OPERATION_NOT_ALLOWED"], **_READ),
+    msg("assert_operation_valid", "VM ref self, enum vm_operations op", **_READ),
+    msg("update_allowed_operations", "VM ref self", role="pool-admin"),
+]
 
 VM = cls(
     'VM', 'A virtual machine, a template or a snapshot.',
@@ -99,6 +190,7 @@ VM = cls(
         field('groups', 'VM_group ref set', RO, setter='vm-admin'),
         field('secureboot_certificates_state', 'enum vm_secureboot_certificates_state', RO, default='ok'),
     ],
+    messages=VM_MESSAGES,
 )
 
 VM_METRICS = cls(

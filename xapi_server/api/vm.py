@@ -1,0 +1,235 @@
+"""VM power operations: start, shutdowns, reboots, suspend/resume, pause/unpause.
+
+Each runs inside `vm_operation` (checks in xapi's order, current_operations held for
+its duration), makes the hypervisor calls through `server.vms.hv` (never blocking the
+event loop), and ends by re-reading the domain so the record says what the
+hypervisor says. The domain XML is rebuilt from the VM record at every boot.
+"""
+from __future__ import annotations
+
+import os
+
+from ..backends.hypervisor import HypervisorError, domxml
+from ..dispatch.generic import check_ref
+from ..dispatch.registry import implements
+from ..errors import ApiError
+from ..wire.xmlrpc import encode_value
+from .vm_checks import vm_operation
+from .vm_memory import assert_memory_valid
+
+CLEAN_SHUTDOWN_TIMEOUT = 1200.0   # seconds a guest gets to act on the power button
+SHUTDOWN_FALLBACK_TIMEOUT = 60.0  # VM.shutdown: then it is pulled
+REBOOT_TIMEOUT = 1200.0
+
+# Async hooks run before a domain is defined at boot: fn(ctx, vm_ref). Storage and
+# network use them to make devices ready (activate volumes, create taps ...); the
+# devices themselves go into the XML through domxml.device_contributor.
+START_HOOKS: list = []
+
+
+def start_hook(fn):
+    START_HOOKS.append(fn)
+    return fn
+
+
+def _runtime(ctx):
+    return ctx.server.vms
+
+
+async def _hv(coro):
+    """Hypervisor failures reach the client as INTERNAL_ERROR with libvirt's text."""
+    try:
+        return await coro
+    except HypervisorError as exc:
+        raise ApiError("INTERNAL_ERROR", f"hypervisor: {exc}") from None
+
+
+def _progress(ctx, fraction):
+    ctx.server.tasks.set_progress(ctx.task, fraction)
+
+
+def _check_host(ctx, host):
+    check_ref(ctx, "host", host)
+    if host != ctx.server.host_ref:
+        raise ApiError("VM_NOT_RESIDENT_HERE", "OpaqueRef:NULL", host)
+
+
+def _assert_can_boot(ctx, vm, rec, force=False):
+    assert_memory_valid(rec)
+    if rec["VCPUs_at_startup"] < 1 or rec["VCPUs_at_startup"] > rec["VCPUs_max"]:
+        raise ApiError("INVALID_VALUE", "VCPUs_at_startup", rec["VCPUs_at_startup"])
+    rt = _runtime(ctx)
+    if rt.hv.simulated:
+        return
+    for path in (rec["PV_kernel"], rec["PV_ramdisk"]):
+        if path and not os.path.exists(path):
+            raise ApiError("BOOTLOADER_FAILED", vm, f"{path}: no such file")
+    if not force:
+        from ..hostinfo import meminfo
+        free = meminfo().get("MemAvailable", 0)
+        if free and rec["memory_dynamic_min"] > free:
+            raise ApiError("HOST_NOT_ENOUGH_FREE_MEMORY", rec["memory_dynamic_min"], free)
+
+
+async def boot(ctx, vm, paused=False, force=False):
+    """Build the XML from the record, (re)define the domain and start it."""
+    rt = _runtime(ctx)
+    rec = ctx.store.record("VM", vm)
+    _assert_can_boot(ctx, vm, rec, force)
+    for hook in START_HOOKS:
+        await hook(ctx, vm)
+    rec = ctx.store.record("VM", vm)
+    build = domxml.BuildContext(ctx.store, vm, rec, rt.hv.domain_type,
+                                ctx.server.settings.data_dir)
+    xml = domxml.build(build)
+    os.makedirs(os.path.dirname(domxml.console_log_path(build.data_dir, rec["uuid"])),
+                exist_ok=True)
+    _progress(ctx, 0.2)
+    await _hv(rt.hv.define(rec["uuid"], xml))
+    await _hv(rt.hv.start(rec["uuid"], paused))
+    _progress(ctx, 0.9)
+    rt.boot_records[vm] = dict(rec)
+    ctx.store.update("VM", vm, last_booted_record=encode_value(rec))
+    await rt.refresh(vm)
+
+
+async def _wait_halted(ctx, vm, timeout) -> bool:
+    store = ctx.store
+    return await _runtime(ctx).wait_until(
+        lambda: store.record("VM", vm)["power_state"] == "Halted", timeout, vm,
+        progress=lambda f: _progress(ctx, 0.1 + 0.8 * f))
+
+
+
+
+@implements("VM.start")
+async def start(ctx, vm, start_paused, force):
+    async with vm_operation(ctx, vm, "start"):
+        await boot(ctx, vm, start_paused, force)
+
+
+@implements("VM.start_on")
+async def start_on(ctx, vm, host, start_paused, force):
+    ctx.store.record("VM", vm)
+    _check_host(ctx, host)
+    async with vm_operation(ctx, vm, "start_on"):
+        await boot(ctx, vm, start_paused, force)
+
+
+@implements("VM.clean_shutdown")
+async def clean_shutdown(ctx, vm):
+    async with vm_operation(ctx, vm, "clean_shutdown"):
+        await _clean_shutdown(ctx, vm, CLEAN_SHUTDOWN_TIMEOUT)
+
+
+async def _clean_shutdown(ctx, vm, timeout):
+    uuid = ctx.store.record("VM", vm)["uuid"]
+    await _hv(_runtime(ctx).hv.shutdown(uuid))
+    if not await _wait_halted(ctx, vm, timeout):
+        raise ApiError("VM_SHUTDOWN_TIMEOUT", vm, int(timeout))
+
+
+@implements("VM.hard_shutdown")
+async def hard_shutdown(ctx, vm):
+    async with vm_operation(ctx, vm, "hard_shutdown"):
+        await _hard_shutdown(ctx, vm)
+
+
+async def _hard_shutdown(ctx, vm):
+    rt = _runtime(ctx)
+    await _hv(rt.hv.destroy(ctx.store.record("VM", vm)["uuid"]))
+    await rt.refresh(vm)
+
+
+@implements("VM.shutdown")
+async def shutdown(ctx, vm):
+    """Clean when the guest runs, hard if it does not comply (or is not running)."""
+    async with vm_operation(ctx, vm, "shutdown"):
+        if ctx.store.record("VM", vm)["power_state"] == "Running":
+            try:
+                await _clean_shutdown(ctx, vm, SHUTDOWN_FALLBACK_TIMEOUT)
+                return
+            except ApiError as exc:
+                if exc.code != "VM_SHUTDOWN_TIMEOUT":
+                    raise
+        await _hard_shutdown(ctx, vm)
+
+
+@implements("VM.clean_reboot")
+async def clean_reboot(ctx, vm):
+    rt = _runtime(ctx)
+    async with vm_operation(ctx, vm, "clean_reboot"):
+        uuid = ctx.store.record("VM", vm)["uuid"]
+        seen = rt.reboots.get(uuid, 0)
+        await _hv(rt.hv.reboot(uuid))
+        if not rt.hv.simulated:  # the test driver reboots synchronously, without events
+            done = await rt.wait_until(
+                lambda: rt.reboots.get(uuid, 0) > seen
+                or ctx.store.record("VM", vm)["power_state"] == "Halted",
+                REBOOT_TIMEOUT, vm, progress=lambda f: _progress(ctx, 0.1 + 0.8 * f))
+            if not done:
+                raise ApiError("VM_SHUTDOWN_TIMEOUT", vm, int(REBOOT_TIMEOUT))
+        rt.boot_records[vm] = dict(ctx.store.record("VM", vm))
+        await rt.refresh(vm)
+
+
+@implements("VM.hard_reboot")
+async def hard_reboot(ctx, vm):
+    """A new domain from the current record: configuration changes take effect."""
+    async with vm_operation(ctx, vm, "hard_reboot"):
+        await _hard_shutdown(ctx, vm)
+        await boot(ctx, vm, paused=False, force=True)
+
+
+async def _domain_op(ctx, vm, op, method, *args):
+    """The common shape: claim `op`, one hypervisor call on the domain, re-read it."""
+    rt = _runtime(ctx)
+    async with vm_operation(ctx, vm, op):
+        await _hv(getattr(rt.hv, method)(ctx.store.record("VM", vm)["uuid"], *args))
+        await rt.refresh(vm)
+
+
+@implements("VM.suspend")
+async def suspend(ctx, vm):
+    await _domain_op(ctx, vm, "suspend", "suspend")
+
+
+async def _resume(ctx, vm, op, start_paused):
+    await _domain_op(ctx, vm, op, "resume", start_paused)
+
+
+@implements("VM.resume")
+async def resume(ctx, vm, start_paused, force):
+    await _resume(ctx, vm, "resume", start_paused)
+
+
+@implements("VM.resume_on")
+async def resume_on(ctx, vm, host, start_paused, force):
+    ctx.store.record("VM", vm)
+    _check_host(ctx, host)
+    await _resume(ctx, vm, "resume_on", start_paused)
+
+
+@implements("VM.pause")
+async def pause(ctx, vm):
+    await _domain_op(ctx, vm, "pause", "pause")
+
+
+@implements("VM.unpause")
+async def unpause(ctx, vm):
+    await _domain_op(ctx, vm, "unpause", "unpause")
+
+
+@implements("VM.power_state_reset")
+async def power_state_reset(ctx, vm):
+    """Forget the runtime state (xapi: for a VM whose host died). If the domain
+    really runs, the next event or poll brings the truth back."""
+    from .vm_checks import update_allowed_operations
+    from .vm_sync import ensure_metrics
+    ctx.store.record("VM", vm)
+    ctx.store.update("VM", vm, power_state="Halted", domid=-1, resident_on="OpaqueRef:NULL",
+                     current_operations={})
+    ctx.store.update("VM_metrics", ensure_metrics(ctx.store, vm), state=["halted"],
+                     memory_actual=0, VCPUs_number=0)
+    _runtime(ctx).boot_records.pop(vm, None)
+    update_allowed_operations(ctx.store, vm)

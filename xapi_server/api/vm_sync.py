@@ -1,0 +1,256 @@
+"""Truth with the hypervisor: the store holds VM configuration, libvirt the runtime.
+
+`VmRuntime` (server.vms) owns the hypervisor connection and keeps power_state,
+domid, resident_on and VM_metrics equal to what the hypervisor reports:
+- at startup, every VM is reconciled with the domain list (after a restart the
+  records match libvirt, whatever happened while we were down);
+- each libvirt lifecycle event re-reads that domain's state (virsh start/destroy,
+  a guest powering itself off show up within milliseconds);
+- every POLL_INTERVAL a full re-read catches anything an event could have missed
+  (a daemon restart) and refreshes the metrics and the host's memory figures.
+
+Reads race: a state read before a change could be applied after a later one. Each
+read takes a ticket before it starts and a record is only overwritten by a read with
+a newer ticket, so the last word is always from the most recent observation.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timezone
+
+from .. import hostinfo
+from ..backends.hypervisor import HALTED, DomainState, open_hypervisor
+from ..datamodel import NULL_REF
+from .vm_checks import update_allowed_operations
+
+log = logging.getLogger("xapi.vm")
+
+POLL_INTERVAL = 5.0          # seconds between full re-reads (events do the fast path)
+_METRIC_STATE = {"Running": ["running"], "Paused": ["paused"], "Suspended": ["suspended"],
+                 "Halted": ["halted"]}
+
+
+def now():
+    return datetime.now(timezone.utc)
+
+
+def tracked(rec: dict) -> bool:
+    """VMs that can have a domain: not templates, snapshots or the control domain."""
+    return not (rec["is_a_template"] or rec["is_a_snapshot"] or rec["is_control_domain"])
+
+
+class VmRuntime:
+    def __init__(self, server):
+        self.server = server
+        self.hv = open_hypervisor(server.settings)
+        self.boot_records: dict[str, dict] = {}   # VM ref -> record as it booted
+        self.reboots: dict[str, int] = {}          # uuid -> guest resets seen
+        self._ticket = 0
+        self._applied: dict[str, int] = {}         # uuid -> ticket of the last applied read
+        self._dirty: set[str] = set()
+        self._refreshing: set[str] = set()
+        self._changed = asyncio.Condition()
+        self._poller: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def store(self):
+        return self.server.store
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    async def startup(self):
+        self._loop = asyncio.get_running_loop()
+        self.hv.set_event_handler(self._from_event_thread)
+        try:
+            await self.hv.open()
+            await self.resync()
+        except Exception:
+            # The API stays up without a hypervisor; the poller keeps trying.
+            log.exception("hypervisor %s not available", self.server.settings.libvirt_uri)
+        self._poller = self._loop.create_task(self._poll())
+
+    async def shutdown(self):
+        if self._poller:
+            self._poller.cancel()
+        try:
+            await self.hv.close()
+        except Exception:
+            log.exception("closing the hypervisor connection")
+
+    # -- events -------------------------------------------------------------------------
+
+    def _from_event_thread(self, uuid: str, kind: str):
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._event, uuid, kind)
+
+    def _event(self, uuid: str, kind: str):
+        if uuid == "*":   # reconnected: anything may have changed
+            self._loop.create_task(self._guarded(self.resync()))
+            return
+        if kind == "reboot":
+            self.reboots[uuid] = self.reboots.get(uuid, 0) + 1
+        self._dirty.add(uuid)
+        if uuid not in self._refreshing:
+            self._loop.create_task(self._guarded(self._refresh_loop(uuid)))
+
+    async def _refresh_loop(self, uuid: str):
+        """Coalesce a burst of events for one domain into as few reads as needed."""
+        self._refreshing.add(uuid)
+        try:
+            while uuid in self._dirty:
+                self._dirty.discard(uuid)
+                await self.refresh_uuid(uuid)
+        finally:
+            self._refreshing.discard(uuid)
+
+    @staticmethod
+    async def _guarded(coro):
+        try:
+            await coro
+        except Exception:
+            log.exception("hypervisor sync failed")
+
+    # -- reading the hypervisor ---------------------------------------------------------
+
+    def _take_ticket(self) -> int:
+        self._ticket += 1
+        return self._ticket
+
+    async def refresh(self, vm_ref: str):
+        """Re-read one VM's domain now (operations end with this)."""
+        await self.refresh_uuid(self.store.record("VM", vm_ref)["uuid"])
+
+    async def refresh_uuid(self, uuid: str):
+        ticket = self._take_ticket()
+        state = await self.hv.state(uuid)
+        self._apply_uuid(uuid, state, ticket)
+        await self._settled()
+
+    async def resync(self):
+        ticket = self._take_ticket()
+        domains = await self.hv.list()
+        for ref, rec in list(self.store.tables["VM"].items()):
+            if tracked(rec):
+                self._apply(ref, domains.get(rec["uuid"], HALTED), ticket)
+        self._refresh_host_metrics()
+        await self._settled()
+
+    async def _settled(self):
+        await self.store.flush()
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def _poll(self):
+        while True:
+            await asyncio.sleep(POLL_INTERVAL)
+            try:
+                if not self.hv.uri:
+                    await self.hv.open()
+                await self.resync()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("hypervisor poll failed: %s", exc)
+
+    # -- writing the records ------------------------------------------------------------
+
+    def _apply_uuid(self, uuid, state, ticket):
+        try:
+            ref = self.store.by_uuid("VM", uuid)
+        except Exception:
+            return  # one of our domains without a VM record (e.g. destroyed meanwhile)
+        if tracked(self.store.record("VM", ref)):
+            self._apply(ref, state, ticket)
+
+    def _apply(self, ref: str, state: DomainState, ticket: int):
+        rec = self.store.record("VM", ref)
+        uuid = rec["uuid"]
+        if ticket < self._applied.get(uuid, 0):
+            return  # an older observation than one already applied
+        self._applied[uuid] = ticket
+        live = state.power_state in ("Running", "Paused")
+        changes = {"power_state": state.power_state, "domid": state.domid,
+                   "resident_on": self.server.host_ref if live else NULL_REF}
+        changes = {k: v for k, v in changes.items() if rec[k] != v}
+        if changes:
+            self.store.update("VM", ref, **changes)
+        self._update_metrics(ref, rec, state)
+        if changes:
+            update_allowed_operations(self.store, ref)
+            if not live:
+                self.boot_records.pop(ref, None)
+
+    def _update_metrics(self, ref, before: dict, state: DomainState):
+        metrics = ensure_metrics(self.store, ref)
+        m = self.store.record("VM_metrics", metrics)
+        live = state.power_state in ("Running", "Paused")
+        fields = {"state": _METRIC_STATE[state.power_state],
+                  "memory_actual": state.memory_bytes if live else 0,
+                  "VCPUs_number": state.vcpus if live else 0, "hvm": live,
+                  "current_domain_type": "hvm" if live else "unspecified"}
+        was_live = before["power_state"] in ("Running", "Paused")
+        if live and not was_live and before["power_state"] != "Suspended":
+            fields["start_time"] = now()
+        fields = {k: v for k, v in fields.items() if m[k] != v}
+        if fields:
+            fields["last_updated"] = now()
+            self.store.update("VM_metrics", metrics, **fields)
+
+    def _refresh_host_metrics(self):
+        host = self.server.host_ref
+        if not host or not self.store.exists("host", host):
+            return
+        metrics = self.store.record("host", host)["metrics"]
+        if not self.store.exists("host_metrics", metrics):
+            return
+        mem = hostinfo.meminfo()
+        self.store.update("host_metrics", metrics, memory_total=mem.get("MemTotal", 0),
+                          memory_free=mem.get("MemAvailable", mem.get("MemFree", 0)),
+                          live=True, last_updated=now())
+
+    # -- waiting --------------------------------------------------------------------------
+
+    async def wait_until(self, predicate, timeout: float, vm_ref: str | None = None,
+                         progress=None) -> bool:
+        """Wait until predicate() holds, re-reading vm_ref every second in case an
+        event is lost; progress(fraction_of_timeout) is called while waiting."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not predicate():
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            if progress:
+                progress(1 - left / timeout)
+            try:
+                async with self._changed:
+                    await asyncio.wait_for(self._changed.wait(), min(left, 1.0))
+            except asyncio.TimeoutError:
+                if vm_ref is not None and self.store.exists("VM", vm_ref):
+                    await self.refresh(vm_ref)
+        return True
+
+
+def ensure_metrics(store, vm_ref: str) -> str:
+    """The VM's VM_metrics object, created when missing (clones, old records)."""
+    metrics = store.record("VM", vm_ref)["metrics"]
+    if metrics != NULL_REF and store.exists("VM_metrics", metrics):
+        return metrics
+    metrics = store.create("VM_metrics", {"install_time": now(), "last_updated": now(),
+                                          "state": ["halted"]})
+    store.update("VM", vm_ref, metrics=metrics)
+    return metrics
+
+
+async def startup(server):
+    """Server.startup hook: connect to the hypervisor and reconcile every VM."""
+    server.vms = VmRuntime(server)
+    await server.vms.startup()
+
+
+async def shutdown(server):
+    vms = getattr(server, "vms", None)
+    if vms is not None:
+        await vms.shutdown()

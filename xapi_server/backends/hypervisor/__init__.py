@@ -1,0 +1,71 @@
+"""The hypervisor interface the VM implementations use, and the factory that opens one.
+
+The API layer never imports libvirt: it speaks this small protocol, keyed by the VM's
+uuid (which is also the domain's uuid). Every method is a coroutine; implementations
+run blocking hypervisor calls off the event loop. A Xen or other backend only has to
+provide the same methods.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+
+@dataclass(frozen=True)
+class DomainState:
+    """Runtime truth about one domain, already in XenAPI terms."""
+    power_state: str            # Halted | Paused | Running | Suspended
+    domid: int = -1             # -1 when no domain runs
+    memory_bytes: int = 0       # current balloon size
+    vcpus: int = 0              # vCPUs online
+    cpu_time_ns: int = 0
+
+
+HALTED = DomainState("Halted")
+
+# An event handler gets the domain uuid and a kind: "lifecycle" (started, stopped,
+# suspended ...: re-read the state) or "reboot" (the guest reset itself, state unchanged).
+EventHandler = Callable[[str, str], None]
+
+
+class Hypervisor(Protocol):
+    uri: str
+    domain_type: str            # what the domain XML's <domain type=...> must say
+    simulated: bool             # test driver: operations complete instantly, no guest
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    def set_event_handler(self, handler: EventHandler) -> None:
+        """Called in the event loop thread for each event of a domain we own."""
+
+    async def define(self, uuid: str, xml: str) -> None: ...
+    async def undefine(self, uuid: str) -> None: ...
+    async def start(self, uuid: str, paused: bool = False) -> None:
+        """Boot afresh (a stale suspend image is discarded)."""
+    async def shutdown(self, uuid: str) -> None:
+        """Ask the guest to power off (ACPI power button); returns at once."""
+    async def reboot(self, uuid: str) -> None:
+        """Ask the guest to reboot (ACPI); returns at once."""
+    async def destroy(self, uuid: str) -> None:
+        """Pull the plug (also drops a suspend image)."""
+    async def suspend(self, uuid: str) -> None:
+        """Save memory to disk and stop (managed save)."""
+    async def resume(self, uuid: str, paused: bool = False) -> None: ...
+    async def pause(self, uuid: str) -> None: ...
+    async def unpause(self, uuid: str) -> None: ...
+    async def set_vcpus(self, uuid: str, count: int) -> None: ...
+    async def set_memory(self, uuid: str, size_bytes: int) -> None: ...
+    async def state(self, uuid: str) -> DomainState:
+        """HALTED when no domain of ours has this uuid."""
+    async def list(self) -> dict[str, DomainState]:
+        """Every domain carrying our metadata, by uuid."""
+
+
+class HypervisorError(Exception):
+    """A hypervisor call failed; `message` is the hypervisor's own text."""
+
+
+def open_hypervisor(settings) -> Hypervisor:
+    """The backend for settings.libvirt_uri (libvirt is the only one so far)."""
+    from .libvirt_hv import LibvirtHypervisor
+    return LibvirtHypervisor(settings)

@@ -1,0 +1,208 @@
+"""One libvirt connection for the whole server: URI choice, event loop, reconnect.
+
+- libvirt's own event loop (virEventRegisterDefaultImpl) runs in a daemon thread;
+  it must be registered before the first connection is opened, because both the
+  embedded QEMU driver and domain lifecycle events need it.
+- Calls run in a small thread pool (`await conn.call(fn, ...)`), never on the asyncio
+  loop: a libvirt call can block for seconds (managed save, a daemon restart).
+- When the connection dies (libvirtd restarted), the next call reopens it, event
+  callbacks are registered again and `on_reconnect` is told, so the caller can re-read
+  every domain (events may have been lost in between).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import libvirt
+
+log = logging.getLogger("xapi.libvirt")
+
+SYSTEM_URI = "qemu:///system"
+TEST_URI = "test:///default"
+
+_loop_lock = threading.Lock()
+_loop_thread: threading.Thread | None = None
+
+
+def ensure_event_loop():
+    """Register libvirt's default event implementation once and run it in a thread."""
+    global _loop_thread
+    with _loop_lock:
+        if _loop_thread is not None:
+            return
+        libvirt.virEventRegisterDefaultImpl()
+        _loop_thread = threading.Thread(target=_run_events, name="libvirt-events", daemon=True)
+        _loop_thread.start()
+
+
+def _run_events():
+    while True:
+        try:
+            libvirt.virEventRunDefaultImpl()
+        except Exception:  # keep the loop alive whatever a callback does
+            log.exception("libvirt event loop iteration failed")
+            time.sleep(0.1)
+
+
+# libvirt prints every error to stderr by default; we report them ourselves.
+libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+
+
+def embedded_uri(data_dir: str) -> str:
+    """qemu:///embed rooted in the data dir, with a qemu.conf that runs QEMU as root
+    without mount namespaces (no daemon, no libvirt-qemu user needed)."""
+    root = os.path.join(os.path.abspath(data_dir), "libvirt")
+    etc = os.path.join(root, "etc")
+    os.makedirs(etc, exist_ok=True)
+    conf = os.path.join(etc, "qemu.conf")
+    if not os.path.exists(conf):
+        with open(conf, "w") as f:
+            f.write('user = "root"\ngroup = "root"\nnamespaces = []\n'
+                    '# no virtlogd in embedded mode: QEMU writes its own logs\n'
+                    'stdio_handler = "file"\n'
+                    '# no ownership bookkeeping (xattrs) that would collide with a\n'
+                    '# system libvirtd using the same kernel or disk files\n'
+                    'dynamic_ownership = 0\n')
+    return f"qemu:///embed?root={root}"
+
+
+def system_daemon_answers() -> bool:
+    try:
+        conn = libvirt.open(SYSTEM_URI)
+    except libvirt.libvirtError:
+        return False
+    conn.close()
+    return True
+
+
+def resolve_uri(setting: str, data_dir: str) -> str:
+    """`auto`: the system daemon when one answers, else the embedded driver."""
+    if setting and setting != "auto":
+        return setting
+    return SYSTEM_URI if system_daemon_answers() else embedded_uri(data_dir)
+
+
+def kvm_usable() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    if " vmx" not in flags and " svm" not in flags:
+        return False
+    try:
+        os.close(os.open("/dev/kvm", os.O_RDWR))
+    except OSError:
+        return False
+    return True
+
+
+class Connection:
+    def __init__(self, setting: str, data_dir: str):
+        self.setting, self.data_dir = setting, data_dir
+        self.uri = ""
+        self._conn: libvirt.virConnect | None = None
+        self._lock = threading.Lock()        # one (re)connect at a time
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="libvirt")
+        self._callbacks: list[tuple[int, object]] = []   # (event id, callback)
+        self._callback_ids: list[int] = []
+        self.on_reconnect = None              # callable(), run in a worker thread
+
+    # -- used from the asyncio side -----------------------------------------------
+
+    async def open(self):
+        ensure_event_loop()
+        await asyncio.get_running_loop().run_in_executor(self._pool, self._connection)
+
+    async def call(self, fn, *args):
+        """Run fn(virConnect, *args) in a worker thread; reconnect once if the
+        connection turns out to be dead."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._call,
+                                                                fn, args)
+
+    async def close(self):
+        def _close():
+            with self._lock:
+                if self._conn is not None:
+                    self._deregister()
+                    try:
+                        self._conn.close()
+                    except libvirt.libvirtError:
+                        pass
+                    self._conn = None
+        await asyncio.get_running_loop().run_in_executor(self._pool, _close)
+        self._pool.shutdown(wait=False)
+
+    def add_event_callback(self, event_id: int, callback):
+        """Registered now (if connected) and again after every reconnect."""
+        self._callbacks.append((event_id, callback))
+        with self._lock:
+            if self._conn is not None:
+                self._callback_ids.append(
+                    self._conn.domainEventRegisterAny(None, event_id, callback, None))
+
+    # -- worker-thread side ---------------------------------------------------------
+
+    def _call(self, fn, args):
+        conn = self._connection()
+        try:
+            return fn(conn, *args)
+        except libvirt.libvirtError:
+            if self._alive(conn):
+                raise
+        # The daemon went away under us: reopen and try once more.
+        return fn(self._connection(), *args)
+
+    @staticmethod
+    def _alive(conn) -> bool:
+        try:
+            return conn.isAlive() == 1
+        except libvirt.libvirtError:
+            return False
+
+    def _connection(self) -> libvirt.virConnect:
+        conn = self._conn
+        if conn is not None and self._alive(conn):
+            return conn
+        reconnected = False
+        with self._lock:
+            if self._conn is None or not self._alive(self._conn):
+                reconnected = self._conn is not None
+                self._open_locked()
+            conn = self._conn
+        if reconnected and self.on_reconnect:
+            self.on_reconnect()
+        return conn
+
+    def _open_locked(self):
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except libvirt.libvirtError:
+                pass
+            self._conn = None
+        if not self.uri:
+            self.uri = resolve_uri(self.setting, self.data_dir)
+        conn = libvirt.open(self.uri)
+        if not self.uri.startswith(("test:", "qemu:///embed")):
+            try:  # notice a dead daemon within ~15 s even when idle
+                conn.setKeepAlive(5, 3)
+            except libvirt.libvirtError:
+                pass
+        self._conn = conn
+        self._callback_ids = [conn.domainEventRegisterAny(None, event_id, cb, None)
+                              for event_id, cb in self._callbacks]
+        log.info("connected to %s", self.uri)
+
+    def _deregister(self):
+        for cid in self._callback_ids:
+            try:
+                self._conn.domainEventDeregisterAny(cid)
+            except libvirt.libvirtError:
+                pass
+        self._callback_ids = []

@@ -1,0 +1,224 @@
+"""The Hypervisor protocol on libvirt (QEMU/KVM, TCG, the test driver; Xen is just
+another URI).
+
+Domains are persistent (defined) so that `virsh start` behind our back and managed
+save both work; we redefine the XML at every start from the VM record. A domain is
+ours only when it carries our metadata element: everything else is left alone.
+"""
+from __future__ import annotations
+
+import logging
+
+import libvirt
+
+from . import HALTED, DomainState, HypervisorError
+from .domxml import METADATA_NS
+from .libvirt_conn import Connection, kvm_usable
+
+log = logging.getLogger("xapi.libvirt")
+
+_RUNNING = {libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_BLOCKED,
+            libvirt.VIR_DOMAIN_NOSTATE, libvirt.VIR_DOMAIN_SHUTDOWN}
+# A crashed domain kept for inspection (on_crash=preserve) and a guest in ACPI S3
+# are both "not running but still there": XenAPI calls that Paused.
+_PAUSED = {libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_CRASHED,
+           libvirt.VIR_DOMAIN_PMSUSPENDED}
+
+
+def _ours(dom) -> bool:
+    try:
+        dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS)
+        return True
+    except libvirt.libvirtError:
+        return False
+
+
+def _state_of(dom) -> DomainState:
+    state, _reason = dom.state()
+    if state == libvirt.VIR_DOMAIN_SHUTOFF:
+        return DomainState("Suspended") if dom.hasManagedSaveImage() else HALTED
+    info = dom.info()  # [state, maxMem KiB, memory KiB, nrVirtCpu, cpuTime ns]
+    power = "Paused" if state in _PAUSED else "Running"
+    return DomainState(power, dom.ID(), info[2] * 1024, info[3], info[4])
+
+
+def _find(conn, uuid):
+    """Our domain with this uuid, or None."""
+    try:
+        dom = conn.lookupByUUIDString(uuid)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            return None
+        raise
+    return dom if _ours(dom) else None
+
+
+def _need(conn, uuid):
+    dom = _find(conn, uuid)
+    if dom is None:
+        raise HypervisorError(f"no domain {uuid}")
+    return dom
+
+
+class LibvirtHypervisor:
+    def __init__(self, settings):
+        self.settings = settings
+        self.conn = Connection(settings.libvirt_uri, settings.data_dir)
+        self._handler = None
+        self.domain_type = "qemu"
+        self.simulated = False
+
+    @property
+    def uri(self) -> str:
+        return self.conn.uri
+
+    async def open(self):
+        await self.conn.open()
+        driver = (await self.conn.call(lambda c: c.getType())).lower()
+        self.simulated = driver == "test"
+        if self.simulated:
+            self.domain_type = "test"
+        elif driver == "xen":
+            self.domain_type = "xen"
+        else:
+            wanted = self.settings.domain_type
+            self.domain_type = wanted if wanted != "auto" else (
+                "kvm" if kvm_usable() else "qemu")
+        self.conn.on_reconnect = lambda: self._emit("*", "resync")
+        self.conn.add_event_callback(libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+                                     self._on_lifecycle)
+        self.conn.add_event_callback(libvirt.VIR_DOMAIN_EVENT_ID_REBOOT, self._on_reboot)
+
+    async def close(self):
+        await self.conn.close()
+
+    def set_event_handler(self, handler):
+        self._handler = handler
+
+    # libvirt calls these in its event thread.
+    def _on_lifecycle(self, _conn, dom, _event, _detail, _opaque):
+        self._emit(dom.UUIDString(), "lifecycle")
+
+    def _on_reboot(self, _conn, dom, _opaque):
+        self._emit(dom.UUIDString(), "reboot")
+
+    def _emit(self, uuid, kind):
+        if self._handler is not None:
+            try:
+                self._handler(uuid, kind)
+            except Exception:
+                log.exception("event handler failed")
+
+    # -- operations -------------------------------------------------------------------
+
+    async def _run(self, fn, *args):
+        try:
+            return await self.conn.call(fn, *args)
+        except libvirt.libvirtError as exc:
+            raise HypervisorError(exc.get_error_message() or str(exc)) from None
+
+    async def define(self, uuid, xml):
+        def _define(c):
+            dom = c.lookupByUUIDString(uuid) if _exists(c, uuid) else None
+            if dom is not None and not _ours(dom):
+                raise HypervisorError(f"a domain we did not create has uuid {uuid}")
+            c.defineXML(xml)
+        await self._run(_define)
+
+    async def undefine(self, uuid):
+        def _undefine(c):
+            dom = _find(c, uuid)
+            if dom is None:
+                return
+            if dom.isActive():
+                dom.destroy()
+            flags = libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | \
+                libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+            try:
+                dom.undefineFlags(flags | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+            except libvirt.libvirtError:
+                dom.undefineFlags(flags)  # drivers without NVRAM support refuse the flag
+        await self._run(_undefine)
+
+    async def start(self, uuid, paused=False):
+        def _start(c):
+            dom = _need(c, uuid)
+            # A stale suspend image would be restored instead of booting: drop it
+            # (FORCE_BOOT does the same, but not every driver knows the flag).
+            if dom.hasManagedSaveImage():
+                dom.managedSaveRemove()
+            self._create(dom, paused)
+        await self._run(_start)
+
+    async def resume(self, uuid, paused=False):
+        # With a managed save image, create() restores it instead of booting.
+        await self._run(lambda c: self._create(_need(c, uuid), paused))
+
+    def _create(self, dom, paused):
+        if paused and self.simulated:  # the test driver knows no START_PAUSED
+            dom.createWithFlags(0)
+            dom.suspend()
+        else:
+            dom.createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED if paused else 0)
+
+    async def shutdown(self, uuid):
+        flag = 0 if self.simulated else libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN
+        await self._run(lambda c: _need(c, uuid).shutdownFlags(flag))
+
+    async def reboot(self, uuid):
+        flag = 0 if self.simulated else libvirt.VIR_DOMAIN_REBOOT_ACPI_POWER_BTN
+        await self._run(lambda c: _need(c, uuid).reboot(flag))
+
+    async def destroy(self, uuid):
+        def _destroy(c):
+            dom = _find(c, uuid)
+            if dom is None:
+                return
+            if dom.isActive():
+                dom.destroy()
+            if dom.hasManagedSaveImage():
+                dom.managedSaveRemove()
+        await self._run(_destroy)
+
+    async def suspend(self, uuid):
+        await self._run(lambda c: _need(c, uuid).managedSave(0))
+
+    async def pause(self, uuid):
+        await self._run(lambda c: _need(c, uuid).suspend())
+
+    async def unpause(self, uuid):
+        await self._run(lambda c: _need(c, uuid).resume())
+
+    async def set_vcpus(self, uuid, count):
+        await self._run(lambda c: _need(c, uuid).setVcpusFlags(
+            count, libvirt.VIR_DOMAIN_AFFECT_LIVE))
+
+    async def set_memory(self, uuid, size_bytes):
+        await self._run(lambda c: _need(c, uuid).setMemoryFlags(
+            size_bytes // 1024, libvirt.VIR_DOMAIN_AFFECT_LIVE))
+
+    async def state(self, uuid) -> DomainState:
+        def _state(c):
+            dom = _find(c, uuid)
+            return HALTED if dom is None else _state_of(dom)
+        return await self._run(_state)
+
+    async def list(self) -> dict[str, DomainState]:
+        def _list(c):
+            out = {}
+            for dom in c.listAllDomains(0):
+                try:
+                    if _ours(dom):
+                        out[dom.UUIDString()] = _state_of(dom)
+                except libvirt.libvirtError:  # vanished while we looked
+                    continue
+            return out
+        return await self._run(_list)
+
+
+def _exists(conn, uuid) -> bool:
+    try:
+        conn.lookupByUUIDString(uuid)
+        return True
+    except libvirt.libvirtError:
+        return False
