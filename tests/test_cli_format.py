@@ -165,3 +165,28 @@ def test_rbac_applies(cli):
                              password="pw")
     assert code == 1 and err.startswith("You do not have the required permissions")
     assert "permission: vm.set_name_label" in err
+
+
+def test_event_wait(cli):
+    import asyncio
+    from xapi_server.cli.engine import execute
+    from xapi_server.cli.testing import PASSWORD, Recording
+
+    assert cli.run("event-wait", "class=vm", f"uuid={U1}", "name-label=web")[0] == 0
+    assert cli.run("event-wait", "class=vm", "colour=red") == (1, "", "Error: key missing: "
+                                                                      "colour\n")
+
+    async def wait_then_change():
+        io = Recording()
+        waiter = asyncio.ensure_future(execute(cli.server, [
+            "event-wait", "class=vm", f"uuid={U2}", "name-label=/=db,main",
+            "username=root", f"password={PASSWORD}"], io))
+        await asyncio.sleep(0.3)
+        assert not waiter.done()
+        ref = cli.store.by_uuid("VM", U2)
+        cli.store.update("VM", ref, name_label="renamed")
+        await cli.store.flush()
+        return await asyncio.wait_for(waiter, 10)
+
+    cli.store.update("VM", cli.store.by_uuid("VM", U2), name_label="db,main")
+    assert cli.loop.run_until_complete(wait_then_change()) == 0
