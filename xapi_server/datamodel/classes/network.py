@@ -1,7 +1,9 @@
 """Classes: network, PIF, PIF_metrics, VIF, VLAN.
 
 Field facts (names, types, qualifiers, defaults) follow xapi's datamodel."""
-from .._dsl import RC, RO, RW, cls, field
+from .._dsl import RC, RO, RW, cls, field, msg
+
+_PIF_OP = dict(role='pool-operator')
 
 NETWORK = cls(
     'network', 'A virtual network (a Linux bridge).',
@@ -23,6 +25,17 @@ NETWORK = cls(
         field('default_locking_mode', 'enum network_default_locking_mode', RO, default='unlocked', setter='pool-operator'),
         field('assigned_ips', '(VIF ref -> string) map', RO, default={}),
         field('purpose', 'enum network_purpose set', RO, default=[]),
+    ],
+    messages=[
+        msg('set_default_locking_mode',
+            'network ref network, enum network_default_locking_mode value', 'void',
+            'Locking mode of the network\'s VIFs whose own mode is network_default.',
+            role='pool-operator'),
+        msg('add_purpose', 'network ref self, enum network_purpose value', 'void',
+            'Give a network a purpose (nbd, insecure_nbd).',
+            errors=['NETWORK_INCOMPATIBLE_PURPOSES'], role='pool-admin'),
+        msg('remove_purpose', 'network ref self, enum network_purpose value', 'void',
+            'Remove a purpose from a network.', role='pool-admin'),
     ],
 )
 
@@ -66,6 +79,29 @@ PIF = cls(
         field('sriov_logical_PIF_of', 'network_sriov ref set', RO),
         field('PCI', 'PCI ref', RO, default='OpaqueRef:NULL'),
     ],
+    messages=[
+        msg('scan', 'host ref host', 'void',
+            'Create a PIF for every physical NIC of the host that has none.', **_PIF_OP),
+        msg('introduce', 'host ref host, string MAC, string device, bool managed=true',
+            'PIF ref', 'Create a PIF for one existing NIC.', **_PIF_OP),
+        msg('forget', 'PIF ref self', 'void', 'Forget a PIF (the NIC is left alone).',
+            errors=['PIF_TUNNEL_STILL_EXISTS', 'CLUSTERING_ENABLED'], **_PIF_OP),
+        msg('plug', 'PIF ref self', 'void',
+            'Attach the PIF: its NIC joins the bridge of its network.',
+            errors=['TRANSPORT_PIF_NOT_CONFIGURED'], **_PIF_OP),
+        msg('unplug', 'PIF ref self', 'void', 'Detach the PIF from its network\'s bridge.',
+            errors=['HA_OPERATION_WOULD_BREAK_FAILOVER_PLAN', 'VIF_IN_USE',
+                    'PIF_DOES_NOT_ALLOW_UNPLUG', 'PIF_HAS_FCOE_SR_IN_USE'], **_PIF_OP),
+        msg('reconfigure_ip', 'PIF ref self, enum ip_configuration_mode mode, string IP, '
+            'string netmask, string gateway, string DNS', 'void',
+            'Set the IPv4 configuration of a (non-management) PIF.',
+            errors=['CLUSTERING_ENABLED'], **_PIF_OP),
+        msg('destroy', 'PIF ref self', 'void', 'Destroy a VLAN PIF (deprecated: VLAN.destroy).',
+            errors=['PIF_IS_PHYSICAL'], **_PIF_OP),
+        msg('create_VLAN', 'string device, network ref network, host ref host, int VLAN',
+            'PIF ref', 'Create a VLAN PIF (deprecated: VLAN.create).',
+            errors=['VLAN_TAG_INVALID'], **_PIF_OP),
+    ],
 )
 
 PIF_METRICS = cls(
@@ -85,6 +121,7 @@ PIF_METRICS = cls(
         field('other_config', '(string -> string) map', RW, default={}),
     ],
 )
+
 
 VIF = cls(
     'VIF', 'A virtual network interface of a VM.',
@@ -118,6 +155,18 @@ VIF = cls(
         field('ipv6_gateway', 'string', RO, default=""),
         field('trunks', 'int set', RC, setter='vm-admin', default=[]),
     ],
+    messages=[
+        msg('plug', 'VIF ref self', 'void', 'Hot-plug the VIF into its running VM.',
+            role='vm-admin'),
+        msg('unplug', 'VIF ref self', 'void', 'Hot-unplug the VIF from its running VM.',
+            role='vm-admin'),
+        msg('unplug_force', 'VIF ref self', 'void',
+            'Hot-unplug the VIF without waiting for the guest.', role='vm-admin'),
+        msg('move', 'VIF ref self, network ref network', 'void',
+            'Move the VIF to another network (live when attached).', role='vm-admin'),
+        msg('set_locking_mode', 'VIF ref self, enum vif_locking_mode value', 'void',
+            'Set the locking mode (disabled: the link is down).', role='pool-operator'),
+    ],
 )
 
 VLAN = cls(
@@ -129,5 +178,14 @@ VLAN = cls(
         field('untagged_PIF', 'PIF ref', RO, default='OpaqueRef:NULL'),
         field('tag', 'int', RC, default=-1),
         field('other_config', '(string -> string) map', RW, default={}),
+    ],
+    messages=[
+        msg('create', 'PIF ref tagged_PIF, int tag, network ref network', 'VLAN ref',
+            'Create a VLAN mux/demuxer: an 802.1Q device on the tagged PIF, bridged '
+            'into the network.', errors=['VLAN_TAG_INVALID', 'PIF_VLAN_EXISTS',
+                                         'PIF_IS_VLAN', 'NETWORK_ALREADY_CONNECTED'],
+            role='pool-operator'),
+        msg('destroy', 'VLAN ref self', 'void', 'Destroy a VLAN mux/demuxer.',
+            role='pool-operator'),
     ],
 )

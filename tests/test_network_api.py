@@ -1,0 +1,254 @@
+"""network, PIF, PIF_metrics, VIF and VLAN through the real server (root namespace):
+real bridges and veth NICs with unique names, removed again after each test."""
+import json
+import secrets
+import subprocess
+import time
+
+import pytest
+import XenAPI
+
+NULL = "OpaqueRef:NULL"
+
+
+def failure(fn, *args):
+    with pytest.raises(XenAPI.Failure) as info:
+        fn(*args)
+    return info.value.details
+
+
+def link(name):
+    out = subprocess.run(["ip", "-j", "-d", "link", "show", "dev", name], capture_output=True,
+                         text=True)
+    return json.loads(out.stdout)[0] if out.returncode == 0 else None
+
+
+def wait_for(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return predicate()
+
+
+@pytest.fixture
+def networks(xapi):
+    made = []
+    yield made
+    for ref in made:
+        try:
+            for vif in xapi.network.get_VIFs(ref):
+                xapi.VIF.destroy(vif)
+            xapi.network.destroy(ref)
+        except XenAPI.Failure:
+            pass
+
+
+def new_net(xapi, **fields):
+    return xapi.network.create({"other_config": {}, **fields})
+
+
+@pytest.fixture
+def veth():
+    """A test NIC: one end of a veth pair (unique names), deleted afterwards."""
+    tag = secrets.token_hex(3)
+    a, b = f"xtv{tag}a", f"xtv{tag}b"
+    subprocess.run(["ip", "link", "add", a, "type", "veth", "peer", "name", b], check=True)
+    for end in (a, b):
+        subprocess.run(["ip", "link", "set", end, "up"], check=True)
+    yield a
+    subprocess.run(["ip", "link", "del", a], capture_output=True)
+
+
+def test_internal_management_network_exists(xapi):
+    nets = xapi.network.get_by_name_label("Host internal management network")
+    assert len(nets) == 1
+    rec = xapi.network.get_record(nets[0])
+    assert rec["other_config"]["is_host_internal_management_network"] == "true"
+    assert rec["bridge"] == "xenapi"
+
+
+def test_create_makes_a_bridge_and_destroy_removes_it(xapi, networks):
+    net = new_net(xapi, name_label="n1", MTU="1400", other_config={"a": "b"})
+    networks.append(net)
+    rec = xapi.network.get_record(net)
+    assert rec["bridge"].startswith("xapi") and rec["managed"]
+    kernel = link(rec["bridge"])
+    assert kernel["linkinfo"]["info_kind"] == "bridge" and kernel["mtu"] == 1400
+    assert rec["other_config"] == {"a": "b"} and rec["MTU"] == "1400"
+    xapi.network.set_MTU(net, "1300")
+    assert link(rec["bridge"])["mtu"] == 1300
+    xapi.network.set_name_label(net, "renamed")
+    xapi.network.add_to_other_config(net, "k", "v")
+    assert xapi.network.get_other_config(net) == {"a": "b", "k": "v"}
+    assert failure(xapi.network.set_MTU, net, "20") == ["INVALID_VALUE", "MTU", "20"]
+    xapi.network.destroy(net)
+    assert link(rec["bridge"]) is None
+
+
+def test_two_networks_get_distinct_bridges(xapi, networks):
+    a = new_net(xapi, name_label="a")
+    b = new_net(xapi, name_label="b")
+    networks += [a, b]
+    assert xapi.network.get_bridge(a) != xapi.network.get_bridge(b)
+
+
+def test_given_bridge_name_is_validated(xapi, networks):
+    for bad in ("a b", "x" * 16, "../x", "a;b c", "-x", ".", "eth0/1"):
+        assert failure(xapi.network.create, {"name_label": "bad", "bridge": bad, "other_config": {}}) == [
+            "INVALID_VALUE", "bridge", bad]
+    name = f"xtb{secrets.token_hex(3)}"
+    net = new_net(xapi, name_label="mine", bridge=name)
+    networks.append(net)
+    assert link(name)["linkinfo"]["info_kind"] == "bridge"
+    assert failure(xapi.network.create, {"name_label": "dup", "bridge": name, "other_config": {}}) == [
+        "BRIDGE_NAME_EXISTS", name]
+
+
+def test_existing_bridge_is_adopted_not_deleted(xapi, networks):
+    name = f"xtb{secrets.token_hex(3)}"
+    subprocess.run(["ip", "link", "add", name, "type", "bridge"], check=True)
+    try:
+        net = new_net(xapi, name_label="adopted", bridge=name)
+        xapi.network.destroy(net)
+        assert link(name) is not None          # the admin's bridge stays
+    finally:
+        subprocess.run(["ip", "link", "del", name], capture_output=True)
+
+
+def test_nic_name_is_not_a_bridge(xapi, veth):
+    assert failure(xapi.network.create, {"name_label": "x", "bridge": veth, "other_config": {}}) == [
+        "INVALID_VALUE", "bridge", veth]
+    assert link(veth) is not None
+
+
+def test_pif_scan_finds_the_management_nic(xapi):
+    host = xapi.host.get_all()[0]
+    xapi.PIF.scan(host)
+    pifs = xapi.PIF.get_all_records()
+    mgmt = [r for r in pifs.values() if r["management"]]
+    assert len(mgmt) == 1
+    rec = mgmt[0]
+    kernel = link(rec["device"])
+    assert rec["MAC"] == kernel["address"] and int(rec["MTU"]) == kernel["mtu"]
+    assert rec["physical"] and rec["currently_attached"] and rec["VLAN"] == "-1"
+    assert rec["IP"] and rec["netmask"] and rec["ip_configuration_mode"] in ("Static", "DHCP")
+    metrics = xapi.PIF_metrics.get_record(rec["metrics"])
+    assert metrics["carrier"] is True
+    scanned = len(pifs)
+    xapi.PIF.scan(host)
+    assert len(xapi.PIF.get_all()) == scanned          # scanning twice adds nothing
+    pif = [r for r, v in pifs.items() if v["management"]][0]
+    for fn, args in ((xapi.PIF.unplug, ()), (xapi.PIF.forget, ()),
+                     (xapi.PIF.reconfigure_ip, ("Static", "10.9.9.9", "255.0.0.0", "", ""))):
+        assert failure(fn, pif, *args) == ["PIF_IS_MANAGEMENT_INTERFACE", pif]
+
+
+def test_pif_introduce_plug_unplug_forget(xapi, veth, networks):
+    host = xapi.host.get_all()[0]
+    assert failure(xapi.PIF.introduce, host, "", "no such dev") == [
+        "INVALID_VALUE", "device", "no such dev"]
+    pif = xapi.PIF.introduce(host, "", veth)
+    rec = xapi.PIF.get_record(pif)
+    assert rec["device"] == veth and rec["MAC"] == link(veth)["address"]
+    assert not rec["currently_attached"] and not rec["management"]
+    net = rec["network"]
+    bridge = xapi.network.get_bridge(net)
+    assert link(bridge) is None                 # nothing bridged until the admin asks
+    assert xapi.PIF_metrics.get_carrier(rec["metrics"]) is True
+    assert failure(xapi.network.destroy, net) == ["NETWORK_CONTAINS_PIF", pif]
+
+    xapi.PIF.plug(pif)
+    assert link(veth)["master"] == bridge
+    assert xapi.PIF.get_currently_attached(pif)
+    xapi.PIF.reconfigure_ip(pif, "Static", "10.250.7.1", "255.255.255.0", "10.250.7.254", "")
+    addrs = json.loads(subprocess.run(["ip", "-j", "addr", "show", "dev", bridge],
+                                      capture_output=True, text=True).stdout)[0]["addr_info"]
+    assert any(a["local"] == "10.250.7.1" and a["prefixlen"] == 24 for a in addrs)
+    rec = xapi.PIF.get_record(pif)
+    assert (rec["IP"], rec["netmask"], rec["ip_configuration_mode"]) == (
+        "10.250.7.1", "255.255.255.0", "Static")
+    assert rec["gateway"] == "10.250.7.254"
+    assert failure(xapi.PIF.reconfigure_ip, pif, "Static", "10.1.1", "255.0.0.0", "", "") == [
+        "INVALID_IP_ADDRESS_SPECIFIED", "IP"]
+    xapi.PIF.reconfigure_ip(pif, "None", "", "", "", "")
+    assert xapi.PIF.get_record(pif)["IP"] == ""
+
+    # The NIC leaves the bridge behind our back: the PIF says so.
+    subprocess.run(["ip", "link", "set", veth, "nomaster"], check=True)
+    assert not xapi.PIF.get_record(pif)["currently_attached"]
+    xapi.PIF.plug(pif)
+    xapi.PIF.unplug(pif)
+    assert "master" not in link(veth)
+    xapi.PIF.forget(pif)
+    assert pif not in xapi.PIF.get_all()
+    assert link(veth) is not None               # forgetting leaves the NIC alone
+    xapi.network.destroy(net)
+    assert link(bridge) is None
+
+
+def test_vlan_create_checks_and_cleans_up(xapi, veth, networks):
+    host = xapi.host.get_all()[0]
+    pif = xapi.PIF.introduce(host, "", veth)
+    net = new_net(xapi, name_label="vlan net")
+    networks.append(net)
+    bridge = xapi.network.get_bridge(net)
+    for tag in ("-1", "4095"):
+        assert failure(xapi.VLAN.create, pif, tag, net) == ["VLAN_TAG_INVALID", tag]
+    try:
+        vlan = xapi.VLAN.create(pif, "42", net)
+    except XenAPI.Failure as exc:
+        # Kernels without CONFIG_VLAN_8021Q refuse the device: nothing is left behind.
+        assert exc.details[0] == "INTERNAL_ERROR" and "Unknown device type" in exc.details[1]
+        assert link(f"{veth}.42") is None
+        assert xapi.VLAN.get_all() == [] and xapi.network.get_PIFs(net) == []
+        assert link(bridge) is not None            # the network's own bridge stays
+        xapi.PIF.forget(pif)
+        pytest.skip("this kernel has no 802.1Q VLAN support")
+    untagged = xapi.VLAN.get_untagged_PIF(vlan)
+    assert xapi.PIF.get_VLAN(untagged) == "42"
+    assert link(f"{veth}.42")["master"] == bridge
+    assert failure(xapi.VLAN.create, pif, "42", new_net(xapi))[0] == \
+        "PIF_VLAN_EXISTS"
+    xapi.VLAN.destroy(vlan)
+    assert link(f"{veth}.42") is None
+    xapi.PIF.forget(pif)
+
+
+def test_vif_create_mac_and_devices(xapi, networks):
+    net = new_net(xapi, name_label="vifs")
+    networks.append(net)
+    template = xapi.VM.get_by_name_label("Other install media")[0]
+    vm = xapi.VM.clone(template, "vif test")
+    try:
+        base = {"VM": vm, "network": net, "MTU": "1500", "other_config": {},
+                "qos_algorithm_type": "", "qos_algorithm_params": {}}
+        vif = xapi.VIF.create({**base, "device": "0", "MAC": ""})
+        rec = xapi.VIF.get_record(vif)
+        mac = rec["MAC"]
+        first = int(mac[:2], 16)
+        assert len(mac) == 17 and first & 2 and not first & 1   # local, unicast
+        assert rec["MAC_autogenerated"] and not rec["currently_attached"]
+        assert "0" not in xapi.VM.get_allowed_VIF_devices(vm)
+        assert failure(xapi.VIF.create, {**base, "device": "0", "MAC": ""}) == [
+            "DEVICE_ALREADY_EXISTS", "0"]
+        assert failure(xapi.VIF.create, {**base, "device": "x", "MAC": ""}) == [
+            "INVALID_DEVICE", "x"]
+        assert failure(xapi.VIF.create, {**base, "device": "1", "MAC": "zz"}) == [
+            "MAC_INVALID", "zz"]
+        assert failure(xapi.VIF.create, {**base, "device": "1", "MAC": "01:00:00:00:00:01"})[0] \
+            == "MAC_INVALID"
+        vif1 = xapi.VIF.create({**base, "device": "1", "MAC": "02:AB:00:00:00:01"})
+        assert xapi.VIF.get_MAC(vif1) == "02:ab:00:00:00:01"
+        assert not xapi.VIF.get_MAC_autogenerated(vif1)
+        macs = {xapi.VIF.create({**base, "device": str(d), "MAC": ""}) for d in range(2, 6)}
+        assert len({xapi.VIF.get_MAC(v) for v in macs} | {mac}) == 5
+        assert failure(xapi.network.destroy, net)[0] == "NETWORK_CONTAINS_VIF"
+        assert failure(xapi.VIF.plug, vif) == ["VM_BAD_POWER_STATE", vm, "running", "halted"]
+        xapi.VIF.set_locking_mode(vif, "disabled")
+        assert xapi.VIF.get_locking_mode(vif) == "disabled"
+        xapi.VIF.destroy(vif)
+        assert vif not in xapi.network.get_VIFs(net)
+    finally:
+        xapi.VM.destroy(vm)

@@ -1,0 +1,81 @@
+"""VLAN: an 802.1Q device `<nic>.<tag>` on the tagged PIF's NIC, enslaved to the
+bridge of `network`, shown as a (non-physical) PIF with VLAN=tag, the untagged PIF.
+
+Every kernel step is undone when a later one fails: nothing half-made is left.
+"""
+from __future__ import annotations
+
+from ..backends.network import NetworkError
+from ..backends.network.runtime import now, vlan_device_name
+from ..dispatch.generic import check_ref
+from ..dispatch.registry import implements
+from ..errors import ApiError
+from .network import kernel_error, net
+
+
+async def create_vlan(ctx, tagged_PIF, tag, network) -> str:
+    store, rt = ctx.store, net(ctx)
+    parent = store.record("PIF", tagged_PIF)
+    check_ref(ctx, "network", network)
+    store.record("network", network)
+    if not 0 <= tag <= 4094:
+        raise ApiError("VLAN_TAG_INVALID", tag)
+    if parent["VLAN"] >= 0:
+        raise ApiError("PIF_IS_VLAN", tagged_PIF)
+    for vlan in parent["VLAN_slave_of"]:
+        if store.get("VLAN", vlan, "tag") == tag:
+            raise ApiError("PIF_VLAN_EXISTS", parent["device"])
+    for pif in store.get("network", network, "PIFs"):
+        if store.get("PIF", pif, "host") == parent["host"]:
+            raise ApiError("NETWORK_ALREADY_CONNECTED", network, pif)
+    dev = vlan_device_name(parent["device"], tag)
+    made_bridge = made_dev = False
+    bridge = ""
+    try:
+        bridge, made_bridge = await rt.ensure_bridge(network)
+        await rt.ip.vlan_create(dev, parent["device"], tag)
+        made_dev = True
+        await rt.ip.set_master(dev, bridge)
+    except NetworkError as exc:
+        if made_dev:
+            await rt.ip.link_delete(dev)
+        if made_bridge:
+            await rt.delete_bridge(bridge)
+        raise kernel_error(exc) from None
+    link = await rt.ip.link(dev)
+    metrics = store.create("PIF_metrics", {"last_updated": now()})
+    pif = store.create("PIF", {
+        "device": parent["device"], "network": network, "host": parent["host"],
+        "MAC": link.mac if link else parent["MAC"], "MTU": link.mtu if link else 1500,
+        "VLAN": tag, "metrics": metrics, "physical": False, "currently_attached": True,
+        "managed": True})
+    vlan = store.create("VLAN", {"tagged_PIF": tagged_PIF, "untagged_PIF": pif, "tag": tag})
+    store.update("PIF", pif, VLAN_master_of=vlan)
+    await rt.refresh_pif(pif)
+    return vlan
+
+
+async def destroy_vlan(ctx, vlan):
+    store, rt = ctx.store, net(ctx)
+    rec = store.record("VLAN", vlan)
+    pif = rec["untagged_PIF"]
+    if store.exists("PIF", pif):
+        prec = store.record("PIF", pif)
+        try:
+            await rt.ip.link_delete(vlan_device_name(prec["device"], prec["VLAN"]))
+        except NetworkError as exc:
+            raise kernel_error(exc) from None
+        if store.exists("PIF_metrics", prec["metrics"]):
+            store.delete("PIF_metrics", prec["metrics"])
+        store.delete("PIF", pif)
+    store.delete("VLAN", vlan)
+
+
+@implements("VLAN.create")
+async def create(ctx, tagged_PIF, tag, network):
+    return await create_vlan(ctx, tagged_PIF, tag, network)
+
+
+@implements("VLAN.destroy")
+async def destroy(ctx, self):
+    await destroy_vlan(ctx, self)
