@@ -215,3 +215,22 @@ def test_restart_matches_libvirt(real, x, guest):
     assert x.VM.get_power_state(b) == "Running"
     assert x.VM.get_resident_on(b) == x.host.get_all()[0]
     x.VM.hard_shutdown(b)
+
+
+def test_embedded_driver_without_daemon_connection(guest, tmp_path):
+    """qemu:///embed (what `auto` picks when no libvirtd answers): the server runs
+    QEMU itself, with the qemu.conf it writes into the embed root."""
+    data = tmp_path / "embed"
+    root = "/var/tmp/xapi-py-test-embed"   # reused: libvirt caches its QEMU probe there
+    proc = ServerProcess(str(data), libvirt_uri=f"qemu:///embed?root={root}").start()
+    try:
+        x = proc.session().xenapi
+        vm = make_vm(x, guest, "embedded")
+        x.VM.start(vm, False, False)
+        wait_booted(proc, x, vm)
+        assert 'user = "root"' in open(f"{root}/etc/qemu.conf").read()
+        x.VM.clean_shutdown(vm)
+        assert x.VM.get_power_state(vm) == "Halted"
+        x.VM.destroy(vm)
+    finally:
+        proc.kill()

@@ -17,6 +17,7 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import parse_qsl, urlsplit
 
 import libvirt
 
@@ -54,9 +55,15 @@ libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
 
 def embedded_uri(data_dir: str) -> str:
-    """qemu:///embed rooted in the data dir, with a qemu.conf that runs QEMU as root
-    without mount namespaces (no daemon, no libvirt-qemu user needed)."""
+    """qemu:///embed rooted in the data dir (see prepare_embedded_root)."""
     root = os.path.join(os.path.abspath(data_dir), "libvirt")
+    prepare_embedded_root(root)
+    return f"qemu:///embed?root={root}"
+
+
+def prepare_embedded_root(root: str):
+    """A qemu.conf that runs QEMU as root without mount namespaces: no daemon, no
+    libvirt-qemu user needed."""
     etc = os.path.join(root, "etc")
     os.makedirs(etc, exist_ok=True)
     conf = os.path.join(etc, "qemu.conf")
@@ -68,7 +75,6 @@ def embedded_uri(data_dir: str) -> str:
                     '# no ownership bookkeeping (xattrs) that would collide with a\n'
                     '# system libvirtd using the same kernel or disk files\n'
                     'dynamic_ownership = 0\n')
-    return f"qemu:///embed?root={root}"
 
 
 def system_daemon_answers() -> bool:
@@ -83,6 +89,10 @@ def system_daemon_answers() -> bool:
 def resolve_uri(setting: str, data_dir: str) -> str:
     """`auto`: the system daemon when one answers, else the embedded driver."""
     if setting and setting != "auto":
+        if setting.startswith("qemu:///embed"):
+            root = dict(parse_qsl(urlsplit(setting).query)).get("root")
+            if root:
+                prepare_embedded_root(root)
         return setting
     return SYSTEM_URI if system_daemon_answers() else embedded_uri(data_dir)
 
