@@ -3,10 +3,11 @@ first start makes a "Local storage" file SR in the data dir and makes it the poo
 default SR."""
 from __future__ import annotations
 
+import asyncio
 import os
 
 from .. import __version__
-from ..backends.storage import DRIVERS, service
+from ..backends.storage import DRIVERS, attach, service
 from ..backends.storage.service import NULL
 
 LOCAL_SR_META = "local_sr_ref"
@@ -37,6 +38,9 @@ def sync_sm_records(store) -> None:
 async def storage_start(server) -> None:
     store = server.store
     sync_sm_records(store)
+    # Kept on the server so the task is not garbage-collected while it runs.
+    server.storage_watcher = asyncio.get_running_loop().create_task(
+        attach.watch_power_states(server))
     local = store.meta.get(LOCAL_SR_META)
     if local is None:
         path = os.path.join(os.path.abspath(server.settings.data_dir), "sr", "local")

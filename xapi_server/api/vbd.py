@@ -2,11 +2,13 @@
 (libvirt hotplug, backends/storage/attach.py), insert/eject for CDs."""
 from __future__ import annotations
 
-from ..backends.storage import attach, service
+from ..backends.storage import attach, service, vdiops, vmdisks
 from ..backends.storage.service import NULL
 from ..dispatch.generic import constructor_fields
 from ..dispatch.registry import implements
 from ..errors import ApiError
+from . import vm_clone
+from .vm import start_hook
 
 
 def _power(store, vm) -> str:
@@ -136,3 +138,64 @@ async def eject(ctx, vbd):
     old = rec["VDI"]
     store.update("VBD", vbd, VDI=NULL, empty=True)
     await _media_changed(ctx, vbd, old, {"VDI": old, "empty": False})
+
+
+# -- VM integration: the seams api/vm.py and api/vm_clone.py offer -----------------------
+
+@start_hook
+async def _disks_ready(ctx, vm):
+    """Before the domain is defined: volumes active, VBDs attached (or refuse)."""
+    await attach.prepare_vm_disks(ctx.server, vm)
+
+
+async def _vm_disks(ctx, mode, src, new, sr):
+    progress = None
+    if ctx.task:
+        progress = lambda f: ctx.server.tasks.set_progress(ctx.task, f)  # noqa: E731
+    if mode == "revert":
+        await _revert_disks(ctx, src, new)
+    else:
+        await vmdisks.copy_vm_disks(ctx.server, src, new, mode, sr, progress=progress)
+
+
+async def _revert_disks(ctx, snapshot, vm):
+    """The VM gets clones of the snapshot's disks; its current disks go unless
+    something else (another VM, a snapshot record) still uses them."""
+    store = ctx.store
+    old = list(store.get("VM", vm, "VBDs"))
+    await vmdisks.copy_vm_disks(ctx.server, snapshot, vm, "clone")
+    for vbd in old:
+        vdi = store.get("VBD", vbd, "VDI")
+        store.delete("VBD", vbd)
+        if vdi != NULL and store.exists("VDI", vdi) and not store.get("VDI", vdi, "VBDs") \
+                and store.get("SR", store.get("VDI", vdi, "SR"), "content_type") != "iso":
+            await vdiops.destroy(ctx.server, vdi)
+
+
+async def _provision(ctx, vm, disks, default_sr):
+    """VM.provision: the disks a template's other_config:disks asks for."""
+    store = ctx.store
+    name = store.get("VM", vm, "name_label")
+    made = []
+    try:
+        for disk in disks:
+            sr = store.by_uuid("SR", disk["sr"]) if disk.get("sr") else default_sr
+            if sr == NULL or not store.exists("SR", sr):
+                raise ApiError("VM_REQUIRES_SR", vm, sr)
+            vdi = await vdiops.create(ctx.server, sr, disk["size"], {
+                "name_label": f"{name} {disk.get('device', '0')}",
+                "type": disk.get("type", "system")})
+            made.append(vdi)
+            store.create("VBD", {"VM": vm, "VDI": vdi, "userdevice": disk.get("device", "0"),
+                                 "bootable": disk["bootable"], "mode": "RW", "type": "Disk",
+                                 "empty": False, "currently_attached": False})
+    except BaseException:
+        for vdi in made:
+            for vbd in list(store.get("VDI", vdi, "VBDs")):
+                store.delete("VBD", vbd)
+            await vdiops.destroy(ctx.server, vdi)
+        raise
+
+
+vm_clone.DISK_HOOKS.append(_vm_disks)
+vm_clone.PROVISIONER = _provision

@@ -144,14 +144,44 @@ async def release_vm_disks(server, vm: str) -> None:
             await _release(server, vbd)
 
 
+# Operations during which a VM's disks are attached although it is not running yet.
+_STARTING = {"start", "start_on", "resume", "resume_on", "revert", "hard_reboot",
+             "clean_reboot"}
+
+
+async def watch_power_states(server) -> None:
+    """Release the disks of VMs that stopped, however they stopped (shutdown, crash,
+    `virsh destroy` behind our back, a start that failed after the disks were made
+    ready): VBD.currently_attached and volume activation follow the VM's power state."""
+    store = server.store
+    seen = store.generation
+    while True:
+        await store.wait_change(seen, 60.0)
+        changed = {r for r, g in store.gens["VM"].items() if g > seen}
+        changed |= {store.get("VBD", r, "VM") for r, g in store.gens["VBD"].items()
+                    if g > seen}
+        seen = store.generation
+        for vm in changed:
+            if not store.exists("VM", vm):
+                continue
+            rec = store.record("VM", vm)
+            if rec["power_state"] in ("Running", "Paused"):
+                continue
+            if _STARTING & set(rec["current_operations"].values()):
+                continue
+            try:
+                await release_vm_disks(server, vm)
+                await store.flush()
+            except Exception:   # keep watching; the next change retries
+                continue
+
+
 # -- a running guest ------------------------------------------------------------------
 
 async def _hv(server, op: str, vm_uuid: str, xml: str) -> None:
     """attach/detach/update a device of a running domain. Uses the hypervisor's own
     method when it has one, else libvirt through its connection."""
-    hv = getattr(server, "hypervisor", None)
-    if hv is None:
-        raise ApiError("INTERNAL_ERROR", "no hypervisor backend")
+    hv = _hypervisor(server)
     method = getattr(hv, f"{op}_device", None)
     if method is not None:
         await method(vm_uuid, xml)
@@ -169,8 +199,16 @@ async def _hv(server, op: str, vm_uuid: str, xml: str) -> None:
         raise ApiError("INTERNAL_ERROR", f"{op} failed: {exc.get_error_message()}") from None
 
 
+def _hypervisor(server):
+    runtime = getattr(server, "vms", None)      # api/vm_sync.VmRuntime
+    hv = getattr(runtime, "hv", None)
+    if hv is None:
+        raise ApiError("INTERNAL_ERROR", "no hypervisor backend")
+    return hv
+
+
 async def _target_present(server, vm_uuid: str, dev: str) -> bool:
-    hv = server.hypervisor
+    hv = _hypervisor(server)
     if getattr(hv, "simulated", False):
         return False
 
