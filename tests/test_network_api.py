@@ -69,22 +69,51 @@ def test_internal_management_network_exists(xapi):
     assert rec["bridge"] == "xenapi"
 
 
-def test_create_makes_a_bridge_and_destroy_removes_it(xapi, networks):
+VIF_BASE = {"MTU": "1500", "other_config": {}, "qos_algorithm_type": "",
+            "qos_algorithm_params": {}}
+
+
+def new_vm(xapi, name):
+    template = xapi.VM.get_by_name_label("Other install media")[0]
+    vm = xapi.VM.clone(template, name)
+    xapi.VM.set_is_a_template(vm, False)
+    return vm
+
+
+def test_bridge_made_on_first_use_and_deleted_by_destroy(xapi, networks):
     net = new_net(xapi, name_label="n1", MTU="1400", other_config={"a": "b"})
     networks.append(net)
     rec = xapi.network.get_record(net)
-    assert rec["bridge"].startswith("xapi") and rec["managed"]
-    kernel = link(rec["bridge"])
-    assert kernel["linkinfo"]["info_kind"] == "bridge" and kernel["mtu"] == 1400
+    bridge = rec["bridge"]
+    assert bridge.startswith("xapi") and rec["managed"]
     assert rec["other_config"] == {"a": "b"} and rec["MTU"] == "1400"
-    xapi.network.set_MTU(net, "1300")
-    assert link(rec["bridge"])["mtu"] == 1300
+    assert link(bridge) is None                  # like xapi: made when first needed
+    vm = new_vm(xapi, "bridge user")
+    try:
+        vif = xapi.VIF.create({**VIF_BASE, "VM": vm, "network": net, "device": "0",
+                               "MAC": ""})
+        xapi.VM.start(vm, False, False)          # the VIF's bridge is made for the start
+        kernel = link(bridge)
+        assert kernel["linkinfo"]["info_kind"] == "bridge" and kernel["mtu"] == 1400
+        assert xapi.VIF.get_currently_attached(vif)
+        xapi.network.set_MTU(net, "1300")
+        assert link(bridge)["mtu"] == 1300
+        assert failure(xapi.network.set_MTU, net, "20") == ["INVALID_VALUE", "MTU", "20"]
+        assert failure(xapi.network.destroy, net) == ["NETWORK_CONTAINS_VIF", vif]
+        # Deleted behind our back: the next start makes it again.
+        xapi.VM.hard_shutdown(vm)
+        assert not xapi.VIF.get_currently_attached(vif)
+        subprocess.run(["ip", "link", "del", bridge], check=True)
+        xapi.VM.start(vm, False, False)
+        assert link(bridge) is not None
+        xapi.VM.hard_shutdown(vm)
+    finally:
+        xapi.VM.destroy(vm)
     xapi.network.set_name_label(net, "renamed")
     xapi.network.add_to_other_config(net, "k", "v")
     assert xapi.network.get_other_config(net) == {"a": "b", "k": "v"}
-    assert failure(xapi.network.set_MTU, net, "20") == ["INVALID_VALUE", "MTU", "20"]
     xapi.network.destroy(net)
-    assert link(rec["bridge"]) is None
+    assert link(bridge) is None
 
 
 def test_two_networks_get_distinct_bridges(xapi, networks):
@@ -101,7 +130,7 @@ def test_given_bridge_name_is_validated(xapi, networks):
     name = f"xtb{secrets.token_hex(3)}"
     net = new_net(xapi, name_label="mine", bridge=name)
     networks.append(net)
-    assert link(name)["linkinfo"]["info_kind"] == "bridge"
+    assert xapi.network.get_bridge(net) == name
     assert failure(xapi.network.create, {"name_label": "dup", "bridge": name, "other_config": {}}) == [
         "BRIDGE_NAME_EXISTS", name]
 
@@ -203,7 +232,7 @@ def test_vlan_create_checks_and_cleans_up(xapi, veth, networks):
         assert exc.details[0] == "INTERNAL_ERROR" and "Unknown device type" in exc.details[1]
         assert link(f"{veth}.42") is None
         assert xapi.VLAN.get_all() == [] and xapi.network.get_PIFs(net) == []
-        assert link(bridge) is not None            # the network's own bridge stays
+        assert link(bridge) is None                # made for the VLAN: removed again
         xapi.PIF.forget(pif)
         pytest.skip("this kernel has no 802.1Q VLAN support")
     untagged = xapi.VLAN.get_untagged_PIF(vlan)
@@ -219,11 +248,9 @@ def test_vlan_create_checks_and_cleans_up(xapi, veth, networks):
 def test_vif_create_mac_and_devices(xapi, networks):
     net = new_net(xapi, name_label="vifs")
     networks.append(net)
-    template = xapi.VM.get_by_name_label("Other install media")[0]
-    vm = xapi.VM.clone(template, "vif test")
+    vm = new_vm(xapi, "vif test")
     try:
-        base = {"VM": vm, "network": net, "MTU": "1500", "other_config": {},
-                "qos_algorithm_type": "", "qos_algorithm_params": {}}
+        base = {**VIF_BASE, "VM": vm, "network": net}
         vif = xapi.VIF.create({**base, "device": "0", "MAC": ""})
         rec = xapi.VIF.get_record(vif)
         mac = rec["MAC"]

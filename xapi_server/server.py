@@ -28,9 +28,11 @@ class Server:
         self.store.open()
         self.pool_ref, self.host_ref = bootstrap.start(self)
         await vm_sync.startup(self)   # hypervisor connection; VMs reconciled with it
+        await api.network.startup(self)   # internal network, PIF scan, kernel refresh
         await api.sm.storage_start(self)  # SM records, first start: Local storage SR
         await self.store.flush()
 
     async def shutdown(self):
+        await api.network.shutdown(self)
         await vm_sync.shutdown(self)
         self.store.close()

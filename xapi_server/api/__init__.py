@@ -5,3 +5,4 @@ Importing this package registers every implementation with the dispatcher.
 from . import host, session, task  # noqa: F401
 from . import pbd, sm, sr, vbd, vdi  # noqa: F401  (storage)
 from . import vm, vm_clone, vm_config, vm_memory  # noqa: F401
+from . import network, pif, vif, vlan  # noqa: F401  (networking)

@@ -1,6 +1,7 @@
-"""network: a Linux bridge. create (a bridge named by us, xapi<N>, unless the client
-gives a valid name), destroy (refused while VIFs or PIFs use it), MTU, locking mode,
-purposes; the "Host internal management network" from the first start on.
+"""network: a Linux bridge, named by us (xapi<N>) unless the client gives a valid
+name; made on first use, deleted by destroy (refused while VIFs or PIFs use it);
+MTU, locking mode, purposes; the "Host internal management network" from the first
+start on.
 
 Server.startup calls `startup(server)`: the internal network record, a PIF.scan of
 the host's NICs, the first refresh and the refresh poller (backends/network/runtime).
@@ -39,11 +40,13 @@ def check_mtu(mtu: int):
 
 @implements("network.create")
 async def create(ctx, args):
+    """The record only, as in xapi: the bridge is made when the network is first
+    used (VM.start, VIF.plug, PIF.plug, VLAN.create) and deleted by destroy. Many
+    networks are never used on a host; they leave no kernel object behind."""
     fields = constructor_fields(ctx, "network", args)
     fields.setdefault("MTU", 1500)
     check_mtu(fields["MTU"])
     rt = net(ctx)
-    made = False
     if fields.get("bridge"):
         name = check_name("bridge", fields["bridge"])
         if rt.bridge_in_use(name):
@@ -54,14 +57,7 @@ async def create(ctx, args):
     else:
         fields["bridge"] = await rt.allocate_bridge_name()
     fields.update(VIFs=[], PIFs=[], purpose=[], assigned_ips={})
-    ref = ctx.store.create("network", fields)
-    if fields.get("managed", True):
-        try:
-            _, made = await rt.ensure_bridge(ref)
-        except (NetworkError, ApiError) as exc:
-            ctx.store.delete("network", ref)     # nothing half-made
-            raise exc if isinstance(exc, ApiError) else kernel_error(exc) from None
-    return ref
+    return ctx.store.create("network", fields)
 
 
 @implements("network.destroy")

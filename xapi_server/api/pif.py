@@ -233,9 +233,18 @@ async def create_vlan(ctx, device, network, host, VLAN):
     return ctx.store.get("VLAN", vlan, "untagged_PIF")
 
 
+async def _fresh(ctx, pif) -> dict:
+    """Reads of one PIF see the kernel as it is now."""
+    ctx.store.record("PIF", pif)
+    await net(ctx).refresh_pif(pif)
+    return ctx.store.record("PIF", pif)
+
+
 @implements("PIF.get_record")
 async def get_record(ctx, self):
-    """Reads of one PIF see the kernel as it is now."""
-    ctx.store.record("PIF", self)
-    await net(ctx).refresh_pif(self)
-    return ctx.store.record("PIF", self)
+    return await _fresh(ctx, self)
+
+
+@implements("PIF.get_currently_attached")
+async def get_currently_attached(ctx, self):
+    return (await _fresh(ctx, self))["currently_attached"]

@@ -210,13 +210,22 @@ async def set_locking_mode(ctx, self, value):
         raise
 
 
-@implements("VIF.get_record")
-async def get_record(ctx, self):
+async def _fresh(ctx, vif) -> dict:
     """Reads of one VIF see the kernel as it is now (a tap deleted behind our back)."""
-    ctx.store.record("VIF", self)
+    ctx.store.record("VIF", vif)
     rt = net(ctx)
     rt.refresh_vifs(await rt.ip.links())
-    return ctx.store.record("VIF", self)
+    return ctx.store.record("VIF", vif)
+
+
+@implements("VIF.get_record")
+async def get_record(ctx, self):
+    return await _fresh(ctx, self)
+
+
+@implements("VIF.get_currently_attached")
+async def get_currently_attached(ctx, self):
+    return (await _fresh(ctx, self))["currently_attached"]
 
 
 @start_hook
