@@ -40,10 +40,12 @@ def verify_password(password: str, stored: str) -> bool:
 _DUMMY_HASH = hash_password("not a password")
 
 
+LOCAL_PREFIX = "local:"  # subject_identifier of a local account: "local:<user name>"
+
+
 class Auth:
     def __init__(self, store):
         self.store = store
-        self._roles: dict[str, str] = {}   # session ref -> role name (non-superusers)
 
     def has_user(self, name: str) -> bool:
         return f"user:{name}" in self.store.meta
@@ -56,8 +58,19 @@ class Auth:
         ok = await asyncio.to_thread(verify_password, password, stored or _DUMMY_HASH)
         return ok and stored is not None
 
+    def local_subject(self, name: str) -> str | None:
+        found = self.store.find("subject", subject_identifier=LOCAL_PREFIX + name)
+        return found[0] if found else None
+
     def is_superuser(self, session: str) -> bool:
         return self.store.record("session", session)["is_local_superuser"]
 
     def role_of(self, session: str) -> str | None:
-        return self._roles.get(session)
+        """The strongest role the session's subject holds now (roles may change)."""
+        from .rbac import strongest
+        subject = self.store.record("session", session)["subject"]
+        record = self.store.tables["subject"].get(subject)
+        if record is None:
+            return None
+        roles = self.store.tables["role"]
+        return strongest(roles[r]["name_label"] for r in record["roles"] if r in roles)

@@ -9,6 +9,7 @@ import sys
 from datetime import datetime, timezone
 
 from . import __version__, hostinfo, templates
+from .rbac import ensure_roles
 
 API_VERSION = (2, 21)  # XenServer 8 / XCP-ng 8.3
 
@@ -36,6 +37,7 @@ def start(server):
     if pool is None or not store.exists("pool", pool):
         pool = store.create("pool", {"master": host})
         store.set_meta("pool_ref", pool)
+    ensure_roles(store)
     _refresh_host(store, host)
     store.update("pool", pool, cpu_info=hostinfo.cpu_info())
     if not server.auth.has_user("root"):

@@ -22,7 +22,14 @@ class Settings:
     libvirt_uri: str = "auto"          # auto | qemu:///system | qemu:///embed?... | test:///default
     domain_type: str = "auto"          # auto | kvm | qemu
     max_body_bytes: int = 16 * 1024 * 1024
-    auth_failure_delay: float = 5.0    # seconds a failed login waits, as xapi
+    auth_failure_delay: float = 5.0    # seconds a failed login waits, as xapi (doubles per
+                                       # further failure from the same address, up to 8x)
+    login_failures_alert: int = 5      # failures from one address that raise a message
+    session_idle_timeout: float = 86400.0
+    max_sessions_per_user: int = 500   # the oldest session goes when a login exceeds these
+    max_sessions_per_originator: int = 100
+    audit_max_bytes: int = 10 * 1024 * 1024
+    audit_backups: int = 5
     log_level: str = "INFO"
 
     @property

@@ -30,6 +30,8 @@ def main(argv=None):
     uv = uvicorn.Config(app, host=settings.listen, port=settings.port, lifespan="on",
                         ssl_certfile=cert, ssl_keyfile=key, access_log=False,
                         log_level=settings.log_level.lower(), timeout_keep_alive=30,
+                        timeout_graceful_shutdown=3,  # idle keep-alive clients must not
+                                                      # hold up a stop
                         loop="auto", http="auto")
     uv.load()
     uv.ssl = tls.server_context(cert, key)  # ours: TLS 1.2+, modern suites only

@@ -7,9 +7,11 @@ import os
 from . import api  # noqa: F401  (registers every implementation)
 from . import bootstrap
 from .api import vm_sync
+from .audit import Audit
 from .auth import Auth
 from .config import Settings
 from .dispatch import Dispatcher
+from .events import Registrations
 from .store import Store
 from .tasks import Tasks
 
@@ -20,19 +22,23 @@ class Server:
         os.makedirs(settings.data_dir, mode=0o700, exist_ok=True)
         self.store = Store(settings.db_path)
         self.auth = Auth(self.store)
+        self.audit = Audit(settings.data_dir, settings.audit_max_bytes, settings.audit_backups)
         self.tasks = Tasks(self)
+        self.registrations = Registrations(self.store)
         self.dispatcher = Dispatcher(self)
         self.pool_ref = self.host_ref = None
 
     async def startup(self):
         self.store.open()
         self.pool_ref, self.host_ref = bootstrap.start(self)
+        await api.sm.storage_start(self)  # SM records, first start: Local storage SR
         await vm_sync.startup(self)   # hypervisor connection; VMs reconciled with it
         await api.network.startup(self)   # internal network, PIF scan, kernel refresh
-        await api.sm.storage_start(self)  # SM records, first start: Local storage SR
+        self.tasks.start_gc()
         await self.store.flush()
 
     async def shutdown(self):
+        self.tasks.stop_gc()
         await api.network.shutdown(self)
         await vm_sync.shutdown(self)
         self.store.close()

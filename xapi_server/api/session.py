@@ -2,25 +2,69 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import datetime, timezone
 
 from .._logging import log
 from ..dispatch.registry import implements
 from ..errors import ApiError
+from ..messages import PRIORITY_WARNING, raise_message
+
+
+# Failed logins per client address: (count, time of the last one). A success clears it.
+_failures: dict[str, tuple[int, float]] = {}
+FAILURE_MEMORY = 900.0  # seconds after which an address's failures are forgotten
+
+
+async def _reject(ctx, uname):
+    """Wait before answering a failed login: longer for an address that keeps failing."""
+    settings, peer = ctx.server.settings, ctx.peer or "?"
+    count, last = _failures.get(peer, (0, 0.0))
+    if time.monotonic() - last > FAILURE_MEMORY:
+        count = 0
+    count += 1
+    _failures[peer] = (count, time.monotonic())
+    log.warning("failed login for %r from %s (%d in a row)", uname, peer, count)
+    if count % settings.login_failures_alert == 0:
+        raise_message(ctx.store, "LOGIN_FAILURES", PRIORITY_WARNING, "Pool",
+                      ctx.store.get("pool", ctx.server.pool_ref, "uuid"),
+                      f"{count} failed logins from {peer}; the last one as {uname!r}")
+        await ctx.store.flush()
+    await asyncio.sleep(settings.auth_failure_delay * min(2 ** (count - 1), 8))
+    raise ApiError("SESSION_AUTHENTICATION_FAILED", uname, "Authentication failure")
+
+
+def _enforce_caps(ctx, uname, originator):
+    """Drop the oldest sessions of this user (and of this originator) over the caps."""
+    settings, store = ctx.server.settings, ctx.store
+    for key, value, cap in (("auth_user_name", uname, settings.max_sessions_per_user),
+                            ("originator", originator, settings.max_sessions_per_originator)):
+        if key == "originator" and not value:
+            continue
+        mine = sorted(store.find("session", **{key: value}),
+                      key=lambda ref: store.get("session", ref, "validation_time"))
+        for ref in mine[:max(0, len(mine) - cap + 1)]:
+            store.delete("session", ref)
 
 
 async def _login(ctx, uname, pwd, originator=""):
     server = ctx.server
     if not await server.auth.check_password(uname, pwd):
-        log.warning("failed login for %r from %s", uname, ctx.peer or "?")
-        await asyncio.sleep(server.settings.auth_failure_delay)
-        raise ApiError("SESSION_AUTHENTICATION_FAILED", uname, "Authentication failure")
+        await _reject(ctx, uname)
+    _failures.pop(ctx.peer or "?", None)
+    _enforce_caps(ctx, uname, originator)
     now = datetime.now(timezone.utc)
-    return ctx.store.create("session", {
-        "this_host": server.host_ref, "last_active": now, "validation_time": now,
-        "is_local_superuser": uname == "root", "auth_user_name": uname,
-        "originator": originator,
-    })
+    fields = {"this_host": server.host_ref, "last_active": now, "validation_time": now,
+              "is_local_superuser": uname == "root", "auth_user_name": uname,
+              "originator": originator}
+    if uname != "root":
+        subject = server.auth.local_subject(uname)
+        if subject is None:  # a password without a subject grants nothing
+            raise ApiError("SESSION_AUTHORIZATION_FAILED", uname,
+                           "the user has no subject and so no role")
+        fields.update(subject=subject,
+                      auth_user_sid=ctx.store.get("subject", subject, "subject_identifier"))
+    return ctx.store.create("session", fields)
 
 
 @implements("session.login_with_password")
@@ -44,8 +88,7 @@ def logout(ctx):
 async def change_password(ctx, old_pwd, new_pwd):
     user = ctx.store.get("session", ctx.session, "auth_user_name")
     if not await ctx.server.auth.check_password(user, old_pwd):
-        await asyncio.sleep(ctx.server.settings.auth_failure_delay)
-        raise ApiError("SESSION_AUTHENTICATION_FAILED", user, "Authentication failure")
+        await _reject(ctx, user)
     if not new_pwd:
         raise ApiError("INVALID_VALUE", "new_pwd", "the password must not be empty")
     ctx.server.auth.set_password(user, new_pwd)

@@ -62,10 +62,19 @@ class Dispatcher:
         ctx = Context(self.server, m, peer=peer)
         if m.session:
             ctx.session = self._check_session(params[0])
-            self._check_role(ctx.session, m)
-        if asynchronous:
-            return await self.server.tasks.run_async(ctx, args)
-        return await self.run(ctx, args)
+        try:
+            if m.session:
+                self._check_role(ctx.session, m)
+            if asynchronous:
+                return await self.server.tasks.run_async(ctx, args)
+            result = await self.run(ctx, args)
+        except ApiError as exc:
+            if m.mutates:
+                self.server.audit.record(self.server.store, ctx, args, exc.code)
+            raise
+        if m.mutates:
+            self.server.audit.record(self.server.store, ctx, args, "success")
+        return result
 
     async def run(self, ctx: Context, args: list):
         """Run the implementation and make its writes durable before returning."""
@@ -99,7 +108,12 @@ class Dispatcher:
             raise ApiError("SESSION_INVALID", ref if isinstance(ref, str) else str(ref))
         now = datetime.now(timezone.utc)
         record = store.record("session", ref)
-        if (now - record["last_active"]).total_seconds() > SESSION_TOUCH_INTERVAL:
+        idle = (now - record["last_active"]).total_seconds()
+        limit = self.server.settings.session_idle_timeout
+        if idle > min(SESSION_TOUCH_INTERVAL, limit / 2):
+            if idle > limit:
+                store.delete("session", ref)
+                raise ApiError("SESSION_INVALID", ref)
             store.update("session", ref, last_active=now)
         return ref
 

@@ -83,6 +83,7 @@ class XapiApp:
                        Route("POST", ("/jsonrpc", "/json"), XapiApp.jsonrpc),
                        Route("POST", (), XapiApp.xmlrpc),
                        Route("OPTIONS", (), XapiApp.options),
+                       Route("GET", ("/audit_log",), XapiApp.audit_log),
                        Route("GET", ("/",), XapiApp.index))
 
     async def __call__(self, scope, receive, send):
@@ -159,6 +160,18 @@ class XapiApp:
     async def options(self, scope, receive, send):
         await _respond(send, 200, b"", b"text/plain",
                        [(b"access-control-allow-methods", b"POST, OPTIONS")])
+
+    async def audit_log(self, scope, receive, send):
+        """GET /audit_log?session_id=OpaqueRef:... (pool-admin): the current audit log."""
+        from urllib.parse import parse_qs
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        session = (query.get("session_id") or [""])[0]
+        server = self.server
+        if not server.store.exists("session", session):
+            return await _respond(send, 403, b"invalid session\n", b"text/plain")
+        if not server.auth.is_superuser(session) and server.auth.role_of(session) != "pool-admin":
+            return await _respond(send, 403, b"pool-admin only\n", b"text/plain")
+        await _respond(send, 200, server.audit.read(), b"application/x-ndjson")
 
     async def index(self, scope, receive, send):
         body = (b"<html><body><p>xapi-py: a XenAPI server. Speak XML-RPC (POST /) or "

@@ -66,6 +66,19 @@ ROLE = cls(
         field('subroles', 'role ref set', RC, default=[]),
         field('is_internal', 'bool', RO, default=False),
     ],
+    messages=[
+        msg("get_permissions", "role ref self", "role ref set",
+            "The roles this role includes (the weaker ones).", asynchronous=False,
+            mutates=False),
+        msg("get_permissions_name_label", "role ref self", "string set",
+            "Names of every permission (lower-cased method) this role grants.",
+            asynchronous=False, mutates=False),
+        msg("get_by_permission", "role ref permission", "role ref set",
+            "Roles that include the given role.", asynchronous=False, mutates=False),
+        msg("get_by_permission_name_label", "string label", "role ref set",
+            "Roles granting a permission (e.g. 'vm.start').", asynchronous=False,
+            mutates=False),
+    ],
 )
 
 SUBJECT = cls(
@@ -76,5 +89,18 @@ SUBJECT = cls(
         field('subject_identifier', 'string', RC, default=""),
         field('other_config', '(string -> string) map', RC, default={}),
         field('roles', 'role ref set', RO, default=['OpaqueRef:0165f154-ba3e-034e-6b27-5d271af109ba']),
+    ],
+    messages=[
+        msg("add_to_roles", "subject ref self, role ref role", doc="Grant a role.",
+            role="pool-admin", asynchronous=False),
+        msg("remove_from_roles", "subject ref self, role ref role", doc="Take a role away.",
+            role="pool-admin", asynchronous=False),
+        msg("get_permissions_name_label", "subject ref self", "string set",
+            "Names of every permission the subject's roles grant.", asynchronous=False,
+            mutates=False),
+        # xapi-py extension: local accounts are subjects named "local:<user>".
+        msg("set_password", "subject ref self, string new_pwd",
+            doc="Set the password of a local subject (subject_identifier 'local:<name>').",
+            role="pool-admin", asynchronous=False),
     ],
 )
