@@ -41,6 +41,14 @@ class Settings:
         return os.path.join(self.data_dir, "certs")
 
 
+def make_data_dir(path: str):
+    """The data dir may be entered but not listed by others (0711): QEMU, running as
+    libvirt-qemu under qemu:///system, must reach disk images and kernels below it,
+    while the database, keys and passwords inside are private files (0600)."""
+    os.makedirs(path, mode=0o711, exist_ok=True)
+    os.chmod(path, 0o711)
+
+
 def _coerce(kind, value):
     if kind is int or kind == "int":
         return int(value)

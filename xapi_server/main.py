@@ -7,6 +7,7 @@ import sys
 import uvicorn
 
 from . import config
+from .config import make_data_dir
 from ._logging import configure
 from .http import tls
 from .http.app import XapiApp
@@ -21,7 +22,7 @@ def build_app(settings):
 def main(argv=None):
     settings = config.load(argv)
     configure(settings.log_level)
-    os.makedirs(settings.data_dir, mode=0o700, exist_ok=True)
+    make_data_dir(settings.data_dir)
     cert, key, created = tls.ensure_certificate(settings.cert_dir)
     print(f"xapi-server: {'created' if created else 'using'} certificate {cert}", file=sys.stderr)
     print(f"xapi-server: certificate SHA-256 fingerprint {tls.fingerprint(cert)}",

@@ -9,7 +9,7 @@ from . import bootstrap
 from .api import vm_sync
 from .audit import Audit
 from .auth import Auth
-from .config import Settings
+from .config import Settings, make_data_dir
 from .dispatch import Dispatcher
 from .events import Registrations
 from .store import Store
@@ -19,7 +19,7 @@ from .tasks import Tasks
 class Server:
     def __init__(self, settings: Settings):
         self.settings = settings
-        os.makedirs(settings.data_dir, mode=0o700, exist_ok=True)
+        make_data_dir(settings.data_dir)
         self.store = Store(settings.db_path)
         self.auth = Auth(self.store)
         self.audit = Audit(settings.data_dir, settings.audit_max_bytes, settings.audit_backups)

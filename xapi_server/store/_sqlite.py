@@ -11,6 +11,7 @@ fsync. `synchronous=FULL` makes a commit durable before its callers are answered
 from __future__ import annotations
 
 import json
+import os
 import queue
 import sqlite3
 import threading
@@ -61,6 +62,8 @@ class Database:
         self.path = path
         self._queue: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
+        if not os.path.exists(path):  # the database holds password hashes: owner only
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
         self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")
