@@ -189,6 +189,20 @@ class LibvirtHypervisor:
     async def unpause(self, uuid):
         await self._run(lambda c: _need(c, uuid).resume())
 
+    # Devices of a running domain (disks, CDs, NICs): live only; the persistent
+    # definition is rebuilt from the records at the next start anyway.
+    async def attach_device(self, uuid, xml):
+        await self._run(lambda c: _need(c, uuid).attachDeviceFlags(
+            xml, libvirt.VIR_DOMAIN_AFFECT_LIVE))
+
+    async def detach_device(self, uuid, xml):
+        await self._run(lambda c: _need(c, uuid).detachDeviceFlags(
+            xml, libvirt.VIR_DOMAIN_AFFECT_LIVE))
+
+    async def update_device(self, uuid, xml):
+        await self._run(lambda c: _need(c, uuid).updateDeviceFlags(
+            xml, libvirt.VIR_DOMAIN_AFFECT_LIVE))
+
     async def set_vcpus(self, uuid, count):
         await self._run(lambda c: _need(c, uuid).setVcpusFlags(
             count, libvirt.VIR_DOMAIN_AFFECT_LIVE))

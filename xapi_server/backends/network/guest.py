@@ -58,22 +58,10 @@ _register_contributor()
 
 
 async def hv_device(server, op: str, vm_uuid: str, xml: str) -> None:
-    """attach / detach / update a device of a running domain: the hypervisor's own
-    method when it has one (`attach_device` ...), else libvirt through its connection.
+    """attach / detach / update a device of a running domain.
     Raises RuntimeError with the hypervisor's message."""
-    hv = server.vms.hv
-    method = getattr(hv, f"{op}_device", None)
-    if method is not None:
-        await method(vm_uuid, xml)
-        return
-    import libvirt
-
-    def call(conn):
-        dom = conn.lookupByUUIDString(vm_uuid)
-        fn = {"attach": dom.attachDeviceFlags, "detach": dom.detachDeviceFlags,
-              "update": dom.updateDeviceFlags}[op]
-        fn(xml, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+    from ..hypervisor import HypervisorError
     try:
-        await hv.conn.call(call)
-    except libvirt.libvirtError as exc:
-        raise RuntimeError(exc.get_error_message() or str(exc)) from None
+        await getattr(server.vms.hv, f"{op}_device")(vm_uuid, xml)
+    except HypervisorError as exc:
+        raise RuntimeError(str(exc)) from None

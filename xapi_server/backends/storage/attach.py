@@ -179,24 +179,12 @@ async def watch_power_states(server) -> None:
 # -- a running guest ------------------------------------------------------------------
 
 async def _hv(server, op: str, vm_uuid: str, xml: str) -> None:
-    """attach/detach/update a device of a running domain. Uses the hypervisor's own
-    method when it has one, else libvirt through its connection."""
-    hv = _hypervisor(server)
-    method = getattr(hv, f"{op}_device", None)
-    if method is not None:
-        await method(vm_uuid, xml)
-        return
-    import libvirt
-
-    def call(conn):
-        dom = conn.lookupByUUIDString(vm_uuid)
-        fn = {"attach": dom.attachDeviceFlags, "detach": dom.detachDeviceFlags,
-              "update": dom.updateDeviceFlags}[op]
-        fn(xml, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+    """attach/detach/update a device of a running domain."""
+    from ..hypervisor import HypervisorError
     try:
-        await hv.conn.call(call)
-    except libvirt.libvirtError as exc:
-        raise ApiError("INTERNAL_ERROR", f"{op} failed: {exc.get_error_message()}") from None
+        await getattr(_hypervisor(server), f"{op}_device")(vm_uuid, xml)
+    except HypervisorError as exc:
+        raise ApiError("INTERNAL_ERROR", f"{op} failed: {exc}") from None
 
 
 def _hypervisor(server):
