@@ -224,3 +224,26 @@ def test_copy_to_another_sr_with_task_progress(xapi, file_sr, tmp_path):
     xapi.VDI.destroy(copy)
     xapi.PBD.unplug(xapi.SR.get_PBDs(other)[0])
     xapi.SR.destroy(other)
+
+
+def test_nearly_full_sr_raises_a_message(xapi, tmp_path):
+    """A file SR on a small filesystem that fills past 90% tells the administrator."""
+    import subprocess
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)], check=True)
+    try:
+        host = xapi.pool.get_master(xapi.pool.get_all()[0])
+        sr = xapi.SR.create(host, {"path": str(mnt)}, "0", "small", "", "file", "user",
+                            False, {})
+        with open(mnt / "filler", "wb") as f:
+            f.write(b"\1" * (int(7.6 * 1024 * 1024)))
+        xapi.SR.scan(sr)
+        uuid = xapi.SR.get_uuid(sr)
+        told = [m["name"] for m in xapi.message.get("SR", uuid, "19700101T00:00:00Z").values()]
+        assert told == ["SR_NEARLY_FULL"]
+        for pbd in xapi.SR.get_PBDs(sr):
+            xapi.PBD.unplug(pbd)
+        xapi.SR.forget(sr)
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)

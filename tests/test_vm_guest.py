@@ -178,6 +178,10 @@ def test_changes_behind_our_back_show_within_a_second(real, x, guest):
     virsh("shutdown", name)                     # the guest powers itself off via ACPI
     wait_for(lambda: virsh("domstate", name).strip() == "shut off", 60, "guest poweroff")
     wait_state(x, vm, "Halted", 1.0)
+    # Each change behind our back was also told to the administrator as a message.
+    told = [m["name"] for m in x.message.get("VM", x.VM.get_uuid(vm),
+                                              "19700101T00:00:00Z").values()]
+    assert {"VM_PAUSED", "VM_STARTED", "VM_SHUTDOWN"} <= set(told), told
 
 
 def test_foreign_domains_are_left_alone(real, x, guest):

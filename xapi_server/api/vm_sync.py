@@ -22,11 +22,15 @@ from datetime import datetime, timezone
 from .. import hostinfo
 from ..backends.hypervisor import HALTED, DomainState, open_hypervisor
 from ..datamodel import NULL_REF
+from ..messages import PRIORITY_INFO, PRIORITY_WARNING, raise_message
 from .vm_checks import update_allowed_operations
 
 log = logging.getLogger("xapi.vm")
 
 POLL_INTERVAL = 5.0          # seconds between full re-reads (events do the fast path)
+# xapi's message names for the state a VM reached.
+_OUTSIDE_MESSAGES = {"Running": "VM_STARTED", "Halted": "VM_SHUTDOWN",
+                     "Suspended": "VM_SUSPENDED", "Paused": "VM_PAUSED"}
 _METRIC_STATE = {"Running": ["running"], "Paused": ["paused"], "Suspended": ["suspended"],
                  "Halted": ["halted"]}
 
@@ -53,6 +57,7 @@ class VmRuntime:
         self._changed = asyncio.Condition()
         self._poller: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._started = False  # after the first resync, changes are news for the admin
 
     @property
     def store(self):
@@ -70,6 +75,7 @@ class VmRuntime:
             # The API stays up without a hypervisor; the poller keeps trying.
             log.exception("hypervisor %s not available", self.server.settings.libvirt_uri)
         self._poller = self._loop.create_task(self._poll())
+        self._started = True
 
     async def shutdown(self):
         if self._poller:
@@ -174,6 +180,8 @@ class VmRuntime:
         changes = {"power_state": state.power_state, "domid": state.domid,
                    "resident_on": self.server.host_ref if live else NULL_REF}
         changes = {k: v for k, v in changes.items() if rec[k] != v}
+        if "power_state" in changes and self._started:
+            self._tell_admin(rec, state)
         if changes:
             self.store.update("VM", ref, **changes)
         self._update_metrics(ref, rec, state)
@@ -181,6 +189,20 @@ class VmRuntime:
             update_allowed_operations(self.store, ref)
             if not live:
                 self.boot_records.pop(ref, None)
+
+    def _tell_admin(self, rec: dict, state: DomainState):
+        """A message when a VM crashed, or its power state changed with no API call
+        on it in flight (virsh, the guest powering itself off ...)."""
+        if state.crashed:
+            name, body = "VM_CRASHED", f"VM {rec['name_label']!r} crashed"
+        elif not rec["current_operations"]:
+            name = _OUTSIDE_MESSAGES[state.power_state]
+            body = (f"VM {rec['name_label']!r} went from {rec['power_state']} to "
+                    f"{state.power_state} outside the API")
+        else:
+            return
+        raise_message(self.store, name, PRIORITY_WARNING if state.crashed else PRIORITY_INFO,
+                      "VM", rec["uuid"], body)
 
     def _update_metrics(self, ref, before: dict, state: DomainState):
         metrics = ensure_metrics(self.store, ref)

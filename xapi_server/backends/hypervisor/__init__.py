@@ -19,6 +19,7 @@ class DomainState:
     memory_bytes: int = 0       # current balloon size
     vcpus: int = 0              # vCPUs online
     cpu_time_ns: int = 0
+    crashed: bool = False       # stopped (or held) because the guest crashed
 
 
 HALTED = DomainState("Halted")

@@ -34,12 +34,17 @@ def _ours(dom) -> bool:
 
 
 def _state_of(dom) -> DomainState:
-    state, _reason = dom.state()
+    state, reason = dom.state()
     if state == libvirt.VIR_DOMAIN_SHUTOFF:
-        return DomainState("Suspended") if dom.hasManagedSaveImage() else HALTED
+        if dom.hasManagedSaveImage():
+            return DomainState("Suspended")
+        if reason == libvirt.VIR_DOMAIN_SHUTOFF_CRASHED:
+            return DomainState("Halted", crashed=True)
+        return HALTED
     info = dom.info()  # [state, maxMem KiB, memory KiB, nrVirtCpu, cpuTime ns]
     power = "Paused" if state in _PAUSED else "Running"
-    return DomainState(power, dom.ID(), info[2] * 1024, info[3], info[4])
+    return DomainState(power, dom.ID(), info[2] * 1024, info[3], info[4],
+                       crashed=state == libvirt.VIR_DOMAIN_CRASHED)
 
 
 def _find(conn, uuid):

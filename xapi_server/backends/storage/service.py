@@ -83,6 +83,28 @@ async def refresh(store, sr: str, drv) -> None:
                "physical_utilisation": st.physical_utilisation, "virtual_allocation": alloc}
     if any(rec[k] != v for k, v in changes.items()):
         store.update("SR", sr, **changes)
+    _warn_if_nearly_full(store, sr, st.physical_size, st.physical_utilisation)
+
+
+# An SR more than NEARLY_FULL used gets one message; it may get another once it has
+# dropped below RE_ARM and filled up again.
+NEARLY_FULL, RE_ARM = 0.90, 0.80
+_warned: set[str] = set()
+
+
+def _warn_if_nearly_full(store, sr: str, size: int, used: int):
+    from ...messages import PRIORITY_WARNING, raise_message
+    if size <= 0:
+        return
+    fraction = used / size
+    if fraction >= NEARLY_FULL and sr not in _warned:
+        _warned.add(sr)
+        rec = store.record("SR", sr)
+        raise_message(store, "SR_NEARLY_FULL", PRIORITY_WARNING, "SR", rec["uuid"],
+                      f"SR {rec['name_label']!r} is {fraction:.0%} full "
+                      f"({used} of {size} bytes)")
+    elif fraction < RE_ARM:
+        _warned.discard(sr)
 
 
 def record_volume(store, sr: str, vol, **fields) -> str:
