@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
   python3 python3-venv python3-dev gcc pkg-config
   libvirt-dev libvirt-daemon-system libvirt-clients   # libvirt-python builds against libvirt-dev
-  qemu-system-x86 qemu-utils                           # hypervisor (TCG or KVM) and qemu-img
+  qemu-system-x86 qemu-utils ipxe-qemu seabios         # hypervisor (TCG or KVM), NIC ROMs, qemu-img
   lvm2                                                 # LVM storage driver
   iproute2 bridge-utils                                # bridges, VLANs, taps
   busybox-static linux-image-cloud-amd64 cpio genisoimage  # the tiny test guest, test ISOs
@@ -21,7 +21,7 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 if [ ! -x .venv/bin/python ]; then
