@@ -43,9 +43,9 @@ class Recording(Output):
 
 
 class Harness:
-    def __init__(self, data_dir: str):
+    def __init__(self, data_dir: str, **settings):
         self.loop = asyncio.new_event_loop()
-        self.server = Server(Settings(data_dir=data_dir, auth_failure_delay=0.0))
+        self.server = Server(Settings(data_dir=data_dir, auth_failure_delay=0.0, **settings))
         self.loop.run_until_complete(self.server.startup())
         self.server.auth.set_password("root", PASSWORD)
         self.store = self.server.store
