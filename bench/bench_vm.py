@@ -103,15 +103,7 @@ def main():
         if twin:
             subprocess.run(["virsh", "-c", URI, "destroy", twin], capture_output=True)
             subprocess.run(["virsh", "-c", URI, "undefine", twin], capture_output=True)
-        try:
-            x = proc.session().xenapi
-            for ref, rec in x.VM.get_all_records().items():
-                if not rec["is_a_template"]:
-                    if rec["power_state"] != "Halted":
-                        x.VM.hard_shutdown(ref)
-                    x.VM.destroy(ref)
-        finally:
-            proc.kill()
+        proc.remove_vms_and_kill()
 
 
 if __name__ == "__main__":

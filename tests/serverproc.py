@@ -81,6 +81,19 @@ class ServerProcess:
             self.proc.kill()
             self.proc.wait()
 
+    def remove_vms_and_kill(self):
+        """Stop and destroy every VM (not templates) so no guest outlives the test or
+        benchmark, then SIGKILL the server."""
+        try:
+            x = self.session().xenapi
+            for ref, rec in x.VM.get_all_records().items():
+                if not rec["is_a_template"]:
+                    if rec["power_state"] != "Halted":
+                        x.VM.hard_shutdown(ref)
+                    x.VM.destroy(ref)
+        finally:
+            self.kill()
+
     def session(self, user: str = "root", password: str = ROOT_PASSWORD) -> XenAPI.Session:
         s = XenAPI.Session(self.url, ignore_ssl=True)
         s.xenapi.login_with_password(user, password, "1.0", "tests")

@@ -56,15 +56,7 @@ def guest():
 def real(guest, tmp_path_factory):
     proc = ServerProcess(str(tmp_path_factory.mktemp("xapi-real")), libvirt_uri=URI).start()
     yield proc
-    try:
-        x = proc.session().xenapi
-        for ref, rec in x.VM.get_all_records().items():
-            if not rec["is_a_template"]:
-                if rec["power_state"] != "Halted":
-                    x.VM.hard_shutdown(ref)
-                x.VM.destroy(ref)
-    finally:
-        proc.kill()
+    proc.remove_vms_and_kill()
 
 
 @pytest.fixture

@@ -197,15 +197,16 @@ class LibvirtHypervisor:
     # Devices of a running domain (disks, CDs, NICs): live only; the persistent
     # definition is rebuilt from the records at the next start anyway.
     async def attach_device(self, uuid, xml):
-        await self._run(lambda c: _need(c, uuid).attachDeviceFlags(
-            xml, libvirt.VIR_DOMAIN_AFFECT_LIVE))
+        await self._device(uuid, "attachDeviceFlags", xml)
 
     async def detach_device(self, uuid, xml):
-        await self._run(lambda c: _need(c, uuid).detachDeviceFlags(
-            xml, libvirt.VIR_DOMAIN_AFFECT_LIVE))
+        await self._device(uuid, "detachDeviceFlags", xml)
 
     async def update_device(self, uuid, xml):
-        await self._run(lambda c: _need(c, uuid).updateDeviceFlags(
+        await self._device(uuid, "updateDeviceFlags", xml)
+
+    async def _device(self, uuid, method, xml):
+        await self._run(lambda c: getattr(_need(c, uuid), method)(
             xml, libvirt.VIR_DOMAIN_AFFECT_LIVE))
 
     async def set_vcpus(self, uuid, count):
