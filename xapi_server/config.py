@@ -30,6 +30,15 @@ class Settings:
     max_sessions_per_originator: int = 100
     audit_max_bytes: int = 10 * 1024 * 1024
     audit_backups: int = 5
+    # Limits (issue 8). Connections beyond max_connections get HTTP 503; a client that has
+    # not sent its request line and headers within header_timeout seconds, or its body
+    # within body_timeout, is disconnected (slowloris).
+    max_connections: int = 1000
+    header_timeout: float = 10.0
+    body_timeout: float = 60.0
+    max_auto_callers: int = 1000       # Caller records the rate limiter makes by itself
+    http_redirect_port: int = 0        # 0: off; else a plain-HTTP port that only redirects
+    pam_service: str = ""              # e.g. "login": system accounts may log in via PAM
     log_level: str = "INFO"
 
     @property
