@@ -12,6 +12,7 @@ from .auth import Auth
 from .config import Settings, make_data_dir
 from .dispatch import Dispatcher
 from .events import Registrations
+from .ratelimit import RateLimiter
 from .store import Store
 from .tasks import Tasks
 
@@ -26,11 +27,13 @@ class Server:
         self.tasks = Tasks(self)
         self.registrations = Registrations(self.store)
         self.dispatcher = Dispatcher(self)
+        self.limiter = RateLimiter(self)
         self.pool_ref = self.host_ref = None
 
     async def startup(self):
         self.store.open()
         self.pool_ref, self.host_ref = bootstrap.start(self)
+        self.limiter.start()
         await api.sm.storage_start(self)  # SM records, first start: Local storage SR
         await vm_sync.startup(self)   # hypervisor connection; VMs reconciled with it
         await api.network.startup(self)   # internal network, PIF scan, kernel refresh

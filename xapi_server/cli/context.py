@@ -12,6 +12,9 @@ from .args import STANDARD, flag
 from .errors import MissingParam
 from .records import Lookup, layout
 
+# The user agent xe's calls are counted under by the rate limiter (see Caller).
+CLI_USER_AGENT = "xe"
+
 
 def escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace(",", "\\,")
@@ -58,7 +61,8 @@ class CliContext(Lookup):
 
     async def call(self, method: str, *args):
         """A XenAPI call as this CLI user: the dispatcher checks roles and arguments."""
-        return await self.server.dispatcher.call(method, [self.session, *args], self.peer)
+        return await self.server.dispatcher.call(method, [self.session, *args], self.peer,
+                                                 user_agent=CLI_USER_AGENT)
 
     async def all_records(self, cname: str) -> dict:
         if cname not in self._cache:

@@ -15,7 +15,7 @@ import weakref
 from .._logging import log
 from ..errors import ApiError
 from . import args as argparse_
-from .context import CliContext, Output
+from .context import CLI_USER_AGENT, CliContext, Output
 from .errors import (USAGE_HINT, AuthFailure, CliExit, CliFailure, MissingParam,
                      SyntaxFailure, UnknownCommand, UsageFailure, describe)
 from .table import COMMANDS
@@ -39,7 +39,8 @@ class Logins:
                 and server.store.exists("session", hit[2])):
             return hit[2]
         ref = await server.dispatcher.call("session.login_with_password",
-                                           [user, password, "1.0", "cli"], peer)
+                                           [user, password, "1.0", "cli"], peer,
+                                           user_agent=CLI_USER_AGENT)
         if stored is not None:
             self._cache[user] = (digest, stored, ref)
         return ref

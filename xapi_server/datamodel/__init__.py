@@ -10,13 +10,14 @@ from __future__ import annotations
 from . import _types
 from ._dsl import ANY_ROLE, RC, RO, ROLES, RW, ClassDef, Field, Message, Param, msg, role_allows
 from ._types import NULL_REF, Enum, Map, Prim, Record, Ref, Set
-from .classes import auth, event, pool, network, storage, task, vm
+from . import costs
+from .classes import auth, event, pool, network, ratelimit, storage, task, vm
 from .enums import ENUMS
 
 __all__ = ["CLASSES", "METHODS", "RELATIONS", "ENUMS", "ROLES", "ClassDef", "Field", "Message",
            "Param", "NULL_REF", "RW", "RC", "RO", "role_allows", "parse_type", "lookup_method"]
 
-_MODULES = (pool, vm, storage, network, auth, task, event)
+_MODULES = (pool, vm, storage, network, auth, task, event, ratelimit)
 
 # One-to-many relations: the "many" side is a ref set the store keeps in step with the
 # ref field on the other side (VBD.VM = v  <=>  VBD in v.VBDs). Never written directly.
@@ -38,6 +39,7 @@ RELATIONS = {
     ("network", "PIFs"): ("PIF", "network"),
     ("PIF", "VLAN_slave_of"): ("VLAN", "tagged_PIF"),
     ("task", "subtasks"): ("task", "subtask_of"),
+    ("Rate_limit", "callers"): ("Caller", "rate_limit"),
 }
 
 
@@ -113,6 +115,7 @@ def _build():
             m.result = parse_type(m.result_text)
             c.message_map[m.name] = m
             methods[m.wire_name] = m
+    costs.apply(methods)
     return classes, methods
 
 

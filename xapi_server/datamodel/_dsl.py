@@ -96,6 +96,7 @@ class Message:
     field: str | None = None      # for generated per-field messages
     cls: str = ""                 # filled in by cls()
     result: object = None         # parsed Type
+    cost: float = 1.0             # rate-limiter tokens (datamodel/costs.py)
 
     @property
     def wire_name(self) -> str:

@@ -1,9 +1,9 @@
 """The dispatcher: from a decoded call to a result or an ApiError.
 
 Order of checks, as xapi: method known → parameter count → parameter types →
-session valid → role allowed → run (at once, or in a task for `Async.`) → writes
-made durable → result. Anything unexpected becomes INTERNAL_ERROR; the traceback goes
-to the log, never to the client.
+session valid → role allowed → rate limiter admits → run (at once, or in a task for
+`Async.`) → writes made durable → result. Anything unexpected becomes INTERNAL_ERROR;
+the traceback goes to the log, never to the client.
 """
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ class Context:
     server: object            # the Server: store, settings, host and pool refs, backends
     message: Message
     session: str | None = None
-    peer: str = ""
+    peer: str = ""            # the client's address
+    user_agent: str = ""      # its HTTP User-Agent (the rate limiter tells clients apart)
     task: str | None = None   # set when running as Async.<Class>.<message>
 
     @property
@@ -42,7 +43,7 @@ class Dispatcher:
         self.method_names = sorted(METHODS)
 
     async def call(self, name: str, params: list, peer: str = "",
-                   invalid_utf8: bool = False):
+                   invalid_utf8: bool = False, user_agent: str = ""):
         asynchronous = name.startswith("Async.")
         base = name[len("Async."):] if asynchronous else name
         m = lookup_method(base)
@@ -59,7 +60,7 @@ class Dispatcher:
                 raise ApiError("INVALID_VALUE", "Invalid UTF-8 string in parameter", bad)
         args = [unmarshal(p.name, p.type, v) for p, v in zip(m.params, params[skip:])]
         args += [p.default for p in m.params[len(args):]]
-        ctx = Context(self.server, m, peer=peer)
+        ctx = Context(self.server, m, peer=peer, user_agent=user_agent)
         if m.session:
             ctx.session = self._check_session(params[0])
         try:
@@ -77,8 +78,10 @@ class Dispatcher:
         return result
 
     async def run(self, ctx: Context, args: list):
-        """Run the implementation and make its writes durable before returning."""
+        """Pay the rate limiter, run the implementation and make its writes durable
+        before returning. Under Async the task pays, so the reply is never delayed."""
         m = ctx.message
+        await self.server.limiter.admit(ctx.user_agent, ctx.peer, m.cost)
         impl = IMPLEMENTATIONS.get(m.wire_name)
         try:
             if impl is not None:

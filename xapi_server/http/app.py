@@ -63,6 +63,13 @@ def _peer(scope) -> str:
     return client[0] if client else ""
 
 
+def _user_agent(scope) -> str:
+    for name, value in scope["headers"]:
+        if name == b"user-agent":
+            return value.decode("latin-1")
+    return ""
+
+
 def _error_page(reason: str) -> bytes:
     return (f"<html><body><h1>HTTP 500 internal server error</h1>The request could not be "
             f"read.<h1>Additional information</h1>{html.escape(reason)}</body></html>").encode()
@@ -129,7 +136,7 @@ class XapiApp:
         else:
             try:
                 value = await self.server.dispatcher.call(method, params, _peer(scope),
-                                                          invalid_utf8)
+                                                          invalid_utf8, _user_agent(scope))
                 reply = xmlrpc.encode_success(value)
             except ApiError as exc:
                 reply = xmlrpc.encode_failure(exc.description)
@@ -147,7 +154,8 @@ class XapiApp:
                 value = self.server.dispatcher.method_names
             else:
                 value = await self.server.dispatcher.call(call.method, call.params,
-                                                          _peer(scope), invalid_utf8)
+                                                          _peer(scope), invalid_utf8,
+                                                          _user_agent(scope))
             reply = jsonrpc.encode_success(call, value)
         except ApiError as exc:
             reply = jsonrpc.encode_failure(call, exc.description)
