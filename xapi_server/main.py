@@ -11,6 +11,7 @@ from .config import make_data_dir
 from ._logging import configure
 from .http import tls
 from .http.app import XapiApp
+from .http.guard import guarded_protocol
 from .server import Server
 
 
@@ -33,7 +34,9 @@ def main(argv=None):
                         log_level=settings.log_level.lower(), timeout_keep_alive=30,
                         timeout_graceful_shutdown=3,  # idle keep-alive clients must not
                                                       # hold up a stop
-                        loop="auto", http="auto")
+                        limit_concurrency=settings.max_connections,  # beyond: HTTP 503
+                        loop="auto",
+                        http=guarded_protocol(settings.header_timeout, settings.body_timeout))
     uv.load()
     uv.ssl = tls.server_context(cert, key)  # ours: TLS 1.2+, modern suites only
     uvicorn.Server(uv).run()
