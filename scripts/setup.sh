@@ -9,6 +9,7 @@ PACKAGES=(
   libvirt-dev libvirt-daemon-system libvirt-clients   # libvirt-python builds against libvirt-dev
   qemu-system-x86 qemu-utils ipxe-qemu seabios         # hypervisor (TCG or KVM), NIC ROMs, qemu-img
   lvm2                                                 # LVM storage driver
+  libpam0g libpam-modules                              # PAM logins (python-pam, pam_unix)
   iproute2 bridge-utils                                # bridges, VLANs, taps
   busybox-static linux-image-cloud-amd64 cpio genisoimage  # the tiny test guest, test ISOs
   wrk                                                  # load generator for bench/
@@ -23,6 +24,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+
+# The PAM service for system-account logins (pam_service = "xapi-py"); see the file.
+install -m 0644 scripts/pam.d/xapi-py /etc/pam.d/xapi-py
 
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv

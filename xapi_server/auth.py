@@ -62,15 +62,31 @@ class Auth:
         found = self.store.find("subject", subject_identifier=LOCAL_PREFIX + name)
         return found[0] if found else None
 
-    def is_superuser(self, session: str) -> bool:
-        return self.store.record("session", session)["is_local_superuser"]
+    def strongest_subject(self, identifiers: list[str]) -> tuple[str | None, str | None]:
+        """Of the subjects named by these identifiers (a system account's own first, then
+        its groups'), the one holding the strongest role, and that role. xapi grants the
+        union of their roles; roles nest, so the union is the strongest one."""
+        from .datamodel import ROLES
+        found = [ref for ident in identifiers
+                 for ref in self.store.find("subject", subject_identifier=ident)]
+        if not found:
+            return None, None
+        ranked = [(ROLES.index(role) if role else len(ROLES), i, ref, role)
+                  for i, ref in enumerate(found) for role in [self.subject_role(ref)]]
+        _, _, ref, role = min(ranked)
+        return ref, role
 
-    def role_of(self, session: str) -> str | None:
-        """The strongest role the session's subject holds now (roles may change)."""
+    def subject_role(self, subject: str) -> str | None:
         from .rbac import strongest
-        subject = self.store.record("session", session)["subject"]
         record = self.store.tables["subject"].get(subject)
         if record is None:
             return None
         roles = self.store.tables["role"]
         return strongest(roles[r]["name_label"] for r in record["roles"] if r in roles)
+
+    def is_superuser(self, session: str) -> bool:
+        return self.store.record("session", session)["is_local_superuser"]
+
+    def role_of(self, session: str) -> str | None:
+        """The strongest role the session's subject holds now (roles may change)."""
+        return self.subject_role(self.store.record("session", session)["subject"])

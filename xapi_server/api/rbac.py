@@ -1,10 +1,13 @@
 """role and subject: who may do what. Local accounts are subjects whose identifier is
-"local:<name>"; their passwords live beside root's, hashed (see auth.py)."""
+"local:<name>"; their passwords live beside root's, hashed (see auth.py). System accounts
+and groups, when PAM logins are on, are "pam:<user>" and "pam-group:<group>"
+(see system_accounts.py)."""
 from ..auth import LOCAL_PREFIX
 from ..datamodel import ROLES
 from ..dispatch.registry import implements
 from ..errors import ApiError
 from ..rbac import permissions, role_ref
+from .. import system_accounts
 
 
 def _role_name(ctx, ref) -> str:
@@ -34,10 +37,17 @@ def get_by_permission_name_label(ctx, label):
 
 
 @implements("subject.create")
-def create_subject(ctx, args):
+async def create_subject(ctx, args):
     from ..dispatch.generic import constructor_fields
     fields = constructor_fields(ctx, "subject", args)
     ident = fields.get("subject_identifier", "")
+    if system_accounts.is_system_identifier(ident):
+        # As xapi's external subjects: other_config describes the account or group, from
+        # the system's own records (a caller cannot make a user look like a group).
+        described = await system_accounts.describe(ident)
+        if described is None:
+            raise ApiError("SUBJECT_CANNOT_BE_RESOLVED")
+        fields["other_config"] = {**fields.get("other_config", {}), **described}
     if ident and ctx.store.find("subject", subject_identifier=ident):
         raise ApiError("SUBJECT_ALREADY_EXISTS")
     return ctx.store.create("subject", fields)

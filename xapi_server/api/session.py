@@ -9,6 +9,7 @@ from .._logging import log
 from ..dispatch.registry import implements
 from ..errors import ApiError
 from ..messages import PRIORITY_WARNING, raise_message
+from .. import system_accounts
 
 
 # Failed logins per client address: (count, time of the last one). A success clears it.
@@ -16,9 +17,14 @@ _failures: dict[str, tuple[int, float]] = {}
 FAILURE_MEMORY = 900.0  # seconds after which an address's failures are forgotten
 
 
-async def _reject(ctx, uname):
-    """Wait before answering a failed login: longer for an address that keeps failing."""
+async def _reject(ctx, uname, started=None, error="SESSION_AUTHENTICATION_FAILED",
+                  message="Authentication failure"):
+    """Wait before answering a failed login: longer for an address that keeps failing.
+    The wait is counted from `started` (the start of the attempt) so that every way to
+    fail (unknown name, wrong local or PAM password, no subject) answers after the same
+    time, however long the checks behind it took."""
     settings, peer = ctx.server.settings, ctx.peer or "?"
+    started = time.monotonic() if started is None else started
     count, last = _failures.get(peer, (0, 0.0))
     if time.monotonic() - last > FAILURE_MEMORY:
         count = 0
@@ -30,8 +36,10 @@ async def _reject(ctx, uname):
                       ctx.store.get("pool", ctx.server.pool_ref, "uuid"),
                       f"{count} failed logins from {peer}; the last one as {uname!r}")
         await ctx.store.flush()
-    await asyncio.sleep(settings.auth_failure_delay * min(2 ** (count - 1), 8))
-    raise ApiError("SESSION_AUTHENTICATION_FAILED", uname, "Authentication failure")
+    delay = settings.auth_failure_delay * min(2 ** (count - 1), 8)
+    await asyncio.sleep(max(0.0, started + delay - time.monotonic()))
+    first = "session.login_with_password" if error == "RBAC_PERMISSION_DENIED" else uname
+    raise ApiError(error, first, message)
 
 
 def _enforce_caps(ctx, uname, originator):
@@ -47,24 +55,46 @@ def _enforce_caps(ctx, uname, originator):
             store.delete("session", ref)
 
 
-async def _login(ctx, uname, pwd, originator=""):
-    server = ctx.server
-    if not await server.auth.check_password(uname, pwd):
-        await _reject(ctx, uname)
+async def _login(ctx, uname, pwd, originator="", allow_system=True):
+    server, started = ctx.server, time.monotonic()
+    who = {}  # the subject and its identifier; none for root
+    if await server.auth.check_password(uname, pwd):
+        if uname != "root":
+            subject = server.auth.local_subject(uname)
+            if subject is None:  # a password without a subject grants nothing
+                raise ApiError("SESSION_AUTHORIZATION_FAILED", uname,
+                               "the user has no subject and so no role")
+            who = {"subject": subject, "auth_user_sid": ctx.store.get(
+                "subject", subject, "subject_identifier")}
+    elif (allow_system and server.settings.pam_service
+          and not server.auth.has_user(uname)):
+        who = await _system_login(ctx, uname, pwd, started)
+    else:
+        await _reject(ctx, uname, started)
     _failures.pop(ctx.peer or "?", None)
     _enforce_caps(ctx, uname, originator)
     now = datetime.now(timezone.utc)
-    fields = {"this_host": server.host_ref, "last_active": now, "validation_time": now,
-              "is_local_superuser": uname == "root", "auth_user_name": uname,
-              "originator": originator}
-    if uname != "root":
-        subject = server.auth.local_subject(uname)
-        if subject is None:  # a password without a subject grants nothing
-            raise ApiError("SESSION_AUTHORIZATION_FAILED", uname,
-                           "the user has no subject and so no role")
-        fields.update(subject=subject,
-                      auth_user_sid=ctx.store.get("subject", subject, "subject_identifier"))
-    return ctx.store.create("session", fields)
+    return ctx.store.create("session", {
+        "this_host": server.host_ref, "last_active": now, "validation_time": now,
+        "is_local_superuser": uname == "root", "auth_user_name": uname,
+        "originator": originator, **who})
+
+
+async def _system_login(ctx, uname, pwd, started) -> dict:
+    """A system account through PAM, as xapi's external authentication: it may log in only
+    if a subject names it or one of its groups; its role comes from that subject.
+    Unlike xapi, the subject is looked for before PAM is asked: a name no subject lets in
+    never reaches PAM (whose modules may count failures and lock the account), and its
+    refusal cannot tell whether the password was right."""
+    service = ctx.server.settings.pam_service
+    identifiers = await system_accounts.identifiers(uname)
+    subject, role = ctx.server.auth.strongest_subject(identifiers)
+    if subject is None or not await system_accounts.check_password(service, uname, pwd):
+        await _reject(ctx, uname, started)
+    if role is None:  # xapi: authenticated, but no role in this pool
+        await _reject(ctx, uname, started, "RBAC_PERMISSION_DENIED",
+                      f"Subject {uname} (identifier {identifiers[0]}) has no roles in this pool")
+    return {"subject": subject, "auth_user_sid": identifiers[0]}
 
 
 @implements("session.login_with_password")
@@ -75,7 +105,8 @@ async def login_with_password(ctx, uname, pwd, version, originator):
 
 @implements("session.slave_local_login_with_password")
 async def slave_local_login_with_password(ctx, uname, pwd):
-    return await _login(ctx, uname, pwd)
+    # Emergency mode: local accounts only, as xapi never asks external auth here.
+    return await _login(ctx, uname, pwd, allow_system=False)
 
 
 @implements("session.logout", "session.local_logout")
@@ -86,7 +117,11 @@ def logout(ctx):
 
 @implements("session.change_password")
 async def change_password(ctx, old_pwd, new_pwd):
-    user = ctx.store.get("session", ctx.session, "auth_user_name")
+    user, sid = (ctx.store.get("session", ctx.session, f)
+                 for f in ("auth_user_name", "auth_user_sid"))
+    if system_accounts.is_system_identifier(sid):
+        raise ApiError("USER_IS_NOT_LOCAL_SUPERUSER",
+                       f"{user} is a system account: its password is changed on the host")
     if not await ctx.server.auth.check_password(user, old_pwd):
         await _reject(ctx, user)
     if not new_pwd:
