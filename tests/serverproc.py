@@ -20,6 +20,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def add_local_user(admin, user: str, role: str, password: str) -> str:
+    """A local account holding exactly `role`; `admin` is a root session's xenapi."""
+    subject = admin.subject.create({"subject_identifier": f"local:{user}",
+                                    "other_config": {}})
+    for held in admin.subject.get_roles(subject):
+        admin.subject.remove_from_roles(subject, held)
+    admin.subject.add_to_roles(subject, admin.role.get_by_name_label(role)[0])
+    admin.subject.set_password(subject, password)
+    return subject
+
+
 class ServerProcess:
     def __init__(self, data_dir: str, port: int | None = None, env: dict | None = None,
                  libvirt_uri: str = "test:///default"):

@@ -7,7 +7,7 @@ import httpx
 import pytest
 import XenAPI
 
-from serverproc import ServerProcess
+from serverproc import ServerProcess, add_local_user
 from xapi_server.datamodel import METHODS, ROLES, Enum, Map, Prim, Record, Ref, Set, role_allows
 
 BOGUS = "OpaqueRef:00000000-rbac-test-0000-000000000000"
@@ -34,12 +34,7 @@ def role_sessions(server):
     admin = server.session().xenapi
     sessions = {}
     for role in ROLES:
-        subject = admin.subject.create({"subject_identifier": f"local:user-{role}",
-                                        "other_config": {}})
-        for current in admin.subject.get_roles(subject):
-            admin.subject.remove_from_roles(subject, current)
-        admin.subject.add_to_roles(subject, admin.role.get_by_name_label(role)[0])
-        admin.subject.set_password(subject, f"pw-{role}")
+        add_local_user(admin, f"user-{role}", role, f"pw-{role}")
         sessions[role] = server.session(f"user-{role}", f"pw-{role}")
     return sessions
 

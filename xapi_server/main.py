@@ -9,7 +9,7 @@ import uvicorn
 from . import config
 from .config import make_data_dir
 from ._logging import configure
-from .http import tls
+from .http import redirect, tls
 from .http.app import XapiApp
 from .http.guard import guarded_protocol
 from .server import Server
@@ -38,8 +38,8 @@ def main(argv=None):
                         loop="auto",
                         http=guarded_protocol(settings.header_timeout, settings.body_timeout))
     uv.load()
-    uv.ssl = tls.server_context(cert, key)  # ours: TLS 1.2+, modern suites only
-    uvicorn.Server(uv).run()
+    uv.ssl = app.server.tls.context  # ours: TLS 1.2+, modern suites, replaceable live
+    redirect.run(uvicorn.Server(uv), settings)  # + the plain-HTTP redirect port, if set
 
 
 if __name__ == "__main__":

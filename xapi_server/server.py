@@ -12,6 +12,7 @@ from .auth import Auth
 from .config import Settings, make_data_dir
 from .dispatch import Dispatcher
 from .events import Registrations
+from .http.tls import TlsIdentity
 from .ratelimit import RateLimiter
 from .store import Store
 from .tasks import Tasks
@@ -28,11 +29,13 @@ class Server:
         self.registrations = Registrations(self.store)
         self.dispatcher = Dispatcher(self)
         self.limiter = RateLimiter(self)
+        self.tls = TlsIdentity(settings.cert_dir)   # certificate files, live TLS context
         self.pool_ref = self.host_ref = None
 
     async def startup(self):
         self.store.open()
         self.pool_ref, self.host_ref = bootstrap.start(self)
+        await api.certificate.startup(self)  # Certificate record, daily expiry check
         self.limiter.start()
         await api.sm.storage_start(self)  # SM records, first start: Local storage SR
         await vm_sync.startup(self)   # hypervisor connection; VMs reconciled with it
@@ -42,6 +45,7 @@ class Server:
 
     async def shutdown(self):
         self.tasks.stop_gc()
+        await api.certificate.shutdown(self)
         await api.network.shutdown(self)
         await vm_sync.shutdown(self)
         self.store.close()

@@ -77,6 +77,25 @@ ERROR_TEXT: dict[str, tuple[str, tuple]] = {
     "NOT_IMPLEMENTED": ("The function is not implemented.", ("function",)),
     "ENUM_VALUE_INVALID": ("The value is not one of the values the field allows.",
                            ("enum", "value")),
+    "SERVER_CERTIFICATE_KEY_INVALID": ("The private key is not an unencrypted PEM key "
+                                       "(PKCS#8).", ()),
+    "SERVER_CERTIFICATE_KEY_ALGORITHM_NOT_SUPPORTED": ("The private key's algorithm is not "
+                                                       "supported.", ("algorithm",)),
+    "SERVER_CERTIFICATE_KEY_RSA_LENGTH_NOT_SUPPORTED": ("The RSA key must have 2048 to 4096 "
+                                                        "bits.", ("length",)),
+    "SERVER_CERTIFICATE_KEY_RSA_MULTI_NOT_SUPPORTED": ("The RSA key has more than two "
+                                                       "primes.", ()),
+    "SERVER_CERTIFICATE_INVALID": ("The certificate is not one PEM-encoded X.509 "
+                                   "certificate.", ()),
+    "SERVER_CERTIFICATE_KEY_MISMATCH": ("The private key does not belong to the "
+                                        "certificate.", ()),
+    "SERVER_CERTIFICATE_NOT_VALID_YET": ("The certificate is not valid yet.",
+                                         ("now", "not_before")),
+    "SERVER_CERTIFICATE_EXPIRED": ("The certificate has expired.", ("now", "not_after")),
+    "SERVER_CERTIFICATE_SIGNATURE_NOT_SUPPORTED": ("The certificate is not signed with "
+                                                   "SHA-256, SHA-384 or SHA-512.", ()),
+    "SERVER_CERTIFICATE_CHAIN_INVALID": ("The certificate chain is not a list of PEM-encoded "
+                                         "X.509 certificates.", ()),
 }
 
 # Parameters that name objects of a class: shown as `uuid (name-label)`.

@@ -31,6 +31,7 @@ RELATIONS = {
     ("host", "PBDs"): ("PBD", "host"),
     ("host", "PIFs"): ("PIF", "host"),
     ("host", "host_CPUs"): ("host_cpu", "host"),
+    ("host", "certificates"): ("Certificate", "host"),
     ("SR", "VDIs"): ("VDI", "SR"),
     ("SR", "PBDs"): ("PBD", "SR"),
     ("VDI", "VBDs"): ("VBD", "VDI"),

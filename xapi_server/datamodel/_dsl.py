@@ -24,6 +24,9 @@ RW, RC, RO = "RW", "RO/constructor", "RO/runtime"
 # every stronger role may call it too (xapi's roles are nested the same way).
 ROLES = ("pool-admin", "pool-operator", "vm-power-admin", "vm-admin", "vm-operator", "read-only")
 ANY_ROLE = "read-only"
+# xapi's _R_LOCAL_ROOT_ONLY: no role grants the message, only the local superuser (root)
+# may call it, as emergency calls that must work when everything else is broken.
+LOCAL_ROOT_ONLY = "local-root-only"
 
 _MISSING = object()
 
@@ -32,6 +35,8 @@ def role_allows(granted: str, required: str | None) -> bool:
     """Does a session holding `granted` satisfy a message that requires `required`?"""
     if required is None:
         return True
+    if required == LOCAL_ROOT_ONLY:
+        return False
     return ROLES.index(granted) <= ROLES.index(required)
 
 

@@ -5,6 +5,12 @@ ENUMS = {
     'cls': (
         'VM', 'Host', 'SR', 'Pool', 'VMPP', 'VMSS', 'PVS_proxy', 'VDI', 'Certificate',
     ),
+    'certificate_type': (
+        'ca', 'host', 'host_internal', 'pinned',
+    ),
+    'certificate_purpose': (
+        'licensing', 'ldaps',
+    ),
     'console_protocol': (
         'vt100', 'rfb', 'rdp',
     ),

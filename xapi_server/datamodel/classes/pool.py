@@ -1,7 +1,7 @@
-"""Classes: pool, host, host_metrics, host_cpu.
+"""Classes: pool, host, host_metrics, host_cpu, Certificate.
 
 Field facts (names, types, qualifiers, defaults) follow xapi's datamodel."""
-from .._dsl import RC, RO, RW, cls, field, msg
+from .._dsl import LOCAL_ROOT_ONLY, RC, RO, RW, cls, field, msg
 
 POOL = cls(
     'pool', 'The pool: one host here, the master.',
@@ -75,6 +75,16 @@ POOL = cls(
         field('auto_update_vm_secureboot_certificates', 'bool', RW, default=False),
     ],
 )
+
+# What host.install_server_certificate checks, in xapi's order (see api/certificate.py).
+_CERTIFICATE_ERRORS = [
+    "SERVER_CERTIFICATE_KEY_INVALID", "SERVER_CERTIFICATE_KEY_ALGORITHM_NOT_SUPPORTED",
+    "SERVER_CERTIFICATE_KEY_RSA_LENGTH_NOT_SUPPORTED",
+    "SERVER_CERTIFICATE_KEY_RSA_MULTI_NOT_SUPPORTED", "SERVER_CERTIFICATE_INVALID",
+    "SERVER_CERTIFICATE_NOT_VALID_YET", "SERVER_CERTIFICATE_EXPIRED",
+    "SERVER_CERTIFICATE_KEY_MISMATCH", "SERVER_CERTIFICATE_SIGNATURE_NOT_SUPPORTED",
+    "SERVER_CERTIFICATE_CHAIN_INVALID",
+]
 
 HOST = cls(
     'host', 'A physical machine running the server.',
@@ -170,6 +180,18 @@ HOST = cls(
             "Memory (bytes) a new VM could use on this host.", mutates=False),
         msg("compute_memory_overhead", "host ref host", "int",
             "Memory (bytes) the virtualization layer itself uses on this host.", mutates=False),
+        msg("install_server_certificate",
+            "host ref host, string certificate, string private_key, string certificate_chain=''",
+            doc="Serve a new TLS certificate (PEM) with its key (PKCS#8 PEM) and optional "
+                "chain; new connections see it at once, no restart.",
+            errors=_CERTIFICATE_ERRORS, role="pool-admin"),
+        msg("reset_server_certificate", "host ref host",
+            doc="Replace the server certificate with a new self-signed one.", role="pool-admin"),
+        msg("emergency_reset_server_certificate", "",
+            doc="Replace the server certificate with a new self-signed one (local root only).",
+            role=LOCAL_ROOT_ONLY),
+        msg("get_server_certificate", "host ref host", "string",
+            "The certificate the host serves, in PEM form.", mutates=False),
     ],
 )
 
@@ -202,5 +224,22 @@ HOST_CPU = cls(
         field('features', 'string', RO),
         field('utilisation', 'float', RO),
         field('other_config', '(string -> string) map', RW, default={}),
+    ],
+)
+
+CERTIFICATE = cls(
+    'Certificate', 'A TLS certificate a host serves or trusts (here: the server certificate).',
+    write_role='pool-admin',
+    fields=[
+        field('uuid', 'string', RO),
+        field('name', 'string', RO, default=""),
+        field('type', 'enum certificate_type', RO, default='host'),
+        field('host', 'host ref', RC, default='OpaqueRef:NULL'),
+        field('not_before', 'datetime', RC, default='19700101T00:00:00Z'),
+        field('not_after', 'datetime', RC, default='19700101T00:00:00Z'),
+        field('fingerprint', 'string', RC, default=""),
+        field('fingerprint_sha256', 'string', RC, default=""),
+        field('fingerprint_sha1', 'string', RC, default=""),
+        field('purpose', 'enum certificate_purpose set', RC, default=[]),
     ],
 )
