@@ -3,6 +3,10 @@
 `<data-dir>/audit.log`, rotated by size. Each line: time, user, originator, address,
 method, the object refs among the arguments, and "success" or the error code. Other
 arguments (names, passwords, values) are never written.
+
+A full disk must not stop the server nor tear a line: each line goes out in one write
+and a partly written one is cut off again; the records that could not be written are
+counted and reported in the server log (once when it starts, once when it ends).
 """
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ import logging.handlers
 import os
 from datetime import datetime, timezone
 
+from ._logging import log
+
 
 class Audit:
     def __init__(self, data_dir: str, max_bytes: int, backups: int):
@@ -19,8 +25,7 @@ class Audit:
         self._log = logging.getLogger(f"xapi_server.audit.{id(self)}")
         self._log.propagate = False
         self._log.setLevel(logging.INFO)
-        handler = logging.handlers.RotatingFileHandler(self.path, maxBytes=max_bytes,
-                                                       backupCount=backups)
+        handler = _WholeLines(self.path, maxBytes=max_bytes, backupCount=backups)
         handler.setFormatter(logging.Formatter("%(message)s"))
         self._log.addHandler(handler)
 
@@ -44,6 +49,38 @@ class Audit:
                 return f.read()
         except FileNotFoundError:
             return b""
+
+
+class _WholeLines(logging.handlers.RotatingFileHandler):
+    """A rotating file whose lines are written whole or not at all."""
+    lost = 0   # records not written since the last one that was
+
+    def emit(self, record):
+        try:
+            data = (self.format(record) + "\n").encode("utf-8")
+            if self.shouldRollover(record):
+                self.doRollover()
+            if self.stream is None:
+                self.stream = self._open()
+            fd = self.stream.fileno()   # the text layer is bypassed: its buffer stays empty
+            size = os.fstat(fd).st_size
+            written = os.write(fd, data)   # O_APPEND: the end, even after a rotation
+            if written < len(data):
+                os.ftruncate(fd, size)
+                raise OSError(f"short write ({written} of {len(data)} bytes)")
+        except OSError as exc:
+            if not self.lost:
+                log.error("audit log %s cannot be written (%s): audit records are lost "
+                          "until it can", self.baseFilename, exc)
+            self.lost += 1
+            return
+        except Exception:
+            self.handleError(record)
+            return
+        if self.lost:
+            log.warning("audit log %s written again; %d audit records were lost",
+                        self.baseFilename, self.lost)
+            self.lost = 0
 
 
 def _refs(args) -> list[str]:

@@ -5,6 +5,10 @@ object of the subscribed classes whose generation is newer than the token, once,
 in its latest state: `add` if it was made since, `mod` otherwise, `del` (no
 snapshot) if it existed at the token and is gone now. Waiting clients cost one
 future each; nothing is queued per client, so memory does not grow with them.
+
+Only changes up to the store's durable generation are told: an object changed since
+is held back until the disk has its change, so a write the disk refuses is never
+delivered. Its undo shows up as a `mod` carrying the values the client already had.
 """
 from __future__ import annotations
 
@@ -62,8 +66,9 @@ class Subscription:
         return sorted(self.classes | {c for c, _ in self.objects})
 
 
-def collect(store, sub: Subscription, since: int) -> list[dict]:
-    """Events for changes after generation `since`, coalesced per object."""
+def collect(store, sub: Subscription, since: int, upto: int) -> list[dict]:
+    """Events for changes after generation `since`, coalesced per object; objects
+    changed after `upto` are left for a later call."""
     if since < store.log_floor or since == 0:
         touched = _scan_everything(store, sub, since)
     else:
@@ -74,6 +79,8 @@ def collect(store, sub: Subscription, since: int) -> list[dict]:
                 touched[(cname, ref)] = gen
     events = []
     for (cname, ref), gen in touched.items():
+        if gen > upto:
+            continue
         record = store.tables[cname].get(ref)
         if record is None:
             made = store.deleted.get((cname, ref))
@@ -110,14 +117,14 @@ async def event_from(store, classes, token: str, timeout: float) -> dict:
     since = parse_token(token)
     deadline = time.monotonic() + max(0.0, min(timeout, 86400.0))
     while True:
-        seen = store.generation
-        events = collect(store, sub, since)
+        seen = store.durable_generation
+        events = collect(store, sub, since, seen)
         remaining = deadline - time.monotonic()
         if events or remaining <= 0:
             return {"events": events, "valid_ref_counts": valid_ref_counts(store),
                     "token": make_token(seen)}
         since = seen
-        await store.wait_change(seen, remaining)
+        await store.wait_change(seen, remaining, durable=True)
 
 
 class Registrations:
@@ -131,7 +138,8 @@ class Registrations:
 
     def register(self, session, classes):
         Subscription(classes)  # validate
-        current, position = self.by_session.get(session, (set(), self.store.generation))
+        current, position = self.by_session.get(session,
+                                                (set(), self.store.durable_generation))
         self.by_session[session] = (current | set(classes), position)
 
     def unregister(self, session, classes):
@@ -148,15 +156,15 @@ class Registrations:
             if position < store.log_floor or store.generation - position > self.QUEUE_LIMIT:
                 self.by_session[session] = (classes, store.generation)
                 raise ApiError("EVENTS_LOST")
-            seen = store.generation
-            events = collect(store, Subscription(classes), position)
+            seen = store.durable_generation
+            events = collect(store, Subscription(classes), position, seen)
             if events:
                 self.by_session[session] = (classes, seen)
                 stamp = "%d." % time.time()
                 for e in events:
                     e["timestamp"] = stamp
                 return events
-            await store.wait_change(seen, 30.0)
+            await store.wait_change(seen, 30.0, durable=True)
             if session not in self.by_session:
                 raise ApiError("SESSION_NOT_REGISTERED", session)
 

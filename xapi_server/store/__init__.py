@@ -3,11 +3,13 @@
 Reads come from memory and never touch the disk. Writes change memory at once and
 queue the change for the SQLite writer; the dispatcher calls `await store.flush()`
 before it answers, so a reply is only sent once its writes are durable. If the disk
-refuses a batch (disk full, I/O error) the batch is undone in memory and the callers
-get an error: memory never claims what the disk does not hold.
+refuses a batch (disk full, I/O error) it is undone in memory with everything made
+after it and the callers get an error: memory never claims what the disk does not
+hold (commits.py).
 
 Each change bumps a global generation and stamps the object with it; deleted objects
-leave a tombstone. `event.from` reads changes since a generation from these.
+leave a tombstone. `event.from` reads changes since a generation from these, up to
+`durable_generation` only, so no client is told of a change the disk may still refuse.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from ..datamodel import CLASSES, RELATIONS
 from ..datamodel._types import Row
 from ..errors import ApiError, handle_invalid
 from ._sqlite import Database
+from .commits import CommitQueue
 
 
 LOG_LIMIT = 200_000  # change-log entries kept for event.from before trimming
@@ -30,6 +33,7 @@ def new_ref() -> str:
 class Store:
     def __init__(self, path: str | None = None):
         self._db = Database(path) if path else None
+        self._commits = CommitQueue(self._db, self._undo, self._wake) if path else None
         self.tables: dict[str, dict[str, dict]] = {c: {} for c in CLASSES}
         self.gens: dict[str, dict[str, int]] = {c: {} for c in CLASSES}
         self._by_uuid: dict[str, dict[str, str]] = {c: {} for c in CLASSES}
@@ -43,10 +47,6 @@ class Store:
         self.log_floor = 0             # changes at or below this were trimmed away
         self.created: dict[str, dict[str, int]] = {c: {} for c in CLASSES}
         self.deleted: dict[tuple[str, str], int] = {}
-        self._pending: list = []       # ops not yet handed to the writer: (op, undo)
-        self._seq = 0                  # ops logged so far
-        self._inflight: dict[int, tuple[int, asyncio.Future, list]] = {}
-        self._next_batch = 0
         self._waiters: set[asyncio.Future] = set()
         # children[(child_class, ref_field)] -> [(owner_class, many_field)]
         self._relations: dict[tuple[str, str], list[tuple[str, str]]] = {}
@@ -65,12 +65,12 @@ class Store:
         for cname, table in rows.items():
             for ref, record in table.items():
                 self._install(cname, ref, record)
-        self._db.start(self._batch_done_threadsafe)
+        self._commits.start(self._loop)
 
     def close(self):
         if self._db:
             self._db.close()
-            self._db = None
+            self._db = self._commits = None
 
     # -- reads ---------------------------------------------------------------------
 
@@ -144,57 +144,52 @@ class Store:
         self._wake()
 
     async def flush(self):
-        """Wait until every change made so far is on disk; raise if the disk refused it."""
-        if not self._db:
-            return
-        if self._pending:
-            batch_id = self._next_batch
-            self._next_batch += 1
-            ops = self._pending
-            self._pending = []
-            future = self._loop.create_future()
-            self._inflight[batch_id] = (self._seq, future, ops)
-            self._db.submit(batch_id, [op for op, _ in ops])
-        # Batches commit in order: ours is done once every batch up to the last is.
-        last = self._next_batch - 1
-        waits = [fut for bid, (_, fut, _) in self._inflight.items() if bid <= last]
-        if waits:
-            results = await asyncio.gather(*(asyncio.shield(w) for w in waits),
-                                           return_exceptions=True)
-            for result in results:
-                if isinstance(result, Exception):
-                    raise ApiError("INTERNAL_ERROR",
-                                   f"the database could not be written: {result}")
+        """Wait until every change made so far is on disk; raise INTERNAL_ERROR if the
+        disk refused any of them or an earlier change of this task."""
+        if self._commits:
+            await self._commits.flush()
 
     # -- change notification ---------------------------------------------------------
 
-    async def wait_change(self, since: int, timeout: float) -> bool:
-        """Wait until the generation passes `since` or `timeout` runs out."""
-        if self.generation > since:
-            return True
-        future = self._loop.create_future()
-        self._waiters.add(future)
-        try:
-            await asyncio.wait_for(future, timeout)
-        except asyncio.TimeoutError:
-            pass
-        finally:
-            self._waiters.discard(future)
-        return self.generation > since
+    @property
+    def durable_generation(self) -> int:
+        """Every change up to this generation is on disk (or needs not be)."""
+        first = self._commits.first_unresolved_gen() if self._commits else None
+        return self.generation if first is None else first - 1
+
+    async def wait_change(self, since: int, timeout: float, durable: bool = False) -> bool:
+        """Wait until the generation (or the durable one) passes `since` or `timeout`
+        runs out."""
+        def passed():
+            return (self.durable_generation if durable else self.generation) > since
+        deadline = self._loop.time() + timeout
+        while not passed():
+            remaining = deadline - self._loop.time()
+            if remaining <= 0:
+                return False
+            future = self._loop.create_future()
+            self._waiters.add(future)
+            try:
+                await asyncio.wait_for(future, remaining)
+            except asyncio.TimeoutError:
+                pass
+            finally:
+                self._waiters.discard(future)
+        return True
 
     # -- internals -----------------------------------------------------------------
 
     def _change(self, cname: str, ref: str, new: dict | None):
         old = self.tables[cname].get(ref)
+        gen = self.generation + 1
         self._apply(cname, ref, new)
-        if CLASSES[cname].persist and self._db:
+        if CLASSES[cname].persist:
             op = ("put", cname, ref, new) if new is not None else ("del", cname, ref)
-            self._log(op, (cname, ref, old))
+            self._log(op, (cname, ref, old), gen)
 
-    def _log(self, op, undo):
-        self._seq += 1
-        if self._db:
-            self._pending.append((op, undo))
+    def _log(self, op, undo, gen=None):
+        if self._commits:
+            self._commits.add(gen or self.generation + 1, op, undo)
 
     def _apply(self, cname: str, ref: str, new: dict | None):
         """Put `new` (or remove, when None) and keep indexes and relations in step."""
@@ -285,25 +280,19 @@ class Store:
                 future.set_result(None)
         self._waiters.clear()
 
-    def _batch_done_threadsafe(self, batch_id, error):
-        self._loop.call_soon_threadsafe(self._batch_done, batch_id, error)
-
-    def _batch_done(self, batch_id, error):
-        _, future, ops = self._inflight.pop(batch_id)
-        if error is not None:
-            self._undo(ops)
-            future.set_exception(error)
-        else:
-            future.set_result(None)
-
     def _undo(self, ops):
-        for op, undo in reversed(ops):
-            if op[0] == "meta":
-                _, key, old = undo
+        """Take refused ops back, newest first. An object brought back keeps its
+        creation generation, so event clients see it as modified, not new."""
+        for entry in reversed(ops):
+            if entry.op[0] == "meta":
+                _, key, old = entry.undo
                 if old is None:
                     self.meta.pop(key, None)
                 else:
                     self.meta[key] = old
-            else:
-                cname, ref, old = undo
-                self._apply(cname, ref, old)
+                continue
+            cname, ref, old = entry.undo
+            made = self.deleted.get((cname, ref)) if ref not in self.tables[cname] else None
+            self._apply(cname, ref, old)
+            if made is not None and old is not None:
+                self.created[cname][ref] = made

@@ -22,6 +22,9 @@ from ..datamodel import CLASSES, Map, Prim, Set
 from ..datamodel._types import format_datetime, parse_datetime
 
 
+_STOP, _RESUME = object(), object()   # writer queue markers
+
+
 def stored_fields(c):
     return [f for f in c.fields if f.derived_from is None]
 
@@ -103,7 +106,8 @@ class Database:
     # -- writer thread -------------------------------------------------------------
 
     def start(self, on_done):
-        """Start the writer; `on_done(batch_id, error_or_None)` is called from its thread."""
+        """Start the writer; `on_done(batch_id, None or why it failed)` is called from
+        its thread, in the order the batches were submitted."""
         self._on_done = on_done
         self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
         self._thread.start()
@@ -111,35 +115,50 @@ class Database:
     def submit(self, batch_id: int, ops: list):
         self._queue.put((batch_id, ops))
 
+    def resume(self):
+        """After a refused write: the store has undone every batch submitted so far."""
+        self._queue.put(_RESUME)
+
     def close(self):
         if self._thread:
-            self._queue.put(None)
+            self._queue.put(_STOP)
             self._thread.join(timeout=10)
         self._conn.close()
 
     def _run(self):
+        # After a failed write every later batch is refused unwritten until `resume`:
+        # they were built on the refused changes, which the store is undoing.
+        refused = None
         while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            batches = [item]
-            stop = False
+            items = [self._queue.get()]
             while True:  # group commit: take everything already waiting
                 try:
-                    more = self._queue.get_nowait()
+                    items.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-                if more is None:
-                    stop = True
-                    break
-                batches.append(more)
-            error = self._write([op for _, ops in batches for op in ops])
-            for batch_id, _ in batches:
-                self._on_done(batch_id, error)
-            if stop:
-                return
+            group = []
+            for item in items:
+                if item is not _STOP and item is not _RESUME:
+                    group.append(item)
+                    continue
+                refused = self._commit(group, refused)
+                group = []
+                if item is _STOP:
+                    return
+                refused = None
+            refused = self._commit(group, refused)
 
-    def _write(self, ops) -> Exception | None:
+    def _commit(self, batches, refused: str | None) -> str | None:
+        if not batches:
+            return refused
+        if refused is None:
+            refused = self._write([op for _, ops in batches for op in ops])
+        for batch_id, _ in batches:
+            self._on_done(batch_id, refused)
+        return refused
+
+    def _write(self, ops) -> str | None:
+        """Write ops in one transaction; None, or why the disk refused them."""
         c = self._conn
         try:
             c.execute("BEGIN IMMEDIATE")
@@ -164,9 +183,20 @@ class Database:
             c.execute("COMMIT")
             return None
         except Exception as exc:  # disk full, I/O error: the callers get told
-            log.error("database write failed: %s", exc)
+            reason = describe(exc)
+            log.error("database write failed: %s", reason)
             try:
                 c.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
-            return exc
+            return reason
+
+
+def describe(exc: Exception) -> str:
+    """Why a write failed, in words an operator can act on."""
+    primary = getattr(exc, "sqlite_errorcode", -1) & 0xFF   # extended codes carry it
+    if primary == sqlite3.SQLITE_FULL:
+        return "no space left on device"
+    if primary == sqlite3.SQLITE_IOERR:
+        return f"I/O error ({exc})"
+    return f"{type(exc).__name__}: {exc}"

@@ -44,11 +44,18 @@ class FileDriver(Driver):
     # -- the SR ----------------------------------------------------------------------
     async def create(self, physical_size):
         def make():
+            made = not os.path.exists(self.root)
             os.makedirs(self.root, mode=0o700, exist_ok=True)
             owner = self._marker()
             if owner and owner != self.sr_uuid:
                 raise DeviceInUse(f"{self.root} already holds SR {owner}")
-            self._write_marker()
+            try:
+                self._write_marker()
+            except OSError:   # a full disk: leave nothing half made behind
+                _unlink(os.path.join(self.root, MARKER))
+                if made:
+                    _rmdir(self.root)
+                raise
         await asyncio.to_thread(make)
 
     async def delete(self):
@@ -58,10 +65,7 @@ class FileDriver(Driver):
                 if name.endswith(SUFFIX) and _uuid_of(name):
                     os.unlink(os.path.join(self.root, name))
             os.unlink(os.path.join(self.root, MARKER))
-            try:
-                os.rmdir(self.root)
-            except OSError:
-                pass  # other files of the owner's: leave the directory
+            _rmdir(self.root)   # fails when the owner keeps other files there: fine
         await asyncio.to_thread(remove)
 
     async def attach(self):
@@ -229,6 +233,13 @@ def _uuid_of(name: str) -> str | None:
     if stem.startswith(BASE_PREFIX):
         stem = stem[len(BASE_PREFIX):]
     return stem if UUID_RE.match(stem) else None
+
+
+def _rmdir(path):
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
 
 
 def _unlink(path):

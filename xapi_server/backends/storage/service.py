@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 from datetime import datetime, timezone
 
 from ...errors import ApiError
@@ -41,6 +42,9 @@ def errors(sr: str = "", vdi: str = ""):
         raise ApiError("SR_BACKEND_FAILURE", "SR_DEVICE_IN_USE", e.stdout, e.stderr) from None
     except StorageError as e:
         raise ApiError("SR_BACKEND_FAILURE", e.status, e.stdout, e.stderr) from None
+    except OSError as e:   # the device itself failed: a full disk, an I/O error
+        raise ApiError("SR_BACKEND_FAILURE", errno.errorcode.get(e.errno, "EIO"), "",
+                       str(e)) from None
 
 
 def driver_class(sr_type: str):
