@@ -73,7 +73,7 @@ class NetRuntime:
                    if ref != but)
 
     async def allocate_bridge_name(self) -> str:
-        links = await self.ip.links()
+        links = await self.ip.link_names()
         n = 0
         while f"xapi{n}" in links or self.bridge_in_use(f"xapi{n}"):
             n += 1
