@@ -6,8 +6,10 @@ domid, resident_on and VM_metrics equal to what the hypervisor reports:
   records match libvirt, whatever happened while we were down);
 - each libvirt lifecycle event re-reads that domain's state (virsh start/destroy,
   a guest powering itself off show up within milliseconds);
+- after the connection to the hypervisor was lost and made again (libvirtd
+  restarted), everything is re-read: events were missed meanwhile;
 - every POLL_INTERVAL a full re-read catches anything an event could have missed
-  (a daemon restart) and refreshes the metrics and the host's memory figures.
+  and refreshes the metrics and the host's memory figures.
 
 Reads race: a state read before a change could be applied after a later one. Each
 read takes a ticket before it starts and a record is only overwritten by a read with
@@ -68,14 +70,26 @@ class VmRuntime:
     async def startup(self):
         self._loop = asyncio.get_running_loop()
         self.hv.set_event_handler(self._from_event_thread)
+        self._forget_operations()
         try:
             await self.hv.open()
             await self.resync()
-        except Exception:
-            # The API stays up without a hypervisor; the poller keeps trying.
-            log.exception("hypervisor %s not available", self.server.settings.libvirt_uri)
+        except Exception as exc:
+            # The API stays up without a hypervisor; the connection keeps trying and
+            # re-reads everything once it is back.
+            log.warning("hypervisor %s not available: %s",
+                        self.server.settings.libvirt_uri, exc)
         self._poller = self._loop.create_task(self._poll())
         self._started = True
+
+    def _forget_operations(self):
+        """Operations of a previous run died with it (its tasks did too: they live in
+        memory). Left in current_operations they would block every later call on
+        the VM with OTHER_OPERATION_IN_PROGRESS; xapi clears them at start as well."""
+        for ref, rec in list(self.store.tables["VM"].items()):
+            if rec["current_operations"]:
+                self.store.update("VM", ref, current_operations={})
+                update_allowed_operations(self.store, ref)
 
     async def shutdown(self):
         if self._poller:
@@ -152,8 +166,6 @@ class VmRuntime:
         while True:
             await asyncio.sleep(POLL_INTERVAL)
             try:
-                if not self.hv.uri:
-                    await self.hv.open()
                 await self.resync()
             except asyncio.CancelledError:
                 raise

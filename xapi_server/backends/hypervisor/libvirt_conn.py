@@ -5,9 +5,12 @@
   embedded QEMU driver and domain lifecycle events need it.
 - Calls run in a small thread pool (`await conn.call(fn, ...)`), never on the asyncio
   loop: a libvirt call can block for seconds (managed save, a daemon restart).
-- When the connection dies (libvirtd restarted), the next call reopens it, event
-  callbacks are registered again and `on_reconnect` is told, so the caller can re-read
-  every domain (events may have been lost in between).
+- When the connection dies (libvirtd killed or restarted, keepalive timeout), libvirt's
+  close callback starts a reconnect loop with backoff; each call in between tries
+  once to reconnect and otherwise fails at once with `Unreachable` (never hangs). On
+  every new connection the event callbacks are registered again and `on_connect`
+  is told whether domains may have changed unseen (events lost in between), so the
+  caller can re-read every domain.
 """
 from __future__ import annotations
 
@@ -25,6 +28,11 @@ log = logging.getLogger("xapi.libvirt")
 
 SYSTEM_URI = "qemu:///system"
 TEST_URI = "test:///default"
+RECONNECT_DELAYS = (0.2, 0.5, 1.0, 2.0)   # seconds between attempts; the last repeats
+_CLOSE_REASONS = {libvirt.VIR_CONNECT_CLOSE_REASON_ERROR: "error",
+                  libvirt.VIR_CONNECT_CLOSE_REASON_EOF: "end of file",
+                  libvirt.VIR_CONNECT_CLOSE_REASON_KEEPALIVE: "keepalive timeout",
+                  libvirt.VIR_CONNECT_CLOSE_REASON_CLIENT: "closed"}
 
 _loop_lock = threading.Lock()
 _loop_thread: threading.Thread | None = None
@@ -112,6 +120,10 @@ def kvm_usable() -> bool:
     return True
 
 
+class Unreachable(Exception):
+    """No connection to the hypervisor, and a fresh attempt failed too."""
+
+
 class Connection:
     def __init__(self, setting: str, data_dir: str):
         self.setting, self.data_dir = setting, data_dir
@@ -121,13 +133,24 @@ class Connection:
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="libvirt")
         self._callbacks: list[tuple[int, object]] = []   # (event id, callback)
         self._callback_ids: list[int] = []
-        self.on_reconnect = None              # callable(), run in a worker thread
+        self._attempted = False               # a connection was made or tried before
+        self._closing = False
+        self._reconnect_lock = threading.Lock()
+        self._reconnecting = False
+        # callable(virConnect, missed: bool), run in a worker thread after each new
+        # connection; `missed`: domains may have changed while we were not connected.
+        self.on_connect = None
 
     # -- used from the asyncio side -----------------------------------------------
 
     async def open(self):
+        """Connect now; if that fails, keep trying in the background and raise."""
         ensure_event_loop()
-        await asyncio.get_running_loop().run_in_executor(self._pool, self._connection)
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._pool, self._connection)
+        except Unreachable:
+            self._start_reconnect()
+            raise
 
     async def call(self, fn, *args):
         """Run fn(virConnect, *args) in a worker thread; reconnect once if the
@@ -136,15 +159,11 @@ class Connection:
                                                                 fn, args)
 
     async def close(self):
+        self._closing = True
+
         def _close():
             with self._lock:
-                if self._conn is not None:
-                    self._deregister()
-                    try:
-                        self._conn.close()
-                    except libvirt.libvirtError:
-                        pass
-                    self._conn = None
+                self._drop_locked()
         await asyncio.get_running_loop().run_in_executor(self._pool, _close)
         self._pool.shutdown(wait=False)
 
@@ -176,32 +195,40 @@ class Connection:
             return False
 
     def _connection(self) -> libvirt.virConnect:
+        """The live connection, opened now if there is none (raises Unreachable)."""
         conn = self._conn
         if conn is not None and self._alive(conn):
             return conn
-        reconnected = False
+        opened = False
         with self._lock:
             if self._conn is None or not self._alive(self._conn):
-                reconnected = self._conn is not None
+                missed = self._attempted
+                self._attempted = True
                 self._open_locked()
+                opened = True
             conn = self._conn
-        if reconnected and self.on_reconnect:
-            self.on_reconnect()
+        if opened and missed:
+            log.warning("connected to %s again", self.uri)
+        if opened and self.on_connect:
+            try:
+                self.on_connect(conn, missed)
+            except Exception:
+                log.exception("after connecting to %s", self.uri)
         return conn
 
     def _open_locked(self):
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            except libvirt.libvirtError:
-                pass
-            self._conn = None
+        self._drop_locked()
         if not self.uri:
             self.uri = resolve_uri(self.setting, self.data_dir)
-        conn = libvirt.open(self.uri)
+        try:
+            conn = libvirt.open(self.uri)
+        except libvirt.libvirtError as exc:
+            raise Unreachable(f"cannot connect to {self.uri}: "
+                              f"{exc.get_error_message() or exc}") from None
         if not self.uri.startswith(("test:", "qemu:///embed")):
             try:  # notice a dead daemon within ~15 s even when idle
                 conn.setKeepAlive(5, 3)
+                conn.registerCloseCallback(self._on_close, None)
             except libvirt.libvirtError:
                 pass
         self._conn = conn
@@ -209,10 +236,58 @@ class Connection:
                               for event_id, cb in self._callbacks]
         log.info("connected to %s", self.uri)
 
-    def _deregister(self):
+    def _drop_locked(self):
+        """Forget the current connection (dead or not), quietly."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
         for cid in self._callback_ids:
             try:
-                self._conn.domainEventDeregisterAny(cid)
+                conn.domainEventDeregisterAny(cid)
             except libvirt.libvirtError:
                 pass
         self._callback_ids = []
+        try:
+            conn.unregisterCloseCallback()
+        except libvirt.libvirtError:
+            pass
+        try:
+            conn.close()
+        except libvirt.libvirtError:
+            pass
+
+    # -- losing the connection --------------------------------------------------------
+
+    def _on_close(self, _conn, reason, _opaque):
+        """libvirt's close callback, in its event thread: never block here."""
+        if self._closing:
+            return
+        log.warning("connection to %s lost (%s); reconnecting", self.uri,
+                    _CLOSE_REASONS.get(reason, reason))
+        self._start_reconnect()
+
+    def _start_reconnect(self):
+        with self._reconnect_lock:
+            if self._reconnecting or self._closing:
+                return
+            self._reconnecting = True
+        threading.Thread(target=self._reconnect_loop, name="libvirt-reconnect",
+                         daemon=True).start()
+
+    def _reconnect_loop(self):
+        attempt = 0
+        try:
+            while not self._closing:
+                try:
+                    self._connection()
+                    return
+                except Unreachable as exc:
+                    if attempt == 0:
+                        log.warning("%s; retrying", exc)
+                except libvirt.libvirtError as exc:   # the new connection died at once
+                    log.warning("reconnecting to %s: %s", self.uri, exc)
+                time.sleep(RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)])
+                attempt += 1
+        finally:
+            with self._reconnect_lock:
+                self._reconnecting = False

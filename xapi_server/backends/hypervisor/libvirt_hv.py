@@ -13,7 +13,7 @@ import libvirt
 
 from . import HALTED, DomainState, HypervisorError
 from .domxml import METADATA_NS
-from .libvirt_conn import Connection, kvm_usable
+from .libvirt_conn import Connection, Unreachable, kvm_usable
 
 log = logging.getLogger("xapi.libvirt")
 
@@ -78,8 +78,20 @@ class LibvirtHypervisor:
         return self.conn.uri
 
     async def open(self):
+        """Connect (the connection keeps reconnecting by itself from then on: events
+        are registered on every new connection, and one made after a loss or a failed
+        first attempt asks for a full re-read)."""
+        if self.conn.on_connect is None:
+            self.conn.on_connect = self._connected
+            self.conn.add_event_callback(libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+                                         self._on_lifecycle)
+            self.conn.add_event_callback(libvirt.VIR_DOMAIN_EVENT_ID_REBOOT,
+                                         self._on_reboot)
         await self.conn.open()
-        driver = (await self.conn.call(lambda c: c.getType())).lower()
+
+    def _connected(self, conn, missed: bool):
+        """Runs in a worker thread after each new connection."""
+        driver = conn.getType().lower()
         self.simulated = driver == "test"
         if self.simulated:
             self.domain_type = "test"
@@ -89,10 +101,8 @@ class LibvirtHypervisor:
             wanted = self.settings.domain_type
             self.domain_type = wanted if wanted != "auto" else (
                 "kvm" if kvm_usable() else "qemu")
-        self.conn.on_reconnect = lambda: self._emit("*", "resync")
-        self.conn.add_event_callback(libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
-                                     self._on_lifecycle)
-        self.conn.add_event_callback(libvirt.VIR_DOMAIN_EVENT_ID_REBOOT, self._on_reboot)
+        if missed:
+            self._emit("*", "resync")
 
     async def close(self):
         await self.conn.close()
@@ -121,6 +131,8 @@ class LibvirtHypervisor:
             return await self.conn.call(fn, *args)
         except libvirt.libvirtError as exc:
             raise HypervisorError(exc.get_error_message() or str(exc)) from None
+        except Unreachable as exc:
+            raise HypervisorError(str(exc)) from None
 
     async def define(self, uuid, xml):
         def _define(c):

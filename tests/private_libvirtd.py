@@ -1,0 +1,129 @@
+"""A libvirtd of a test's own, which it may kill and restart at will.
+
+Other tests (and other people's test runs on the same machine) use the system
+daemon; killing that one would break their guests mid-call. This one runs in a
+private mount namespace in which /run/libvirt, /var/lib/libvirt, /var/cache/libvirt,
+/var/log/libvirt and /etc/libvirt are directories under `root`, so its domains,
+state files and sockets are its own; from outside, its socket is
+`<root>/run/libvirt-sock` (see `uri`). Its qemu.conf runs QEMU as root with no
+cgroups, namespaces, file ownership changes or virtlogd: nothing is shared with
+the system daemon but the kernel. QEMU processes outlive the daemon (as with the
+real one), and a restarted daemon (same directories) takes them over again.
+
+The binary runs under another name (a symlink), so that `pgrep -x libvirtd`
+(scripts/libvirt-setup.sh) never takes it for the system daemon.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+BINDS = {"run": "/run/libvirt", "lib": "/var/lib/libvirt", "cache": "/var/cache/libvirt",
+         "log": "/var/log/libvirt", "etc": "/etc/libvirt"}
+QEMU_CONF = """user = "root"
+group = "root"
+dynamic_ownership = 0
+remember_owner = 0
+security_driver = "none"
+namespaces = []
+cgroup_controllers = []
+stdio_handler = "file"
+"""
+
+
+def unavailable() -> str | None:
+    """Why this machine cannot run one, or None."""
+    if os.geteuid() != 0:
+        return "needs root"
+    for tool in ("libvirtd", "unshare", "virsh", "qemu-system-x86_64"):
+        if not shutil.which(tool):
+            return f"{tool} not installed"
+    missing = [path for path in BINDS.values() if not os.path.isdir(path)]
+    if missing:
+        return f"missing {', '.join(missing)} (libvirt-daemon-system not installed?)"
+    if subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode:
+        return "cannot make a mount namespace (unshare -m)"
+    return None
+
+
+class PrivateLibvirtd:
+    def __init__(self, root: str):
+        self.root = os.path.abspath(root)
+        self.proc: subprocess.Popen | None = None
+        for sub in BINDS:
+            os.makedirs(os.path.join(self.root, sub), exist_ok=True)
+        os.makedirs(os.path.join(self.root, "etc", "qemu"), exist_ok=True)
+        with open(os.path.join(self.root, "etc", "qemu.conf"), "w") as f:
+            f.write(QEMU_CONF)
+        open(os.path.join(self.root, "etc", "libvirtd.conf"), "a").close()
+        self.binary = os.path.join(self.root, "xapi-test-libvirtd")
+        if not os.path.lexists(self.binary):
+            os.symlink(shutil.which("libvirtd"), self.binary)
+
+    @property
+    def uri(self) -> str:
+        return f"qemu:///system?socket={self.root}/run/libvirt-sock"
+
+    def virsh(self, *args, check=True) -> str:
+        return subprocess.run(["virsh", "-c", self.uri, *args], capture_output=True,
+                              text=True, check=check).stdout
+
+    def answers(self) -> bool:
+        return subprocess.run(["virsh", "-c", self.uri, "version"],
+                              capture_output=True).returncode == 0
+
+    def start(self, timeout: float = 60):
+        binds = "; ".join(f"mount --bind {os.path.join(self.root, sub)} {target}"
+                          for sub, target in BINDS.items())
+        script = f"set -e; {binds}; exec {self.binary} -p {self.root}/libvirtd.pid"
+        log = open(os.path.join(self.root, "libvirtd.log"), "ab")
+        # unshare and sh exec: the pid we get is the daemon's.
+        self.proc = subprocess.Popen(["unshare", "-m", "--propagation", "private",
+                                      "sh", "-c", script], stdout=log, stderr=log)
+        deadline = time.monotonic() + timeout
+        while not self.answers():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"private libvirtd did not come up: {self.log()}")
+            time.sleep(0.1)
+        return self
+
+    def kill(self):
+        """SIGKILL, as a crash: its QEMU processes keep running."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def ensure_running(self):
+        if self.proc is None or self.proc.poll() is not None:
+            self.start()
+
+    def qemu_pid(self, domain: str) -> int | None:
+        """The pid of the QEMU running `domain`, checked against its command line (a
+        stale pid file must not make us kill an unrelated process)."""
+        try:
+            with open(os.path.join(self.root, "run", "qemu", f"{domain}.pid")) as f:
+                pid = int(f.read().strip())
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except (OSError, ValueError):
+            return None
+        return pid if b"qemu" in cmdline and f"guest={domain}".encode() in cmdline else None
+
+    def stop(self):
+        """Kill every QEMU it started, then the daemon."""
+        for path in glob.glob(os.path.join(self.root, "run", "qemu", "*.pid")):
+            pid = self.qemu_pid(os.path.basename(path)[:-len(".pid")])
+            if pid:
+                os.kill(pid, signal.SIGKILL)
+        self.kill()
+
+    def log(self) -> str:
+        try:
+            with open(os.path.join(self.root, "libvirtd.log"), errors="replace") as f:
+                return f.read()[-3000:]
+        except OSError:
+            return ""

@@ -1,0 +1,260 @@
+"""Crashes around real guests: the server killed mid-operation, libvirtd killed and
+restarted under a running server, a guest's QEMU killed. Afterwards the records say
+what the hypervisor says, and the server works on without a restart.
+
+The guests are the tiny Linux guest under QEMU/TCG (tests/guest). libvirtd is a
+private one (tests/private_libvirtd.py) that these tests may kill without touching
+the system daemon other test runs use."""
+import json
+import os
+import signal
+import sqlite3
+import threading
+import time
+
+import pytest
+import XenAPI
+
+from private_libvirtd import PrivateLibvirtd, unavailable
+from serverproc import ServerProcess
+from test_vm_guest import GUEST_CACHE, console, make_vm, wait_booted, wait_for
+from xapi_server.store.check import check_data_dir
+
+# `virsh domstate` -> VM.power_state (as backends/hypervisor/libvirt_hv.py maps them)
+DOMSTATE = {"running": "Running", "idle": "Running", "blocked": "Running",
+            "in shutdown": "Running", "paused": "Paused", "pmsuspended": "Paused",
+            "crashed": "Paused", "shut off": "Halted"}
+
+
+@pytest.fixture(scope="module")
+def guest():
+    reason = unavailable()
+    if reason:
+        pytest.skip(reason)
+    import build
+    try:
+        return build.build_guest(GUEST_CACHE)
+    except RuntimeError as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="module")
+def daemon(guest, tmp_path_factory):
+    d = PrivateLibvirtd(str(tmp_path_factory.mktemp("libvirtd"))).start()
+    yield d
+    d.stop()
+
+
+@pytest.fixture
+def real(daemon, tmp_path):
+    proc = ServerProcess(str(tmp_path / "data"), libvirt_uri=daemon.uri).start()
+    yield proc
+    daemon.ensure_running()
+    if proc.proc.poll() is not None:
+        proc.start()
+    proc.remove_vms_and_kill()
+
+
+def domain(x, vm) -> str:
+    return f"xapi-{x.VM.get_uuid(vm)}"
+
+
+def failure(fn, *args) -> list:
+    try:
+        fn(*args)
+    except XenAPI.Failure as exc:
+        return exc.details
+    raise AssertionError(f"{fn} succeeded")
+
+
+def wait_state(x, vm, state, timeout) -> float:
+    """Seconds until VM.power_state is `state`."""
+    start = time.monotonic()
+    wait_for(lambda: x.VM.get_power_state(vm) == state, timeout, f"power_state {state}")
+    return time.monotonic() - start
+
+
+def messages(x, vm) -> list[str]:
+    return [m["name"] for m in
+            x.message.get("VM", x.VM.get_uuid(vm), "19700101T00:00:00Z").values()]
+
+
+def test_libvirtd_killed_and_restarted_under_running_vms(real, daemon, guest):
+    x = real.session().xenapi
+    survivor, victim = make_vm(x, guest, "survivor"), make_vm(x, guest, "victim")
+    for vm in (survivor, victim):
+        x.VM.start(vm, False, False)
+    wait_booted(real, x, survivor)
+    name = domain(x, survivor)
+    victim_qemu = daemon.qemu_pid(domain(x, victim))
+    assert victim_qemu
+
+    daemon.kill()
+    # While libvirtd is down, calls that need it fail at once with a readable
+    # INTERNAL_ERROR (xapi's error for a backend failure it has no code for);
+    # everything read from the store keeps working.
+    began = time.monotonic()
+    error = failure(x.VM.pause, survivor)
+    assert time.monotonic() - began < 5
+    assert error[0] == "INTERNAL_ERROR"
+    assert error[1].startswith(f"hypervisor: cannot connect to {daemon.uri}"), error
+    assert "Traceback" not in error[1]
+    assert failure(x.VM.hard_shutdown, victim)[0] == "INTERNAL_ERROR"
+    assert x.VM.get_power_state(survivor) == "Running"
+    assert x.VM.get_record(survivor)["current_operations"] == {}   # the failed call let go
+    assert len(x.VM.get_all_records()) > 2
+    x.host.get_record(x.host.get_all()[0])
+
+    os.kill(victim_qemu, signal.SIGKILL)            # dies while nobody is watching
+    daemon.start()
+    took = wait_state(x, victim, "Halted", 6)       # reconnected and re-read everything
+    print(f"victim Halted {took:.2f} s after libvirtd answered again")
+    assert real.proc.poll() is None                 # the same server process throughout
+    assert x.VM.get_power_state(survivor) == "Running"
+    assert daemon.virsh("domstate", name).strip() == "running"
+    assert {"VM_CRASHED", "VM_SHUTDOWN"} & set(messages(x, victim))
+    # Events arrive on the new connection: changes behind our back show at once.
+    daemon.virsh("suspend", name)
+    wait_state(x, survivor, "Paused", 2)
+    daemon.virsh("resume", name)
+    wait_state(x, survivor, "Running", 2)
+    # The guest itself lived through it: it still acts on the ACPI power button.
+    x.VM.clean_shutdown(survivor)
+    assert "XAPI-TEST-GUEST POWEROFF" in console(real, x, survivor)
+    x.VM.start(victim, False, False)
+    assert x.VM.get_power_state(victim) == "Running"
+    assert "Traceback" not in real.log()
+
+
+def test_qemu_killed_while_libvirtd_runs(real, daemon, guest):
+    x = real.session().xenapi
+    vm = make_vm(x, guest, "crashing")
+    x.VM.start(vm, False, False)
+    name = domain(x, vm)
+    os.kill(daemon.qemu_pid(name), signal.SIGKILL)
+    took = wait_state(x, vm, "Halted", 5)
+    print(f"Halted {took:.2f} s after QEMU was killed")
+    assert daemon.virsh("domstate", name).strip() == "shut off"
+    assert x.VM.get_resident_on(vm) == "OpaqueRef:NULL"
+    assert "VM_CRASHED" in messages(x, vm)
+    x.VM.start(vm, False, False)                     # nothing left behind blocks it
+    assert x.VM.get_power_state(vm) == "Running"
+
+
+def test_server_started_while_libvirtd_is_down(real, daemon, guest):
+    """The first connection is made only later: events must still be registered on it
+    and the VMs re-read."""
+    x = real.session().xenapi
+    vm = make_vm(x, guest, "late")
+    real.kill()
+    daemon.kill()
+    real.start()
+    x = real.session().xenapi
+    assert failure(x.VM.start, vm, False, False)[0] == "INTERNAL_ERROR"
+    assert x.VM.get_power_state(vm) == "Halted"
+    daemon.start()
+    began = time.monotonic()
+
+    def starts():
+        try:
+            x.VM.start(vm, False, False)
+            return True
+        except XenAPI.Failure as exc:
+            assert exc.details[0] == "INTERNAL_ERROR", exc.details
+            return False
+    wait_for(starts, 10, "VM.start to work again")
+    print(f"VM.start worked {time.monotonic() - began:.2f} s after libvirtd answered")
+    daemon.virsh("destroy", domain(x, vm))
+    wait_state(x, vm, "Halted", 2)
+    assert "Traceback" not in real.log()
+
+
+def test_power_states_match_libvirt_after_kill_9_mid_operation(real, daemon, guest):
+    """SIGKILL while a shutdown and starts are in flight: after the restart every
+    VM's power_state is libvirt's, no operation of the dead server blocks a VM, and
+    the database is consistent."""
+    x = real.session().xenapi
+    vms = {n: make_vm(x, guest, n) for n in ("shutting", "hard", "start-a", "start-b")}
+    for n in ("shutting", "hard"):
+        x.VM.start(vms[n], False, False)
+    returned = []
+
+    def call(op, n):
+        try:
+            getattr(real.session().xenapi.VM, op)(vms[n], *((False, False) if op == "start"
+                                                            else ()))
+            returned.append(n)
+        except Exception:   # the server died under the call: that is the point
+            pass
+    # The guest is still booting and cannot act on the power button yet: the clean
+    # shutdown is sure to be in flight at the kill.
+    threads = [threading.Thread(target=call, args=("clean_shutdown", "shutting"))]
+    threads[0].start()
+    x.VM.hard_shutdown(vms["hard"])
+    threads += [threading.Thread(target=call, args=("start", n)) for n in ("start-a", "start-b")]
+    for t in threads[1:]:
+        t.start()
+    wait_for(lambda: x.VM.get_current_operations(vms["shutting"]), 10, "the shutdown to begin")
+    x.VM.add_to_other_config(vms["hard"], "last", "1")   # answered once all is on disk
+    real.kill()
+    for t in threads:
+        t.join(30)
+    print("returned before the kill:", returned)
+    assert "shutting" not in returned
+    assert "clean_shutdown" in operations_on_disk(real.data_dir, vms["shutting"]).values()
+    assert check_data_dir(real.data_dir) == []
+
+    real.start()
+    x = real.session().xenapi
+    for n, vm in vms.items():
+        wait_for(lambda: x.VM.get_power_state(vm) == libvirt_state(daemon, domain(x, vm)), 15,
+                 f"{n}: power_state as libvirt's")
+        assert x.VM.get_current_operations(vm) == {}
+    for n, vm in vms.items():        # every VM takes operations again
+        if x.VM.get_power_state(vm) == "Halted":
+            x.VM.start(vm, False, False)
+        x.VM.hard_shutdown(vm)
+        assert daemon.virsh("domstate", domain(x, vm)).strip() == "shut off"
+
+
+def libvirt_state(daemon, name) -> str:
+    """What VM.power_state must say according to libvirt (no domain: never started)."""
+    return DOMSTATE[daemon.virsh("domstate", name, check=False).strip() or "shut off"]
+
+
+def operations_on_disk(data_dir, vm) -> dict:
+    """A VM's current_operations as the database holds them (server stopped)."""
+    db = sqlite3.connect(f"file:{os.path.join(data_dir, 'xapi.db')}?mode=ro", uri=True)
+    try:
+        (text,) = db.execute("SELECT current_operations FROM VM WHERE ref = ?", (vm,)).fetchone()
+    finally:
+        db.close()
+    return json.loads(text)
+
+
+def test_embedded_driver_qemu_killed(guest, tmp_path):
+    """qemu:///embed has no daemon to lose; its analogue is the QEMU process dying."""
+    root = "/var/tmp/xapi-py-test-embed-crash"   # reused: libvirt caches its QEMU probe
+    proc = ServerProcess(str(tmp_path / "embed"),
+                         libvirt_uri=f"qemu:///embed?root={root}").start()
+    try:
+        x = proc.session().xenapi
+        vm = make_vm(x, guest, "embedded")
+        x.VM.start(vm, False, False)
+        name = domain(x, vm)
+        pid = _embedded_qemu_pid(root, name)
+        os.kill(pid, signal.SIGKILL)
+        took = wait_state(x, vm, "Halted", 5)
+        print(f"Halted {took:.2f} s after the embedded driver's QEMU was killed")
+        assert "VM_CRASHED" in messages(x, vm)
+        x.VM.destroy(vm)
+    finally:
+        proc.kill()
+
+
+def _embedded_qemu_pid(root, name) -> int:
+    with open(os.path.join(root, "run", "qemu", f"{name}.pid")) as f:
+        pid = int(f.read().strip())
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        assert f"guest={name}".encode() in f.read()
+    return pid
