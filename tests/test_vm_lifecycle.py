@@ -55,6 +55,15 @@ def test_start_and_hard_shutdown(xapi, vm):
     assert xapi.VM_metrics.get_state(rec["metrics"]) == ["halted"]
 
 
+def test_last_booted_record_does_not_grow_with_each_boot(xapi, vm):
+    sizes = []
+    for _ in range(3):
+        xapi.VM.start(vm, False, False)
+        xapi.VM.hard_shutdown(vm)
+        sizes.append(len(xapi.VM.get_last_booted_record(vm)))
+    assert sizes[0] == sizes[1] == sizes[2], sizes
+
+
 def test_bad_power_state_parameters(xapi, vm):
     assert failure(xapi.VM.hard_shutdown, vm) == [
         "VM_BAD_POWER_STATE", vm, "paused, suspended, running", "halted"]

@@ -89,7 +89,10 @@ async def boot(ctx, vm, paused=False, force=False):
     await _hv(rt.hv.start(rec["uuid"], paused))
     _progress(ctx, 0.9)
     rt.boot_records[vm] = dict(rec)
-    ctx.store.update("VM", vm, last_booted_record=encode_value(rec))
+    # The snapshot leaves out the previous snapshot: nested, it would grow (and be
+    # escaped once more) with every boot, making each write and read of the VM slower.
+    ctx.store.update("VM", vm, last_booted_record=encode_value({**rec,
+                                                                 "last_booted_record": ""}))
     await rt.refresh(vm)
 
 
