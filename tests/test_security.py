@@ -79,6 +79,48 @@ def test_read_only_can_read_but_not_write(xapi, role_sessions):
     assert "pool.get_record" in perms and "pool.set_name_label" not in perms
 
 
+def denied(fn, *args):
+    with pytest.raises(XenAPI.Failure) as info:
+        fn(*args)
+    assert info.value.details[0] == "RBAC_PERMISSION_DENIED", info.value.details
+    return info.value.details[1]
+
+
+def test_map_keys_with_roles_of_their_own(xapi, role_sessions):
+    """xapi's map_keys_roles: XenCenter's folder keys for vm-operator, VM other_config:pci
+    for pool-admin only, task keys XenCenter claims tasks with kept from read-only."""
+    template = xapi.VM.get_by_name_label("Other install media")[0]
+    vm = xapi.VM.clone(template, "keys")
+    op, vm_admin = role_sessions["vm-operator"].xenapi, role_sessions["vm-admin"].xenapi
+    op.VM.add_to_other_config(vm, "folder", "/mine")
+    op.VM.add_to_other_config(vm, "XenCenter.CustomFields.owner", "me")
+    op.VM.remove_from_other_config(vm, "folder")
+    assert denied(op.VM.add_to_other_config, vm, "other", "x") == "vm.add_to_other_config"
+    assert denied(vm_admin.VM.add_to_other_config, vm, "pci", "0/0000:00:01.0") == \
+        "vm.add_to_other_config/key:pci"
+    xapi.VM.add_to_other_config(vm, "pci", "0/0000:00:01.0")
+    assert denied(vm_admin.VM.remove_from_other_config, vm, "pci") == \
+        "vm.remove_from_other_config/key:pci"
+    # The whole-map setter cannot change a protected key either, but may keep it.
+    current = xapi.VM.get_other_config(vm)
+    assert denied(vm_admin.VM.set_other_config, vm, {**current, "pci": "other"}) == \
+        "vm.add_to_other_config/key:pci"
+    assert denied(vm_admin.VM.set_other_config, vm, {}) == "vm.add_to_other_config/key:pci"
+    vm_admin.VM.set_other_config(vm, {**current, "note": "kept pci"})
+    assert xapi.VM.get_other_config(vm)["pci"] == "0/0000:00:01.0"
+    # task: anyone may annotate, but the keys XenCenter claims tasks with need vm-operator.
+    ro = role_sessions["read-only"].xenapi
+    task = ro.task.create("mine", "")
+    ro.task.add_to_other_config(task, "note", "x")
+    assert denied(ro.task.add_to_other_config, task, "applies_to", vm) == \
+        "task.add_to_other_config/key:applies_to"
+    op.task.add_to_other_config(task, "applies_to", vm)
+    perms = xapi.role.get_permissions_name_label(xapi.role.get_by_name_label("vm-operator")[0])
+    assert "vm.add_to_other_config/key:folder" in perms
+    assert "vm.add_to_other_config/key:pci" not in perms
+    xapi.VM.destroy(vm)
+
+
 def test_audit_log(server, xapi, role_sessions):
     pool = xapi.pool.get_all()[0]
     xapi.pool.set_name_description(pool, "audited")

@@ -33,8 +33,44 @@ def role_ref(name: str) -> str:
 
 
 def permissions(role: str) -> list[str]:
-    return sorted(name.lower() for name, m in METHODS.items() if m.session
-                  and role_allows(role, m.role))
+    """Every permission the role grants: method names, and "<method>/key:<key>" for
+    map keys with a role of their own (xapi's map_keys_roles), all lower case."""
+    names = {name.lower() for name, m in METHODS.items() if m.session
+             and role_allows(role, m.role)}
+    for name, m in METHODS.items():
+        if m.key_roles and m.kind in ("add_to_map", "remove_from_map"):
+            names |= {f"{name}/key:{key}".lower() for key, needed in m.key_roles.items()
+                      if role_allows(role, needed)}
+    return sorted(names)
+
+
+def _key_rule(key_roles: dict, key: str) -> tuple[str, str] | None:
+    """(pattern, role) when the map key has a role of its own."""
+    for pattern, role in key_roles.items():
+        if key.startswith(pattern[:-1]) if pattern.endswith("*") else key == pattern:
+            return pattern, role
+    return None
+
+
+def required(m, args: list, store) -> list[tuple[str, str | None]]:
+    """The (permission, weakest role) pairs a call must satisfy. A map key with a role
+    of its own replaces the message's role for add_to_/remove_from_ (it may be weaker,
+    "folder" for vm-operator, or stronger, VM "pci" for pool-admin); a whole-map set_
+    needs the message's role and the role of every such key it changes, so a free-form
+    map never unlocks what its keys protect."""
+    base = (m.wire_name.lower(), m.role)
+    if not m.key_roles:
+        return [base]
+    if m.kind in ("add_to_map", "remove_from_map"):
+        rule = _key_rule(m.key_roles, args[1])
+        return [(f"{base[0]}/key:{rule[0].lower()}", rule[1])] if rule else [base]
+    if m.kind == "set_field" and store.exists(m.cls, args[0]):
+        old, new = store.get(m.cls, args[0], m.field), args[1]
+        changed = {k for k in set(old) | set(new) if old.get(k) != new.get(k)}
+        rules = sorted({rule for k in changed if (rule := _key_rule(m.key_roles, k))})
+        prefix = f"{m.cls}.add_to_{m.field}".lower()
+        return [base] + [(f"{prefix}/key:{p.lower()}", role) for p, role in rules]
+    return [base]
 
 
 def strongest(role_names) -> str | None:

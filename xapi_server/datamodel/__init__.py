@@ -80,6 +80,8 @@ def _generated(c: ClassDef) -> list:
                 "void", "add_to_map", f.name, **write)
             gen(f"remove_from_{f.name}", f"{ref} self, {f.type.key} key", "void",
                 "remove_from_map", f.name, **write)
+            for m in out[-3:]:
+                m.key_roles = f.key_roles
         elif isinstance(f.type, Set):
             gen(f"add_{f.name}", f"{ref} self, {f.type.elem} value", "void", "add_to_set",
                 f.name, **write)

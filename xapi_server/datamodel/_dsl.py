@@ -28,6 +28,10 @@ ANY_ROLE = "read-only"
 # may call it, as emergency calls that must work when everything else is broken.
 LOCAL_ROOT_ONLY = "local-root-only"
 
+# The keys XenCenter keeps its folders and custom fields in: xapi lets vm-operator set
+# them in other_config maps that otherwise need a stronger role (map_keys_roles).
+FOLDER_KEYS = {"folder": "vm-operator", "XenCenter.CustomFields.*": "vm-operator"}
+
 _MISSING = object()
 
 
@@ -50,6 +54,9 @@ class Field:
     setter: str | None = None    # a non-RW field that still has setters (role given)
     type: object = None          # parsed Type, filled in by the datamodel
     derived_from: tuple | None = None  # (class, field): a "many" side kept by the store
+    # Map keys with a role of their own (xapi's map_keys_roles): {"folder": "vm-operator",
+    # "XenCenter.CustomFields.*": "vm-operator"}; a trailing "*" makes a prefix.
+    key_roles: dict | None = None
 
     @property
     def writable(self) -> bool:
@@ -102,6 +109,7 @@ class Message:
     cls: str = ""                 # filled in by cls()
     result: object = None         # parsed Type
     cost: float = 1.0             # rate-limiter tokens (datamodel/costs.py)
+    key_roles: dict | None = None # the map field's key roles (generated map messages)
 
     @property
     def wire_name(self) -> str:
@@ -131,8 +139,9 @@ class ClassDef:
         return "name_label" in self.field_map
 
 
-def field(name, type_text, qualifier, default=_MISSING, role=None, setter=None) -> Field:
-    return Field(name, type_text, qualifier, default, role, setter)
+def field(name, type_text, qualifier, default=_MISSING, role=None, setter=None,
+          key_roles=None) -> Field:
+    return Field(name, type_text, qualifier, default, role, setter, key_roles=key_roles)
 
 
 def _split_params(text: str) -> list:

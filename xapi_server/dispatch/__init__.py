@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from .._logging import log
-from ..datamodel import METHODS, Message, lookup_method, role_allows
+from ..datamodel import METHODS, ROLES, Message, lookup_method, role_allows
+from ..rbac import required
 from ..errors import ApiError
 from ..wire import first_replaced_string
 from .generic import GENERIC
@@ -65,7 +66,7 @@ class Dispatcher:
             ctx.session = self._check_session(params[0])
         try:
             if m.session:
-                self._check_role(ctx.session, m)
+                self._check_role(ctx.session, m, args)
             if asynchronous:
                 return await self.server.tasks.run_async(ctx, args)
             result = await self.run(ctx, args)
@@ -120,16 +121,15 @@ class Dispatcher:
             store.update("session", ref, last_active=now)
         return ref
 
-    def _check_role(self, session: str, m: Message):
+    def _check_role(self, session: str, m: Message, args: list):
         auth = self.server.auth
         if auth.is_superuser(session):
             return
         role = auth.role_of(session)
-        if role is not None and role_allows(role, m.role):
-            return
-        permission = m.wire_name.lower()
-        from ..datamodel import ROLES
-        allowed = [r for r in ROLES if role_allows(r, m.role)]
-        raise ApiError("RBAC_PERMISSION_DENIED", permission,
-                       "No permission in user session. (Roles with this permission: "
-                       + ", ".join(allowed) + ")")
+        for permission, needed in required(m, args, self.server.store):
+            if role is not None and role_allows(role, needed):
+                continue
+            allowed = [r for r in ROLES if role_allows(r, needed)]
+            raise ApiError("RBAC_PERMISSION_DENIED", permission,
+                           "No permission in user session. (Roles with this permission: "
+                           + ", ".join(allowed) + ")")

@@ -1,7 +1,7 @@
 """Classes: network, PIF, PIF_metrics, VIF, VLAN.
 
 Field facts (names, types, qualifiers, defaults) follow xapi's datamodel."""
-from .._dsl import RC, RO, RW, cls, field, msg
+from .._dsl import FOLDER_KEYS, RC, RO, RW, cls, field, msg
 
 _PIF_OP = dict(role='pool-operator')
 
@@ -17,7 +17,7 @@ NETWORK = cls(
         field('VIFs', 'VIF ref set', RO),
         field('PIFs', 'PIF ref set', RO),
         field('MTU', 'int', RW, default=1500, role='vm-admin'),
-        field('other_config', '(string -> string) map', RW),
+        field('other_config', '(string -> string) map', RW, key_roles=FOLDER_KEYS),
         field('bridge', 'string', RC, default=""),
         field('managed', 'bool', RC, default=True),
         field('blobs', '(string -> blob ref) map', RO, default={}),

@@ -1,7 +1,7 @@
 """Classes: pool, host, host_metrics, host_cpu, Certificate.
 
 Field facts (names, types, qualifiers, defaults) follow xapi's datamodel."""
-from .._dsl import LOCAL_ROOT_ONLY, RC, RO, RW, cls, field, msg
+from .._dsl import FOLDER_KEYS, LOCAL_ROOT_ONLY, RC, RO, RW, cls, field, msg
 
 POOL = cls(
     'pool', 'The pool: one host here, the master.',
@@ -14,7 +14,8 @@ POOL = cls(
         field('default_SR', 'SR ref', RW),
         field('suspend_image_SR', 'SR ref', RW),
         field('crash_dump_SR', 'SR ref', RW),
-        field('other_config', '(string -> string) map', RW),
+        field('other_config', '(string -> string) map', RW,
+              key_roles={**FOLDER_KEYS, "EMPTY_FOLDERS": "vm-operator"}),
         field('ha_enabled', 'bool', RO, default=False),
         field('ha_configuration', '(string -> string) map', RO, default={}),
         field('ha_statefiles', 'string set', RO, default=[]),
@@ -102,7 +103,7 @@ HOST = cls(
         field('API_version_vendor_implementation', '(string -> string) map', RO),
         field('enabled', 'bool', RO),
         field('software_version', '(string -> string) map', RC),
-        field('other_config', '(string -> string) map', RW),
+        field('other_config', '(string -> string) map', RW, key_roles=FOLDER_KEYS),
         field('capabilities', 'string set', RC),
         field('cpu_configuration', '(string -> string) map', RO),
         field('sched_policy', 'string', RO),

@@ -1,7 +1,7 @@
 """Classes: SR, PBD, VDI, VBD, VBD_metrics, SM.
 
 Field facts (names, types, qualifiers, defaults) follow xapi's datamodel."""
-from .._dsl import RC, RO, RW, cls, field
+from .._dsl import FOLDER_KEYS, RC, RO, RW, cls, field
 
 SR = cls(
     'SR', 'A storage repository.',
@@ -20,7 +20,7 @@ SR = cls(
         field('type', 'string', RC),
         field('content_type', 'string', RC),
         field('shared', 'bool', RO, setter='pool-operator'),
-        field('other_config', '(string -> string) map', RW),
+        field('other_config', '(string -> string) map', RW, key_roles=FOLDER_KEYS),
         field('tags', 'string set', RW, role='vm-operator', default=[]),
         field('sm_config', '(string -> string) map', RW, default={}),
         field('blobs', '(string -> blob ref) map', RO, default={}),
@@ -61,7 +61,7 @@ VDI = cls(
         field('type', 'enum vdi_type', RC),
         field('sharable', 'bool', RC, setter='vm-admin'),
         field('read_only', 'bool', RC, setter='vm-admin'),
-        field('other_config', '(string -> string) map', RW),
+        field('other_config', '(string -> string) map', RW, key_roles=FOLDER_KEYS),
         field('storage_lock', 'bool', RO),
         field('location', 'string', RO, default=""),
         field('managed', 'bool', RO),

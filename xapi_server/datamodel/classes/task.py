@@ -20,7 +20,10 @@ TASK = cls(
         field('type', 'string', RO),
         field('result', 'string', RO, setter='read-only'),
         field('error_info', 'string set', RO, setter='read-only'),
-        field('other_config', '(string -> string) map', RO, setter='read-only', default={}),
+        # xapi keeps the keys XenCenter uses to claim a task from read-only sessions.
+        field('other_config', '(string -> string) map', RO, setter='read-only', default={},
+              key_roles={"applies_to": "vm-operator", "XenCenterUUID": "vm-operator",
+                         "XenCenterMeddlingActionTitle": "vm-operator"}),
         field('subtask_of', 'task ref', RO, default='OpaqueRef:NULL'),
         field('subtasks', 'task ref set', RO),
         field('backtrace', 'string', RO, default="()"),

@@ -1,7 +1,7 @@
 """Classes: VM, VM_metrics, VM_guest_metrics, console.
 
 Field facts (names, types, qualifiers, defaults) follow xapi's datamodel."""
-from .._dsl import RC, RO, RW, cls, field, msg
+from .._dsl import FOLDER_KEYS, RC, RO, RW, cls, field, msg
 
 # Errors xapi declares for the lifecycle messages (datamodel_vm.ml), in its order.
 _LIFECYCLE = ["VM_BAD_POWER_STATE", "OTHER_OPERATION_IN_PROGRESS", "OPERATION_NOT_ALLOWED",
@@ -141,7 +141,8 @@ VM = cls(
         field('HVM_shadow_multiplier', 'float', RC, default=1.0, setter='vm-power-admin'),
         field('platform', '(string -> string) map', RC, setter='vm-admin'),
         field('PCI_bus', 'string', RW),
-        field('other_config', '(string -> string) map', RC, setter='vm-admin'),
+        field('other_config', '(string -> string) map', RC, setter='vm-admin',
+              key_roles={**FOLDER_KEYS, "pci": "pool-admin"}),
         field('domid', 'int', RO),
         field('domarch', 'string', RO),
         field('last_boot_CPU_flags', '(string -> string) map', RC, default={}),
