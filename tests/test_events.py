@@ -85,6 +85,19 @@ def test_single_object_and_star_subscriptions(xapi):
     assert [e["ref"] for e in batch["events"]] == [pool]
 
 
+def test_sessions_of_others_never_appear_in_events(server, xapi):
+    """A session ref is a credential: like xapi, no events for the session class."""
+    token = event_from(xapi, ["*"], "", 0.1)["token"]
+    other = server.session()
+    other.xenapi.pool.get_all()
+    events = event_from(xapi, ["*"], token, 1.0)["events"]
+    assert not [e for e in events if e["class"] == "session"]
+    assert other._session not in str(events)
+    assert all(e["class"] != "session" for e in event_from(xapi, ["*"], "", 0.1)["events"])
+    assert failure(event_from, xapi, ["session"], "", 1)[0] == "EVENT_SUBSCRIPTION_PARSE_FAILURE"
+    other.xenapi.session.logout()
+
+
 def test_parse_failures(xapi):
     assert failure(event_from, xapi, ["pool"], "garbage", 1) == \
         ["EVENT_FROM_TOKEN_PARSE_FAILURE", "garbage"]

@@ -20,7 +20,9 @@ from .datamodel import CLASSES
 from .errors import ApiError
 from .wire import Int32
 
-_BY_LOWER = {name.lower(): name for name, c in CLASSES.items() if c.stored}
+# Classes event.from can watch. As in xapi (gen_events:false), not session: a session's
+# ref is its owner's credential, and "*" must not hand it to every other user.
+_BY_LOWER = {name.lower(): name for name, c in CLASSES.items() if c.stored and c.events}
 
 
 def make_token(generation: int) -> str:
@@ -58,7 +60,8 @@ class Subscription:
                 self.classes.add(cname)
 
     def wants(self, cname: str, ref: str) -> bool:
-        return self.everything or cname in self.classes or (cname, ref) in self.objects
+        return ((self.everything and CLASSES[cname].events) or cname in self.classes
+                or (cname, ref) in self.objects)
 
     def all_classes(self):
         if self.everything:

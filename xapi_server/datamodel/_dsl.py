@@ -131,6 +131,8 @@ class ClassDef:
     get_all: bool = True          # get_all / get_all_records(_where) exist
     persist: bool = True          # rows survive a restart (sessions and tasks do not)
     stored: bool = True           # has objects in the store (event does not)
+    events: bool = True           # changes reach event.from (never for session: its refs
+                                  # are the bearer secrets of other users)
     field_map: dict = dc_field(default_factory=dict)
     message_map: dict = dc_field(default_factory=dict)
 
@@ -170,6 +172,6 @@ def msg(name, params="", result="void", doc="", errors=(), role=ANY_ROLE, sessio
 
 
 def cls(name, doc, fields, messages=(), ctor=False, write_role="pool-admin", get_all=True,
-        persist=True, stored=True) -> ClassDef:
+        persist=True, stored=True, events=True) -> ClassDef:
     return ClassDef(name, doc, list(fields), list(messages), ctor, write_role, get_all, persist,
-                    stored)
+                    stored, events)

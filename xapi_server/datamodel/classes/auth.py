@@ -5,7 +5,7 @@ from .._dsl import RC, RO, RW, cls, field, msg
 
 SESSION = cls(
     'session', 'A logged-in client.',
-    write_role='pool-admin', get_all=False, persist=False,
+    write_role='pool-admin', get_all=False, persist=False, events=False,
     fields=[
         field('uuid', 'string', RO),
         field('this_host', 'host ref', RO),
