@@ -35,6 +35,9 @@ def main(argv=None):
                         timeout_graceful_shutdown=3,  # idle keep-alive clients must not
                                                       # hold up a stop
                         limit_concurrency=settings.max_connections,  # beyond: HTTP 503
+                        # X-Forwarded-For is not believed: the rate limiter and the audit
+                        # log record the address the connection really comes from.
+                        proxy_headers=False,
                         loop="auto",
                         http=guarded_protocol(settings.header_timeout, settings.body_timeout))
     uv.load()

@@ -82,7 +82,9 @@ class Dispatcher:
         """Pay the rate limiter, run the implementation and make its writes durable
         before returning. Under Async the task pays, so the reply is never delayed."""
         m = ctx.message
-        await self.server.limiter.admit(ctx.user_agent, ctx.peer, m.cost)
+        wait = self.server.limiter.admit(ctx.user_agent, ctx.peer, m.cost)
+        if wait is not None:
+            await wait
         impl = IMPLEMENTATIONS.get(m.wire_name)
         try:
             if impl is not None:

@@ -45,6 +45,14 @@ def _length(pattern: str) -> int:
 
 
 @dataclass
+class _Plan:
+    """What a call from one (user agent, address) pair does, until the tables change."""
+    callers: list            # [(Caller ref, CallerStats)], most specific first
+    register: bool           # no fully specified Caller matches: make one
+    limit: str | None        # the Rate_limit that pays for the call, if any
+
+
+@dataclass
 class CallerStats:
     calls: int = 0
     tokens: float = 0.0
@@ -58,6 +66,7 @@ class RateLimiter:
         self.buckets: dict[str, TokenBucket] = {}      # Rate_limit ref -> bucket
         self.stats: dict[str, CallerStats] = {}        # Caller ref -> since start
         self._matches: dict[tuple[str, str], list[str]] = {}
+        self._plans: dict[tuple[str, str], _Plan] = {}
         self._sequence = itertools.count(1)
 
     @property
@@ -74,25 +83,38 @@ class RateLimiter:
 
     # -- the dispatcher's entry point ------------------------------------------------
 
-    async def admit(self, user_agent: str, client_ip: str, cost: float):
-        matches = self.matching(user_agent, client_ip)
+    def admit(self, user_agent: str, client_ip: str, cost: float):
+        """Count the call; return None, or an awaitable to wait on for the tokens.
+        (Not a coroutine itself: every call of the API passes here.)"""
+        plan = self._plans.get((user_agent, client_ip)) or self._plan(user_agent, client_ip)
         sequence = next(self._sequence)
-        now = time.monotonic()
-        for ref in matches:
-            stats = self.stats.setdefault(ref, CallerStats())
-            stats.calls += 1
-            stats.tokens += cost
-            stats.last_call = sequence
-            if now - stats.last_access_written > LAST_ACCESS_INTERVAL:
-                stats.last_access_written = now
-                self.store.update("Caller", ref, last_access=datetime.now(timezone.utc))
-        if not any(self._fully_specified(ref) for ref in matches):
+        if plan.callers:
+            now = time.monotonic()
+            for ref, stats in plan.callers:
+                stats.calls += 1
+                stats.tokens += cost
+                stats.last_call = sequence
+                if now - stats.last_access_written > LAST_ACCESS_INTERVAL:
+                    stats.last_access_written = now
+                    self.store.update("Caller", ref, last_access=datetime.now(timezone.utc))
+        if plan.register:
             self._auto_register(user_agent, client_ip, sequence, cost)
-        for ref in matches:
-            bucket = self.buckets.get(self.store.get("Caller", ref, "rate_limit"))
+        if plan.limit is not None:
+            bucket = self.buckets.get(plan.limit)
             if bucket is not None:
-                await bucket.take(cost)
-                return
+                return bucket.take(cost)
+        return None
+
+    def _plan(self, user_agent: str, client_ip: str) -> _Plan:
+        matches = self.matching(user_agent, client_ip)
+        limits = [self.store.get("Caller", ref, "rate_limit") for ref in matches]
+        plan = _Plan([(ref, self.stats.setdefault(ref, CallerStats())) for ref in matches],
+                     not any(self._fully_specified(ref) for ref in matches),
+                     next((limit for limit in limits if limit != NULL_REF), None))
+        if len(self._plans) >= _CACHE_LIMIT:
+            self._plans.clear()
+        self._plans[(user_agent, client_ip)] = plan
+        return plan
 
     def matching(self, user_agent: str, client_ip: str) -> list[str]:
         """Caller refs matching the request, most specific first: the longest patterns in
@@ -118,6 +140,7 @@ class RateLimiter:
 
     def callers_changed(self):
         self._matches.clear()
+        self._plans.clear()
 
     def install_bucket(self, rate_limit: str, burst_size: float, fill_rate: float):
         bucket = self.buckets.get(rate_limit)
