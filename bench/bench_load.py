@@ -29,9 +29,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 sys.path.insert(0, os.path.join(ROOT, "tests", "guest"))
+import build  # noqa: E402
 from serverproc import ServerProcess  # noqa: E402
 
-MIB = 1 << 20
 
 # wrk script: requests are taken round-robin from MIX; the reply to a create (JSON-RPC
 # id "create") queues a destroy of the new object; any reply carrying "error" counts.
@@ -148,18 +148,6 @@ def sustained(proc, seconds: int, clients: int):
     return result
 
 
-def make_vm(x, guest):
-    template = x.VM.get_by_name_label("Other install media")[0]
-    vm = x.VM.clone(template, "load-bench")
-    x.VM.set_is_a_template(vm, False)
-    if guest:
-        x.VM.set_memory_limits(vm, *[str(128 * MIB)] * 4)
-        x.VM.set_PV_kernel(vm, guest["kernel"])
-        x.VM.set_PV_ramdisk(vm, guest["initrd"])
-        x.VM.set_PV_args(vm, guest["cmdline"])
-    return vm
-
-
 def start_latencies(x, vm, rounds: int) -> list[float]:
     times = []
     for _ in range(rounds):
@@ -173,7 +161,7 @@ def start_latencies(x, vm, rounds: int) -> list[float]:
 def start_under_load(proc, rounds: int, clients: int, guest):
     session = proc.session()
     x = session.xenapi
-    vm = make_vm(x, guest)
+    vm = build.guest_vm(x, guest, "load-bench")
     start_latencies(x, vm, 1)  # warm-up
     idle = start_latencies(x, vm, rounds)
     script = (f"MIX = {{ {lua_string(rpc('VM.get_all_records', session._session))} }}\n"
@@ -214,7 +202,6 @@ def main():
     args = parser.parse_args()
     guest = None
     if args.uri.startswith("qemu"):
-        import build
         guest = build.build_guest("/var/tmp/xapi-py-test-guest")
         if subprocess.run(["virsh", "-c", args.uri, "version"], capture_output=True).returncode:
             subprocess.run(["bash", os.path.join(ROOT, "scripts", "libvirt-setup.sh")],

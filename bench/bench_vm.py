@@ -25,23 +25,11 @@ import build  # noqa: E402
 from serverproc import ServerProcess  # noqa: E402
 
 URI = "qemu:///system"
-MIB = 1 << 20
 
 
 def virsh(*args):
     return subprocess.run(["virsh", "-c", URI, *args], capture_output=True, text=True,
                           check=True).stdout
-
-
-def make_vm(x, guest):
-    template = x.VM.get_by_name_label("Other install media")[0]
-    vm = x.VM.clone(template, "bench")
-    x.VM.set_is_a_template(vm, False)
-    x.VM.set_memory_limits(vm, str(128 * MIB), str(128 * MIB), str(128 * MIB), str(128 * MIB))
-    x.VM.set_PV_kernel(vm, guest["kernel"])
-    x.VM.set_PV_ramdisk(vm, guest["initrd"])
-    x.VM.set_PV_args(vm, guest["cmdline"])
-    return vm
 
 
 def twin_domain(ours: str, workdir: str) -> str:
@@ -77,7 +65,7 @@ def main():
     twin = None
     try:
         x = proc.session().xenapi
-        vm = make_vm(x, guest)
+        vm = build.guest_vm(x, guest, "bench")
         x.VM.start(vm, False, False)             # warm up: defines the domain
         x.VM.hard_shutdown(vm)
         twin = twin_domain(f"xapi-{x.VM.get_uuid(vm)}", workdir)

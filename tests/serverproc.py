@@ -20,6 +20,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def tls_connect(port: int, timeout: float = 10) -> ssl.SSLSocket:
+    """A raw TLS socket to the server on loopback (its certificate is self-signed)."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    return ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=timeout))
+
+
 def add_local_user(admin, user: str, role: str, password: str) -> str:
     """A local account holding exactly `role`; `admin` is a root session's xenapi."""
     subject = admin.subject.create({"subject_identifier": f"local:{user}",
@@ -60,13 +67,10 @@ class ServerProcess:
         raise RuntimeError(f"server did not answer in {timeout}s:\n{self.log()}")
 
     def _answers(self) -> bool:
-        ctx = ssl.create_default_context()
-        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as raw:
-                with ctx.wrap_socket(raw) as s:
-                    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                    return s.recv(12).startswith(b"HTTP/1.1 200")
+            with tls_connect(self.port, timeout=1) as s:
+                s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                return s.recv(12).startswith(b"HTTP/1.1 200")
         except OSError:
             return False
 

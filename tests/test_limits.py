@@ -1,12 +1,11 @@
 """Connection limits on a real server: slowloris and silent clients are cut off, idle
 keep-alive connections are not, and connections beyond the cap get HTTP 503 while the
 server keeps answering everyone else."""
-import socket
 import ssl
 import time
 
 import pytest
-from serverproc import ServerProcess
+from serverproc import ServerProcess, tls_connect
 
 HEADER_TIMEOUT, BODY_TIMEOUT, MAX_CONNECTIONS = 1.0, 2.0, 6
 
@@ -22,10 +21,7 @@ def proc(tmp_path_factory):
 
 
 def connect(proc) -> ssl.SSLSocket:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
-    raw = socket.create_connection(("127.0.0.1", proc.port), timeout=10)
-    return ctx.wrap_socket(raw)
+    return tls_connect(proc.port)
 
 
 def closed_by_server(sock) -> bool:

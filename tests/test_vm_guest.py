@@ -65,15 +65,8 @@ def x(real):
 
 
 def make_vm(x, guest, name):
-    template = x.VM.get_by_name_label("Other install media")[0]
-    vm = x.VM.clone(template, name)
-    x.VM.provision(vm)
-    x.VM.set_is_a_template(vm, False)
-    x.VM.set_memory_limits(vm, str(128 * MIB), str(128 * MIB), str(128 * MIB), str(128 * MIB))
-    x.VM.set_PV_kernel(vm, guest["kernel"])
-    x.VM.set_PV_ramdisk(vm, guest["initrd"])
-    x.VM.set_PV_args(vm, guest["cmdline"])
-    return vm
+    import build
+    return build.guest_vm(x, guest, name, provision=True)
 
 
 def console(real, x, vm) -> str:

@@ -23,6 +23,7 @@ from .wire import Int32
 # Classes event.from can watch. As in xapi (gen_events:false), not session: a session's
 # ref is its owner's credential, and "*" must not hand it to every other user.
 _BY_LOWER = {name.lower(): name for name, c in CLASSES.items() if c.stored and c.events}
+_EVENT_CLASSES = frozenset(_BY_LOWER.values())
 
 
 def make_token(generation: int) -> str:
@@ -60,7 +61,7 @@ class Subscription:
                 self.classes.add(cname)
 
     def wants(self, cname: str, ref: str) -> bool:
-        return ((self.everything and CLASSES[cname].events) or cname in self.classes
+        return ((self.everything and cname in _EVENT_CLASSES) or cname in self.classes
                 or (cname, ref) in self.objects)
 
     def all_classes(self):

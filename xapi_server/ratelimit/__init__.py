@@ -12,7 +12,8 @@ asks `RateLimiter.admit(user_agent, client_ip, cost)`:
   registers one automatically, so the admin can see who calls and attach limiters;
   at most `max_auto_callers` of those exist (the least recently seen goes first).
 
-The matching result for a pair is cached until the Caller or Rate_limit tables change.
+What a pair's calls do (who counts them, which bucket pays) is cached until the Caller or
+Rate_limit tables change.
 """
 from __future__ import annotations
 
@@ -65,7 +66,6 @@ class RateLimiter:
         self.server = server
         self.buckets: dict[str, TokenBucket] = {}      # Rate_limit ref -> bucket
         self.stats: dict[str, CallerStats] = {}        # Caller ref -> since start
-        self._matches: dict[tuple[str, str], list[str]] = {}
         self._plans: dict[tuple[str, str], _Plan] = {}
         self._sequence = itertools.count(1)
 
@@ -118,28 +118,20 @@ class RateLimiter:
 
     def matching(self, user_agent: str, client_ip: str) -> list[str]:
         """Caller refs matching the request, most specific first: the longest patterns in
-        total; on a tie the longer address pattern, then the longer user-agent one."""
-        key = (user_agent, client_ip)
-        found = self._matches.get(key)
-        if found is None:
-            table = self.store.tables["Caller"]
-            hits = [(ref, rec) for ref, rec in table.items()
-                    if pattern_matches(rec["user_agent"], user_agent)
-                    and pattern_matches(rec["client_ip"], client_ip)]
-            hits.sort(key=lambda hit: (-(_length(hit[1]["client_ip"])
-                                         + _length(hit[1]["user_agent"])),
-                                       -_length(hit[1]["client_ip"]),
-                                       -_length(hit[1]["user_agent"])))
-            found = [ref for ref, _ in hits]
-            if len(self._matches) >= _CACHE_LIMIT:
-                self._matches.clear()
-            self._matches[key] = found
-        return found
+        total; on a tie the longer address pattern, then the longer user-agent one.
+        (A full scan: `_plan` caches its outcome per client.)"""
+        hits = [(ref, rec) for ref, rec in self.store.tables["Caller"].items()
+                if pattern_matches(rec["user_agent"], user_agent)
+                and pattern_matches(rec["client_ip"], client_ip)]
+        hits.sort(key=lambda hit: (-(_length(hit[1]["client_ip"])
+                                     + _length(hit[1]["user_agent"])),
+                                   -_length(hit[1]["client_ip"]),
+                                   -_length(hit[1]["user_agent"])))
+        return [ref for ref, _ in hits]
 
     # -- kept in step by the Caller and Rate_limit implementations -------------------
 
     def callers_changed(self):
-        self._matches.clear()
         self._plans.clear()
 
     def install_bucket(self, rate_limit: str, burst_size: float, fill_rate: float):
