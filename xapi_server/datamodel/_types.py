@@ -9,6 +9,7 @@ dict (records). Refs and enums are plain strings.
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -105,13 +106,13 @@ class Prim(Type):
                 raise TypeMismatch(f"int out of 64-bit range: {value!r}")
             return result
         elif n == "float":
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                return float(value)
-            if isinstance(value, str):
+            if isinstance(value, (int, float, str)) and not isinstance(value, bool):
                 try:
-                    return float(value)
-                except ValueError:
-                    pass
+                    result = float(value)
+                except (ValueError, OverflowError):   # "x", 10**400
+                    result = math.nan
+                if math.isfinite(result):   # NaN/Infinity ("nan", "1e999") is no number to store
+                    return result
         elif n == "bool":
             if isinstance(value, bool):
                 return value

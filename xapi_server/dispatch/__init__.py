@@ -15,7 +15,7 @@ from .._logging import log
 from ..datamodel import METHODS, ROLES, Message, lookup_method, role_allows
 from ..rbac import required
 from ..errors import ApiError
-from ..wire import first_replaced_string
+from ..wire import InvalidValue
 from .generic import GENERIC
 from .registry import IMPLEMENTATIONS
 from .unmarshal import unmarshal
@@ -44,7 +44,7 @@ class Dispatcher:
         self.method_names = sorted(METHODS)
 
     async def call(self, name: str, params: list, peer: str = "",
-                   invalid_utf8: bool = False, user_agent: str = ""):
+                   invalid: InvalidValue | None = None, user_agent: str = ""):
         asynchronous = name.startswith("Async.")
         base = name[len("Async."):] if asynchronous else name
         m = lookup_method(base)
@@ -55,10 +55,8 @@ class Dispatcher:
         if not m.required_count <= given <= len(m.params):
             raise ApiError("MESSAGE_PARAMETER_COUNT_MISMATCH", base, m.required_count,
                            max(given, 0))
-        if invalid_utf8:
-            bad = first_replaced_string(params)
-            if bad is not None:
-                raise ApiError("INVALID_VALUE", "Invalid UTF-8 string in parameter", bad)
+        if invalid is not None:   # found by the wire decoder: nothing invalid is stored
+            raise ApiError("INVALID_VALUE", invalid.reason, invalid.value)
         args = [unmarshal(p.name, p.type, v) for p, v in zip(m.params, params[skip:])]
         args += [p.default for p in m.params[len(args):]]
         ctx = Context(self.server, m, peer=peer, user_agent=user_agent)

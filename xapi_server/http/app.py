@@ -8,7 +8,9 @@
 
 It reads the body (capped), hands the call to the dispatcher and encodes the answer.
 A body that is not a request at all gets HTTP 500 with a one-line reason, as xapi;
-every API-level failure is HTTP 200 with a XenAPI error.
+every API-level failure is HTTP 200 with a XenAPI error. Whatever else escapes a route
+(a bug, a result no encoder can write) is logged once with its traceback and answered
+with INTERNAL_ERROR in the caller's own protocol, never a bare 500 or a traceback.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from typing import Callable
 
 from .._logging import log
 from ..errors import ApiError
-from ..wire import MalformedRequest, jsonrpc, repair_utf8, xmlrpc
+from ..wire import MalformedRequest, UnsupportedEncoding, clean_text, jsonrpc, xmlrpc
 
 
 class BodyTooLarge(Exception):
@@ -27,6 +29,19 @@ class BodyTooLarge(Exception):
 
 _CORS = [(b"access-control-allow-origin", b"*"),
          (b"access-control-allow-headers", b"X-Requested-With")]
+
+
+async def _internal_error(route, scope, send, exc):
+    """The outermost handler: one log line with the traceback, INTERNAL_ERROR to the
+    caller in its protocol, nothing of the traceback in the reply."""
+    log.exception("internal error answering %s %s", scope["method"], scope["path"])
+    text = clean_text(f"{type(exc).__name__}: {exc}")[:1000]
+    content_type, body = route.fault(scope, ["INTERNAL_ERROR", text])
+    try:
+        await _respond(send, 200 if route.fault is not _plain_fault else 500, body,
+                       content_type)
+    except RuntimeError:   # the reply had already begun: the server closes the connection
+        pass
 
 
 async def _respond(send, status: int, body: bytes, content_type: bytes, extra=()):
@@ -75,20 +90,49 @@ def _error_page(reason: str) -> bytes:
             f"read.<h1>Additional information</h1>{html.escape(reason)}</body></html>").encode()
 
 
+# -- INTERNAL_ERROR in each protocol: (content type, body) for an escaped exception --
+
+_JSON_CALL = "xapi_server.jsonrpc_call"   # scope key: the decoded call, for its id
+
+
+def _xmlrpc_fault(scope, description: list):
+    return b"text/xml", xmlrpc.encode_failure(description)
+
+
+def _jsonrpc_fault(scope, description: list):
+    call = scope.get(_JSON_CALL) or jsonrpc.JsonCall("", [], None, True)   # id unknown: null
+    return b"application/json", jsonrpc.encode_failure(call, description)
+
+
+def _cli_fault(scope, description: list):
+    """The thin-CLI protocol's error and exit, as the CLI sends them when it cannot take
+    the raw connection (nothing has been sent on it yet)."""
+    from xe_cli import proto
+    return b"application/octet-stream", (proto.greeting()
+                                         + proto.command(proto.ERROR, description[0],
+                                                         description[1:])
+                                         + proto.command(proto.EXIT, 1))
+
+
+def _plain_fault(scope, description: list):
+    return b"text/plain", b"internal error\n"
+
+
 @dataclass(frozen=True)
 class Route:
     method: str
     paths: tuple          # empty: any path
     handler: Callable     # async (app, scope, receive, send)
+    fault: Callable = _plain_fault   # (scope, description) -> (content type, body)
 
 
 class XapiApp:
     def __init__(self, server, extra_routes=()):
         self.server = server
         self.routes = (*extra_routes,
-                       Route("POST", ("/cli",), XapiApp.cli),
-                       Route("POST", ("/jsonrpc", "/json"), XapiApp.jsonrpc),
-                       Route("POST", (), XapiApp.xmlrpc),
+                       Route("POST", ("/cli",), XapiApp.cli, _cli_fault),
+                       Route("POST", ("/jsonrpc", "/json"), XapiApp.jsonrpc, _jsonrpc_fault),
+                       Route("POST", (), XapiApp.xmlrpc, _xmlrpc_fault),
                        Route("OPTIONS", (), XapiApp.options),
                        Route("GET", ("/audit_log",), XapiApp.audit_log),
                        Route("GET", ("/",), XapiApp.index))
@@ -106,6 +150,8 @@ class XapiApp:
                     return await _respond(send, 413, b"request body too large\n", b"text/plain")
                 except ConnectionAbortedError:
                     return
+                except Exception as exc:
+                    return await _internal_error(route, scope, send, exc)
         await _respond(send, 405 if scope["path"] == "/" else 404, b"", b"text/plain")
 
     async def _lifespan(self, receive, send):
@@ -126,17 +172,22 @@ class XapiApp:
 
     async def xmlrpc(self, scope, receive, send):
         body = await read_body(scope, receive, self.server.settings.max_body_bytes)
-        body, invalid_utf8 = repair_utf8(body, xml=True)
         try:
-            method, params = xmlrpc.decode_call(body)
+            call = xmlrpc.decode_call(body)
         except MalformedRequest as exc:
             return await _respond(send, 500, _error_page(str(exc)), b"text/html")
-        if method == "system.listMethods":
+        except UnsupportedEncoding as exc:
+            # xmlm reads UTF-8, UTF-16, ISO-8859-1 and US-ASCII only; we say so as a fault.
+            reply = xmlrpc.encode_failure(["XMLRPC_UNMARSHAL_FAILURE",
+                                           "UTF-8, UTF-16, ISO-8859-1 or US-ASCII", exc.name])
+            return await _respond(send, 200, reply, b"text/xml")
+        if call.method == "system.listMethods":
             reply = xmlrpc.encode_bare(self.server.dispatcher.method_names)
         else:
             try:
-                value = await self.server.dispatcher.call(method, params, _peer(scope),
-                                                          invalid_utf8, _user_agent(scope))
+                value = await self.server.dispatcher.call(call.method, call.params,
+                                                          _peer(scope), call.invalid,
+                                                          _user_agent(scope))
                 reply = xmlrpc.encode_success(value)
             except ApiError as exc:
                 reply = xmlrpc.encode_failure(exc.description)
@@ -144,17 +195,17 @@ class XapiApp:
 
     async def jsonrpc(self, scope, receive, send):
         body = await read_body(scope, receive, self.server.settings.max_body_bytes)
-        body, invalid_utf8 = repair_utf8(body, xml=False)
         try:
             call = jsonrpc.decode_call(body)
         except MalformedRequest as exc:
             return await _respond(send, 500, _error_page(str(exc)), b"text/html")
+        scope[_JSON_CALL] = call
         try:
             if call.method == "system.listMethods":
                 value = self.server.dispatcher.method_names
             else:
                 value = await self.server.dispatcher.call(call.method, call.params,
-                                                          _peer(scope), invalid_utf8,
+                                                          _peer(scope), call.invalid,
                                                           _user_agent(scope))
             reply = jsonrpc.encode_success(call, value)
         except ApiError as exc:

@@ -2,51 +2,84 @@
 
 `xmlrpc` and `jsonrpc` share the helpers here. Nothing in this package knows about
 sessions or classes; the dispatcher does.
+
+Every decoded value is checked here, once, before anything can store it: strings must be
+valid Unicode (no bytes that were not UTF-8, no lone UTF-16 surrogates, map keys included)
+and floats finite. The first offending value travels with the call as `InvalidValue`; the
+dispatcher answers it with xapi's INVALID_VALUE after the method and parameter count are
+known to be right (xapi's order).
 """
 from __future__ import annotations
 
+import math
 import re
+from dataclasses import dataclass
 
 
 class MalformedRequest(Exception):
     """The body is not a request at all (bad XML/JSON, missing fields): HTTP 500 as xapi."""
 
 
+class UnsupportedEncoding(Exception):
+    """An XML body declares an encoding xapi's parser does not read: a XenAPI fault."""
+
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.name = name
+
+
 class Int32(int):
     """An int xapi sends as <i4> in XML-RPC (only event.from's valid_ref_counts)."""
 
 
-_DECLARED_ENCODING = re.compile(rb"^\s*<\?xml[^>]*encoding=[\"']([A-Za-z0-9._-]+)")
+INVALID_STRING = "Invalid UTF-8 string in parameter"   # xapi's own text
+NON_FINITE_FLOAT = "Non-finite float in parameter"     # NaN/Infinity: strict JSON has none
 
 
-def repair_utf8(body: bytes, xml: bool) -> tuple[bytes, bool]:
-    """Return (body, had_invalid_utf8). Invalid sequences become U+FFFD so that the
-    request can still be parsed and the offending parameter reported by name."""
-    if xml:
-        declared = _DECLARED_ENCODING.match(body)
-        if declared and declared.group(1).lower().replace("_", "-") not in (b"utf-8", b"utf8"):
-            return body, False  # another declared encoding: the XML parser handles it
+@dataclass(frozen=True)
+class InvalidValue:
+    """The first value of a request that must not reach the store, as it can be shown."""
+    reason: str
+    value: str
+
+
+def decode_text(body: bytes, codec: str = "utf-8") -> tuple[str, bool]:
+    """(text, had_invalid_bytes). Invalid sequences become U+FFFD so that the request
+    can still be parsed and the offending parameter reported."""
     try:
-        body.decode("utf-8")
-        return body, False
+        return body.decode(codec), False
     except UnicodeDecodeError:
-        return body.decode("utf-8", "replace").encode("utf-8"), True
+        return body.decode(codec, "replace"), True
 
 
-def first_replaced_string(value):
-    """The first string inside `value` that holds U+FFFD (from repair_utf8), or None."""
-    if isinstance(value, str):
-        return value if "\ufffd" in value else None
-    if isinstance(value, dict):
-        items = [*value.keys(), *value.values()]
-    elif isinstance(value, (list, tuple)):
-        items = value
-    else:
-        return None
-    for item in items:
-        found = first_replaced_string(item)
-        if found is not None:
-            return found
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_OR_REPLACED = re.compile("[\ud800-\udfff\ufffd]")
+
+
+def clean_text(text: str) -> str:
+    """`text` with lone surrogates (which no UTF-8 reply can carry) shown as U+FFFD."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
+def non_finite(value: float) -> InvalidValue | None:
+    return None if math.isfinite(value) else InvalidValue(NON_FINITE_FLOAT, repr(value))
+
+
+def first_invalid_string(value, had_invalid_bytes: bool) -> InvalidValue | None:
+    """The first string inside `value` (map keys too) with a lone surrogate or, when the
+    body had invalid bytes, a U+FFFD put there by `decode_text`."""
+    pattern = _SURROGATE_OR_REPLACED if had_invalid_bytes else _SURROGATE
+    stack = [value]
+    while stack:                      # iterative: nesting depth is the decoders' business
+        item = stack.pop()
+        if isinstance(item, str):
+            if pattern.search(item):
+                return InvalidValue(INVALID_STRING, clean_text(item))
+        elif isinstance(item, dict):
+            for key, sub in reversed(item.items()):
+                stack += (sub, key)
+        elif isinstance(item, (list, tuple)):
+            stack += reversed(item)
     return None
 
 

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime
 
 from ..datamodel._types import Row, format_datetime
-from . import EncodingCache, MalformedRequest
+from . import (EncodingCache, InvalidValue, MalformedRequest, clean_text, decode_text,
+               first_invalid_string, non_finite)
 
 
 @dataclass
@@ -15,11 +17,24 @@ class JsonCall:
     params: list
     id: object
     v2: bool
+    invalid: InvalidValue | None = None
+
+
+# Only a \u escape of U+D800..U+DFFF can put a lone surrogate into a decoded string.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def decode_call(body: bytes) -> JsonCall:
+    text, had_invalid_bytes = decode_text(body)
+    problems: list = []
+
+    def number(literal: str) -> float:          # 1e999 is inf as surely as Infinity
+        value = float(literal)
+        if bad := non_finite(value):
+            problems.append(bad)
+        return value
     try:
-        request = json.loads(body)
+        request = json.loads(text.lstrip("\ufeff"), parse_float=number, parse_constant=number)
     except RecursionError:
         raise MalformedRequest("JSON nested too deeply") from None
     except ValueError as exc:
@@ -34,8 +49,9 @@ def decode_call(body: bytes) -> JsonCall:
     if not isinstance(method, str):
         raise MalformedRequest("Invalid field 'method' in request body")
     call_id = request.get("id")
-    if isinstance(call_id, bool) or not isinstance(call_id, (str, int)):
-        raise MalformedRequest("Invalid field 'id' in request body")
+    if isinstance(call_id, bool) or not isinstance(call_id, (str, int)) or (
+            isinstance(call_id, str) and clean_text(call_id) != call_id):
+        raise MalformedRequest("Invalid field 'id' in request body")  # we could not echo it
     params = request.get("params", None if v2 else ...)
     if params is ...:
         raise MalformedRequest("Invalid field 'params' in request body")
@@ -45,7 +61,11 @@ def decode_call(body: bytes) -> JsonCall:
         params = [params]
     elif not isinstance(params, list):
         raise MalformedRequest("Invalid field 'params' in request body")
-    return JsonCall(method, params, call_id, v2)
+    if had_invalid_bytes or _SURROGATE_ESCAPE.search(text):
+        problems.insert(0, first_invalid_string(params, had_invalid_bytes))
+    invalid = next(filter(None, problems), None)
+    # An unknown method is named in the reply, which cannot carry a lone surrogate.
+    return JsonCall(clean_text(method), params, call_id, v2, invalid)
 
 
 def _default(value):
@@ -54,7 +74,10 @@ def _default(value):
     return str(value)
 
 
-_dumps = json.JSONEncoder(default=_default, ensure_ascii=False, separators=(",", ":")).encode
+# allow_nan=False: strict parsers refuse NaN/Infinity, so a non-finite float (never
+# accepted on input) fails the call with INTERNAL_ERROR instead of going out.
+_dumps = json.JSONEncoder(default=_default, ensure_ascii=False, allow_nan=False,
+                          separators=(",", ":")).encode
 
 
 _records = EncodingCache(_dumps)
@@ -79,6 +102,7 @@ def encode_success(call: JsonCall, value) -> bytes:
 
 
 def encode_failure(call: JsonCall, description: list) -> bytes:
+    description = [clean_text(str(d)) for d in description]  # an error always goes out
     if call.v2:
         error = {"code": 1, "message": description[0], "data": list(description[1:])}
         return _dumps({"jsonrpc": "2.0", "error": error, "id": call.id}).encode()
