@@ -37,6 +37,11 @@ class Settings:
     header_timeout: float = 10.0
     body_timeout: float = 60.0
     max_auto_callers: int = 1000       # Caller records the rate limiter makes by itself
+    max_pending_tasks_per_user: int = 500   # then TOO_MANY_PENDING_TASKS
+    # Messages kept (xapi's message GC keeps message_limit, 10000): over a cap the oldest
+    # go, of the whole pool or of the one object the new message is about.
+    max_messages: int = 10000
+    max_messages_per_object: int = 1000
     http_redirect_port: int = 0        # 0: off; else a plain-HTTP port that only redirects
     pam_service: str = ""              # e.g. "login": system accounts may log in via PAM
     log_level: str = "INFO"

@@ -10,6 +10,7 @@ import hashlib
 import uuid
 
 from .datamodel import METHODS, ROLES, role_allows
+from .errors import ApiError
 
 POOL_ADMIN_UUID = "0165f154-ba3e-034e-6b27-5d271af109ba"
 DESCRIPTIONS = {
@@ -20,6 +21,18 @@ DESCRIPTIONS = {
     "vm-operator": "Start, stop and use existing VMs",
     "read-only": "Read everything, change nothing",
 }
+
+# xapi's one permission that is no message: act on tasks other users made (task.cancel,
+# destroy and setters are read-only's, for a user's own tasks).
+TASK_ANY_PERMISSION, TASK_ANY_ROLE = "task.destroy/any", "pool-operator"
+
+
+def permission_denied(permission: str, needed: str) -> ApiError:
+    """xapi's RBAC_PERMISSION_DENIED for a permission the weakest role `needed` has."""
+    allowed = [r for r in ROLES if role_allows(r, needed)]
+    return ApiError("RBAC_PERMISSION_DENIED", permission,
+                    "No permission in user session. (Roles with this permission: "
+                    + ", ".join(allowed) + ")")
 
 
 def role_uuid(name: str) -> str:
@@ -41,6 +54,8 @@ def permissions(role: str) -> list[str]:
         if m.key_roles and m.kind in ("add_to_map", "remove_from_map"):
             names |= {f"{name}/key:{key}".lower() for key, needed in m.key_roles.items()
                       if role_allows(role, needed)}
+    if role_allows(role, TASK_ANY_ROLE):
+        names.add(TASK_ANY_PERMISSION)
     return sorted(names)
 
 

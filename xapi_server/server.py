@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from . import api  # noqa: F401  (registers every implementation)
-from . import bootstrap
+from . import bootstrap, messages
 from .api import vm_sync
 from .audit import Audit
 from .auth import Auth
@@ -37,6 +37,7 @@ class Server:
         self.pool_ref, self.host_ref = bootstrap.start(self)
         await api.certificate.startup(self)  # Certificate record, daily expiry check
         self.limiter.start()
+        messages.start(self.store, self.settings)   # message caps (xapi's message GC)
         await api.sm.storage_start(self)  # SM records, first start: Local storage SR
         await vm_sync.startup(self)   # hypervisor connection; VMs reconciled with it
         await api.network.startup(self)   # internal network, PIF scan, kernel refresh

@@ -4,13 +4,22 @@ and records its progress and outcome in a task object, as xapi does.
 A task's `result` is the XML-RPC `<value>` fragment of the result (xapi's encoding);
 `error_info` is the error list. Cancelling interrupts the implementation at its next
 await; implementations clean up what they made (try/finally) before re-raising.
+
+Each task belongs to the user whose session made it (xapi compares the sessions'
+auth_user_sid, TaskHelper.assert_op_valid): only that user, or a role holding xapi's
+"task.destroy/any" permission (pool-operator and above), may cancel, destroy or change
+it. The owner is kept here, not in the record: xapi's `session` field is internal, and
+a session ref handed to every reader would let them act as its user. A user may have
+at most `max_pending_tasks_per_user` tasks pending at once.
 """
 from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timezone
 
+from .datamodel import role_allows
 from .errors import ApiError
+from .rbac import TASK_ANY_PERMISSION, TASK_ANY_ROLE, permission_denied
 from .wire.xmlrpc import encode_value
 
 
@@ -29,6 +38,7 @@ class Tasks:
     def __init__(self, server):
         self.server = server
         self.running: dict[str, asyncio.Task] = {}
+        self.owners: dict[str, str] = {}   # task ref -> user key (see _user)
         self._gc: asyncio.Task | None = None
 
     def start_gc(self):
@@ -55,17 +65,53 @@ class Tasks:
                 age, limit = (at - rec["finished"]).total_seconds(), FINISHED_TASK_LIFETIME
             if age > limit:
                 self.store.delete("task", ref)
+        self.owners = {ref: who for ref, who in self.owners.items()
+                       if self.store.exists("task", ref)}
 
     @property
     def store(self):
         return self.server.store
 
     def create(self, label: str, description: str = "", session: str | None = None) -> str:
-        return self.store.create("task", {
+        """A pending task; owned by the session's user, who must be under the cap."""
+        owner = self._user(session) if session else None
+        if owner is not None and self._pending_of(owner) >= self._cap():
+            raise ApiError("TOO_MANY_PENDING_TASKS")
+        ref = self.store.create("task", {
             "name_label": label, "name_description": description, "status": "pending",
             "created": now(), "resident_on": self.server.host_ref, "progress": 0.0,
             "allowed_operations": ["cancel"],
         })
+        if owner is not None:
+            self.owners[ref] = owner
+        return ref
+
+    def check_may_change(self, session: str, ref: str):
+        """xapi's rule: a user may change their own tasks; anyone else's needs
+        "task.destroy/any". HANDLE_INVALID first, as for any missing object."""
+        self.store.record("task", ref)
+        auth = self.server.auth
+        if auth.is_superuser(session) or self.owners.get(ref) == self._user(session):
+            return
+        role = auth.role_of(session)
+        if role is None or not role_allows(role, TASK_ANY_ROLE):
+            raise permission_denied(TASK_ANY_PERMISSION, TASK_ANY_ROLE)
+
+    def forget(self, ref: str):
+        self.owners.pop(ref, None)
+
+    def _user(self, session: str) -> str:
+        # Root has no subject identifier; every other user has one.
+        record = self.store.record("session", session)
+        return record["auth_user_sid"] or f"user:{record['auth_user_name']}"
+
+    def _pending_of(self, owner: str) -> int:
+        tasks = self.store.tables["task"]
+        return sum(1 for ref, who in self.owners.items() if who == owner
+                   and ref in tasks and tasks[ref]["status"] in ("pending", "cancelling"))
+
+    def _cap(self) -> int:
+        return self.server.settings.max_pending_tasks_per_user
 
     async def run_async(self, ctx, args) -> str:
         ref = self.create(f"Async.{ctx.message.wire_name}", session=ctx.session)

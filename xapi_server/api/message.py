@@ -1,10 +1,24 @@
-"""message: alerts raised by clients or by the server itself."""
+"""message: alerts raised by clients or by the server itself (kept to caps: messages.py)."""
+from ..datamodel import CLASSES
 from ..dispatch.registry import implements
+from ..errors import ApiError
 from ..messages import raise_message
+
+# The message's `cls` enum spells classes as xapi does ("Host", "Pool"); the store's names.
+_STORED = {name.lower(): name for name, c in CLASSES.items() if c.stored}
 
 
 @implements("message.create")
 def create(ctx, name, priority, cls, obj_uuid, body):
+    # As xapi (Xapi_message.check_uuid): only about an object that exists, so messages
+    # cannot pile up about made-up objects, each under its own per-object cap.
+    stored = _STORED.get(cls.lower())
+    try:
+        if stored is None:
+            raise ApiError("UUID_INVALID")
+        ctx.store.by_uuid(stored, obj_uuid)
+    except ApiError:
+        raise ApiError("UUID_INVALID", cls, obj_uuid) from None
     return raise_message(ctx.store, name, priority, cls, obj_uuid, body)
 
 

@@ -1,5 +1,10 @@
-"""task: clients' own tasks, cancel and destroy."""
-from ..dispatch.registry import implements
+"""task: clients' own tasks, cancel and destroy; every change checked against the owner."""
+import math
+
+from ..datamodel import METHODS
+from ..dispatch.generic import GENERIC
+from ..dispatch.registry import IMPLEMENTATIONS, implements
+from ..errors import ApiError
 
 
 @implements("task.create")
@@ -9,12 +14,38 @@ def create(ctx, label, description):
 
 @implements("task.destroy")
 def destroy(ctx, self):
-    job = ctx.server.tasks.running.get(self)
+    tasks = ctx.server.tasks
+    tasks.check_may_change(ctx.session, self)
+    job = tasks.running.get(self)
     ctx.store.delete("task", self)
+    tasks.forget(self)
     if job is not None:
         job.cancel()
 
 
 @implements("task.cancel")
 def cancel(ctx, task):
+    ctx.server.tasks.check_may_change(ctx.session, task)
     ctx.server.tasks.cancel(task)
+
+
+@implements("task.set_progress")
+def set_progress(ctx, self, value):
+    ctx.server.tasks.check_may_change(ctx.session, self)
+    if math.isnan(value) or not 0.0 <= value <= 1.0:
+        raise ApiError("INVALID_VALUE", "progress", repr(value))
+    ctx.store.update("task", self, progress=value)
+
+
+def _owner_checked(ctx, self, *args):
+    """A generated task setter (set_status, add_to_other_config, ...): the owner's
+    or a task.destroy/any holder's, then the generic behaviour."""
+    ctx.server.tasks.check_may_change(ctx.session, self)
+    return GENERIC[ctx.message.kind](ctx, ctx.message, self, *args)
+
+
+# Every other generated message that changes a task gets the same check, so a setter
+# the datamodel adds later is never left open to other users.
+implements(*sorted(name for name, m in METHODS.items()
+                   if m.cls == "task" and m.mutates and m.kind in GENERIC
+                   and name not in IMPLEMENTATIONS))(_owner_checked)

@@ -19,7 +19,7 @@ import uuid as uuidlib
 from ..datamodel import CLASSES, RELATIONS
 from ..datamodel._types import Row
 from ..errors import ApiError, handle_invalid
-from ._sqlite import Database
+from ._sqlite import Database, Unstorable, row_values, storable_text
 from .commits import CommitQueue
 
 
@@ -49,6 +49,7 @@ class Store:
         self.deleted: dict[tuple[str, str], int] = {}
         self._waiters: set[asyncio.Future] = set()
         # children[(child_class, ref_field)] -> [(owner_class, many_field)]
+        self._field_names = {c: frozenset(CLASSES[c].field_map) for c in CLASSES}
         self._relations: dict[tuple[str, str], list[tuple[str, str]]] = {}
         for (owner, many), (child, ref_field) in RELATIONS.items():
             if owner in CLASSES and child in CLASSES:
@@ -105,6 +106,7 @@ class Store:
     def create(self, cname: str, fields: dict | None = None, ref: str | None = None) -> str:
         """Add an object: unnamed fields take their defaults; uuid is made if absent."""
         cdef = CLASSES[cname]
+        self._check_fields(cname, fields or {})
         ref = ref or new_ref()
         record = {}
         for f in cdef.fields:
@@ -121,6 +123,7 @@ class Store:
     def update(self, cname: str, ref: str, **changes):
         """Change some fields. Give new containers, never mutate the old ones in place."""
         old = self.record(cname, ref)
+        self._check_fields(cname, changes)
         new = Row(old)
         new.update(changes)
         self._change(cname, ref, new)
@@ -130,6 +133,9 @@ class Store:
         self._change(cname, ref, None)
 
     def set_meta(self, key: str, value: str | None):
+        storable_text(key, "meta key")
+        if value is not None:
+            storable_text(value, f"meta {key}")
         old = self.meta.get(key)
         if value is None:
             self.meta.pop(key, None)
@@ -179,13 +185,32 @@ class Store:
 
     # -- internals -----------------------------------------------------------------
 
+    def _check_fields(self, cname: str, names):
+        # A name the datamodel does not have is a programming error (a typo would be
+        # stored and served as if it were a field): the dispatcher makes it INTERNAL_ERROR.
+        known = self._field_names[cname]
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            raise ValueError(f"{cname} has no field {', '.join(sorted(unknown))}")
+
     def _change(self, cname: str, ref: str, new: dict | None):
         old = self.tables[cname].get(ref)
         gen = self.generation + 1
+        op = None
+        if self._commits and CLASSES[cname].persist:
+            # Encoded before memory changes: a value the database cannot hold is refused
+            # to this caller now, instead of failing a commit batch other callers share.
+            op = ("del", cname, ref) if new is None else ("put", cname, self._row(cname, ref, new))
         self._apply(cname, ref, new)
-        if CLASSES[cname].persist:
-            op = ("put", cname, ref, new) if new is not None else ("del", cname, ref)
+        if op is not None:
             self._log(op, (cname, ref, old), gen)
+
+    @staticmethod
+    def _row(cname: str, ref: str, record: dict) -> list[str]:
+        try:
+            return row_values(cname, ref, record)
+        except Unstorable as exc:
+            raise ApiError("INVALID_VALUE", exc.where, exc.reason) from None
 
     def _log(self, op, undo, gen=None):
         if self._commits:

@@ -4,7 +4,9 @@ Tables follow the datamodel: one table per persistent class, one column per stor
 field (JSON text), plus `meta` for server-internal values (password hashes, ids).
 New fields in the datamodel become new columns at the next start.
 
-Writes arrive as batches of operations; the writer thread merges every batch waiting
+Writes arrive as batches of operations whose values are already encoded and checked
+(`row_values`, on the caller's side), so one caller's value can never make the batch
+fail for everyone in it; the writer thread merges every batch waiting
 in its queue into one transaction (group commit), so many concurrent callers share one
 fsync. `synchronous=FULL` makes a commit durable before its callers are answered.
 """
@@ -39,6 +41,38 @@ def encode(value) -> str:
     return json.dumps(value, default=_json_default, ensure_ascii=False, separators=(",", ":"))
 
 
+class Unstorable(ValueError):
+    """A value the database cannot hold (a string that is no valid Unicode)."""
+    def __init__(self, where: str, reason: str):
+        super().__init__(f"{where}: {reason}")
+        self.where, self.reason = where, reason
+
+
+def storable_text(text: str, where: str) -> str:
+    """`text` if SQLite can store it as UTF-8, else Unstorable. Checked before a change
+    joins a commit batch: a value refused in the writer would fail the whole batch,
+    that is every other caller's writes in it."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise Unstorable(where, f"not valid Unicode at character {exc.start}") from None
+    return text
+
+
+def row_values(cname: str, ref: str, record: dict) -> list[str]:
+    """The column values of a `put` (ref first), encoded and checked on the caller's
+    side, so that the writer only runs SQL on text it can store."""
+    values = [storable_text(ref, f"{cname} ref")]
+    for f in stored_fields(CLASSES[cname]):
+        try:
+            text = encode(record.get(f.name))
+        except (TypeError, ValueError) as exc:   # a programming error: a non-JSON value
+            raise TypeError(f"{cname}.{f.name}: cannot store {exc}") from None
+        values.append(storable_text(text, f"{cname}.{f.name}"))
+    return values
+
+
 def decode(ftype, text):
     """JSON column text back to the internal value of `ftype` (datetimes re-parsed)."""
     return _revive(ftype, json.loads(text))
@@ -65,6 +99,7 @@ class Database:
         self.path = path
         self._queue: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
+        self._put_statements: dict[str, str] = {}
         if not os.path.exists(path):  # the database holds password hashes: owner only
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
         self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -157,6 +192,16 @@ class Database:
             self._on_done(batch_id, refused)
         return refused
 
+    def _put_sql(self, cname: str) -> str:
+        sql = self._put_statements.get(cname)
+        if sql is None:
+            fields = stored_fields(CLASSES[cname])
+            cols = ", ".join(["ref"] + [_quote(f.name) for f in fields])
+            marks = ", ".join("?" * (len(fields) + 1))
+            sql = f"INSERT OR REPLACE INTO {_quote(cname)} ({cols}) VALUES ({marks})"
+            self._put_statements[cname] = sql
+        return sql
+
     def _write(self, ops) -> str | None:
         """Write ops in one transaction; None, or why the disk refused them."""
         c = self._conn
@@ -164,14 +209,9 @@ class Database:
             c.execute("BEGIN IMMEDIATE")
             for op in ops:
                 kind = op[0]
-                if kind == "put":
-                    _, cname, ref, record = op
-                    fields = stored_fields(CLASSES[cname])
-                    cols = ", ".join(["ref"] + [_quote(f.name) for f in fields])
-                    marks = ", ".join("?" * (len(fields) + 1))
-                    values = [ref] + [encode(record.get(f.name)) for f in fields]
-                    c.execute(f"INSERT OR REPLACE INTO {_quote(cname)} ({cols}) VALUES ({marks})",
-                              values)
+                if kind == "put":   # values from row_values
+                    _, cname, values = op
+                    c.execute(self._put_sql(cname), values)
                 elif kind == "del":
                     c.execute(f"DELETE FROM {_quote(op[1])} WHERE ref = ?", (op[2],))
                 elif kind == "meta":

@@ -202,6 +202,7 @@ HOST_METRICS = cls(
     fields=[
         field('uuid', 'string', RO),
         field('memory_total', 'int', RO),
+        field('memory_free', 'int', RO, default=0),
         field('live', 'bool', RO),
         field('last_updated', 'datetime', RO),
         field('other_config', '(string -> string) map', RW, default={}),
