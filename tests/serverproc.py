@@ -45,7 +45,8 @@ class ServerProcess:
         self.port = port or free_port()
         self.url = f"https://127.0.0.1:{self.port}"
         self.env = {**os.environ, "XAPI_ROOT_PASSWORD": ROOT_PASSWORD,
-                    "XAPI_AUTH_FAILURE_DELAY": "0.2", "XAPI_LIBVIRT_URI": libvirt_uri,
+                    "XAPI_AUTH_FAILURE_DELAY": "0.2", "XAPI_AUTH_FAILURE_MAX_DELAY": "1.6",
+                    "XAPI_LIBVIRT_URI": libvirt_uri,
                     "XAPI_LOG_LEVEL": "WARNING", **(env or {})}
         self.proc: subprocess.Popen | None = None
         self.log_path = os.path.join(data_dir, "server.log")

@@ -117,6 +117,12 @@ def test_inject_and_current_id(xapi):
         ["HANDLE_INVALID", "pool", "OpaqueRef:nope"]
 
 
+@pytest.mark.parametrize("cls", ["*", "pool/OpaqueRef:x", "no_such_class", ""])
+def test_inject_into_something_not_a_class_is_handle_invalid(xapi, cls):
+    pool = xapi.pool.get_all()[0]
+    assert failure(xapi.event.inject, cls, pool) == ["HANDLE_INVALID", cls, pool]
+
+
 def test_legacy_register_next(server, xapi):
     assert failure(xapi.event.next)[0] == "SESSION_NOT_REGISTERED"
     xapi.event.register(["pool"])

@@ -1,13 +1,23 @@
 """Connection limits on a real server: slowloris and silent clients are cut off, idle
 keep-alive connections are not, and connections beyond the cap get HTTP 503 while the
-server keeps answering everyone else."""
+server keeps answering everyone else. Every connection counts from accept: a flood of
+TLS handshakes that never start neither exhausts the server's file descriptors nor
+locks a client out, and is closed after tls_timeout; oversized headers get 431; a
+silent xe (/cli) client is dropped."""
+import select
+import socket
 import ssl
+import struct
+import threading
 import time
 
 import pytest
-from serverproc import ServerProcess, tls_connect
+from serverproc import ROOT_PASSWORD, ServerProcess, tls_connect
 
 HEADER_TIMEOUT, BODY_TIMEOUT, MAX_CONNECTIONS = 1.0, 2.0, 6
+TLS_TIMEOUT, CLI_IDLE_TIMEOUT, MAX_HEADER_BYTES = 1.0, 1.0, 16 * 1024
+SERVER_FDS = 400        # the server's file descriptor limit, far below the flood below
+FLOOD = 1500
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +25,11 @@ def proc(tmp_path_factory):
     p = ServerProcess(str(tmp_path_factory.mktemp("limits")),
                       env={"XAPI_HEADER_TIMEOUT": str(HEADER_TIMEOUT),
                            "XAPI_BODY_TIMEOUT": str(BODY_TIMEOUT),
-                           "XAPI_MAX_CONNECTIONS": str(MAX_CONNECTIONS)}).start()
+                           "XAPI_MAX_CONNECTIONS": str(MAX_CONNECTIONS),
+                           "XAPI_TLS_TIMEOUT": str(TLS_TIMEOUT),
+                           "XAPI_CLI_IDLE_TIMEOUT": str(CLI_IDLE_TIMEOUT),
+                           "XAPI_MAX_HEADER_BYTES": str(MAX_HEADER_BYTES)},
+                      max_fds=SERVER_FDS).start()
     yield p
     p.stop()
 
@@ -116,3 +130,114 @@ def test_connections_beyond_the_cap_get_503_then_service_returns(proc):
     assert request(fresh) == 200
     fresh.close()
     assert proc.session().xenapi.pool.get_all()
+
+
+def response_status(sock) -> int:
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise ConnectionError(f"closed after {head!r}")
+        head += chunk
+    return int(head.split(b" ", 2)[1])
+
+
+def test_headers_over_the_cap_get_431(proc):
+    sock = connect(proc)
+    big = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (1024 * 1024) + b"\r\n\r\n"
+    sender = threading.Thread(target=lambda: _send_ignoring_errors(sock, big))
+    sender.start()
+    assert response_status(sock) == 431
+    sender.join()
+    assert closed_by_server(sock)
+    # Many small headers add up the same way; a head under the cap is served.
+    many = b"".join(b"X-H%d: %s\r\n" % (i, b"b" * 100) for i in range(200))
+    sock = connect(proc)
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n")
+    assert response_status(sock) == 431
+    sock = connect(proc)
+    assert request(sock, "/?" + "q" * 8000) == 200
+    sock.close()
+
+
+def _send_ignoring_errors(sock, data: bytes):
+    try:
+        sock.sendall(data)
+    except (OSError, ssl.SSLError):
+        pass
+
+
+def cli_request(command: list[str]) -> bytes:
+    body = "\n".join([*command, "username=root", f"password={ROOT_PASSWORD}"]).encode()
+    return (b"POST /cli HTTP/1.0\r\ncontent-length: %d\r\n\r\n" % len(body)) + body
+
+
+def read_exact(sock, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError("closed")
+        data += chunk
+    return data
+
+
+GREETING = b"XenSource thin CLI protocol" + struct.pack("<ii", 0, 2)
+
+
+def test_a_silent_xe_client_is_dropped(proc):
+    sock = connect(proc)
+    sock.sendall(cli_request(["pool-list"]))
+    assert read_exact(sock, len(GREETING)) == GREETING
+    started = time.monotonic()        # and the client never answers the greeting
+    assert closed_by_server(sock)
+    assert CLI_IDLE_TIMEOUT * 0.8 <= time.monotonic() - started < CLI_IDLE_TIMEOUT + 10
+
+
+def test_an_xe_client_silent_mid_command_is_dropped(proc):
+    sock = connect(proc)
+    sock.sendall(cli_request(["host-server-certificate-install", "certificate=/c",
+                              "private-key=/k"]))
+    assert read_exact(sock, len(GREETING)) == GREETING
+    sock.sendall(GREETING)
+    length = struct.unpack("<i", read_exact(sock, 4))[0]
+    kind, tag = struct.unpack("<ii", read_exact(sock, length)[:8])
+    assert (kind, tag) == (9, 1)       # Command Load: the server waits for the file
+    started = time.monotonic()
+    assert closed_by_server(sock)
+    assert CLI_IDLE_TIMEOUT * 0.8 <= time.monotonic() - started < CLI_IDLE_TIMEOUT + 10
+    assert proc.session().xenapi.pool.get_all()
+
+
+def test_a_flood_of_unfinished_tls_handshakes(proc):
+    """Plain TCP connections that never send a ClientHello, many more than the server
+    has file descriptors: a real client is still served at once, and every one of them
+    is closed by tls_timeout."""
+    flood = []
+    for _ in range(FLOOD):
+        try:
+            flood.append(socket.create_connection(("127.0.0.1", proc.port), timeout=2))
+        except OSError:
+            pass                       # the listen queue was full for a moment
+    try:
+        assert len(flood) > SERVER_FDS
+        started = time.monotonic()
+        x = proc.session().xenapi       # a client that completes its handshake
+        assert x.pool.get_all()
+        assert request(connect(proc)) == 200
+        assert time.monotonic() - started < 5
+        open_ = {sock.fileno(): sock for sock in flood}
+        poller = select.poll()
+        for fd in open_:
+            poller.register(fd, select.POLLIN)
+        deadline = time.monotonic() + TLS_TIMEOUT + 10
+        while open_ and time.monotonic() < deadline:
+            for fd, _ in poller.poll(500):
+                if closed_by_server(open_[fd]):
+                    poller.unregister(fd)
+                    del open_[fd]
+        assert not open_, f"{len(open_)} unfinished handshakes still open"
+        x.session.logout()
+    finally:
+        for sock in flood:
+            sock.close()

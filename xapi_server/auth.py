@@ -2,6 +2,8 @@
 
 Passwords are kept only as scrypt hashes in the store's meta table
 (`user:<name>` -> `scrypt$n$r$p$salt$hash`), compared in constant time.
+`root` is the local superuser, as in xapi: never a subject, and its password changes
+only through its own session (session.change_password).
 """
 from __future__ import annotations
 
@@ -10,6 +12,9 @@ import base64
 import hashlib
 import hmac
 import os
+
+from .errors import ApiError
+from .login_throttle import LoginThrottle
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 
@@ -41,11 +46,31 @@ _DUMMY_HASH = hash_password("not a password")
 
 
 LOCAL_PREFIX = "local:"  # subject_identifier of a local account: "local:<user name>"
+SUPERUSER = "root"
+
+
+def local_account(identifier: str) -> str | None:
+    """The account a local subject identifier names ("local:<name>"), None if it names
+    none. The superuser is refused as xapi refuses what only the superuser may do: a
+    subject for it would let a pool-admin set root's password and log in as root."""
+    if not identifier.startswith(LOCAL_PREFIX) or len(identifier) == len(LOCAL_PREFIX):
+        return None
+    name = identifier[len(LOCAL_PREFIX):]
+    if name == SUPERUSER:
+        raise ApiError("USER_IS_NOT_LOCAL_SUPERUSER",
+                       f"{SUPERUSER} is the local superuser, not a subject; its password "
+                       "is changed by root itself with session.change_password")
+    return name
 
 
 class Auth:
-    def __init__(self, store):
+    def __init__(self, store, settings):
         self.store = store
+        self.logins = LoginThrottle(settings.auth_failure_delay, settings.auth_cheap_failures,
+                                    settings.auth_failure_max_delay)
+        # As xapi's throttle_auth_internal: a bounded number of password checks at once
+        # (each scrypt check takes 16 MiB and tens of ms of a core).
+        self._checks = asyncio.Semaphore(max(1, settings.local_auth_max_threads))
 
     def has_user(self, name: str) -> bool:
         return f"user:{name}" in self.store.meta
@@ -55,8 +80,19 @@ class Auth:
 
     async def check_password(self, name: str, password: str) -> bool:
         stored = self.store.meta.get(f"user:{name}")
-        ok = await asyncio.to_thread(verify_password, password, stored or _DUMMY_HASH)
+        async with self._checks:
+            ok = await asyncio.to_thread(verify_password, password, stored or _DUMMY_HASH)
         return ok and stored is not None
+
+    def forget_local_account(self, identifier: str):
+        """Drop the password of the local account a destroyed subject named; root's is
+        never dropped (a subject naming it may survive from an older version)."""
+        try:
+            name = local_account(identifier)
+        except ApiError:
+            return
+        if name is not None:
+            self.store.set_meta(f"user:{name}", None)
 
     def local_subject(self, name: str) -> str | None:
         found = self.store.find("subject", subject_identifier=LOCAL_PREFIX + name)

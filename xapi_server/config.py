@@ -36,6 +36,13 @@ class Settings:
     max_connections: int = 1000
     header_timeout: float = 10.0
     body_timeout: float = 60.0
+    # Every accepted socket counts from accept to close (http/sockets.py): a TLS handshake
+    # (and the TLS goodbye at close) must finish within tls_timeout; request line and
+    # headers over max_header_bytes get HTTP 431; an xe (/cli) client that neither sends
+    # nor reads for cli_idle_timeout while the server waits on it is dropped.
+    tls_timeout: float = 10.0
+    max_header_bytes: int = 32 * 1024
+    cli_idle_timeout: float = 300.0
     max_auto_callers: int = 1000       # Caller records the rate limiter makes by itself
     max_pending_tasks_per_user: int = 500   # then TOO_MANY_PENDING_TASKS
     # Messages kept (xapi's message GC keeps message_limit, 10000): over a cap the oldest

@@ -26,6 +26,11 @@ _BY_LOWER = {name.lower(): name for name, c in CLASSES.items() if c.stored and c
 _EVENT_CLASSES = frozenset(_BY_LOWER.values())
 
 
+def event_class(name: str) -> str | None:
+    """The class a lower- or mixed-case event class name means, or None."""
+    return _BY_LOWER.get(name.lower())
+
+
 def make_token(generation: int) -> str:
     return "%020d,%020d" % (generation, 0)
 
@@ -52,7 +57,7 @@ class Subscription:
             if name == "*":
                 self.everything = True
                 continue
-            cname = _BY_LOWER.get(name.lower())
+            cname = event_class(name)
             if cname is None:
                 raise ApiError("EVENT_SUBSCRIPTION_PARSE_FAILURE", entry)
             if ref:

@@ -12,12 +12,18 @@ from ._logging import configure
 from .http import redirect, tls
 from .http.app import XapiApp
 from .http.guard import guarded_protocol
+from .http.sockets import SocketTable, socket_cap, tls_protocol
 from .server import Server
 
 
 def build_app(settings):
     server = Server(settings)
     return XapiApp(server)
+
+
+class _Server(uvicorn.Server):
+    def _log_started_message(self, listeners):
+        pass   # it would say http://: uvicorn sees no SSL context (see main); we say it
 
 
 def main(argv=None):
@@ -29,8 +35,15 @@ def main(argv=None):
     print(f"xapi-server: certificate SHA-256 fingerprint {tls.fingerprint(cert)}",
           file=sys.stderr, flush=True)
     app = build_app(settings)
+    # uvicorn gets no SSL context: TLS is wrapped per accepted socket (http/sockets.py),
+    # so that a connection counts, and has a deadline, from accept, handshake included.
+    table = SocketTable(socket_cap(settings.max_connections))
+    http = tls_protocol(guarded_protocol(settings.header_timeout, settings.body_timeout,
+                                         settings.max_header_bytes),
+                        app.server.tls.context,  # ours: TLS 1.2+, replaceable live
+                        table, settings.tls_timeout)
     uv = uvicorn.Config(app, host=settings.listen, port=settings.port, lifespan="on",
-                        ssl_certfile=cert, ssl_keyfile=key, access_log=False,
+                        access_log=False,
                         log_level=settings.log_level.lower(), timeout_keep_alive=30,
                         timeout_graceful_shutdown=3,  # idle keep-alive clients must not
                                                       # hold up a stop
@@ -38,11 +51,11 @@ def main(argv=None):
                         # X-Forwarded-For is not believed: the rate limiter and the audit
                         # log record the address the connection really comes from.
                         proxy_headers=False,
-                        loop="auto",
-                        http=guarded_protocol(settings.header_timeout, settings.body_timeout))
+                        loop="auto", http=http)
     uv.load()
-    uv.ssl = app.server.tls.context  # ours: TLS 1.2+, modern suites, replaceable live
-    redirect.run(uvicorn.Server(uv), settings)  # + the plain-HTTP redirect port, if set
+    print(f"xapi-server: serving https://{settings.listen}:{settings.port}", file=sys.stderr,
+          flush=True)
+    redirect.run(_Server(uv), settings)  # + the plain-HTTP redirect port, if set
 
 
 if __name__ == "__main__":

@@ -23,8 +23,8 @@ class Server:
         self.settings = settings
         make_data_dir(settings.data_dir)
         self.store = Store(settings.db_path)
-        self.auth = Auth(self.store)
-        self.audit = Audit(settings.data_dir, settings.audit_max_bytes, settings.audit_backups)
+        self.auth = Auth(self.store, settings)   # passwords, failed-login throttle
+        self.audit = Audit(settings)
         self.tasks = Tasks(self)
         self.registrations = Registrations(self.store)
         self.dispatcher = Dispatcher(self)

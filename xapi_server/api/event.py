@@ -1,6 +1,7 @@
 """event: from, the legacy register/next/unregister, inject, get_current_id."""
 from ..dispatch.registry import implements
-from ..events import event_from, make_token
+from ..errors import ApiError
+from ..events import event_class, event_from, make_token
 
 
 @implements("event.from")
@@ -30,7 +31,10 @@ def get_current_id(ctx):
 
 @implements("event.inject")
 def inject(ctx, cls, ref):
-    from ..events import Subscription
-    cname = next(iter(Subscription([cls]).classes))
+    # One class name, not a subscription ("*", "vm/ref"): an object that is in no
+    # class we know is, as any missing object, HANDLE_INVALID [class, ref].
+    cname = event_class(cls)
+    if cname is None:
+        raise ApiError("HANDLE_INVALID", cls, ref)
     ctx.store.touch(cname, ref)  # HANDLE_INVALID when the object is not there
     return make_token(ctx.store.generation)

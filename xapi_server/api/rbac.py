@@ -1,8 +1,8 @@
 """role and subject: who may do what. Local accounts are subjects whose identifier is
 "local:<name>"; their passwords live beside root's, hashed (see auth.py). System accounts
 and groups, when PAM logins are on, are "pam:<user>" and "pam-group:<group>"
-(see system_accounts.py)."""
-from ..auth import LOCAL_PREFIX
+(see system_accounts.py). `root`, the local superuser, is never a subject (auth.py)."""
+from ..auth import local_account
 from ..datamodel import ROLES
 from ..dispatch.registry import implements
 from ..errors import ApiError
@@ -48,6 +48,7 @@ async def create_subject(ctx, args):
         if described is None:
             raise ApiError("SUBJECT_CANNOT_BE_RESOLVED")
         fields["other_config"] = {**fields.get("other_config", {}), **described}
+    local_account(ident)  # refuses "local:root"
     if ident and ctx.store.find("subject", subject_identifier=ident):
         raise ApiError("SUBJECT_ALREADY_EXISTS")
     return ctx.store.create("subject", fields)
@@ -58,8 +59,7 @@ def destroy_subject(ctx, self):
     ident = ctx.store.get("subject", self, "subject_identifier")
     for session in ctx.store.find("session", subject=self):
         ctx.store.delete("session", session)
-    if ident.startswith(LOCAL_PREFIX):
-        ctx.store.set_meta(f"user:{ident[len(LOCAL_PREFIX):]}", None)
+    ctx.server.auth.forget_local_account(ident)
     ctx.store.delete("subject", self)
 
 
@@ -93,8 +93,9 @@ def subject_permissions(ctx, self):
 @implements("subject.set_password")
 def set_password(ctx, self, new_pwd):
     ident = ctx.store.get("subject", self, "subject_identifier")
-    if not ident.startswith(LOCAL_PREFIX) or len(ident) == len(LOCAL_PREFIX):
+    name = local_account(ident)
+    if name is None:
         raise ApiError("INVALID_VALUE", "subject_identifier", ident)
     if not new_pwd:
         raise ApiError("INVALID_VALUE", "new_pwd", "the password must not be empty")
-    ctx.server.auth.set_password(ident[len(LOCAL_PREFIX):], new_pwd)
+    ctx.server.auth.set_password(name, new_pwd)

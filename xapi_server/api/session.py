@@ -1,86 +1,97 @@
-"""session: login, logout, password change."""
+"""session: login, logout, password change.
+
+Every login takes the turn of its (client address, user name) pair and a failure waits
+out the pair's delay (login_throttle.py). The user name and the originator are bounded
+here, where they enter, before anything logs or stores them (bounds.py)."""
 from __future__ import annotations
 
-import asyncio
-import time
 from datetime import datetime, timezone
 
 from .._logging import log
+from ..auth import SUPERUSER
+from ..bounds import USER_NAME_MAX, bounded, readable
 from ..dispatch.registry import implements
 from ..errors import ApiError
 from ..messages import PRIORITY_WARNING, raise_message
 from .. import system_accounts
 
 
-# Failed logins per client address: (count, time of the last one). A success clears it.
-_failures: dict[str, tuple[int, float]] = {}
-FAILURE_MEMORY = 900.0  # seconds after which an address's failures are forgotten
-
-
-async def _reject(ctx, uname, started=None, error="SESSION_AUTHENTICATION_FAILED",
+async def _reject(ctx, attempt, uname, error="SESSION_AUTHENTICATION_FAILED",
                   message="Authentication failure"):
-    """Wait before answering a failed login: longer for an address that keeps failing.
-    The wait is counted from `started` (the start of the attempt) so that every way to
-    fail (unknown name, wrong local or PAM password, no subject) answers after the same
-    time, however long the checks behind it took."""
+    """Count the failure against the attempt's pair, alert every `login_failures_alert`
+    in a row, and answer once the pair's delay (counted from the start of the attempt)
+    is out, so every way to fail takes the same time."""
     settings, peer = ctx.server.settings, ctx.peer or "?"
-    started = time.monotonic() if started is None else started
-    count, last = _failures.get(peer, (0, 0.0))
-    if time.monotonic() - last > FAILURE_MEMORY:
-        count = 0
-    count += 1
-    _failures[peer] = (count, time.monotonic())
-    log.warning("failed login for %r from %s (%d in a row)", uname, peer, count)
+    count = attempt.failed()
+    name = readable(uname, USER_NAME_MAX)
+    log.warning("failed login for %s from %s (%d in a row)", name, peer, count)
     if count % settings.login_failures_alert == 0:
         raise_message(ctx.store, "LOGIN_FAILURES", PRIORITY_WARNING, "Pool",
                       ctx.store.get("pool", ctx.server.pool_ref, "uuid"),
-                      f"{count} failed logins from {peer}; the last one as {uname!r}")
+                      f"{count} failed logins in a row from {peer} as {name}")
         await ctx.store.flush()
-    delay = settings.auth_failure_delay * min(2 ** (count - 1), 8)
-    await asyncio.sleep(max(0.0, started + delay - time.monotonic()))
-    first = "session.login_with_password" if error == "RBAC_PERMISSION_DENIED" else uname
+    await attempt.wait_out()
+    first = ("session.login_with_password" if error == "RBAC_PERMISSION_DENIED"
+             else bounded(uname, USER_NAME_MAX))
     raise ApiError(error, first, message)
 
 
 def _enforce_caps(ctx, uname, originator):
-    """Drop the oldest sessions of this user (and of this originator) over the caps."""
+    """Drop this user's oldest sessions over the caps: first among its sessions with this
+    originator, then among all of its sessions. As xapi's session GC groups sessions by
+    user, one user's logins never end another user's sessions."""
     settings, store = ctx.server.settings, ctx.store
-    for key, value, cap in (("auth_user_name", uname, settings.max_sessions_per_user),
-                            ("originator", originator, settings.max_sessions_per_originator)):
-        if key == "originator" and not value:
-            continue
-        mine = sorted(store.find("session", **{key: value}),
-                      key=lambda ref: store.get("session", ref, "validation_time"))
-        for ref in mine[:max(0, len(mine) - cap + 1)]:
+
+    def oldest_first(refs):
+        return sorted(refs, key=lambda ref: store.get("session", ref, "validation_time"))
+
+    def drop_over(refs, cap):
+        for ref in refs[:max(0, len(refs) - cap + 1)]:
             store.delete("session", ref)
+
+    if originator:
+        drop_over(oldest_first(ref for ref in store.find("session", auth_user_name=uname)
+                               if store.get("session", ref, "originator") == originator),
+                  settings.max_sessions_per_originator)
+    drop_over(oldest_first(store.find("session", auth_user_name=uname)),
+              settings.max_sessions_per_user)
 
 
 async def _login(ctx, uname, pwd, originator="", allow_system=True):
-    server, started = ctx.server, time.monotonic()
-    who = {}  # the subject and its identifier; none for root
-    if await server.auth.check_password(uname, pwd):
-        if uname != "root":
-            subject = server.auth.local_subject(uname)
-            if subject is None:  # a password without a subject grants nothing
-                raise ApiError("SESSION_AUTHORIZATION_FAILED", uname,
-                               "the user has no subject and so no role")
-            who = {"subject": subject, "auth_user_sid": ctx.store.get(
-                "subject", subject, "subject_identifier")}
-    elif (allow_system and server.settings.pam_service
-          and not server.auth.has_user(uname)):
-        who = await _system_login(ctx, uname, pwd, started)
-    else:
-        await _reject(ctx, uname, started)
-    _failures.pop(ctx.peer or "?", None)
+    server = ctx.server
+    async with server.auth.logins.turn(ctx.peer or "?", bounded(uname, USER_NAME_MAX)) \
+            as attempt:
+        who = await _authenticate(ctx, attempt, uname, pwd, allow_system)
+        attempt.succeeded()
+    originator = bounded(originator)
     _enforce_caps(ctx, uname, originator)
     now = datetime.now(timezone.utc)
     return ctx.store.create("session", {
         "this_host": server.host_ref, "last_active": now, "validation_time": now,
-        "is_local_superuser": uname == "root", "auth_user_name": uname,
+        "is_local_superuser": uname == SUPERUSER, "auth_user_name": uname,
         "originator": originator, **who})
 
 
-async def _system_login(ctx, uname, pwd, started) -> dict:
+async def _authenticate(ctx, attempt, uname, pwd, allow_system) -> dict:
+    """The subject and its identifier the session gets (none for root)."""
+    auth, settings = ctx.server.auth, ctx.server.settings
+    if len(uname) > USER_NAME_MAX:  # no account has such a name: nothing to check
+        await _reject(ctx, attempt, uname)
+    if await auth.check_password(uname, pwd):
+        if uname == SUPERUSER:
+            return {}
+        subject = auth.local_subject(uname)
+        if subject is None:  # a password without a subject grants nothing
+            raise ApiError("SESSION_AUTHORIZATION_FAILED", uname,
+                           "the user has no subject and so no role")
+        return {"subject": subject,
+                "auth_user_sid": ctx.store.get("subject", subject, "subject_identifier")}
+    if allow_system and settings.pam_service and not auth.has_user(uname):
+        return await _system_login(ctx, attempt, uname, pwd)
+    await _reject(ctx, attempt, uname)
+
+
+async def _system_login(ctx, attempt, uname, pwd) -> dict:
     """A system account through PAM, as xapi's external authentication: it may log in only
     if a subject names it or one of its groups; its role comes from that subject.
     Unlike xapi, the subject is looked for before PAM is asked: a name no subject lets in
@@ -90,9 +101,9 @@ async def _system_login(ctx, uname, pwd, started) -> dict:
     identifiers = await system_accounts.identifiers(uname)
     subject, role = ctx.server.auth.strongest_subject(identifiers)
     if subject is None or not await system_accounts.check_password(service, uname, pwd):
-        await _reject(ctx, uname, started)
+        await _reject(ctx, attempt, uname)
     if role is None:  # xapi: authenticated, but no role in this pool
-        await _reject(ctx, uname, started, "RBAC_PERMISSION_DENIED",
+        await _reject(ctx, attempt, uname, "RBAC_PERMISSION_DENIED",
                       f"Subject {uname} (identifier {identifiers[0]}) has no roles in this pool")
     return {"subject": subject, "auth_user_sid": identifiers[0]}
 
@@ -122,8 +133,9 @@ async def change_password(ctx, old_pwd, new_pwd):
     if system_accounts.is_system_identifier(sid):
         raise ApiError("USER_IS_NOT_LOCAL_SUPERUSER",
                        f"{user} is a system account: its password is changed on the host")
-    if not await ctx.server.auth.check_password(user, old_pwd):
-        await _reject(ctx, user)
+    async with ctx.server.auth.logins.turn(ctx.peer or "?", user) as attempt:
+        if not await ctx.server.auth.check_password(user, old_pwd):
+            await _reject(ctx, attempt, user)
     if not new_pwd:
         raise ApiError("INVALID_VALUE", "new_pwd", "the password must not be empty")
     ctx.server.auth.set_password(user, new_pwd)

@@ -6,6 +6,12 @@ thing, so (as uvicorn does itself for WebSocket upgrades) we take the connection
 transport from the request cycle and give it a protocol object of our own. Where the
 transport is not reachable (another ASGI server, in-memory tests) the command still
 runs, its output sent as an ordinary HTTP body, without interaction.
+
+Once hijacked, the connection is outside the HTTP layer's deadlines: whenever the server
+waits on the client (its greeting, a prompt's answer, a file it loads, room to write
+output) the client must act within `cli_idle_timeout` seconds or is dropped. Only the
+wait for an HTTP transfer's outcome has no deadline: the transfer runs on a connection
+of its own, under the HTTP layer's deadlines.
 """
 from __future__ import annotations
 
@@ -17,25 +23,30 @@ from xe_cli import proto
 from .._logging import log
 from .context import Output
 from .engine import execute, split_body
+from .errors import CliExit
 
 MAX_BODY = 200 * 1024           # as xapi's limit on a CLI request
 MAX_UPLOAD = 32 * 1024 * 1024   # Load: the most a client may send us
 
 
-class Closed(Exception):
-    pass
+class Closed(CliExit):
+    """The client is gone (or was dropped): a command that meets this just ends, with
+    nothing to report to anyone."""
 
 
 class RawStream(asyncio.Protocol):
-    """The hijacked connection: buffered reads, writes that respect flow control."""
+    """The hijacked connection: buffered reads, writes that respect flow control, and
+    a deadline on every wait for the client."""
 
-    def __init__(self, transport):
+    def __init__(self, transport, idle_timeout: float):
         self.transport = transport
+        self.idle_timeout = idle_timeout
         self._buffer = bytearray()
         self._more = asyncio.Event()
         self._writable = asyncio.Event()
         self._writable.set()
         self.closed = False
+        self.timed_out = False
 
     def data_received(self, data):
         self._buffer += data
@@ -56,12 +67,20 @@ class RawStream(asyncio.Protocol):
     def resume_writing(self):
         self._writable.set()
 
-    async def read_exact(self, n: int) -> bytes:
+    async def _wait_for_client(self, event: asyncio.Event, deadline: bool = True):
+        try:
+            await asyncio.wait_for(event.wait(), self.idle_timeout if deadline else None)
+        except asyncio.TimeoutError:
+            self.timed_out, self.closed = True, True
+            self.transport.abort()     # close would wait for the silent client
+            raise Closed() from None
+
+    async def read_exact(self, n: int, deadline: bool = True) -> bytes:
         while len(self._buffer) < n:
             if self.closed:
                 raise Closed()
             self._more.clear()
-            await self._more.wait()
+            await self._wait_for_client(self._more, deadline)
         data = bytes(self._buffer[:n])
         del self._buffer[:n]
         return data
@@ -70,7 +89,7 @@ class RawStream(asyncio.Protocol):
         if self.closed:
             raise Closed()
         self.transport.write(data)
-        await self._writable.wait()
+        await self._wait_for_client(self._writable)
 
 
 class WireIO(Output):
@@ -89,8 +108,8 @@ class WireIO(Output):
     async def exit(self, code):
         await self.s.write(proto.command(proto.EXIT, code))
 
-    async def _message(self):
-        (length,) = struct.unpack("<i", await self.s.read_exact(4))
+    async def _message(self, deadline: bool = True):
+        (length,) = struct.unpack("<i", await self.s.read_exact(4, deadline))
         return proto.parse(await self.s.read_exact(length))
 
     async def _blob(self, limit: int) -> bytes:
@@ -120,7 +139,7 @@ class WireIO(Output):
         await self.s.write(proto.command(proto.HTTP_PUT if put else proto.HTTP_GET,
                                          filename, url))
         while True:
-            kind, tag, _ = await self._message()
+            kind, tag, _ = await self._message(deadline=False)
             if not (kind == proto.RESPONSE and tag == proto.WAIT):
                 return kind == proto.RESPONSE and tag == proto.OK
 
@@ -150,14 +169,14 @@ class BufferIO(Output):
         return False
 
 
-def _hijack(receive, send):
+def _hijack(receive, send, idle_timeout: float):
     """The request cycle's transport, switched to a RawStream; None if unreachable."""
     cycle = getattr(send, "__self__", None)
     transport = getattr(cycle, "transport", None)
     if transport is None or not hasattr(transport, "set_protocol"):
         return None, None
     http_protocol = transport.get_protocol()
-    stream = RawStream(transport)
+    stream = RawStream(transport, idle_timeout)
     transport.set_protocol(stream)
     # The HTTP protocol object must forget this connection: no keep-alive timer, no
     # waiting for it at shutdown, no "response not completed" complaint.
@@ -174,7 +193,7 @@ async def cli_route(app, scope, receive, send):
     server = app.server
     body = await read_body(scope, receive, MAX_BODY)
     tokens = split_body(body)
-    stream, _ = _hijack(receive, send)
+    stream, _ = _hijack(receive, send, server.settings.cli_idle_timeout)
     if stream is None:
         io = BufferIO()
         code = await execute(server, tokens, io, _peer(scope))
@@ -194,4 +213,7 @@ async def cli_route(app, scope, receive, send):
     except Exception:
         log.exception("CLI connection failed")
     finally:
+        if stream.timed_out:
+            log.warning("dropped xe connection from %s: silent for %g s", _peer(scope),
+                        stream.idle_timeout)
         stream.transport.close()

@@ -94,6 +94,8 @@ class Dispatcher:
                 if generic is None:
                     raise ApiError("NOT_IMPLEMENTED", m.wire_name)
                 result = generic(ctx, m, *args)
+                if asyncio.iscoroutine(result):   # e.g. a filter that yields the loop
+                    result = await result
         except ApiError:
             await self.server.store.flush()
             raise

@@ -7,14 +7,25 @@
 `and` and `or` bind equally and associate left; `not` binds tighter. Fields compare as
 the strings xapi's database holds (ints in decimal, bools "true"/"false"); nested field
 names use a double underscore (`name__label`). An unknown field equals nothing.
+
+Anyone who may read a class may send an expression, so its cost is bounded: at most
+MAX_EXPR_CHARS characters and MAX_DEPTH nested `(` / `not`. A chain of `and`/`or`
+evaluates in a loop, not by recursion, so its length costs time but no stack; a bad
+expression is INVALID_VALUE [expression, reason] as in xapi, never a traceback.
 """
 from __future__ import annotations
 
+import functools
 import re
 
 from ..errors import ApiError
 
-_TOKEN = re.compile(r'\s*(?:(?P<str>"[^"]*")|(?P<word>[a-z]+)|(?P<sym>[=()]))')
+MAX_EXPR_CHARS = 8 * 1024      # far above any real filter; parsing it takes ~2 ms
+MAX_DEPTH = 32                 # nested parentheses and `not`s
+_ECHO_CHARS = 256              # how much of a refused expression the error repeats
+
+_TOKEN = re.compile(r'(?P<str>"[^"]*")|(?P<word>[a-z]+)|(?P<sym>[=()])|(?P<space>\s+)|(?P<bad>.)',
+                    re.S)
 
 
 class FilterError(Exception):
@@ -22,65 +33,75 @@ class FilterError(Exception):
 
 
 def _tokens(text: str) -> list:
-    out, pos = [], 0
-    text = text.rstrip()
-    while pos < len(text):
-        m = _TOKEN.match(text, pos)
-        if not m:
-            raise FilterError(f"unexpected character at {pos}")
-        pos = m.end()
-        if m.group("str") is not None:
-            out.append(("str", m.group("str")[1:-1]))
-        elif m.group("word") is not None:
-            out.append(("word", m.group("word")))
-        else:
-            out.append(("sym", m.group("sym")))
+    out = []
+    for m in _TOKEN.finditer(text):
+        kind = m.lastgroup
+        if kind == "space":
+            continue
+        if kind == "bad":
+            raise FilterError(f"unexpected character at {m.start()}")
+        out.append((kind, m.group()[1:-1] if kind == "str" else m.group()))
     return out
 
 
 def compile_expr(text: str):
     """Return a predicate `(record, db_string) -> bool`, or raise ApiError(INVALID_VALUE)."""
+    if len(text) > MAX_EXPR_CHARS:
+        raise ApiError("INVALID_VALUE", text[:_ECHO_CHARS] + "...",
+                       f"Parse error: expression longer than {MAX_EXPR_CHARS} characters")
+    return _compile(text)
+
+
+@functools.lru_cache(maxsize=64)   # clients poll with the same few expressions
+def _compile(text: str):
     try:
         tokens = _tokens(text)
-        node, pos = _expr(tokens, 0)
+        node, pos = _expr(tokens, 0, 0)
         if pos != len(tokens):
             raise FilterError("trailing input")
     except FilterError as exc:
-        raise ApiError("INVALID_VALUE", text, f"Parse error: {exc}") from None
+        raise ApiError("INVALID_VALUE", text if len(text) <= _ECHO_CHARS
+                       else text[:_ECHO_CHARS] + "...", f"Parse error: {exc}") from None
     return node
 
 
-def _expr(tokens, pos):
-    left, pos = _unary(tokens, pos)
+def _expr(tokens, pos, depth):
+    first, pos = _unary(tokens, pos, depth)
+    rest = []      # (is_and, term): evaluated left to right, as left-associative nesting
     while pos < len(tokens) and tokens[pos] in (("word", "and"), ("word", "or")):
-        op = tokens[pos][1]
-        right, pos = _unary(tokens, pos + 1)
-        left = _combine(op, left, right)
-    return left, pos
+        is_and = tokens[pos][1] == "and"
+        term, pos = _unary(tokens, pos + 1, depth)
+        rest.append((is_and, term))
+    if not rest:
+        return first, pos
+
+    def chain(rec, fmt):
+        value = first(rec, fmt)
+        for is_and, term in rest:
+            if value == is_and:      # `x and t` needs t only when x; `x or t` when not x
+                value = term(rec, fmt)
+        return value
+    return chain, pos
 
 
-def _combine(op, left, right):
-    if op == "and":
-        return lambda rec, fmt: left(rec, fmt) and right(rec, fmt)
-    return lambda rec, fmt: left(rec, fmt) or right(rec, fmt)
-
-
-def _unary(tokens, pos):
+def _unary(tokens, pos, depth):
     if pos >= len(tokens):
         raise FilterError("unexpected end of expression")
     tok = tokens[pos]
-    if tok == ("word", "not"):
-        inner, pos = _unary(tokens, pos + 1)
-        return (lambda rec, fmt: not inner(rec, fmt)), pos
+    if tok == ("word", "not") or tok == ("sym", "("):
+        if depth >= MAX_DEPTH:
+            raise FilterError(f"nested deeper than {MAX_DEPTH}")
+        if tok == ("word", "not"):
+            inner, pos = _unary(tokens, pos + 1, depth + 1)
+            return (lambda rec, fmt: not inner(rec, fmt)), pos
+        inner, pos = _expr(tokens, pos + 1, depth + 1)
+        if pos >= len(tokens) or tokens[pos] != ("sym", ")"):
+            raise FilterError("missing )")
+        return inner, pos + 1
     if tok == ("word", "true"):
         return (lambda rec, fmt: True), pos + 1
     if tok == ("word", "false"):
         return (lambda rec, fmt: False), pos + 1
-    if tok == ("sym", "("):
-        inner, pos = _expr(tokens, pos + 1)
-        if pos >= len(tokens) or tokens[pos] != ("sym", ")"):
-            raise FilterError("missing )")
-        return inner, pos + 1
     left, pos = _value(tokens, pos)
     if pos >= len(tokens) or tokens[pos] != ("sym", "="):
         raise FilterError("expected =")

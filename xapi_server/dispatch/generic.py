@@ -6,9 +6,13 @@ name (see `registry.py`); everything else lands here.
 """
 from __future__ import annotations
 
+import asyncio
+
 from ..datamodel import CLASSES, NULL_REF, Ref, Set
 from ..errors import ApiError
 from .filter import compile_expr
+
+SLICE_SECONDS = 0.002   # the longest a filter evaluation holds the event loop at a time
 
 
 def check_ref(ctx, cname: str, ref: str):
@@ -53,14 +57,25 @@ def get_all_records(ctx, m):
     return dict(ctx.store.tables[m.cls])
 
 
-def get_all_records_where(ctx, m, expr):
+async def get_all_records_where(ctx, m, expr):
+    """Evaluated in slices of at most SLICE_SECONDS, giving the event loop back between
+    them: a long expression over many objects must not stall every other caller."""
     predicate = compile_expr(expr)
     fmt = _db_string(CLASSES[m.cls])
-    return {ref: rec for ref, rec in ctx.store.tables[m.cls].items() if predicate(rec, fmt)}
+    table = ctx.store.tables[m.cls]
+    loop = asyncio.get_running_loop()
+    found, slice_end = [], loop.time() + SLICE_SECONDS
+    for i, (ref, rec) in enumerate(list(table.items())):
+        if predicate(rec, fmt):
+            found.append(ref)
+        if i % 16 == 15 and loop.time() > slice_end:
+            await asyncio.sleep(0)
+            slice_end = loop.time() + SLICE_SECONDS
+    return {ref: table[ref] for ref in found if ref in table}   # not those deleted meanwhile
 
 
-def get_all_where(ctx, m, expr):
-    return list(get_all_records_where(ctx, m, expr))
+async def get_all_where(ctx, m, expr):
+    return list(await get_all_records_where(ctx, m, expr))
 
 
 def get_field(ctx, m, ref):

@@ -5,8 +5,12 @@ is closed. Without them a client that trickles a header byte every few seconds
 
 Idle keep-alive connections between requests stay uvicorn's business
 (timeout_keep_alive); the header deadline starts with the first byte of a request
-and, on a new connection, when the TLS handshake is done (the handshake itself has
-asyncio's own 60 s limit).
+and, on a new connection, when the TLS handshake is done (the handshake has its own
+deadline, tls_timeout: see sockets.py).
+
+A request line and headers larger than `max_header_bytes` get HTTP 431. httptools
+buffers a header until it is complete, so the bytes are counted as they arrive, not
+only in its callbacks: a 64 MB header is refused after its first few kilobytes.
 
 A request only writes a number (its deadline); one sweep per event loop, a few times a
 second while connections exist, closes the late ones. Timers per request cost more
@@ -19,35 +23,101 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from .._logging import log
 
 
-def guarded_protocol(header_timeout: float, body_timeout: float) -> type:
-    """The HTTP protocol class for uvicorn.Config(http=...), with these deadlines."""
+_TOO_LARGE = b"request header fields too large\n"
+_431 = (b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain\r\n"
+        b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(_TOO_LARGE), _TOO_LARGE))
+DRAIN_SECONDS = 2.0   # after a 431, what the client still sends is read and dropped this
+                      # long: closing with unread input would reset the 431 away
+
+
+class HeadTooLarge(Exception):
+    pass
+
+
+def guarded_protocol(header_timeout: float, body_timeout: float,
+                     max_header_bytes: int = 32 * 1024) -> type:
+    """The HTTP protocol class for uvicorn, with these deadlines and this header cap."""
     sweep = min(1.0, max(0.05, min(header_timeout, body_timeout) / 4))
     return type("GuardedHttpProtocol", (GuardedHttpProtocol,),
                 {"header_timeout": header_timeout, "body_timeout": body_timeout,
-                 "sweep_interval": sweep})
+                 "sweep_interval": sweep, "max_header_bytes": max_header_bytes})
 
 
 class GuardedHttpProtocol(HttpToolsProtocol):
     header_timeout = 10.0
     body_timeout = 60.0
     sweep_interval = 1.0
+    max_header_bytes = 32 * 1024
     _deadline: float | None = None      # loop time by which `_awaiting` must have arrived
     _awaiting = ""
+    _in_head = True       # between requests or inside a request line / headers
+    _head_bytes = 0       # bytes received since the request head began
+    _head_size = 0        # URL and header bytes the parser handed over for this head
+    _refused = False      # a 431 was sent: input is dropped until the connection closes
 
     def connection_made(self, transport):
         super().connection_made(transport)
         self._arm(self.header_timeout, "request headers")
+        self._start_head()
         state = self.server_state
         if not getattr(state, "xapi_sweeping", False):
             state.xapi_sweeping = True
             self.loop.call_later(self.sweep_interval, self._sweep, self.loop, state,
                                  self.sweep_interval)
 
+    def awaiting_request(self) -> bool:
+        """No request is being answered (sockets.py may drop such a connection)."""
+        return self.cycle is None or self.cycle.response_complete
+
+    def data_received(self, data):
+        if self._refused:
+            return
+        if self._in_head:
+            self._head_bytes += len(data)
+        super().data_received(data)
+        if self._in_head and self._head_bytes > self.max_header_bytes:
+            self._refuse_head()
+
+    def on_url(self, url):
+        self._count_head(len(url))
+        super().on_url(url)
+
+    def on_header(self, name, value):
+        self._count_head(len(name) + len(value) + 4)
+        super().on_header(name, value)
+
+    def _count_head(self, n: int):
+        # For a head that arrived in one piece with what came before it (pipelining).
+        self._head_size += n
+        if self._head_size > self.max_header_bytes:
+            self._refuse_head()
+            raise HeadTooLarge()   # stops the parser; uvicorn's 400 is suppressed below
+
+    def _start_head(self):
+        self._in_head, self._head_bytes, self._head_size = True, 0, 0
+
+    def _refuse_head(self):
+        if self._refused:
+            return
+        self._refused, self._deadline = True, None
+        host = self.client[0] if self.client else "?"
+        log.warning("closing connection from %s: request headers over %d bytes", host,
+                    self.max_header_bytes)
+        if self.awaiting_request():   # else a response is being written: no 431 inside it
+            self.transport.write(_431)
+        self.loop.call_later(DRAIN_SECONDS, self.transport.close)
+
+    def send_400_response(self, msg: str):
+        if not self._refused:
+            super().send_400_response(msg)
+
     def on_headers_complete(self):
+        self._in_head = False
         super().on_headers_complete()
         self._arm(self.body_timeout, "request body")
 
     def on_message_complete(self):
+        self._start_head()
         super().on_message_complete()
         # The next request's headers: counted from now, but only enforced once this
         # request is answered (a VM.start may take minutes); an idle connection is
