@@ -22,14 +22,24 @@ class Settings:
     libvirt_uri: str = "auto"          # auto | qemu:///system | qemu:///embed?... | test:///default
     domain_type: str = "auto"          # auto | kvm | qemu
     max_body_bytes: int = 16 * 1024 * 1024
-    auth_failure_delay: float = 5.0    # seconds a failed login waits, as xapi (doubles per
-                                       # further failure from the same address, up to 8x)
-    login_failures_alert: int = 5      # failures from one address that raise a message
+    # Failed logins wait, per (client address, user name): auth_failure_delay for each of
+    # the first auth_cheap_failures in a row (a typo is cheap), then twice as long per
+    # further failure, up to auth_failure_max_delay. Attempts of one pair take turns.
+    auth_failure_delay: float = 1.0
+    auth_cheap_failures: int = 3
+    auth_failure_max_delay: float = 30.0
+    local_auth_max_threads: int = 8    # password checks at once (xapi's pool setting)
+    login_failures_alert: int = 5      # failures in a row of one pair that raise a message
     session_idle_timeout: float = 86400.0
-    max_sessions_per_user: int = 500   # the oldest session goes when a login exceeds these
+    # Caps on one user's sessions (all of them; those with one originator): a login over
+    # a cap ends that user's oldest session, never another user's.
+    max_sessions_per_user: int = 500
     max_sessions_per_originator: int = 100
     audit_max_bytes: int = 10 * 1024 * 1024
     audit_backups: int = 5
+    audit_group: str = ""              # "": audit files 0600; else 0640 and this group's
+    audit_flood_window: float = 60.0   # failed logins past 20 in this many seconds are
+                                       # summarised (audit.py)
     # Limits (issue 8). Connections beyond max_connections get HTTP 503; a client that has
     # not sent its request line and headers within header_timeout seconds, or its body
     # within body_timeout, is disconnected (slowloris).

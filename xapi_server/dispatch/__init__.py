@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from .._logging import log
+from ..bounds import bounded
 from ..datamodel import METHODS, ROLES, Message, lookup_method, role_allows
 from ..rbac import required
 from ..errors import ApiError
@@ -59,7 +60,9 @@ class Dispatcher:
             raise ApiError("INVALID_VALUE", invalid.reason, invalid.value)
         args = [unmarshal(p.name, p.type, v) for p, v in zip(m.params, params[skip:])]
         args += [p.default for p in m.params[len(args):]]
-        ctx = Context(self.server, m, peer=peer, user_agent=user_agent)
+        # Bounded once here: the rate limiter's Caller records, the audit log and the
+        # server log keep them (bounds.py).
+        ctx = Context(self.server, m, peer=bounded(peer), user_agent=bounded(user_agent))
         if m.session:
             ctx.session = self._check_session(params[0])
         try:
