@@ -40,8 +40,9 @@ def add_local_user(admin, user: str, role: str, password: str) -> str:
 
 class ServerProcess:
     def __init__(self, data_dir: str, port: int | None = None, env: dict | None = None,
-                 libvirt_uri: str = "test:///default"):
+                 libvirt_uri: str = "test:///default", max_fds: int | None = None):
         self.data_dir = data_dir
+        self.max_fds = max_fds   # the server's file descriptor limit (soft and hard)
         self.port = port or free_port()
         self.url = f"https://127.0.0.1:{self.port}"
         self.env = {**os.environ, "XAPI_ROOT_PASSWORD": ROOT_PASSWORD,
@@ -57,7 +58,8 @@ class ServerProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "xapi_server", "--data-dir", self.data_dir,
              "--listen", "127.0.0.1", "--port", str(self.port)],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT)
+            env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            preexec_fn=self._limit_fds if self.max_fds else None)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -66,6 +68,10 @@ class ServerProcess:
                 return self
             time.sleep(0.1)
         raise RuntimeError(f"server did not answer in {timeout}s:\n{self.log()}")
+
+    def _limit_fds(self):
+        import resource
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.max_fds, self.max_fds))
 
     def _answers(self) -> bool:
         try:
