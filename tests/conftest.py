@@ -12,8 +12,10 @@ from serverproc import ServerProcess  # noqa: E402
 def server(tmp_path_factory):
     """One real server (HTTPS on loopback, fresh data dir) shared by the tests."""
     proc = ServerProcess(str(tmp_path_factory.mktemp("xapi-data"))).start()
-    yield proc
-    proc.stop()
+    try:
+        yield proc
+    finally:
+        proc.stop()
 
 
 @pytest.fixture

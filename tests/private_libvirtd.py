@@ -15,6 +15,7 @@ The binary runs under another name (a symlink), so that `pgrep -x libvirtd`
 """
 from __future__ import annotations
 
+import atexit
 import glob
 import os
 import shutil
@@ -33,6 +34,31 @@ namespaces = []
 cgroup_controllers = []
 stdio_handler = "file"
 """
+
+
+def qemu_pid(run_dir: str, domain: str) -> int | None:
+    """The pid of the QEMU running `domain` (libvirt's pid file in `run_dir`, e.g.
+    <root>/run/qemu), checked against its command line: a stale pid file must not make
+    us kill an unrelated process."""
+    try:
+        with open(os.path.join(run_dir, f"{domain}.pid")) as f:
+            pid = int(f.read().strip())
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read()
+    except (OSError, ValueError):
+        return None
+    return pid if b"qemu" in cmdline and f"guest={domain}".encode() in cmdline else None
+
+
+def kill_qemus(run_dir: str):
+    """SIGKILL every QEMU that libvirt recorded in `run_dir`."""
+    for path in glob.glob(os.path.join(run_dir, "*.pid")):
+        pid = qemu_pid(run_dir, os.path.basename(path)[:-len(".pid")])
+        if pid:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 def unavailable() -> str | None:
@@ -63,6 +89,7 @@ class PrivateLibvirtd:
         self.binary = os.path.join(self.root, "xapi-test-libvirtd")
         if not os.path.lexists(self.binary):
             os.symlink(shutil.which("libvirtd"), self.binary)
+        atexit.register(self.stop)   # whatever a failed or interrupted test left running
 
     @property
     def uri(self) -> str:
@@ -102,23 +129,11 @@ class PrivateLibvirtd:
             self.start()
 
     def qemu_pid(self, domain: str) -> int | None:
-        """The pid of the QEMU running `domain`, checked against its command line (a
-        stale pid file must not make us kill an unrelated process)."""
-        try:
-            with open(os.path.join(self.root, "run", "qemu", f"{domain}.pid")) as f:
-                pid = int(f.read().strip())
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmdline = f.read()
-        except (OSError, ValueError):
-            return None
-        return pid if b"qemu" in cmdline and f"guest={domain}".encode() in cmdline else None
+        return qemu_pid(os.path.join(self.root, "run", "qemu"), domain)
 
     def stop(self):
         """Kill every QEMU it started, then the daemon."""
-        for path in glob.glob(os.path.join(self.root, "run", "qemu", "*.pid")):
-            pid = self.qemu_pid(os.path.basename(path)[:-len(".pid")])
-            if pid:
-                os.kill(pid, signal.SIGKILL)
+        kill_qemus(os.path.join(self.root, "run", "qemu"))
         self.kill()
 
     def log(self) -> str:

@@ -1,6 +1,11 @@
-"""Start the real server as a subprocess on a loopback port, for tests and benchmarks."""
+"""Start the real server as a subprocess on a loopback port, for tests and benchmarks.
+
+Each server runs in a session of its own and is killed with everything in it: a child
+it forked that never exec'd (and so ignores SIGTERM) must not outlive the test. An
+atexit hook kills whatever a failed or interrupted test left running."""
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import socket
@@ -8,10 +13,22 @@ import ssl
 import subprocess
 import sys
 import time
+import xmlrpc.client
 
 import XenAPI
 
 ROOT_PASSWORD = "test-root-password"
+# Where tests/guest builds its kernels: world-traversable, as QEMU's user reads them.
+GUEST_CACHE = "/var/tmp/xapi-py-test-guest"
+
+
+_running: set[ServerProcess] = set()   # started and not yet killed
+
+
+@atexit.register
+def _kill_leftovers():
+    for server in list(_running):
+        server.kill()
 
 
 def free_port() -> int:
@@ -48,7 +65,9 @@ class ServerProcess:
         self.env = {**os.environ, "XAPI_ROOT_PASSWORD": ROOT_PASSWORD,
                     "XAPI_AUTH_FAILURE_DELAY": "0.2", "XAPI_AUTH_FAILURE_MAX_DELAY": "1.6",
                     "XAPI_LIBVIRT_URI": libvirt_uri,
-                    "XAPI_LOG_LEVEL": "WARNING", **(env or {})}
+                    "XAPI_LOG_LEVEL": "WARNING",
+                    # The tiny test guest's kernels (tests/guest) may be booted.
+                    "XAPI_BOOT_DIRS": GUEST_CACHE, **(env or {})}
         self.proc: subprocess.Popen | None = None
         self.log_path = os.path.join(data_dir, "server.log")
 
@@ -59,13 +78,24 @@ class ServerProcess:
             [sys.executable, "-m", "xapi_server", "--data-dir", self.data_dir,
              "--listen", "127.0.0.1", "--port", str(self.port)],
             env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,   # see kill()
             preexec_fn=self._limit_fds if self.max_fds else None)
+        log.close()
+        _running.add(self)
+        try:
+            self._wait_answering(timeout)
+        except BaseException:
+            self.kill()
+            raise
+        return self
+
+    def _wait_answering(self, timeout: float):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{self.log()}")
             if self._answers():
-                return self
+                return
             time.sleep(0.1)
         raise RuntimeError(f"server did not answer in {timeout}s:\n{self.log()}")
 
@@ -89,25 +119,33 @@ class ServerProcess:
             return ""
 
     def stop(self):
+        """SIGTERM (a clean shutdown), then kill() whatever is left after 15 s."""
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+                pass
+        self.kill()
 
     def kill(self):
-        """SIGKILL: no shutdown handlers, no flushing."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        """SIGKILL to the server's whole session (it leads its own process group): no
+        shutdown handlers, no flushing, and no child of it left behind. QEMU leaves
+        the session (libvirt daemonizes it): remove_vms_and_kill() stops guests."""
+        if self.proc is None:
+            return
+        _running.discard(self)
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:   # the server and all its children are gone
+            pass
+        self.proc.wait()
 
     def remove_vms_and_kill(self):
         """Stop and destroy every VM (not templates) so no guest outlives the test or
         benchmark, then SIGKILL the server."""
         try:
-            x = self.session().xenapi
+            x = self.session(timeout=60).xenapi   # a hung server must not hang teardown
             for ref, rec in x.VM.get_all_records().items():
                 if not rec["is_a_template"]:
                     if rec["power_state"] != "Halted":
@@ -116,7 +154,24 @@ class ServerProcess:
         finally:
             self.kill()
 
-    def session(self, user: str = "root", password: str = ROOT_PASSWORD) -> XenAPI.Session:
-        s = XenAPI.Session(self.url, ignore_ssl=True)
+    def session(self, user: str = "root", password: str = ROOT_PASSWORD,
+                timeout: float | None = None) -> XenAPI.Session:
+        """An official SDK session; with `timeout`, every call fails after that many
+        seconds without an answer instead of waiting for ever."""
+        transport = _TimeoutTransport(timeout) if timeout else None
+        s = XenAPI.Session(self.url, transport=transport, ignore_ssl=True)
         s.xenapi.login_with_password(user, password, "1.0", "tests")
         return s
+
+
+class _TimeoutTransport(xmlrpc.client.SafeTransport):
+    """The SDK's HTTPS transport (certificate unchecked) with a socket timeout."""
+
+    def __init__(self, timeout: float):
+        super().__init__(context=ssl._create_unverified_context())
+        self.timeout = timeout
+
+    def make_connection(self, host):
+        conn = super().make_connection(host)
+        conn.timeout = self.timeout
+        return conn

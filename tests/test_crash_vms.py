@@ -15,7 +15,7 @@ import time
 import pytest
 import XenAPI
 
-from private_libvirtd import PrivateLibvirtd, unavailable
+from private_libvirtd import PrivateLibvirtd, kill_qemus, qemu_pid, unavailable
 from serverproc import ServerProcess
 from test_vm_guest import GUEST_CACHE, console, make_vm, wait_booted, wait_for
 from xapi_server.store.check import check_data_dir
@@ -41,18 +41,42 @@ def guest():
 @pytest.fixture(scope="module")
 def daemon(guest, tmp_path_factory):
     d = PrivateLibvirtd(str(tmp_path_factory.mktemp("libvirtd"))).start()
-    yield d
-    d.stop()
+    try:
+        yield d
+    finally:
+        d.stop()
 
 
 @pytest.fixture
 def real(daemon, tmp_path):
     proc = ServerProcess(str(tmp_path / "data"), libvirt_uri=daemon.uri).start()
-    yield proc
-    daemon.ensure_running()
-    if proc.proc.poll() is not None:
-        proc.start()
-    proc.remove_vms_and_kill()
+    try:
+        yield proc
+        daemon.ensure_running()
+        if proc.proc.poll() is not None:
+            proc.start()
+        proc.remove_vms_and_kill()
+    finally:
+        proc.kill()
+
+
+EMBED_ROOT = "/var/tmp/xapi-py-test-embed-crash"   # reused: libvirt caches its QEMU probe
+EMBED_QEMU_RUN = os.path.join(EMBED_ROOT, "run", "qemu")
+CALL_TIMEOUT = 30   # seconds: a hung call fails the test instead of hanging the run
+
+
+@pytest.fixture(scope="module")
+def embedded(guest, tmp_path_factory):
+    """A server on libvirt's embedded QEMU driver: libvirt runs in the server process,
+    in threads of its own, and forks QEMU and helpers from them."""
+    proc = ServerProcess(str(tmp_path_factory.mktemp("embed")),
+                         libvirt_uri=f"qemu:///embed?root={EMBED_ROOT}").start()
+    try:
+        yield proc
+        proc.remove_vms_and_kill()
+    finally:
+        proc.kill()
+        kill_qemus(EMBED_QEMU_RUN)   # guests of a server that hung or died
 
 
 def domain(x, vm) -> str:
@@ -232,29 +256,79 @@ def operations_on_disk(data_dir, vm) -> dict:
     return json.loads(text)
 
 
-def test_embedded_driver_qemu_killed(guest, tmp_path):
+def test_embedded_driver_qemu_killed(embedded, guest):
     """qemu:///embed has no daemon to lose; its analogue is the QEMU process dying."""
-    root = "/var/tmp/xapi-py-test-embed-crash"   # reused: libvirt caches its QEMU probe
-    proc = ServerProcess(str(tmp_path / "embed"),
-                         libvirt_uri=f"qemu:///embed?root={root}").start()
+    x = embedded.session(timeout=CALL_TIMEOUT).xenapi
+    vm = make_vm(x, guest, "embedded")
+    x.VM.start(vm, False, False)
+    name = domain(x, vm)
+    pid = qemu_pid(EMBED_QEMU_RUN, name)
+    assert pid
+    os.kill(pid, signal.SIGKILL)
+    took = wait_state(x, vm, "Halted", 5)
+    print(f"Halted {took:.2f} s after the embedded driver's QEMU was killed")
+    assert "VM_CRASHED" in messages(x, vm)
+    assert unexeced_children(embedded) == []
+    x.VM.destroy(vm)
+
+
+def test_embedded_driver_forks_while_server_spawns(embedded, guest):
+    """libvirt forks from its own threads inside the server (QEMU's start, the clean-up
+    after a stop) while the server runs `ip` for API calls: no child may hang. When the
+    event loop spawned with uvloop, a fork by libvirt during a spawn ran uvloop's atfork
+    handler, which waits for the GIL in the child for ever: libvirt never finished the
+    start or stop (and the loop itself could block on the stuck child's pipe)."""
+    x = embedded.session(timeout=CALL_TIMEOUT).xenapi
+    vm = make_vm(x, guest, "forking")
+    stop, spawned, errors = threading.Event(), [], []
+
+    def run_ip(n):
+        c = embedded.session(timeout=CALL_TIMEOUT).xenapi
+        net = c.network.create({"name_label": f"spawner {n}", "name_description": "",
+                                "MTU": "1500", "other_config": {}, "bridge": f"xtspawn{n}"})
+        try:
+            while not stop.is_set():
+                c.network.set_MTU(net, "1500")   # reads the bridge's link: runs `ip`
+                spawned.append(n)
+        except Exception as exc:   # reported below: a thread's exception is lost
+            errors.append(exc)
+        finally:
+            c.network.destroy(net)
+    threads = [threading.Thread(target=run_ip, args=(n,), daemon=True) for n in range(3)]
+    for t in threads:
+        t.start()
     try:
-        x = proc.session().xenapi
-        vm = make_vm(x, guest, "embedded")
-        x.VM.start(vm, False, False)
-        name = domain(x, vm)
-        pid = _embedded_qemu_pid(root, name)
-        os.kill(pid, signal.SIGKILL)
-        took = wait_state(x, vm, "Halted", 5)
-        print(f"Halted {took:.2f} s after the embedded driver's QEMU was killed")
-        assert "VM_CRASHED" in messages(x, vm)
-        x.VM.destroy(vm)
+        wait_for(lambda: spawned, 10, "the first `ip` run")
+        for _ in range(4):   # each start and stop forks in libvirt's threads
+            x.VM.start(vm, True, False)
+            x.VM.hard_shutdown(vm)
     finally:
-        proc.kill()
+        stop.set()
+        for t in threads:
+            t.join(CALL_TIMEOUT)
+    assert errors == []
+    print(f"{len(spawned)} API calls that ran `ip` during 4 VM starts and stops")
+    assert unexeced_children(embedded) == []
+    x.VM.destroy(vm)
 
 
-def _embedded_qemu_pid(root, name) -> int:
-    with open(os.path.join(root, "run", "qemu", f"{name}.pid")) as f:
-        pid = int(f.read().strip())
-    with open(f"/proc/{pid}/cmdline", "rb") as f:
-        assert f"guest={name}".encode() in f.read()
-    return pid
+def unexeced_children(server) -> list[int]:
+    """Children of the server that still run its own program a second later: forked,
+    never exec'd (a child between fork and exec is caught only for an instant)."""
+    first = _children_running_python(server.proc.pid)
+    time.sleep(1)
+    return sorted(first & _children_running_python(server.proc.pid))
+
+
+def _children_running_python(pid) -> set[int]:
+    exe = os.readlink(f"/proc/{pid}/exe")
+    found = set()
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            if ppid == pid and os.readlink(f"/proc/{entry}/exe") == exe:
+                found.add(int(entry))
+        except (OSError, ValueError, IndexError):
+            continue   # not a process, or gone meanwhile
+    return found

@@ -51,7 +51,9 @@ def main(argv=None):
                         # X-Forwarded-For is not believed: the rate limiter and the audit
                         # log record the address the connection really comes from.
                         proxy_headers=False,
-                        loop="auto", http=http)
+                        # uvloop, but children are spawned without its fork handler
+                        # (eventloop.py: libvirt's embedded driver forks in threads)
+                        loop="xapi_server.eventloop:new_event_loop", http=http)
     uv.load()
     print(f"xapi-server: serving https://{settings.listen}:{settings.port}", file=sys.stderr,
           flush=True)
