@@ -9,6 +9,7 @@ PACKAGES=(
   libvirt-dev libvirt-daemon-system libvirt-clients   # libvirt-python builds against libvirt-dev
   qemu-system-x86 qemu-utils ipxe-qemu seabios         # hypervisor (TCG or KVM), NIC ROMs, qemu-img
   lvm2                                                 # LVM storage driver
+  acl                                                  # setfacl: QEMU's user may search folders above disks
   libpam0g libpam-modules                              # PAM logins (python-pam, pam_unix)
   iproute2 bridge-utils                                # bridges, VLANs, taps
   busybox-static linux-image-cloud-amd64 cpio genisoimage  # the tiny test guest, test ISOs

@@ -30,7 +30,8 @@ def guest_server(tmp_path_factory):
         pytest.skip(f"test guest cannot be built: {exc}")
     data = str(tmp_path_factory.mktemp("xapi-net-guests"))
     from xapi_server.backends.hypervisor.libvirt_conn import embedded_uri
-    proc = ServerProcess(data, libvirt_uri=embedded_uri(data)).start()
+    proc = ServerProcess(data, libvirt_uri=embedded_uri(data),
+                         env={"XAPI_BOOT_DIRS": os.path.dirname(guest["kernel"])}).start()
     yield proc, guest
     proc.stop()
 

@@ -15,11 +15,9 @@ import XenAPI
 HERE = os.path.dirname(__file__)
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(HERE, "guest"))
-from serverproc import ServerProcess  # noqa: E402
+from serverproc import GUEST_CACHE, ServerProcess  # noqa: E402,F401 (GUEST_CACHE: shared)
 
 URI = "qemu:///system"
-# World-traversable: QEMU runs as libvirt-qemu and must reach kernel and initrd.
-GUEST_CACHE = "/var/tmp/xapi-py-test-guest"
 MIB = 1 << 20
 
 

@@ -61,6 +61,13 @@ class Settings:
     max_messages_per_object: int = 1000
     http_redirect_port: int = 0        # 0: off; else a plain-HTTP port that only redirects
     pam_service: str = ""              # e.g. "login": system accounts may log in via PAM
+    # Direct-boot kernels and ramdisks (VM.PV_kernel/PV_ramdisk) must resolve into
+    # <data_dir>/boot, xapi's /var/lib/xcp/guest, or one of these ":"-separated folders.
+    boot_dirs: str = ""
+    # A folder above a disk, ISO or kernel that the hypervisor's QEMU user cannot search:
+    # "acl" gives that user alone search (x) permission by an ACL entry, as virt-install
+    # does; "refuse" fails SR.create / VM.start with the folder named.
+    qemu_search_fix: str = "acl"
     log_level: str = "INFO"
 
     @property

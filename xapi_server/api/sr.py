@@ -5,8 +5,10 @@ The driver acts first; the store records what the device really holds afterwards
 """
 from __future__ import annotations
 
+import os
 import uuid as uuidlib
 
+from ..backends.hypervisor import qemu_access
 from ..backends.storage import DRIVERS, service
 from ..backends.storage.service import errors, lock
 from ..dispatch.registry import implements
@@ -15,6 +17,20 @@ from ..errors import ApiError
 
 def _content_type(cls, given: str) -> str:
     return given or cls.content_type
+
+
+async def _reachable_by_qemu(server, folder):
+    """A folder of images QEMU's user cannot reach is said now, not at the first
+    VM.start (or made reachable: see qemu_access). Not checked before the hypervisor
+    is connected (the first start's local SR): VM.start checks every disk anyway."""
+    hv = getattr(getattr(server, "vms", None), "hv", None)
+    if folder is None or hv is None:
+        return
+    problem = await qemu_access.unreachable(server.settings, hv,
+                                            [os.path.join(folder, "any-image")])
+    if problem is not None:
+        raise ApiError("SR_BACKEND_FAILURE", "EACCES", "",
+                       qemu_access.explain(*problem, f"the images in {folder}"))
 
 
 @implements("SR.get_supported_types")
@@ -38,6 +54,7 @@ async def create(ctx, host, device_config, physical_size, name_label, name_descr
         with errors():
             await drv.attach()
             stats = await drv.stats()
+        await _reachable_by_qemu(ctx.server, getattr(drv, "root", None))
         sr = store.create("SR", {
             "uuid": sr_uuid, "name_label": name_label, "name_description": name_description,
             "type": sr_type, "content_type": _content_type(cls, content_type),

@@ -55,6 +55,8 @@ def create(ctx, args):
         rec = store.record("VDI", vdi)
         if fields.get("mode") == "RW" and rec["read_only"]:
             raise ApiError("VDI_READONLY", vdi)
+        if cd:
+            _assert_cd_media(store, vdi)
     fields["userdevice"] = _userdevice(store, vm, fields.get("userdevice", ""), cd)
     fields.update(currently_attached=False, device="")
     return store.create("VBD", fields)
@@ -99,6 +101,21 @@ def assert_attachable(ctx, self):
     attach.check_writers(store, self)
 
 
+def _assert_cd_media(store, vdi):
+    """What may go into a CD drive: media that can be shared read-only. ISO library
+    images always; another disk only while nobody writes to it (xapi allows ISOs
+    only). The guest's drive is read-only, but a disk some running VM writes to
+    would be read half-written by one and, once both hold it, block the other's
+    next start: VDI_IN_USE, as any second attach of a written disk."""
+    rec = store.record("VDI", vdi)
+    if not rec["managed"]:
+        raise ApiError("VDI_NOT_MANAGED", vdi)
+    if store.get("SR", rec["SR"], "content_type") == "iso" or rec["read_only"]:
+        return
+    if any(store.get("VBD", v, "mode") == "RW" for v in service.attached_vbds(store, vdi)):
+        raise ApiError("VDI_IN_USE", vdi, "insert")
+
+
 def _removable(store, vbd):
     if store.get("VBD", vbd, "type") != "CD":
         raise ApiError("VBD_NOT_REMOVABLE_MEDIA", vbd)
@@ -120,10 +137,12 @@ async def _media_changed(ctx, vbd, old_vdi, undo):
 async def insert(ctx, vbd, vdi):
     store = ctx.store
     rec = store.record("VBD", vbd)
+    if _power(store, rec["VM"]) == "Suspended":   # as xapi: its devices are in the image
+        raise ApiError("VM_BAD_POWER_STATE", rec["VM"], "halted, running", "suspended")
     _removable(store, vbd)
     if not rec["empty"]:
         raise ApiError("VBD_NOT_EMPTY", vbd)
-    store.record("VDI", vdi)
+    _assert_cd_media(store, vdi)
     store.update("VBD", vbd, VDI=vdi, empty=False)
     await _media_changed(ctx, vbd, NULL, {"VDI": NULL, "empty": True})
 

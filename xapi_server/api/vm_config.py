@@ -10,6 +10,7 @@ from ..datamodel import NULL_REF
 from ..dispatch.generic import check_ref, constructor_fields
 from ..dispatch.registry import implements
 from ..errors import ApiError
+from . import boot_files
 from .vm_checks import assert_operation_valid, update_allowed_operations, vm_operation
 from .vm_memory import assert_memory_valid, memory_overhead, VCPU_CONSTRAINT
 from .vm_sync import ensure_metrics
@@ -39,7 +40,17 @@ def create(ctx, args):
     vmax, vstart = fields.get("VCPUs_max", 0), fields.get("VCPUs_at_startup", 0)
     if vstart < 1 or vstart > vmax:
         raise ApiError("INVALID_VALUE", VCPU_CONSTRAINT, vstart)
+    boot_files.resolve_record(ctx.server.settings, fields, must_exist=False)
     return new_vm(ctx.store, fields)
+
+
+@implements("VM.set_PV_kernel", "VM.set_PV_ramdisk")
+def set_boot_file(ctx, self, value):
+    """Only files in the allowed boot folders (checked again at start: see boot_files)."""
+    field = ctx.message.field
+    ctx.store.record("VM", self)
+    boot_files.resolve(ctx.server.settings, field, value, must_exist=False)
+    ctx.store.update("VM", self, **{field: value})
 
 
 @implements("VM.destroy")

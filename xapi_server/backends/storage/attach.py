@@ -180,9 +180,12 @@ async def watch_power_states(server) -> None:
 
 async def _hv(server, op: str, vm_uuid: str, xml: str) -> None:
     """attach/detach/update a device of a running domain."""
-    from ..hypervisor import HypervisorError
+    from ..hypervisor import HypervisorError, qemu_access
+    hv = _hypervisor(server)
+    if op != "detach":
+        await qemu_access.ensure_reachable(server, hv, xml)
     try:
-        await getattr(_hypervisor(server), f"{op}_device")(vm_uuid, xml)
+        await getattr(hv, f"{op}_device")(vm_uuid, xml)
     except HypervisorError as exc:
         raise ApiError("INTERNAL_ERROR", f"{op} failed: {exc}") from None
 
@@ -248,6 +251,7 @@ async def change_media(server, vbd: str, old_vdi: str) -> None:
     rec = store.record("VBD", vbd)
     new = rec["VDI"] if not rec["empty"] else NULL
     if new != NULL:
+        check_writers(store, vbd)     # as at start and hotplug: no disk someone writes
         await service.activate(server, new)
     try:
         await _hv(server, "update", store.get("VM", rec["VM"], "uuid"), disk_xml_for(store, vbd))

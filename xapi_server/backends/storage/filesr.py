@@ -45,7 +45,9 @@ class FileDriver(Driver):
     async def create(self, physical_size):
         def make():
             made = not os.path.exists(self.root)
-            os.makedirs(self.root, mode=0o700, exist_ok=True)
+            # Searchable, not listable: QEMU (libvirt-qemu under qemu:///system) opens
+            # the images by name; the images themselves are 0600 (qcow.create).
+            os.makedirs(self.root, mode=0o711, exist_ok=True)
             owner = self._marker()
             if owner and owner != self.sr_uuid:
                 raise DeviceInUse(f"{self.root} already holds SR {owner}")
@@ -171,10 +173,10 @@ class FileDriver(Driver):
     clone_volume = snapshot_volume
 
     async def activate(self, location):
-        path = self.path(location)
-        if not await asyncio.to_thread(os.path.isfile, path):
-            raise Missing(location)
-        return path
+        # The whole chain is checked again right before qemu opens it: the file may
+        # have been replaced since the scan (a data file, a chain leaving the SR).
+        await self.volume(location)
+        return self.path(location)
 
     async def deactivate(self, location):
         pass
