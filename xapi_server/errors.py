@@ -2,7 +2,14 @@
 
 `ApiError("HANDLE_INVALID", "VM", ref)` reaches the client as
 `["HANDLE_INVALID", "VM", "OpaqueRef:..."]`: the code then its parameters, all strings.
+Parameters often echo what the client sent (a ref, a name, a session): each is cut to
+ERROR_PARAM_MAX characters, so a 16 MiB "session ref" is not sent back whole.
 """
+import reprlib
+
+from .bounds import bounded
+
+ERROR_PARAM_MAX = 4096
 
 
 class ApiError(Exception):
@@ -22,7 +29,9 @@ class ApiError(Exception):
 def _text(value) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    return str(value)
+    if isinstance(value, (list, tuple, dict, set)):
+        return reprlib.repr(value)   # str() of a huge container costs and says no more
+    return bounded(value, ERROR_PARAM_MAX)
 
 
 def handle_invalid(cls: str, ref: str) -> ApiError:

@@ -14,6 +14,8 @@ with INTERNAL_ERROR in the caller's own protocol, never a bare 500 or a tracebac
 """
 from __future__ import annotations
 
+import asyncio
+
 import html
 from dataclasses import dataclass
 from typing import Callable
@@ -126,9 +128,18 @@ class Route:
     fault: Callable = _plain_fault   # (scope, description) -> (content type, body)
 
 
+# Bodies above this size are decoded on a worker thread, one at a time: a 16 MiB
+# XML-RPC body takes seconds to parse (expat building a tree), which on the event loop
+# would stall every other client; on the thread the loop keeps its turns (a
+# 16 MiB body delays others by about a tenth of a second), and queueing the big ones
+# keeps many of them from crowding the loop out of the interpreter lock.
+BIG_BODY = 256 * 1024
+
+
 class XapiApp:
     def __init__(self, server, extra_routes=()):
         self.server = server
+        self._big_decode = asyncio.Semaphore(1)
         self.routes = (*extra_routes,
                        Route("POST", ("/cli",), XapiApp.cli, _cli_fault),
                        Route("POST", ("/jsonrpc", "/json"), XapiApp.jsonrpc, _jsonrpc_fault),
@@ -170,10 +181,16 @@ class XapiApp:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
+    async def _decode(self, decode, body: bytes):
+        if len(body) <= BIG_BODY:
+            return decode(body)
+        async with self._big_decode:
+            return await asyncio.to_thread(decode, body)
+
     async def xmlrpc(self, scope, receive, send):
         body = await read_body(scope, receive, self.server.settings.max_body_bytes)
         try:
-            call = xmlrpc.decode_call(body)
+            call = await self._decode(xmlrpc.decode_call, body)
         except MalformedRequest as exc:
             return await _respond(send, 500, _error_page(str(exc)), b"text/html")
         except UnsupportedEncoding as exc:
@@ -196,7 +213,7 @@ class XapiApp:
     async def jsonrpc(self, scope, receive, send):
         body = await read_body(scope, receive, self.server.settings.max_body_bytes)
         try:
-            call = jsonrpc.decode_call(body)
+            call = await self._decode(jsonrpc.decode_call, body)
         except MalformedRequest as exc:
             return await _respond(send, 500, _error_page(str(exc)), b"text/html")
         scope[_JSON_CALL] = call
