@@ -1,6 +1,11 @@
-"""The server's logger. Passwords and session secrets are never passed to it."""
+"""The server's log: one logger tree, `xapi_server`, with a logger per module
+(`log = logging.getLogger(__name__)`), so a line names the module that wrote it and a
+level can be set for one part of the server. Passwords and session secrets are never
+passed to it. The audit log is no part of it (audit.py: its own file, not propagated).
+"""
 import logging
 
+# The tree's root, for modules not yet given their own logger (http/app.py).
 log = logging.getLogger("xapi_server")
 
 

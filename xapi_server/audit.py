@@ -26,8 +26,9 @@ import time
 from collections import Counter
 from datetime import datetime, timezone
 
-from ._logging import log
 from .bounds import USER_NAME_MAX, bounded
+
+log = logging.getLogger(__name__)
 
 MAX_LINE = 4096              # bytes of one audit line, at most
 MAX_REFS = 32                # object refs listed in one line; the rest are counted

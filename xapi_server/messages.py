@@ -9,11 +9,13 @@ out only that object's older messages until the total cap is reached.
 """
 from __future__ import annotations
 
+import logging
 import weakref
 from collections import deque
 from datetime import datetime, timezone
 
-from ._logging import log
+log = logging.getLogger(__name__)
+
 
 # xapi's priorities: 1 (most urgent) .. 5 (informational).
 PRIORITY_CRITICAL, PRIORITY_WARNING, PRIORITY_INFO = 1, 3, 5

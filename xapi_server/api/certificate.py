@@ -7,17 +7,19 @@ certificate is served to new connections as soon as the call returns, no restart
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from datetime import datetime, timezone
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from .. import certificates
-from .._logging import log
 from ..datamodel._types import format_datetime
 from ..dispatch.registry import implements
 from ..http.tls import make_self_signed
 from ..messages import raise_message
+
+log = logging.getLogger(__name__)
 
 EXPIRY_CHECK_INTERVAL = 24 * 3600.0
 EXPIRING, EXPIRED = "HOST_SERVER_CERTIFICATE_EXPIRING", "HOST_SERVER_CERTIFICATE_EXPIRED"
@@ -115,14 +117,15 @@ def check_expiry(server, now: datetime | None = None):
 
 async def startup(server):
     """At every start: the record follows the files (replaced by hand, or by a restart
-    finishing an interrupted install); then the expiry check, and once a day after."""
+    finishing an interrupted install); then the expiry check. Server.startup then runs
+    `daily` as its `certificate_checker` task (cancelled at shutdown)."""
     server.tls.ensure()
     sync_record(server)
     check_expiry(server)
-    server.certificate_checker = asyncio.get_running_loop().create_task(_daily(server))
 
 
-async def _daily(server):
+async def daily(server):
+    """The expiry check once a day, for as long as the server runs."""
     while True:
         await asyncio.sleep(EXPIRY_CHECK_INTERVAL)
         try:
@@ -131,8 +134,3 @@ async def _daily(server):
         except Exception:   # a failed check must not end the daily loop
             log.exception("server certificate expiry check failed")
 
-
-async def shutdown(server):
-    task = getattr(server, "certificate_checker", None)
-    if task is not None:
-        task.cancel()

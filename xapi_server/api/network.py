@@ -8,11 +8,15 @@ the host's NICs, the first refresh and the refresh poller (backends/network/runt
 """
 from __future__ import annotations
 
+import logging
+
 from ..backends.network import NetworkError, check_name
 from ..backends.network.runtime import MTU_RANGE, NetRuntime
 from ..dispatch.generic import constructor_fields
 from ..dispatch.registry import implements
 from ..errors import ApiError
+
+log = logging.getLogger(__name__)
 
 INTERNAL_KEY = "is_host_internal_management_network"
 INTERNAL = {
@@ -127,8 +131,7 @@ async def startup(server):
     try:
         await pif.scan_host(server)
     except Exception as exc:   # the API stays up without host networking
-        import logging
-        logging.getLogger("xapi.network").warning("PIF scan failed: %s", exc)
+        log.warning("PIF scan failed: %s", exc)
     await server.net.start()
 
 

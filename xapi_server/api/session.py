@@ -5,15 +5,17 @@ out the pair's delay (login_throttle.py). The user name and the originator are b
 here, where they enter, before anything logs or stores them (bounds.py)."""
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timezone
 
-from .._logging import log
 from ..auth import SUPERUSER
 from ..bounds import USER_NAME_MAX, bounded, readable
 from ..dispatch.registry import implements
 from ..errors import ApiError
 from ..messages import PRIORITY_WARNING, raise_message
 from .. import system_accounts
+
+log = logging.getLogger(__name__)
 
 
 async def _reject(ctx, attempt, uname, error="SESSION_AUTHENTICATION_FAILED",

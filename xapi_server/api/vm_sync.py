@@ -27,7 +27,7 @@ from ..datamodel import NULL_REF
 from ..messages import PRIORITY_INFO, PRIORITY_WARNING, raise_message
 from .vm_checks import update_allowed_operations
 
-log = logging.getLogger("xapi.vm")
+log = logging.getLogger(__name__)
 
 POLL_INTERVAL = 5.0          # seconds between full re-reads (events do the fast path)
 # xapi's message names for the state a VM reached.

@@ -16,14 +16,16 @@ of its own, under the HTTP layer's deadlines.
 from __future__ import annotations
 
 import asyncio
+import logging
 import struct
 
 from xe_cli import proto
 
-from .._logging import log
 from .context import Output
 from .engine import execute, split_body
 from .errors import CliExit
+
+log = logging.getLogger(__name__)
 
 MAX_BODY = 200 * 1024           # as xapi's limit on a CLI request
 MAX_UPLOAD = 32 * 1024 * 1024   # Load: the most a client may send us

@@ -8,10 +8,10 @@ the traceback goes to the log, never to the client.
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from .._logging import log
 from ..bounds import bounded
 from ..datamodel import METHODS, ROLES, Message, lookup_method, role_allows
 from ..rbac import required
@@ -20,6 +20,8 @@ from ..wire import InvalidValue
 from .generic import GENERIC
 from .registry import IMPLEMENTATIONS
 from .unmarshal import unmarshal
+
+log = logging.getLogger(__name__)
 
 SESSION_TOUCH_INTERVAL = 60.0  # seconds between last_active updates of one session
 

@@ -18,10 +18,11 @@ than the rest of this layer put together.
 """
 from __future__ import annotations
 
+import logging
+
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from .._logging import log
-
+log = logging.getLogger(__name__)
 
 _TOO_LARGE = b"request header fields too large\n"
 _431 = (b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain\r\n"

@@ -18,9 +18,11 @@ max_connections, so a request over that limit still gets uvicorn's HTTP 503.
 from __future__ import annotations
 
 import asyncio.sslproto
+import logging
 import resource
 
-from .._logging import log
+log = logging.getLogger(__name__)
+
 
 RESERVED_FDS = 256   # the database, libvirt, logs, subprocess pipes, qemu-img, ...
 

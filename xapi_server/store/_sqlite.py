@@ -13,15 +13,17 @@ fsync. `synchronous=FULL` makes a commit durable before its callers are answered
 from __future__ import annotations
 
 import json
+import logging
 import os
 import queue
 import sqlite3
 import threading
 from datetime import datetime
 
-from .._logging import log
 from ..datamodel import CLASSES, Map, Prim, Set
 from ..datamodel._types import format_datetime, parse_datetime
+
+log = logging.getLogger(__name__)
 
 
 _STOP, _RESUME = object(), object()   # writer queue markers

@@ -24,7 +24,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import libvirt
 
-log = logging.getLogger("xapi.libvirt")
+log = logging.getLogger(__name__)
 
 SYSTEM_URI = "qemu:///system"
 TEST_URI = "test:///default"

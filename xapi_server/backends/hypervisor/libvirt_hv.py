@@ -15,7 +15,7 @@ from . import HALTED, DomainState, HypervisorError
 from .domxml import METADATA_NS
 from .libvirt_conn import Connection, Unreachable, kvm_usable
 
-log = logging.getLogger("xapi.libvirt")
+log = logging.getLogger(__name__)
 
 _RUNNING = {libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_BLOCKED,
             libvirt.VIR_DOMAIN_NOSTATE, libvirt.VIR_DOMAIN_SHUTDOWN}

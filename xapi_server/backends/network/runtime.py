@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 
 from . import Link, NetworkError, check_name, open_backend
 
-log = logging.getLogger("xapi.network")
+log = logging.getLogger(__name__)
 
 POLL_INTERVAL = 3.0
 OWNED_KEY = "network.owned_bridges"
