@@ -4,6 +4,10 @@
 `["HANDLE_INVALID", "VM", "OpaqueRef:..."]`: the code then its parameters, all strings.
 Parameters often echo what the client sent (a ref, a name, a session): each is cut to
 ERROR_PARAM_MAX characters, so a 16 MiB "session ref" is not sent back whole.
+
+Every code is declared, with its parameters, in the error registry
+(datamodel/errors.py). That is not checked here, on every error, but by
+tests/test_error_registry.py, which reads each `ApiError("CODE", ...)` in the source.
 """
 import reprlib
 

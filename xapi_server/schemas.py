@@ -1,5 +1,5 @@
 """Generate `schemas/` from the datamodel: a JSON Schema per class (the record as
-JSON-RPC carries it) and one OpenRPC document listing every method.
+JSON-RPC carries it) and one OpenRPC document listing every method and every error code.
 
     python -m xapi_server.schemas            # rewrite schemas/
     python -m xapi_server.schemas --check    # exit 1 if schemas/ is stale
@@ -13,6 +13,7 @@ import sys
 
 from . import __version__
 from .datamodel import CLASSES, METHODS, Enum, Map, Prim, Record, Ref, Set
+from .datamodel.errors import ERRORS
 
 SCHEMA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "schemas")
 _DATETIME = {"type": "string", "pattern": r"^\d{8}T\d{2}:\d{2}:\d{2}(Z|[+-]\d{2}:\d{2})?$"}
@@ -73,7 +74,21 @@ def openrpc() -> dict:
     return {"openrpc": "1.3.2",
             "info": {"title": "xapi-py XenAPI", "version": __version__},
             "methods": methods,
-            "components": {"schemas": {c: {"$ref": f"{c}.json"} for c in sorted(CLASSES)}}}
+            "components": {"schemas": {c: {"$ref": f"{c}.json"} for c in sorted(CLASSES)},
+                           "x-xenapi-errors": error_registry()}}
+
+
+def error_registry() -> dict:
+    """Every error code with its parameters. An extension: OpenRPC's own error objects
+    carry integer codes, and XenAPI's are strings (JSON-RPC 2.0 always says 1)."""
+    out = {}
+    for code in sorted(ERRORS):
+        err = ERRORS[code]
+        entry = {"description": err.doc, "params": list(err.params), "x-xenapi-origin": err.origin}
+        if err.sent:
+            entry["x-xenapi-sent"] = list(err.sent)
+        out[code] = entry
+    return out
 
 
 def render() -> dict[str, str]:

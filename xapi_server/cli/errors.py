@@ -4,9 +4,12 @@ Every failure ends with exit status 1. Usage problems add "For usage run: 'xe he
 An ApiError whose code we can describe prints the description, then one
 `name: value` line per parameter; other codes go out as a protocol Error, which the
 client prints as "Error code: ..." / "Error parameters: ...". Add descriptions for the
-errors your commands raise to ERROR_TEXT (own words; parameter names as xapi's).
+errors your commands raise to ERROR_TEXT (own words); the parameter names are the
+error registry's (datamodel/errors.py).
 """
 from __future__ import annotations
+
+from ..datamodel.errors import ERRORS
 
 USAGE_HINT = "For usage run: 'xe help'"
 
@@ -45,58 +48,64 @@ class AuthFailure(UsageFailure):
     pass
 
 
-# code -> (description, parameter names)
-ERROR_TEXT: dict[str, tuple[str, tuple]] = {
-    "UUID_INVALID": ("The uuid you supplied was invalid.", ("type", "uuid")),
+# code -> what xe prints for it (own words). The parameter names come from the error
+# registry (datamodel/errors.py): a code is registered before it gets a text here.
+ERROR_TEXT: dict[str, str] = {
+    "UUID_INVALID": "The uuid you supplied was invalid.",
     "HANDLE_INVALID": ("You gave an invalid object reference. The object may have recently "
-                       "been deleted.", ("class", "handle")),
+                       "been deleted."),
     "INTERNAL_ERROR": ("The server failed to handle your request, due to an internal error. "
-                       "The given message may give details useful for debugging the problem.",
-                       ("message",)),
-    "PERMISSION_DENIED": ("Caller not allowed to perform this operation.", ("message",)),
+                       "The given message may give details useful for debugging the problem."),
+    "PERMISSION_DENIED": "Caller not allowed to perform this operation.",
     "RBAC_PERMISSION_DENIED": ("You do not have the required permissions to perform this "
-                               "operation.", ("permission", "message")),
-    "OPERATION_NOT_ALLOWED": ("You attempted an operation that was not allowed.",
-                              ("reason",)),
-    "INVALID_VALUE": ("The value given is invalid.", ("field", "value")),
-    "FIELD_TYPE_ERROR": ("The type of a field is wrong or a required field is missing.",
-                         ("field",)),
+                               "operation."),
+    "OPERATION_NOT_ALLOWED": "You attempted an operation that was not allowed.",
+    "INVALID_VALUE": "The value given is invalid.",
+    "FIELD_TYPE_ERROR": "The type of a field is wrong or a required field is missing.",
     "MAP_DUPLICATE_KEY": ("You tried to add a key-value pair to a map, but that key is "
-                          "already there.", ("type", "param_name", "uuid", "key")),
-    "VM_BAD_POWER_STATE": ("The VM is not in a power state that allows this operation.",
-                           ("vm", "expected", "actual")),
+                          "already there."),
+    "VM_BAD_POWER_STATE": "The VM is not in a power state that allows this operation.",
     "SR_HAS_PBD": ("The SR is still connected to a host via a PBD. It cannot be destroyed "
-                   "or forgotten.", ("sr",)),
+                   "or forgotten."),
     "VDI_IN_USE": ("This operation cannot be performed because this VDI is in use by some "
-                   "other operation.", ("vdi", "operation")),
-    "OTHER_OPERATION_IN_PROGRESS": ("Another operation involving the object is currently in "
-                                    "progress.", ("class", "object", "operation_type",
-                                                  "operation_ref")),
+                   "other operation."),
+    "OTHER_OPERATION_IN_PROGRESS": "Another operation involving the object is currently in "
+                                   "progress.",
     "HOST_IS_SLAVE": ("You cannot make regular API calls directly on a pool member. Please "
-                      "pass API calls via the coordinator host.", ("Master IP address",)),
-    "NOT_IMPLEMENTED": ("The function is not implemented.", ("function",)),
-    "ENUM_VALUE_INVALID": ("The value is not one of the values the field allows.",
-                           ("enum", "value")),
-    "SERVER_CERTIFICATE_KEY_INVALID": ("The private key is not an unencrypted PEM key "
-                                       "(PKCS#8).", ()),
-    "SERVER_CERTIFICATE_KEY_ALGORITHM_NOT_SUPPORTED": ("The private key's algorithm is not "
-                                                       "supported.", ("algorithm",)),
-    "SERVER_CERTIFICATE_KEY_RSA_LENGTH_NOT_SUPPORTED": ("The RSA key must have 2048 to 4096 "
-                                                        "bits.", ("length",)),
-    "SERVER_CERTIFICATE_KEY_RSA_MULTI_NOT_SUPPORTED": ("The RSA key has more than two "
-                                                       "primes.", ()),
-    "SERVER_CERTIFICATE_INVALID": ("The certificate is not one PEM-encoded X.509 "
-                                   "certificate.", ()),
-    "SERVER_CERTIFICATE_KEY_MISMATCH": ("The private key does not belong to the "
-                                        "certificate.", ()),
-    "SERVER_CERTIFICATE_NOT_VALID_YET": ("The certificate is not valid yet.",
-                                         ("now", "not_before")),
-    "SERVER_CERTIFICATE_EXPIRED": ("The certificate has expired.", ("now", "not_after")),
+                      "pass API calls via the coordinator host."),
+    "NOT_IMPLEMENTED": "The function is not implemented.",
+    "ENUM_VALUE_INVALID": "The value is not one of the values the field allows.",
+    "SERVER_CERTIFICATE_KEY_INVALID": "The private key is not an unencrypted PEM key (PKCS#8).",
+    "SERVER_CERTIFICATE_KEY_ALGORITHM_NOT_SUPPORTED": "The private key's algorithm is not "
+                                                      "supported.",
+    "SERVER_CERTIFICATE_KEY_RSA_LENGTH_NOT_SUPPORTED": "The RSA key must have 2048 to 4096 "
+                                                       "bits.",
+    "SERVER_CERTIFICATE_KEY_RSA_MULTI_NOT_SUPPORTED": "The RSA key has more than two primes.",
+    "SERVER_CERTIFICATE_INVALID": "The certificate is not one PEM-encoded X.509 certificate.",
+    "SERVER_CERTIFICATE_KEY_MISMATCH": "The private key does not belong to the certificate.",
+    "SERVER_CERTIFICATE_NOT_VALID_YET": "The certificate is not valid yet.",
+    "SERVER_CERTIFICATE_EXPIRED": "The certificate has expired.",
     "SERVER_CERTIFICATE_SIGNATURE_NOT_SUPPORTED": ("The certificate is not signed with "
-                                                   "SHA-256, SHA-384 or SHA-512.", ()),
+                                                   "SHA-256, SHA-384 or SHA-512."),
     "SERVER_CERTIFICATE_CHAIN_INVALID": ("The certificate chain is not a list of PEM-encoded "
-                                         "X.509 certificates.", ()),
+                                         "X.509 certificates."),
 }
+
+# Where xe labels a parameter otherwise than xapi declares it: our key check sends the
+# algorithm's name (xapi's declaration says algorithm_oid), and xe has always said so.
+_XE_PARAM_NAMES: dict[str, tuple] = {
+    "SERVER_CERTIFICATE_KEY_ALGORITHM_NOT_SUPPORTED": ("algorithm",),
+}
+
+_unregistered = sorted(set(ERROR_TEXT) - set(ERRORS))
+if _unregistered:
+    raise ValueError(f"xe texts for codes the error registry lacks: {_unregistered}")
+
+
+def param_names(code: str) -> tuple:
+    """The labels xe prints before each parameter of `code`."""
+    return _XE_PARAM_NAMES.get(code) or ERRORS[code].params
+
 
 # Parameters that name objects of a class: shown as `uuid (name-label)`.
 PARAM_CLASS = {"vm": "VM", "sr": "SR", "vdi": "VDI", "host": "host", "network": "network",
@@ -105,10 +114,10 @@ PARAM_CLASS = {"vm": "VM", "sr": "SR", "vdi": "VDI", "host": "host", "network": 
 
 def describe(code: str, params: list, name_of) -> list[str] | None:
     """Lines for a known error code, or None. `name_of(cls, ref)` -> 'uuid (label)' or None."""
-    known = ERROR_TEXT.get(code)
-    if known is None:
+    text = ERROR_TEXT.get(code)
+    if text is None:
         return None
-    text, names = known
+    names = param_names(code)
     lines = [text]
     for i, value in enumerate(params):
         name = names[i] if i < len(names) else "<extra>"

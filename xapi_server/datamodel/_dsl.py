@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field as dc_field
 from functools import cached_property
 
+from .errors import ERRORS
+
 # Qualifiers as xapi names them: read-write; read-only, set by the constructor;
 # read-only, maintained by the server.
 RW, RC, RO = "RW", "RO/constructor", "RO/runtime"
@@ -167,8 +169,18 @@ def _literal(text: str):
 
 def msg(name, params="", result="void", doc="", errors=(), role=ANY_ROLE, session=True,
         asynchronous=True, mutates=True) -> Message:
+    _check_errors(name, errors)
     return Message(name, _split_params(params), result, doc, tuple(errors), role, session,
                    asynchronous, mutates)
+
+
+def _check_errors(message: str, codes) -> None:
+    """A message may name only registered error codes: a typo would otherwise reach the
+    schemas and the docs as a code the server never answers."""
+    unknown = [c for c in codes if c not in ERRORS]
+    if unknown:
+        raise ValueError(f"msg({message!r}, errors=...): {', '.join(unknown)} not in the error "
+                         "registry; declare it in xapi_server/datamodel/errors.py")
 
 
 def cls(name, doc, fields, messages=(), ctor=False, write_role="pool-admin", get_all=True,
