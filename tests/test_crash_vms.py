@@ -20,6 +20,8 @@ from serverproc import ServerProcess
 from test_vm_guest import GUEST_CACHE, console, make_vm, wait_booted, wait_for
 from xapi_server.store.check import check_data_dir
 
+pytestmark = pytest.mark.slow   # kills libvirtd, QEMU and the server under real guests: minutes
+
 # `virsh domstate` -> VM.power_state (as backends/hypervisor/libvirt_hv.py maps them)
 DOMSTATE = {"running": "Running", "idle": "Running", "blocked": "Running",
             "in shutdown": "Running", "paused": "Paused", "pmsuspended": "Paused",

@@ -24,6 +24,7 @@ def check_cli(data_dir):
                           capture_output=True, text=True)
 
 
+@pytest.mark.slow   # 200 clients, kill -9, restart: the checks below stay in the quick run
 def test_kill_9_under_200_clients_loses_no_acknowledged_write(tmp_path):
     data = str(tmp_path / "data")
     proc = ServerProcess(data).start()

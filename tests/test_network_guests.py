@@ -14,9 +14,9 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "guest"))
 from serverproc import ServerProcess  # noqa: E402
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(   # slow: boots two real guests
     not shutil.which("qemu-system-x86_64") or os.geteuid() != 0,
-    reason="needs root and qemu-system-x86_64")
+    reason="needs root and qemu-system-x86_64")]
 
 MARK = "XAPI-TEST-GUEST "
 

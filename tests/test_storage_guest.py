@@ -12,6 +12,8 @@ import pytest
 
 from test_vm_guest import console, guest, make_vm, real, wait_booted, wait_for, x  # noqa: F401
 
+pytestmark = pytest.mark.slow   # boots real guests under QEMU: minutes; -m 'not slow' skips
+
 MIB = 1 << 20
 NULL = "OpaqueRef:NULL"
 

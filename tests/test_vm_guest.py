@@ -17,6 +17,8 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(HERE, "guest"))
 from serverproc import GUEST_CACHE, ServerProcess  # noqa: E402,F401 (GUEST_CACHE: shared)
 
+pytestmark = pytest.mark.slow   # boots real guests under QEMU: minutes; -m 'not slow' skips
+
 URI = "qemu:///system"
 MIB = 1 << 20
 

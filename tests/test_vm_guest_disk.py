@@ -20,6 +20,8 @@ import XenAPI
 from serverproc import ServerProcess
 from test_vm_guest import URI, console, guest, make_vm, wait_booted, wait_for  # noqa: F401
 
+pytestmark = pytest.mark.slow   # boots real guests under QEMU: minutes; -m 'not slow' skips
+
 MIB = 1 << 20
 NULL = "OpaqueRef:NULL"
 

@@ -38,10 +38,3 @@ from .generic import generate as _generate
 from . import commands  # noqa: F401  (registers the hand-written commands)
 
 _generate()
-
-
-def route():
-    """The Route to add to the HTTP app."""
-    from ..http.app import Route
-    from .handler import cli_route
-    return Route("POST", ("/cli",), cli_route)

@@ -1,4 +1,4 @@
-"""The disks side of VM.clone, VM.copy, VM.snapshot and VM.destroy.
+"""The disks side of VM.clone, VM.copy and VM.snapshot.
 
     new_vbds = await copy_vm_disks(server, src_vm, dst_vm, "clone")   # or "snapshot",
                                                                        # "copy" (+ sr)
@@ -46,16 +46,3 @@ async def copy_vm_disks(server, src_vm: str, dst_vm: str, how: str, sr: str = NU
                 await vdiops.destroy(server, vdi)
         raise
     return made_vbds
-
-
-async def destroy_vm_disks(server, vm: str) -> None:
-    """For a VM.destroy that is asked to take its disks along (xapi leaves them by
-    default): destroys the VDIs of the VM's disk VBDs no other VM uses."""
-    store = server.store
-    for vbd in list(store.get("VM", vm, "VBDs")):
-        rec = store.record("VBD", vbd)
-        vdi = rec["VDI"]
-        if rec["type"] == "CD" or vdi == NULL or not store.exists("VDI", vdi):
-            continue
-        if all(store.get("VBD", v, "VM") == vm for v in store.get("VDI", vdi, "VBDs")):
-            await vdiops.destroy(server, vdi)
