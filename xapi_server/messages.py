@@ -10,7 +10,6 @@ out only that object's older messages until the total cap is reached.
 from __future__ import annotations
 
 import logging
-import weakref
 from collections import deque
 from datetime import datetime, timezone
 
@@ -69,21 +68,19 @@ class Retention:
                 self.store.delete("message", ref)
 
 
-_RETENTION: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # store -> Retention
+def caps(store, settings) -> Retention:
+    """The server's `message_caps`: applied from now on, and at once to the messages
+    already stored. Messages raised before the Server makes it are kept uncapped
+    until then."""
+    return Retention(store, settings.max_messages, settings.max_messages_per_object)
 
 
-def start(store, settings):
-    """Apply the caps from now on (and to the messages already stored)."""
-    _RETENTION[store] = Retention(store, settings.max_messages,
-                                  settings.max_messages_per_object)
-
-
-def raise_message(store, name: str, priority: int, cls: str, obj_uuid: str, body: str) -> str:
+def raise_message(server, name: str, priority: int, cls: str, obj_uuid: str,
+                  body: str) -> str:
     log.info("message %s (%s %s): %s", name, cls, obj_uuid, body)
-    ref = store.create("message", {"name": name, "priority": priority, "cls": cls,
-                                   "obj_uuid": obj_uuid, "body": body,
-                                   "timestamp": datetime.now(timezone.utc)})
-    retention = _RETENTION.get(store)
-    if retention is not None:
-        retention.added(ref)
+    ref = server.store.create("message", {"name": name, "priority": priority, "cls": cls,
+                                          "obj_uuid": obj_uuid, "body": body,
+                                          "timestamp": datetime.now(timezone.utc)})
+    if server.message_caps is not None:
+        server.message_caps.added(ref)
     return ref

@@ -112,19 +112,20 @@ def check_expiry(server, now: datetime | None = None):
                 store.delete("message", m)
         if not same:
             name, priority, body = alert
-            raise_message(store, name, priority, "Host", host_uuid, body)
+            raise_message(server, name, priority, "Host", host_uuid, body)
 
 
 async def startup(server):
     """At every start: the record follows the files (replaced by hand, or by a restart
-    finishing an interrupted install); then the expiry check, and once a day after."""
+    finishing an interrupted install); then the expiry check. Server.startup then runs
+    `daily` as its `certificate_checker` task (cancelled at shutdown)."""
     server.tls.ensure()
     sync_record(server)
     check_expiry(server)
-    server.certificate_checker = asyncio.get_running_loop().create_task(_daily(server))
 
 
-async def _daily(server):
+async def daily(server):
+    """The expiry check once a day, for as long as the server runs."""
     while True:
         await asyncio.sleep(EXPIRY_CHECK_INTERVAL)
         try:
@@ -133,8 +134,3 @@ async def _daily(server):
         except Exception:   # a failed check must not end the daily loop
             log.exception("server certificate expiry check failed")
 
-
-async def shutdown(server):
-    task = getattr(server, "certificate_checker", None)
-    if task is not None:
-        task.cancel()

@@ -19,7 +19,7 @@ def create(ctx, name, priority, cls, obj_uuid, body):
         ctx.store.by_uuid(stored, obj_uuid)
     except ApiError:
         raise ApiError("UUID_INVALID", cls, obj_uuid) from None
-    return raise_message(ctx.store, name, priority, cls, obj_uuid, body)
+    return raise_message(ctx.server, name, priority, cls, obj_uuid, body)
 
 
 @implements("message.destroy")

@@ -125,16 +125,11 @@ def ensure_internal_network(store) -> str:
 
 
 async def startup(server):
+    """After Server.startup has made `server.net`."""
     from . import pif
-    server.net = NetRuntime(server)
     ensure_internal_network(server.store)
     try:
         await pif.scan_host(server)
     except Exception as exc:   # the API stays up without host networking
         log.warning("PIF scan failed: %s", exc)
     await server.net.start()
-
-
-async def shutdown(server):
-    if getattr(server, "net", None) is not None:
-        await server.net.stop()

@@ -46,7 +46,7 @@ async def plug(ctx, self):
     with errors(rec["SR"]):
         await drv.attach()
     store.update("PBD", self, currently_attached=True)
-    await service.refresh(store, rec["SR"], drv)
+    await service.refresh(ctx.server, rec["SR"], drv)
 
 
 @implements("PBD.unplug")

@@ -28,7 +28,7 @@ async def _reject(ctx, attempt, uname, error="SESSION_AUTHENTICATION_FAILED",
     name = readable(uname, USER_NAME_MAX)
     log.warning("failed login for %s from %s (%d in a row)", name, peer, count)
     if count % settings.login_failures_alert == 0:
-        raise_message(ctx.store, "LOGIN_FAILURES", PRIORITY_WARNING, "Pool",
+        raise_message(ctx.server, "LOGIN_FAILURES", PRIORITY_WARNING, "Pool",
                       ctx.store.get("pool", ctx.server.pool_ref, "uuid"),
                       f"{count} failed logins in a row from {peer} as {name}")
         await ctx.store.flush()

@@ -3,11 +3,10 @@ first start makes a "Local storage" file SR in the data dir and makes it the poo
 default SR."""
 from __future__ import annotations
 
-import asyncio
 import os
 
 from .. import __version__
-from ..backends.storage import DRIVERS, attach, service
+from ..backends.storage import DRIVERS, service
 from ..backends.storage.service import NULL
 
 LOCAL_SR_META = "local_sr_ref"
@@ -36,11 +35,9 @@ def sync_sm_records(store) -> None:
 
 
 async def storage_start(server) -> None:
+    """After Server.startup has refreshed the SM records and started the power-state
+    watcher: the Local storage SR on the first start, fresh sizes on later ones."""
     store = server.store
-    sync_sm_records(store)
-    # Kept on the server so the task is not garbage-collected while it runs.
-    server.storage_watcher = asyncio.get_running_loop().create_task(
-        attach.watch_power_states(server))
     local = store.meta.get(LOCAL_SR_META)
     if local is None:
         path = os.path.join(os.path.abspath(server.settings.data_dir), "sr", "local")
@@ -51,7 +48,7 @@ async def storage_start(server) -> None:
                          suspend_image_SR=sr, crash_dump_SR=sr)
     elif store.exists("SR", local):
         try:   # sizes may have changed while we were down
-            await service.refresh(store, local, service.driver_for(server, local))
+            await service.refresh(server, local, service.driver_for(server, local))
         except Exception:
             pass
 

@@ -23,9 +23,9 @@ async def _reachable_by_qemu(server, folder):
     """A folder of images QEMU's user cannot reach is said now, not at the first
     VM.start (or made reachable: see qemu_access). Not checked before the hypervisor
     is connected (the first start's local SR): VM.start checks every disk anyway."""
-    hv = getattr(getattr(server, "vms", None), "hv", None)
-    if folder is None or hv is None:
+    if folder is None or server.vms is None:
         return
+    hv = server.vms.hv
     problem = await qemu_access.unreachable(server.settings, hv,
                                             [os.path.join(folder, "any-image")])
     if problem is not None:
@@ -72,7 +72,7 @@ async def create(ctx, host, device_config, physical_size, name_label, name_descr
             pass
         raise
     if cls.read_only:   # an ISO library shows its contents at once
-        async with lock(sr):
+        async with lock(ctx.server, sr):
             await service.sync(ctx.server, sr, drv)
     return sr
 
@@ -121,7 +121,7 @@ async def destroy(ctx, sr):
         if store.get("VDI", vdi, "VBDs"):
             raise ApiError("VDI_IN_USE", vdi, "destroy")
     drv = service.driver_for(ctx.server, sr, attached=False)
-    async with lock(sr):
+    async with lock(ctx.server, sr):
         with errors(sr):
             await drv.attach()
             await drv.delete()
@@ -131,14 +131,14 @@ async def destroy(ctx, sr):
 @implements("SR.scan")
 async def scan(ctx, sr):
     drv = service.driver_for(ctx.server, sr)
-    async with lock(sr):
+    async with lock(ctx.server, sr):
         await service.sync(ctx.server, sr, drv)
 
 
 @implements("SR.update")
 async def update(ctx, sr):
     drv = service.driver_for(ctx.server, sr)
-    await service.refresh(ctx.store, sr, drv)
+    await service.refresh(ctx.server, sr, drv)
 
 
 @implements("SR.probe")

@@ -77,7 +77,7 @@ async def introduce(ctx, uuid, name_label, name_description, sr, vdi_type, shara
     if any(store.get("VDI", v, "location") == location for v in store.get("SR", sr, "VDIs")):
         raise ApiError("LOCATION_NOT_UNIQUE", sr, location)
     drv = service.driver_for(ctx.server, sr)
-    async with lock(sr):
+    async with lock(ctx.server, sr):
         try:
             with errors(sr):
                 vol = await drv.volume(location)   # confined to the SR, chain checked
@@ -96,7 +96,7 @@ async def introduce(ctx, uuid, name_label, name_description, sr, vdi_type, shara
                   "snapshot_of": snapshot_of if store.exists("VDI", snapshot_of) else NULL,
                   "uuid": uuid or str(uuidlib.uuid4())}
         ref = service.record_volume(store, sr, vol, **fields)
-    await service.refresh(store, sr, drv)
+    await service.refresh(ctx.server, sr, drv)
     return ref
 
 
@@ -119,7 +119,7 @@ async def update(ctx, vdi):
     with errors(rec["SR"], vdi):
         vol = await drv.volume(rec["location"])
     service.update_volume(store, vdi, vol)
-    await service.refresh(store, rec["SR"], drv)
+    await service.refresh(ctx.server, rec["SR"], drv)
 
 
 @implements("VDI.set_read_only")

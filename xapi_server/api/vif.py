@@ -26,7 +26,7 @@ _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 
 
 def _simulated(ctx) -> bool:
-    vms = getattr(ctx.server, "vms", None)
+    vms = ctx.server.vms
     return vms is None or vms.hv.simulated
 
 

@@ -213,7 +213,7 @@ class VmRuntime:
                     f"{state.power_state} outside the API")
         else:
             return
-        raise_message(self.store, name, PRIORITY_WARNING if state.crashed else PRIORITY_INFO,
+        raise_message(self.server, name, PRIORITY_WARNING if state.crashed else PRIORITY_INFO,
                       "VM", rec["uuid"], body)
 
     def _update_metrics(self, ref, before: dict, state: DomainState):
@@ -277,14 +277,3 @@ def ensure_metrics(store, vm_ref: str) -> str:
     store.update("VM", vm_ref, metrics=metrics)
     return metrics
 
-
-async def startup(server):
-    """Server.startup hook: connect to the hypervisor and reconcile every VM."""
-    server.vms = VmRuntime(server)
-    await server.vms.startup()
-
-
-async def shutdown(server):
-    vms = getattr(server, "vms", None)
-    if vms is not None:
-        await vms.shutdown()

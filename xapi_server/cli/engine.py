@@ -11,7 +11,6 @@ import hashlib
 import hmac
 import logging
 import os
-import weakref
 
 from ..errors import ApiError
 from . import args as argparse_
@@ -24,10 +23,11 @@ log = logging.getLogger(__name__)
 
 
 class Logins:
-    """Reuse of CLI sessions. A login costs an scrypt hash (tens of ms) and xe runs one
-    command per process, so a session opened for a user is kept and handed out again
-    when the same password comes back (checked with a keyed hash, in constant time),
-    as long as the stored password and the session itself are unchanged."""
+    """Reuse of CLI sessions (one per Server: `server.cli_logins`). A login costs an
+    scrypt hash (tens of ms) and xe runs one command per process, so a session opened
+    for a user is kept and handed out again when the same password comes back (checked
+    with a keyed hash, in constant time), as long as the stored password and the
+    session itself are unchanged."""
 
     def __init__(self):
         self._key = os.urandom(32)
@@ -46,15 +46,6 @@ class Logins:
         if stored is not None:
             self._cache[user] = (digest, stored, ref)
         return ref
-
-
-_LOGINS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def _logins(server) -> Logins:
-    if server not in _LOGINS:
-        _LOGINS[server] = Logins()
-    return _LOGINS[server]
 
 
 def split_body(body: bytes) -> list[str]:
@@ -86,7 +77,7 @@ async def execute(server, tokens: list[str], io: Output, peer: str = "") -> int:
         if session is None:
             if not user:
                 raise AuthFailure("Username/password must be specified")
-            session = await _logins(server).session(server, user, password, peer)
+            session = await server.cli_logins.session(server, user, password, peer)
         ctx = CliContext(server, params, io, session, peer)
         await cmd.run(ctx)
         await ctx.finish()

@@ -177,7 +177,7 @@ class NetRuntime:
         a port of the network's bridge. VMs in the middle of an operation are left
         alone (their taps come and go)."""
         store = self.store
-        vms = getattr(self.server, "vms", None)
+        vms = self.server.vms
         simulated = vms is None or vms.hv.simulated
         for vif, rec in list(store.tables["VIF"].items()):
             vm = store.tables["VM"].get(rec["VM"])

@@ -188,11 +188,10 @@ async def _hv(server, op: str, vm_uuid: str, xml: str) -> None:
 
 
 def _hypervisor(server):
-    runtime = getattr(server, "vms", None)      # api/vm_sync.VmRuntime
-    hv = getattr(runtime, "hv", None)
-    if hv is None:
+    runtime = server.vms      # api/vm_sync.VmRuntime, None until the server started
+    if runtime is None:
         raise ApiError("INTERNAL_ERROR", "no hypervisor backend")
-    return hv
+    return runtime.hv
 
 
 async def _target_present(server, vm_uuid: str, dev: str) -> bool:

@@ -18,14 +18,22 @@ from .base import UUID_RE, DeviceInUse, Full, Missing, NotSupported
 from .run import StorageError
 
 NULL = "OpaqueRef:NULL"
-_locks: dict[str, asyncio.Lock] = {}
-_active: dict[str, int] = {}     # VDI ref -> how many users activated it
 
 
-def lock(sr: str) -> asyncio.Lock:
+class StorageState:
+    """This server's storage bookkeeping (`server.storage`), owned by the Server so two
+    servers in one process never share a lock, a count or a warning."""
+
+    def __init__(self):
+        self.locks: dict[str, asyncio.Lock] = {}   # SR ref -> its structural lock
+        self.active: dict[str, int] = {}           # VDI ref -> how many users activated it
+        self.warned: set[str] = set()              # SRs told nearly full, not re-armed yet
+
+
+def lock(server, sr: str) -> asyncio.Lock:
     """Structural changes to one SR (create, destroy, snapshot, scan) go one at a
     time, so a scan never sees half a snapshot."""
-    return _locks.setdefault(sr, asyncio.Lock())
+    return server.storage.locks.setdefault(sr, asyncio.Lock())
 
 
 @contextlib.contextmanager
@@ -77,8 +85,9 @@ def driver_for(server, sr: str, attached: bool = True):
     return make_driver(rec["type"], rec["uuid"], store.get("PBD", pbd, "device_config"), sr)
 
 
-async def refresh(store, sr: str, drv) -> None:
+async def refresh(server, sr: str, drv) -> None:
     """Keep physical_size, physical_utilisation and virtual_allocation true."""
+    store = server.store
     with errors(sr):
         st = await drv.stats()
     alloc = sum(store.get("VDI", v, "virtual_size") for v in store.get("SR", sr, "VDIs"))
@@ -87,28 +96,28 @@ async def refresh(store, sr: str, drv) -> None:
                "physical_utilisation": st.physical_utilisation, "virtual_allocation": alloc}
     if any(rec[k] != v for k, v in changes.items()):
         store.update("SR", sr, **changes)
-    _warn_if_nearly_full(store, sr, st.physical_size, st.physical_utilisation)
+    _warn_if_nearly_full(server, sr, st.physical_size, st.physical_utilisation)
 
 
 # An SR more than NEARLY_FULL used gets one message; it may get another once it has
 # dropped below RE_ARM and filled up again.
 NEARLY_FULL, RE_ARM = 0.90, 0.80
-_warned: set[str] = set()
 
 
-def _warn_if_nearly_full(store, sr: str, size: int, used: int):
+def _warn_if_nearly_full(server, sr: str, size: int, used: int):
     from ...messages import PRIORITY_WARNING, raise_message
     if size <= 0:
         return
+    store, warned = server.store, server.storage.warned
     fraction = used / size
-    if fraction >= NEARLY_FULL and sr not in _warned:
-        _warned.add(sr)
+    if fraction >= NEARLY_FULL and sr not in warned:
+        warned.add(sr)
         rec = store.record("SR", sr)
-        raise_message(store, "SR_NEARLY_FULL", PRIORITY_WARNING, "SR", rec["uuid"],
+        raise_message(server, "SR_NEARLY_FULL", PRIORITY_WARNING, "SR", rec["uuid"],
                       f"SR {rec['name_label']!r} is {fraction:.0%} full "
                       f"({used} of {size} bytes)")
     elif fraction < RE_ARM:
-        _warned.discard(sr)
+        warned.discard(sr)
 
 
 def record_volume(store, sr: str, vol, **fields) -> str:
@@ -175,7 +184,7 @@ async def sync(server, sr: str, drv) -> None:
     for location, vol in volumes.items():
         if location not in known:
             record_volume(store, sr, vol)
-    await refresh(store, sr, drv)
+    await refresh(server, sr, drv)
 
 
 async def activate(server, vdi: str) -> str:
@@ -184,16 +193,18 @@ async def activate(server, vdi: str) -> str:
     drv = driver_for(server, rec["SR"])
     with errors(rec["SR"], vdi):
         path = await drv.activate(rec["location"])
-    _active[vdi] = _active.get(vdi, 0) + 1
+    active = server.storage.active
+    active[vdi] = active.get(vdi, 0) + 1
     return path
 
 
 async def deactivate(server, vdi: str) -> None:
-    count = _active.get(vdi, 0) - 1
+    active = server.storage.active
+    count = active.get(vdi, 0) - 1
     if count > 0:
-        _active[vdi] = count
+        active[vdi] = count
         return
-    _active.pop(vdi, None)
+    active.pop(vdi, None)
     store = server.store
     if not store.exists("VDI", vdi):
         return

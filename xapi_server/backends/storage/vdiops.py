@@ -44,12 +44,12 @@ async def create(server, sr: str, size: int, fields: dict) -> str:
     if not 0 < size <= drv.max_volume_size:
         raise ApiError("INVALID_VALUE", "virtual_size", size)
     uuid = str(uuidlib.uuid4())
-    async with lock(sr):
+    async with lock(server, sr):
         with errors(sr):
             vol = await drv.create_volume(uuid, size)
         ref = service.record_volume(store, sr, vol, uuid=uuid, **fields)
     await _durable_or_undo(server, drv, vol.location)
-    await service.refresh(store, sr, drv)
+    await service.refresh(server, sr, drv)
     return ref
 
 
@@ -70,7 +70,7 @@ async def destroy(server, vdi: str) -> None:
     rec, sr, drv = _writable(server, vdi)
     if is_live(store, vdi):
         raise ApiError("VDI_IN_USE", vdi, "destroy")
-    async with lock(sr):
+    async with lock(server, sr):
         try:
             with errors(sr, vdi):
                 await drv.destroy_volume(rec["location"])
@@ -78,7 +78,7 @@ async def destroy(server, vdi: str) -> None:
             if e.code != "VDI_MISSING":   # already gone: just drop the record
                 raise
         service.forget_vdi(store, vdi)
-    await service.refresh(store, sr, drv)
+    await service.refresh(server, sr, drv)
 
 
 async def clone(server, vdi: str, snapshot: bool = False) -> str:
@@ -87,7 +87,7 @@ async def clone(server, vdi: str, snapshot: bool = False) -> str:
     rec, sr, drv = _writable(server, vdi)
     uuid = str(uuidlib.uuid4())
     live = is_live(store, vdi)
-    async with lock(sr):
+    async with lock(server, sr):
         with errors(sr, vdi):
             if snapshot:
                 vol = await drv.snapshot_volume(rec["location"], uuid, live)
@@ -102,7 +102,7 @@ async def clone(server, vdi: str, snapshot: bool = False) -> str:
         with errors(sr, vdi):
             service.update_volume(store, vdi, await drv.volume(rec["location"]))
     await _durable_or_undo(server, drv, vol.location)
-    await service.refresh(store, sr, drv)
+    await service.refresh(server, sr, drv)
     return ref
 
 
@@ -146,7 +146,7 @@ async def copy(server, vdi: str, sr: str = NULL, into: str = NULL, progress=None
         if made:
             await destroy(server, dst)
         raise
-    await service.refresh(store, dst_rec["SR"], dst_drv)
+    await service.refresh(server, dst_rec["SR"], dst_drv)
     return dst
 
 
@@ -162,8 +162,8 @@ async def resize(server, vdi: str, size: int) -> None:
     if size < rec["virtual_size"]:
         # Shrinking would cut off the guest's data: xapi's drivers refuse it too.
         raise ApiError("VDI_TOO_SMALL", vdi, rec["virtual_size"])
-    async with lock(sr):
+    async with lock(server, sr):
         with errors(sr, vdi):
             vol = await drv.resize_volume(rec["location"], size)
         service.update_volume(store, vdi, vol)
-    await service.refresh(store, sr, drv)
+    await service.refresh(server, sr, drv)
