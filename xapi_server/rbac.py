@@ -26,6 +26,12 @@ DESCRIPTIONS = {
 # destroy and setters are read-only's, for a user's own tasks).
 TASK_ANY_PERMISSION, TASK_ANY_ROLE = "task.destroy/any", "pool-operator"
 
+# The HTTP handlers' permissions, xapi's "http/<action>" names, with the weakest role
+# holding each (http/routes.py declares which route needs which). xapi gives
+# get_audit_log to read-only and up; here it stays pool-admin's, as before routes were
+# declared: the log names every user's actions and client addresses.
+HTTP_PERMISSIONS = {"http/get_audit_log": "pool-admin"}
+
 
 def permission_denied(permission: str, needed: str) -> ApiError:
     """xapi's RBAC_PERMISSION_DENIED for a permission the weakest role `needed` has."""
@@ -56,6 +62,7 @@ def permissions(role: str) -> list[str]:
                       if role_allows(role, needed)}
     if role_allows(role, TASK_ANY_ROLE):
         names.add(TASK_ANY_PERMISSION)
+    names |= {name for name, needed in HTTP_PERMISSIONS.items() if role_allows(role, needed)}
     return sorted(names)
 
 

@@ -11,6 +11,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 from ..bounds import bounded
 from ..datamodel import METHODS, ROLES, Message, lookup_method, role_allows
@@ -21,6 +22,9 @@ from .generic import GENERIC
 from .registry import IMPLEMENTATIONS
 from .unmarshal import unmarshal
 
+if TYPE_CHECKING:   # the Server imports the dispatcher: only type checkers see this one
+    from ..server import Server
+
 log = logging.getLogger(__name__)
 
 SESSION_TOUCH_INTERVAL = 60.0  # seconds between last_active updates of one session
@@ -29,7 +33,7 @@ SESSION_TOUCH_INTERVAL = 60.0  # seconds between last_active updates of one sess
 @dataclass
 class Context:
     """What an implementation gets besides its arguments."""
-    server: object            # the Server: store, settings, host and pool refs, backends
+    server: Server            # the Server: store, settings, host and pool refs, services
     message: Message
     session: str | None = None
     peer: str = ""            # the client's address
@@ -66,7 +70,7 @@ class Dispatcher:
         # server log keep them (bounds.py).
         ctx = Context(self.server, m, peer=bounded(peer), user_agent=bounded(user_agent))
         if m.session:
-            ctx.session = self._check_session(params[0])
+            ctx.session = self.check_session(params[0])
         try:
             if m.session:
                 self._check_role(ctx.session, m, args)
@@ -113,7 +117,10 @@ class Dispatcher:
         await self.server.store.flush()
         return result
 
-    def _check_session(self, ref) -> str:
+    def check_session(self, ref) -> str:
+        """The session, if it is live (SESSION_INVALID if not); a session idle longer
+        than `session_idle_timeout` ends here. Every call and every HTTP route that
+        needs a session (http/auth.py) comes through this one check."""
         store = self.server.store
         if not isinstance(ref, str) or not store.exists("session", ref):
             raise ApiError("SESSION_INVALID", ref if isinstance(ref, str) else str(ref))

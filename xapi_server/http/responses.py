@@ -1,0 +1,72 @@
+"""What every HTTP handler shares: reading a capped body, writing a reply, and the
+request's client address and User-Agent."""
+from __future__ import annotations
+
+import html
+
+
+class BodyTooLarge(Exception):
+    """The body is over the route's cap: the app answers 413."""
+
+
+# xapi's RPC replies carry these (api_server.ml); the data handlers of the next issues
+# may leave them out, as xapi's do.
+CORS = [(b"access-control-allow-origin", b"*"),
+        (b"access-control-allow-headers", b"X-Requested-With")]
+
+
+async def respond(send, status: int, body: bytes, content_type: bytes, extra=()):
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()),
+               *CORS, *extra]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def read_body(scope, receive, limit: int) -> bytes:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                if int(value) > limit:
+                    raise BodyTooLarge()
+            except ValueError:
+                pass
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ConnectionAbortedError()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge()
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+def header(scope, wanted: bytes) -> str | None:
+    """The first header of that (lower-case) name, or None."""
+    for name, value in scope["headers"]:
+        if name == wanted:
+            return value.decode("latin-1")
+    return None
+
+
+def peer(scope) -> str:
+    client = scope.get("client")
+    return client[0] if client else ""
+
+
+def user_agent(scope) -> str:
+    return header(scope, b"user-agent") or ""
+
+
+def error_page(reason: str) -> bytes:
+    """xapi's HTTP 500 page for a body that is no request at all."""
+    return (f"<html><body><h1>HTTP 500 internal server error</h1>The request could not be "
+            f"read.<h1>Additional information</h1>{html.escape(reason)}</body></html>").encode()
+
+
+def plain_fault(scope, description: list):
+    """INTERNAL_ERROR for a route with no RPC protocol of its own: a bare 500."""
+    return b"text/plain", b"internal error\n"

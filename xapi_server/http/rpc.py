@@ -1,0 +1,124 @@
+"""The RPC routes: XML-RPC, JSON-RPC, xe's thin-CLI protocol, their CORS pre-flight and
+the page GET / shows. None of them authenticates at the HTTP level (xapi's
+public_http_actions_with_no_rbac_check): the session is a parameter of each call and the
+dispatcher checks it.
+
+A body that is not a request at all gets HTTP 500 with a one-line reason, as xapi;
+every API-level failure is HTTP 200 with a XenAPI error. Each route's `fault` writes
+INTERNAL_ERROR in its own protocol for whatever escapes it (http/app.py)."""
+from __future__ import annotations
+
+import asyncio
+
+from xe_cli import proto
+
+from ..errors import ApiError
+from ..wire import MalformedRequest, UnsupportedEncoding, jsonrpc, xmlrpc
+from .responses import error_page, peer, read_body, respond, user_agent
+
+# Bodies above this size are decoded on a worker thread, one at a time: a 16 MiB
+# XML-RPC body takes seconds to parse (expat building a tree), which on the event loop
+# would stall every other client; on the thread the loop keeps its turns (a
+# 16 MiB body delays others by about a tenth of a second), and queueing the big ones
+# keeps many of them from crowding the loop out of the interpreter lock
+# (`app.big_decode`, a semaphore of one).
+BIG_BODY = 256 * 1024
+
+_JSON_CALL = "xapi_server.jsonrpc_call"   # scope key: the decoded call, for its id
+
+
+async def _decode(app, decode, body: bytes):
+    if len(body) <= BIG_BODY:
+        return decode(body)
+    async with app.big_decode:
+        return await asyncio.to_thread(decode, body)
+
+
+async def _read_call(app, scope, receive, send, decode):
+    """The body's call, or None when it was no request at all (answered with xapi's 500
+    page here)."""
+    body = await read_body(scope, receive, app.server.settings.max_body_bytes)
+    try:
+        return await _decode(app, decode, body)
+    except MalformedRequest as exc:
+        await respond(send, 500, error_page(str(exc)), b"text/html")
+        return None
+
+
+async def _call(app, scope, call):
+    return await app.server.dispatcher.call(call.method, call.params, peer(scope),
+                                            call.invalid, user_agent(scope))
+
+
+async def xmlrpc_route(app, scope, receive, send):
+    try:
+        call = await _read_call(app, scope, receive, send, xmlrpc.decode_call)
+    except UnsupportedEncoding as exc:
+        # xmlm reads UTF-8, UTF-16, ISO-8859-1 and US-ASCII only; we say so as a fault.
+        reply = xmlrpc.encode_failure(["XMLRPC_UNMARSHAL_FAILURE",
+                                       "UTF-8, UTF-16, ISO-8859-1 or US-ASCII", exc.name])
+        return await respond(send, 200, reply, b"text/xml")
+    if call is None:
+        return
+    if call.method == "system.listMethods":
+        reply = xmlrpc.encode_bare(app.server.dispatcher.method_names)
+    else:
+        try:
+            reply = xmlrpc.encode_success(await _call(app, scope, call))
+        except ApiError as exc:
+            reply = xmlrpc.encode_failure(exc.description)
+    await respond(send, 200, reply, b"text/xml")
+
+
+async def jsonrpc_route(app, scope, receive, send):
+    call = await _read_call(app, scope, receive, send, jsonrpc.decode_call)
+    if call is None:
+        return
+    scope[_JSON_CALL] = call
+    try:
+        if call.method == "system.listMethods":
+            value = app.server.dispatcher.method_names
+        else:
+            value = await _call(app, scope, call)
+        reply = jsonrpc.encode_success(call, value)
+    except ApiError as exc:
+        reply = jsonrpc.encode_failure(call, exc.description)
+    await respond(send, 200, reply, b"application/json")
+
+
+async def cli_route(app, scope, receive, send):
+    # Looked up at each request: cli.handler imports this layer's helpers (and tests
+    # replace cli_route to make it fail).
+    from ..cli import handler
+    return await handler.cli_route(app, scope, receive, send)
+
+
+async def options_route(app, scope, receive, send):
+    await respond(send, 200, b"", b"text/plain",
+                  [(b"access-control-allow-methods", b"POST, OPTIONS")])
+
+
+async def index_route(app, scope, receive, send):
+    body = (b"<html><body><p>xapi-py: a XenAPI server. Speak XML-RPC (POST /) or "
+            b"JSON-RPC (POST /jsonrpc) to it, or use xe.</p></body></html>")
+    await respond(send, 200, body, b"text/html")
+
+
+# -- INTERNAL_ERROR in each protocol: (content type, body) for an escaped exception --
+
+def xmlrpc_fault(scope, description: list):
+    return b"text/xml", xmlrpc.encode_failure(description)
+
+
+def jsonrpc_fault(scope, description: list):
+    call = scope.get(_JSON_CALL) or jsonrpc.JsonCall("", [], None, True)   # id unknown: null
+    return b"application/json", jsonrpc.encode_failure(call, description)
+
+
+def cli_fault(scope, description: list):
+    """The thin-CLI protocol's error and exit, as the CLI sends them when it cannot take
+    the raw connection (nothing has been sent on it yet)."""
+    return b"application/octet-stream", (proto.greeting()
+                                         + proto.command(proto.ERROR, description[0],
+                                                         description[1:])
+                                         + proto.command(proto.EXIT, 1))
