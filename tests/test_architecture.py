@@ -180,9 +180,6 @@ MODULE_STATE_ALLOWED = {
     ("dispatch/registry.py", "IMPLEMENTATIONS"),
     # libvirt's event loop implementation can be registered once per process
     ("backends/hypervisor/libvirt_conn.py", "_loop_thread"),
-    # the QEMU user of the libvirtd at a URI: a fact about that daemon, the same for
-    # every server that talks to it
-    ("backends/hypervisor/qemu_access.py", "_identities"),
 }
 _CONTAINER_CALLS = {"dict", "set", "list", "deque", "defaultdict", "OrderedDict", "Counter",
                     "WeakKeyDictionary", "WeakValueDictionary", "WeakSet"}

@@ -72,6 +72,9 @@ class LibvirtHypervisor:
         self._handler = None
         self.domain_type = "qemu"
         self.simulated = False
+        # (uri, domain type) -> (uid, gid) QEMU runs as, or None: read once from the
+        # capabilities of the libvirt this connection reaches (qemu_access.qemu_identity).
+        self.qemu_identities: dict[tuple[str, str], tuple[int, int] | None] = {}
 
     @property
     def uri(self) -> str:

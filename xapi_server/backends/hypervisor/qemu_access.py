@@ -30,21 +30,20 @@ log = logging.getLogger(__name__)
 
 # One child checks every folder; `[ -x ]` is answered by the kernel for the child's ids.
 _PROBE = 'for d; do [ -x "$d" ] || printf "%s\\0" "$d"; done'
-_identities: dict[tuple, tuple[int, int] | None] = {}
 
 
 async def qemu_identity(hv) -> tuple[int, int] | None:
     """(uid, gid) QEMU runs as, or None when it runs as root or there is no QEMU."""
     if getattr(hv, "simulated", True) or not getattr(hv, "uri", ""):
         return None
-    key = (hv.uri, hv.domain_type)
-    if key not in _identities:
+    key, known = (hv.uri, hv.domain_type), hv.qemu_identities
+    if key not in known:
         try:
             caps = await hv.conn.call(lambda conn: conn.getCapabilities())
         except Exception:    # libvirt unreachable: the start itself will say so
             return None
-        _identities[key] = _dac_label(caps, hv.domain_type)
-    return _identities[key]
+        known[key] = _dac_label(caps, hv.domain_type)
+    return known[key]
 
 
 def _dac_label(caps_xml: str, domain_type: str) -> tuple[int, int] | None:
