@@ -174,7 +174,7 @@ def test_the_assignment_check_finds_what_it_should(source, found):
 MODULE_STATE_ALLOWED = {
     # registries filled at import
     ("api/vm.py", "START_HOOKS"),
-    ("backends/hypervisor/domxml.py", "_CONTRIBUTORS"),
+    ("services/vm/domxml.py", "_CONTRIBUTORS"),
     ("cli/table.py", "COMMANDS"),
     ("datamodel/errors.py", "ERRORS"),
     ("dispatch/registry.py", "IMPLEMENTATIONS"),
@@ -232,3 +232,60 @@ def test_no_runtime_state_in_module_globals():
         for name in _changed_by_functions(tree, _module_containers(tree)):
             found.add((module, name))
     assert sorted(found - MODULE_STATE_ALLOWED) == []
+
+
+# Drivers are pure (issue 13 item 3): backends/ talks to the machine and never to the
+# layers above it, so a driver can be used, tested or replaced without a store.
+LAYERS_ABOVE_DRIVERS = ("xapi_server.store", "xapi_server.api", "xapi_server.services",
+                        "xapi_server.dispatch")
+
+
+def _above_drivers(module: str) -> bool:
+    return any(module == layer or module.startswith(layer + ".")
+               for layer in LAYERS_ABOVE_DRIVERS)
+
+
+def _imported_modules(path, tree):
+    """Every module an import in `path` names, relative ones resolved (`from . import x`
+    names the package and package.x, as x may be a module)."""
+    package = ["xapi_server", *path.relative_to(PACKAGE).parent.parts]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node, alias.name
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[:len(package) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            yield node, module
+            for alias in node.names:
+                yield node, f"{module}.{alias.name}"
+
+
+def _upward_imports_from_backends():
+    for path, tree in _modules():
+        if path.relative_to(PACKAGE).parts[0] != "backends":
+            continue
+        for node, module in _imported_modules(path, tree):
+            if _above_drivers(module):
+                yield f"{_where(path, node)}: {module}"
+
+
+def test_backends_import_nothing_from_the_layers_above():
+    assert list(_upward_imports_from_backends()) == []
+
+
+@pytest.mark.parametrize("relative, source, found", [
+    ("backends/storage/x.py", "from ...store import Store", True),
+    ("backends/storage/x.py", "from ... import api", True),
+    ("backends/storage/x.py", "from ...services.storage import service", True),
+    ("backends/storage/x.py", "import xapi_server.dispatch.registry", True),
+    ("backends/storage/x.py", "from .. import hypervisor", False),
+    ("backends/storage/x.py", "from ...errors import ApiError", False),
+    ("backends/x.py", "from ..store import Store", True),
+])
+def test_the_upward_import_check_finds_what_it_should(relative, source, found):
+    modules = [m for _, m in _imported_modules(PACKAGE / relative, ast.parse(source))]
+    assert any(_above_drivers(m) for m in modules) == found

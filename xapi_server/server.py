@@ -17,15 +17,15 @@ from . import bootstrap, messages
 from .api.vm_sync import VmRuntime
 from .audit import Audit
 from .auth import Auth
-from .backends.network.runtime import NetRuntime
-from .backends.storage import attach
-from .backends.storage.service import StorageState
 from .cli.engine import Logins
 from .config import Settings, make_data_dir
 from .dispatch import Dispatcher
 from .events import Registrations
 from .http.tls import TlsIdentity
 from .ratelimit import RateLimiter
+from .services.network.runtime import NetRuntime
+from .services.storage import attach
+from .services.storage.service import StorageState
 from .store import Store
 from .tasks import Tasks
 

@@ -4,17 +4,17 @@ MTU, locking mode, purposes; the "Host internal management network" from the fir
 start on.
 
 Server.startup calls `startup(server)`: the internal network record, a PIF.scan of
-the host's NICs, the first refresh and the refresh poller (backends/network/runtime).
+the host's NICs, the first refresh and the refresh poller (services/network/runtime).
 """
 from __future__ import annotations
 
 import logging
 
 from ..backends.network import NetworkError, check_name
-from ..backends.network.runtime import MTU_RANGE, NetRuntime
 from ..dispatch.generic import constructor_fields
 from ..dispatch.registry import implements
 from ..errors import ApiError
+from ..services.network.runtime import MTU_RANGE, NetRuntime
 
 log = logging.getLogger(__name__)
 

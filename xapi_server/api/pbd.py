@@ -2,11 +2,11 @@
 really holds it) and refreshes its sizes; unplug refuses while guests use its disks."""
 from __future__ import annotations
 
-from ..backends.storage import service
-from ..backends.storage.service import errors
 from ..dispatch.generic import constructor_fields
 from ..dispatch.registry import implements
 from ..errors import ApiError
+from ..services.storage import service
+from ..services.storage.service import errors
 
 
 @implements("PBD.create")

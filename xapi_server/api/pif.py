@@ -10,9 +10,9 @@ from __future__ import annotations
 import ipaddress
 
 from ..backends.network import NetworkError, check_name
-from ..backends.network.runtime import NULL, now
 from ..dispatch.registry import implements
 from ..errors import ApiError
+from ..services.network.runtime import NULL, now
 from .network import kernel_error, net
 
 
@@ -116,7 +116,7 @@ async def forget(ctx, self):
 
 
 def _device(rec) -> str:
-    from ..backends.network.runtime import vlan_device_name
+    from ..services.network.runtime import vlan_device_name
     return rec["device"] if rec["VLAN"] < 0 else vlan_device_name(rec["device"], rec["VLAN"])
 
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import os
 
 from .. import __version__
-from ..backends.storage import DRIVERS, service
-from ..backends.storage.service import NULL
+from ..backends.storage import DRIVERS
+from ..services.storage import service
+from ..services.storage.service import NULL
 
 LOCAL_SR_META = "local_sr_ref"
 

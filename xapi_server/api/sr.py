@@ -1,7 +1,7 @@
 """SR: create/introduce/forget/destroy, scan/update/probe, supported types.
 
 The driver acts first; the store records what the device really holds afterwards
-(backends/storage/service.py). SR.create also makes and plugs the PBD for its host.
+(services/storage/service.py). SR.create also makes and plugs the PBD for its host.
 """
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import os
 import uuid as uuidlib
 
 from ..backends.hypervisor import qemu_access
-from ..backends.storage import DRIVERS, service
-from ..backends.storage.service import errors, lock
+from ..backends.storage import DRIVERS
 from ..dispatch.registry import implements
 from ..errors import ApiError
+from ..services.storage import service
+from ..services.storage.service import errors, lock
 
 
 def _content_type(cls, given: str) -> str:

@@ -1,12 +1,12 @@
 """VBD: disk and CD drives of VMs. create/destroy, plug/unplug on a running VM
-(libvirt hotplug, backends/storage/attach.py), insert/eject for CDs."""
+(libvirt hotplug, services/storage/attach.py), insert/eject for CDs."""
 from __future__ import annotations
 
-from ..backends.storage import attach, service, vdiops, vmdisks
-from ..backends.storage.service import NULL
 from ..dispatch.generic import constructor_fields
 from ..dispatch.registry import implements
 from ..errors import ApiError
+from ..services.storage import attach, service, vdiops, vmdisks
+from ..services.storage.service import NULL
 from . import vm_clone
 from .vm import start_hook
 

@@ -1,17 +1,17 @@
 """VDI: create/destroy/resize/clone/snapshot/copy/introduce/forget/update.
 
-The work itself is in backends/storage/vdiops.py (VM clone/copy uses it too); here
+The work itself is in services/storage/vdiops.py (VM clone/copy uses it too); here
 are the API's checks and shapes."""
 from __future__ import annotations
 
 import uuid as uuidlib
 
-from ..backends.storage import service, vdiops
-from ..backends.storage.service import NULL, errors, lock
 from ..datamodel._types import parse_datetime
 from ..dispatch.generic import constructor_fields
 from ..dispatch.registry import implements
 from ..errors import ApiError
+from ..services.storage import service, vdiops
+from ..services.storage.service import NULL, errors, lock
 
 # What a caller may choose in VDI.create; sizes and locations come from the driver.
 _CREATE_FIELDS = ("name_label", "name_description", "type", "sharable", "read_only",

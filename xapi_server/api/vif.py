@@ -2,7 +2,7 @@
 create (MAC generated unique and locally administered when empty), destroy,
 plug/unplug on a running VM (libvirt attach/detach), move, locking mode.
 
-At VM.start the VIFs are in the domain XML (backends/network/guest.py contributes
+At VM.start the VIFs are in the domain XML (services/network/guest.py contributes
 them); the start hook below makes sure their bridges exist first.
 """
 from __future__ import annotations
@@ -12,11 +12,11 @@ import re
 import secrets
 
 from ..backends.network import NetworkError
-from ..backends.network.guest import hv_device, interface_xml
-from ..backends.network.runtime import MTU_RANGE, NULL, tap_name
 from ..dispatch.generic import constructor_fields
 from ..dispatch.registry import implements
 from ..errors import ApiError
+from ..services.network.guest import hv_device, interface_xml
+from ..services.network.runtime import MTU_RANGE, NULL, tap_name
 from .network import kernel_error, net
 from .vm import start_hook
 

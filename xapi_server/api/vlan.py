@@ -6,10 +6,10 @@ Every kernel step is undone when a later one fails: nothing half-made is left.
 from __future__ import annotations
 
 from ..backends.network import NetworkError
-from ..backends.network.runtime import now, vlan_device_name
 from ..dispatch.generic import check_ref
 from ..dispatch.registry import implements
 from ..errors import ApiError
+from ..services.network.runtime import now, vlan_device_name
 from .network import kernel_error, net
 
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 
-from ..backends.hypervisor import HypervisorError, domxml, qemu_access
+from ..backends.hypervisor import HypervisorError, qemu_access
 from ..dispatch.generic import check_ref
 from ..dispatch.registry import implements
 from ..errors import ApiError
+from ..services.vm import domxml
 from ..wire.xmlrpc import encode_value
 from . import boot_files
 from .vm_checks import vm_operation

@@ -5,11 +5,11 @@ from __future__ import annotations
 import contextlib
 import os
 
-from ..backends.hypervisor import domxml
 from ..datamodel import NULL_REF
 from ..dispatch.generic import check_ref, constructor_fields
 from ..dispatch.registry import implements
 from ..errors import ApiError
+from ..services.vm import domxml
 from . import boot_files
 from .vm_checks import assert_operation_valid, update_allowed_operations, vm_operation
 from .vm_memory import assert_memory_valid, memory_overhead, VCPU_CONSTRAINT

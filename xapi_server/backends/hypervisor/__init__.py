@@ -24,6 +24,11 @@ class DomainState:
 
 HALTED = DomainState("Halted")
 
+# Our metadata namespace: a domain carrying <xapi:vm> in it belongs to this server
+# (the domain XML writes it, the driver lists only domains that carry it).
+METADATA_NS = "https://xapi-py.org/xmlns/vm/1.0"
+METADATA_PREFIX = "xapi"
+
 # An event handler gets the domain uuid and a kind: "lifecycle" (started, stopped,
 # suspended ...: re-read the state) or "reboot" (the guest reset itself, state unchanged).
 EventHandler = Callable[[str, str], None]

@@ -11,8 +11,7 @@ import logging
 
 import libvirt
 
-from . import HALTED, DomainState, HypervisorError
-from .domxml import METADATA_NS
+from . import HALTED, METADATA_NS, DomainState, HypervisorError
 from .libvirt_conn import Connection, Unreachable, kvm_usable
 
 log = logging.getLogger(__name__)

@@ -1,8 +1,8 @@
 """Storage backends: SR drivers behind one small interface (`base.Driver`).
 
 `DRIVERS` maps an SR type to its driver class; adding NFS or iSCSI means adding a
-class here. `service` glues drivers to the store (locks, errors, sizes), `attach`
-is what VM and VBD code calls to put disks into guests.
+class here. Drivers know nothing of XenAPI records: services/storage glues them to
+the store (locks, errors, sizes) and puts disks into guests.
 """
 from __future__ import annotations
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 import uuid as uuidlib
 from datetime import datetime, timezone
 
+from ...backends.storage import qcow
 from ...errors import ApiError
-from . import qcow, service
+from . import service
 from .service import NULL, errors, lock
 
 # Fields a clone or copy takes over from its source.

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
+from ...backends.hypervisor import HypervisorError
+from ..vm.domxml import device_contributor
 from .runtime import tap_name
 
 
@@ -45,8 +47,6 @@ def interface_xml(store, vif: str) -> str:
 
 
 def _register_contributor():
-    from ..hypervisor.domxml import device_contributor
-
     @device_contributor
     def interfaces(ctx):
         store = ctx.store
@@ -60,7 +60,6 @@ _register_contributor()
 async def hv_device(server, op: str, vm_uuid: str, xml: str) -> None:
     """attach / detach / update a device of a running domain.
     Raises RuntimeError with the hypervisor's message."""
-    from ..hypervisor import HypervisorError
     try:
         await getattr(server.vms.hv, f"{op}_device")(vm_uuid, xml)
     except HypervisorError as exc:

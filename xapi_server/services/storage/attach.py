@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import xml.etree.ElementTree as ET
 
+from ...backends.hypervisor import HypervisorError, qemu_access
 from ...errors import ApiError
+from ..vm.domxml import device_contributor
 from . import service
 from .service import NULL
 
@@ -74,8 +76,6 @@ def _host(store) -> str:
 
 
 def _register_contributor():
-    from ..hypervisor.domxml import device_contributor   # always there: part of this package
-
     @device_contributor
     def disks(ctx):
         store = ctx.store
@@ -177,7 +177,6 @@ async def watch_power_states(server) -> None:
 
 async def _hv(server, op: str, vm_uuid: str, xml: str) -> None:
     """attach/detach/update a device of a running domain."""
-    from ..hypervisor import HypervisorError, qemu_access
     hv = _hypervisor(server)
     if op != "detach":
         await qemu_access.ensure_reachable(server, hv, xml)

@@ -17,7 +17,7 @@ import json
 import logging
 from datetime import datetime, timezone
 
-from . import Link, NetworkError, check_name, open_backend
+from ...backends.network import Link, NetworkError, check_name, open_backend
 
 log = logging.getLogger(__name__)
 

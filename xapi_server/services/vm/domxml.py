@@ -1,7 +1,7 @@
 """Domain XML from a VM record, virt-install style: each XenAPI attribute maps to
 an element. Storage and network add their devices through device contributors:
 
-    from xapi_server.backends.hypervisor.domxml import device_contributor
+    from xapi_server.services.vm.domxml import device_contributor
 
     @device_contributor
     def disks(ctx):                  # ctx: BuildContext
@@ -19,9 +19,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-# Our metadata namespace: a domain carrying <xapi:vm> in it belongs to this server.
-METADATA_NS = "https://xapi-py.org/xmlns/vm/1.0"
-METADATA_PREFIX = "xapi"
+from ...backends.hypervisor import METADATA_NS, METADATA_PREFIX
 
 # XenAPI on_crash_behaviour -> libvirt <on_crash>
 _ON_CRASH = {"destroy": "destroy", "coredump_and_destroy": "coredump-destroy",

@@ -12,10 +12,10 @@ import contextlib
 import errno
 from datetime import datetime, timezone
 
+from ...backends.storage import DRIVERS
+from ...backends.storage.base import UUID_RE, DeviceInUse, Full, Missing, NotSupported
+from ...backends.storage.run import StorageError
 from ...errors import ApiError
-from . import DRIVERS
-from .base import UUID_RE, DeviceInUse, Full, Missing, NotSupported
-from .run import StorageError
 
 NULL = "OpaqueRef:NULL"
 

@@ -1,0 +1,1 @@
+"""VMs as the hypervisor driver sees them: the domain XML built from a VM record."""
