@@ -6,9 +6,10 @@ import subprocess
 
 import pytest
 
-from xapi_server.backends.network import NetworkError, check_name, valid_name
+from xapi_server.backends.network import NetworkError, valid_name
 from xapi_server.backends.network.iproute import IpRoute
 from xapi_server.errors import ApiError
+from xapi_server.services.network.names import check_name
 
 
 @pytest.fixture

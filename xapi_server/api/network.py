@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import logging
 
-from ..backends.network import NetworkError, check_name
+from ..backends.network import NetworkError
 from ..dispatch.generic import constructor_fields
 from ..dispatch.registry import implements
 from ..errors import ApiError
+from ..services.network.names import check_name
 from ..services.network.runtime import MTU_RANGE, NetRuntime
 
 log = logging.getLogger(__name__)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import ipaddress
 
-from ..backends.network import NetworkError, check_name
+from ..backends.network import NetworkError
 from ..dispatch.registry import implements
 from ..errors import ApiError
+from ..services.network.names import check_name
 from ..services.network.runtime import NULL, now
 from .network import kernel_error, net
 

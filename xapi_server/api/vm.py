@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 
-from ..backends.hypervisor import HypervisorError, qemu_access
+from ..backends.hypervisor import HypervisorError
 from ..dispatch.generic import check_ref
 from ..dispatch.registry import implements
 from ..errors import ApiError
 from ..services.vm import domxml
+from ..services.vm.reachable import ensure_reachable
 from ..wire.xmlrpc import encode_value
 from . import boot_files
 from .vm_checks import vm_operation
@@ -86,7 +87,7 @@ async def boot(ctx, vm, paused=False, force=False):
     build = domxml.BuildContext(ctx.store, vm, {**rec, **boot_paths}, rt.hv.domain_type,
                                 ctx.server.settings.data_dir)
     xml = domxml.build(build)
-    await qemu_access.ensure_reachable(ctx.server, rt.hv, xml)
+    await ensure_reachable(ctx.server, rt.hv, xml)
     os.makedirs(os.path.dirname(domxml.console_log_path(build.data_dir, rec["uuid"])),
                 exist_ok=True)
     _progress(ctx, 0.2)

@@ -7,6 +7,8 @@ backends / store.
 
   storage/   SRs and VDIs on their drivers (service), VDI operations (vdiops), VM disk
              copies (vmdisks), disks in guests (attach)
-  network/   bridges and the refresh of PIF/VIF records (runtime), VIFs in guests (guest)
-  vm/        the domain XML built from a VM record (domxml)
+  network/   bridges and the refresh of PIF/VIF records (runtime), VIFs in guests (guest),
+             client-chosen interface names (names)
+  vm/        the domain XML built from a VM record (domxml), files QEMU's user must
+             reach (reachable)
 """

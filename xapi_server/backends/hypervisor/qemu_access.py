@@ -11,7 +11,8 @@ every folder above each file is checked *as that user* (a tiny child process run
 with its uid and groups: the kernel answers, ACLs and all). A blocking folder either
 gets an ACL entry giving that user alone search permission, as virt-install does
 (setting qemu_search_fix = "acl", the default), or the call fails naming the folder
-and the fix ("refuse"). Who the user is comes from libvirt itself (the DAC base label
+and the fix ("refuse": services/vm/reachable.py turns that into the XenAPI error).
+Who the user is comes from libvirt itself (the DAC base label
 in its capabilities); a root QEMU (the embedded driver) and the test driver need nothing.
 """
 from __future__ import annotations
@@ -23,8 +24,6 @@ import pwd
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
-
-from ...errors import ApiError
 
 log = logging.getLogger(__name__)
 
@@ -151,16 +150,3 @@ def files_in_domain(xml: str) -> dict[str, str]:
                 found[el.text] = tag
     return found
 
-
-async def ensure_reachable(server, hv, xml: str) -> None:
-    """Refuse (or fix) a domain or device XML naming files QEMU's user cannot reach."""
-    files = files_in_domain(xml)
-    problem = await unreachable(server.settings, hv, list(files))
-    if problem is None:
-        return
-    folder, uid = problem
-    path, kind = next((p, k) for p, k in files.items() if folder in folders_above(p))
-    message = explain(folder, uid, path)
-    if kind == "disk":
-        raise ApiError("SR_BACKEND_FAILURE", "EACCES", "", message)
-    raise ApiError("INVALID_VALUE", "kernel" if kind == "kernel" else "ramdisk", path, message)

@@ -4,15 +4,14 @@ devices, NICs and taps.
 The API never runs `ip` itself: it speaks this small protocol. Every method is a
 coroutine; the Linux implementation (`iproute.py`) runs iproute2 with argument
 lists in an asyncio subprocess (never a shell, never blocking the event loop).
-Names that come from API clients go through `check_name` first.
+Names that come from API clients are checked first (`valid_name`; services/network/
+names.check_name refuses them with INVALID_VALUE).
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
 from typing import Protocol
-
-from ...errors import ApiError
 
 IFNAMSIZ = 16          # the kernel's limit, including the terminating NUL
 _BAD = re.compile(r"[\s/:]")   # ':' would be read as an alias label by iproute2
@@ -26,12 +25,6 @@ def valid_name(name: str) -> bool:
     if len(name.encode()) >= IFNAMSIZ or _BAD.search(name) or name.startswith("-"):
         return False
     return name.isprintable()
-
-
-def check_name(field_name: str, name: str) -> str:
-    if not valid_name(name):
-        raise ApiError("INVALID_VALUE", field_name, name)
-    return name
 
 
 @dataclass

@@ -17,7 +17,8 @@ import json
 import logging
 from datetime import datetime, timezone
 
-from ...backends.network import Link, NetworkError, check_name, open_backend
+from ...backends.network import Link, NetworkError, open_backend
+from .names import check_name
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,10 @@ from __future__ import annotations
 import asyncio
 import xml.etree.ElementTree as ET
 
-from ...backends.hypervisor import HypervisorError, qemu_access
+from ...backends.hypervisor import HypervisorError
 from ...errors import ApiError
 from ..vm.domxml import device_contributor
+from ..vm.reachable import ensure_reachable
 from . import service
 from .service import NULL
 
@@ -179,7 +180,7 @@ async def _hv(server, op: str, vm_uuid: str, xml: str) -> None:
     """attach/detach/update a device of a running domain."""
     hv = _hypervisor(server)
     if op != "detach":
-        await qemu_access.ensure_reachable(server, hv, xml)
+        await ensure_reachable(server, hv, xml)
     try:
         await getattr(hv, f"{op}_device")(vm_uuid, xml)
     except HypervisorError as exc:
