@@ -18,10 +18,8 @@ def server(tmp_path_factory):
         proc.stop()
 
 
-@pytest.fixture
-def xapi(server):
-    """A logged-in official XenAPI SDK session (XML-RPC)."""
-    session = server.session()
+def _logged_in(session):
+    """The session's proxy for a test; logged out after it (unless the test did)."""
     yield session.xenapi
     try:
         session.xenapi.session.logout()
@@ -30,6 +28,33 @@ def xapi(server):
 
 
 @pytest.fixture
+def xapi(server):
+    """A logged-in official XenAPI SDK session (XML-RPC)."""
+    yield from _logged_in(server.session())
+
+
+@pytest.fixture
 def http(server):
     with httpx.Client(base_url=server.url, verify=False, timeout=30) as client:
         yield client
+
+
+@pytest.fixture(scope="module")
+def inprocess():
+    """A server in this process (tests/inprocess.py): the ASGI app called directly, no
+    subprocess, TLS or sockets; one per test module, libvirt's test driver."""
+    # Imported here, not above: it loads the whole server, which the modules that only
+    # drive a server process (most of them) need not pay for.
+    from inprocess import InProcess
+    proc = InProcess()
+    try:
+        yield proc
+    finally:
+        proc.close()
+
+
+@pytest.fixture
+def api(inprocess):
+    """A logged-in official XenAPI SDK session, as `xapi`, but through the in-process
+    app: `api.VM.get_all()`. For API tests that need no wire, TLS or real process."""
+    yield from _logged_in(inprocess.sdk_session())

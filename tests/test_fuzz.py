@@ -9,61 +9,20 @@ other encodings (latin-1, UTF-16, ones xapi does not read), lone surrogates and
 NaN/Infinity. FUZZ_EXAMPLES sets the examples per test (default keeps the module well
 under a minute; try 20000).
 """
-import asyncio
 import json
 import os
-import tempfile
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from xapi_server.config import Settings
-from xapi_server.datamodel import METHODS
-from xapi_server.http.app import XapiApp
-from xapi_server.server import Server
+from inprocess import InProcess
 from serverproc import ROOT_PASSWORD as ROOT
+from xapi_server.datamodel import METHODS
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "100"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None,
                 suppress_health_check=list(HealthCheck))
-
-
-def asgi_post(app, path: str, body: bytes, run=asyncio.run):
-    """POST `body` to an ASGI app in-process: (status, content type, body)."""
-    out = []
-
-    async def receive():
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(message):
-        out.append(message)
-    scope = {"type": "http", "method": "POST", "path": path, "client": ("127.0.0.1", 9),
-             "headers": [(b"content-length", str(len(body)).encode())], "query_string": b""}
-    run(app(scope, receive, send))
-    content_type = dict(out[0]["headers"]).get(b"content-type")
-    return out[0]["status"], content_type, b"".join(m.get("body", b"") for m in out[1:])
-
-
-class InProcess:
-    def __init__(self):
-        os.environ.setdefault("XAPI_ROOT_PASSWORD", ROOT)
-        self.loop = asyncio.new_event_loop()
-        self.server = Server(Settings(data_dir=tempfile.mkdtemp(prefix="xapi-fuzz-"),
-                                      libvirt_uri="test:///default", auth_failure_delay=0.0))
-        self.app = XapiApp(self.server)
-        self.loop.run_until_complete(self.server.startup())
-        self.session = self.loop.run_until_complete(self.server.dispatcher.call(
-            "session.login_with_password", ["root", os.environ["XAPI_ROOT_PASSWORD"]]))
-
-    def post(self, path: str, body: bytes):
-        run = lambda call: self.loop.run_until_complete(asyncio.wait_for(call, 10))  # noqa: E731
-        status, _, reply = asgi_post(self.app, path, body, run)
-        return status, reply
-
-    def close(self):
-        self.loop.run_until_complete(self.server.shutdown())
-        self.loop.close()
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-import test_fuzz   # its in-process server (the ASGI app without a subprocess)
+import inprocess   # the server in this process (the ASGI app without a subprocess)
 from serverproc import ROOT_PASSWORD, ServerProcess, add_local_user
 from xapi_server.http.app import XapiApp
 from xapi_server.http.auth import SESSION_KEY
@@ -145,7 +145,7 @@ def test_a_route_needs_a_declared_permission():
 
 # -- in-process (the ASGI app without a subprocess): the store's sessions counted --
 
-class InProcess(test_fuzz.InProcess):
+class InProcess(inprocess.InProcess):
     def sessions(self) -> int:
         return len(self.server.store.tables["session"])
 

@@ -20,6 +20,12 @@ def failure(fn, *args):
 
 
 @pytest.fixture
+def xapi(api):
+    """These tests need no wire, TLS or process of their own: the in-process server."""
+    return api
+
+
+@pytest.fixture
 def vm(xapi):
     ref = new_vm(xapi)
     yield ref

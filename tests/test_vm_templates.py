@@ -12,6 +12,12 @@ def failure(fn, *args):
     return info.value.details
 
 
+@pytest.fixture
+def xapi(api):
+    """These tests need no wire, TLS or process of their own: the in-process server."""
+    return api
+
+
 def test_builtin_templates(xapi):
     templates = {r["name_label"]: r for r in xapi.VM.get_all_records().values()
                  if r["is_a_template"] and r["is_default_template"]}

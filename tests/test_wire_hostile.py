@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from serverproc import ROOT_PASSWORD
-from test_fuzz import asgi_post as post
+from inprocess import asgi_post as post
 
 INVALID_STRING = ["INVALID_VALUE", "Invalid UTF-8 string in parameter"]
 NON_FINITE = ["INVALID_VALUE", "Non-finite float in parameter"]
