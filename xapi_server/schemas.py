@@ -43,12 +43,21 @@ def class_schema(c) -> dict:
     for f in c.fields:
         schema = json_type(f.type)
         schema["x-xenapi-qualifier"] = f.qualifier
+        _describe(schema, f.doc)
         if f.has_default:
             schema["default"] = _jsonable(f.default)
         props[f.name] = schema
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": f"{c.name}.json",
             "title": c.name, "description": c.doc, "type": "object", "properties": props,
             "required": [f.name for f in c.fields], "additionalProperties": False}
+
+
+def _describe(entry: dict, doc: str) -> dict:
+    """Add the datamodel's doc as a description; nothing when there is none, so that
+    the schemas change only where a doc was written."""
+    if doc:
+        entry["description"] = doc
+    return entry
 
 
 def _jsonable(value):
@@ -65,10 +74,11 @@ def openrpc() -> dict:
             entry = {"name": p.name, "required": p.required, "schema": json_type(p.type)}
             if not p.required:
                 entry["schema"]["default"] = _jsonable(p.default)
+            _describe(entry, p.doc)
             params.append(entry)
+        result = _describe({"name": "result", "schema": json_type(m.result)}, m.result_doc)
         methods.append({"name": name, "summary": m.doc or f"{m.kind} ({m.cls})",
-                        "params": params,
-                        "result": {"name": "result", "schema": json_type(m.result)},
+                        "params": params, "result": result,
                         "x-xenapi-roles": m.role, "x-xenapi-async": m.asynchronous,
                         "x-xenapi-errors": list(m.errors)})
     return {"openrpc": "1.3.2",

@@ -69,12 +69,13 @@ def _generated(c: ClassDef) -> list:
         gen("get_all_records_where", "string expr", f"({ref} -> {c.name} record) map", **read)
         gen("get_all_where", "string expr", f"{ref} set", **read)
     for f in c.fields:
-        gen(f"get_{f.name}", f"{ref} self", f.type_text, "get_field", f.name, **read)
+        gen(f"get_{f.name}", f"{ref} self", f.type_text, "get_field", f.name,
+            result_doc=f.doc, **read)
         if not f.writable:
             continue
         write = dict(role=f.setter or f.role or c.write_role, asynchronous=False)
         gen(f"set_{f.name}", f"{ref} self, {f.type_text} value", "void", "set_field", f.name,
-            **write)
+            params_doc={"value": f.doc} if f.doc else None, **write)
         if isinstance(f.type, Map):
             gen(f"add_to_{f.name}", f"{ref} self, {f.type.key} key, {f.type.value} value",
                 "void", "add_to_map", f.name, **write)

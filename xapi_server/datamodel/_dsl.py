@@ -3,9 +3,18 @@
 A class module writes, for example::
 
     VM = cls("VM", "A virtual machine.", ctor=True, write_role="vm-admin",
-             fields=[field("name_label", "string", RW), ...],
+             fields=[identity(), *names(), other_config(default={}),
+                     field("power_state", "enum vm_power_state", RC, doc="..."), ...],
              messages=[msg("start", "VM ref vm, bool start_paused, bool force",
+                           doc="Starts a halted VM.", params_doc={"force": "..."},
                            role="vm-operator", errors=["VM_BAD_POWER_STATE"])])
+
+`doc=` (fields, messages), `params_doc=` and `result_doc=` (messages) reach schemas/
+as descriptions and `xe help <cmd> param-name=<field>`; every class-specific message
+has a doc (tests/test_datamodel_docs.py). The helpers (identity, names, operations,
+other_config, tags, snapshot_fields, device_runtime) declare the fields most classes
+share, with their docs; those that declare several return a list to splice with `*`,
+so that each class keeps its field order.
 
 Types are written in xapi's notation and parsed once the enums are known
 (see `datamodel/__init__.py`). Everything else (dispatch, store layout, schemas,
@@ -35,6 +44,10 @@ LOCAL_ROOT_ONLY = "local-root-only"
 FOLDER_KEYS = {"folder": "vm-operator", "XenCenter.CustomFields.*": "vm-operator"}
 
 _MISSING = object()
+NO_DEFAULT = _MISSING        # for helpers: declare the field without a default
+STRING_MAP = "(string -> string) map"
+NULL_REF = "OpaqueRef:NULL"
+EPOCH = "19700101T00:00:00Z"      # a datetime field's "never"
 
 
 def role_allows(granted: str, required: str | None) -> bool:
@@ -59,6 +72,7 @@ class Field:
     # Map keys with a role of their own (xapi's map_keys_roles): {"folder": "vm-operator",
     # "XenCenter.CustomFields.*": "vm-operator"}; a trailing "*" makes a prefix.
     key_roles: dict | None = None
+    doc: str = ""                # what the field means, for schemas/ and xe help
 
     @property
     def writable(self) -> bool:
@@ -89,6 +103,7 @@ class Param:
     type_text: str
     default: object = _MISSING
     type: object = None
+    doc: str = ""
 
     @property
     def required(self) -> bool:
@@ -112,6 +127,7 @@ class Message:
     result: object = None         # parsed Type
     cost: float = 1.0             # rate-limiter tokens (datamodel/costs.py)
     key_roles: dict | None = None # the map field's key roles (generated map messages)
+    result_doc: str = ""          # what the result is, when the doc does not say
 
     @property
     def wire_name(self) -> str:
@@ -144,8 +160,71 @@ class ClassDef:
 
 
 def field(name, type_text, qualifier, default=_MISSING, role=None, setter=None,
-          key_roles=None) -> Field:
-    return Field(name, type_text, qualifier, default, role, setter, key_roles=key_roles)
+          key_roles=None, doc="") -> Field:
+    return Field(name, type_text, qualifier, default, role, setter, key_roles=key_roles, doc=doc)
+
+
+# -- The fields most classes share, declared once. A helper that declares several returns
+# a list to splice with `*`, so that a class keeps its own field order (records and
+# schemas list fields in declaration order).
+
+def identity() -> Field:
+    return field("uuid", "string", RO,
+                 doc="Unique identifier of the object; never changes, survives restarts.")
+
+
+def names(qualifier=RW, default="", setter=None) -> list:
+    """name_label and name_description (default NO_DEFAULT: the type's zero value, and
+    no default in the schemas)."""
+    return [field("name_label", "string", qualifier, default, setter=setter,
+                  doc="A human-readable name; need not be unique."),
+            field("name_description", "string", qualifier, default, setter=setter,
+                  doc="A human-readable description.")]
+
+
+def operations(enum: str) -> list:
+    """allowed_operations and current_operations over the enum `enum`."""
+    return [field("allowed_operations", f"enum {enum} set", RO, default=[],
+                  doc="Operations that could be started on the object now."),
+            field("current_operations", f"(string -> enum {enum}) map", RO, default={},
+                  doc="Operations in progress, keyed by the task running each.")]
+
+
+def other_config(qualifier=RW, default=_MISSING, setter=None, key_roles=None,
+                 doc="Free-form key/value pairs for clients and tools.") -> Field:
+    return field("other_config", STRING_MAP, qualifier,
+                 dict(default) if isinstance(default, dict) else default, setter=setter,
+                 key_roles=key_roles, doc=doc)
+
+
+def tags() -> Field:
+    return field("tags", "string set", RW, role="vm-operator", default=[],
+                 doc="User-defined labels for grouping and searching objects.")
+
+
+def snapshot_fields(cls: str, what: str) -> list:
+    """is_a_snapshot, snapshot_of, snapshots, snapshot_time of a VM or a VDI (`what`: how
+    the docs name one, "VM" or "disk")."""
+    return [field("is_a_snapshot", "bool", RO, default=False,
+                  doc=f"True for a snapshot: a frozen copy of another {what}."),
+            field("snapshot_of", f"{cls} ref", RO, default=NULL_REF,
+                  doc=f"The {what} this snapshot was taken of."),
+            field("snapshots", f"{cls} ref set", RO,
+                  doc=f"The snapshots taken of this {what}."),
+            field("snapshot_time", "datetime", RO, default=EPOCH,
+                  doc="When the snapshot was taken (UTC).")]
+
+
+def device_runtime(attached_doc: str) -> list:
+    """The runtime fields VBD and VIF share: attachment, status, QoS."""
+    return [field("currently_attached", "bool", RC, default=False, doc=attached_doc),
+            field("status_code", "int", RO),
+            field("status_detail", "string", RO),
+            field("runtime_properties", STRING_MAP, RO),
+            field("qos_algorithm_type", "string", RW),
+            field("qos_algorithm_params", STRING_MAP, RW),
+            field("qos_supported_algorithms", "string set", RO)]
+
 
 
 def _split_params(text: str) -> list:
@@ -168,10 +247,23 @@ def _literal(text: str):
 
 
 def msg(name, params="", result="void", doc="", errors=(), role=ANY_ROLE, session=True,
-        asynchronous=True, mutates=True) -> Message:
+        asynchronous=True, mutates=True, params_doc=None, result_doc="") -> Message:
+    """params_doc: {param name: what it means} for the parameters that need saying."""
     _check_errors(name, errors)
-    return Message(name, _split_params(params), result, doc, tuple(errors), role, session,
-                   asynchronous, mutates)
+    parsed = _split_params(params)
+    _document_params(name, parsed, params_doc or {})
+    m = Message(name, parsed, result, doc, tuple(errors), role, session, asynchronous, mutates)
+    m.result_doc = result_doc
+    return m
+
+
+def _document_params(message: str, params: list, docs: dict) -> None:
+    by_name = {p.name: p for p in params}
+    unknown = [n for n in docs if n not in by_name]
+    if unknown:
+        raise ValueError(f"msg({message!r}, params_doc=...): no parameter {', '.join(unknown)}")
+    for name, text in docs.items():
+        by_name[name].doc = text
 
 
 def _check_errors(message: str, codes) -> None:

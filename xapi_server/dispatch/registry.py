@@ -6,6 +6,9 @@
 The name must be a message the datamodel declares; the function receives the call
 context and the message's parameters (without the session), already type-checked.
 A generated message (a getter, setter, create ...) is overridden the same way.
+Both are checked at import: an unknown name, a second implementation, or a function
+that could not take the call context plus the message's parameters fails there
+rather than on the first call.
 """
 from __future__ import annotations
 
@@ -23,7 +26,25 @@ def implements(*wire_names: str):
                 raise LookupError(f"{name} is not declared in the datamodel")
             if name in IMPLEMENTATIONS:
                 raise LookupError(f"{name} is implemented twice")
+            _check_arity(fn, name)
             IMPLEMENTATIONS[name] = fn
         fn.is_coroutine = inspect.iscoroutinefunction(fn)
         return fn
     return register
+
+
+def _check_arity(fn, name: str) -> None:
+    """The dispatcher calls fn(ctx, *params), every declared parameter given (defaults
+    filled in): fn must accept exactly that many positional arguments."""
+    declared = [p.name for p in METHODS[name].params]
+    wanted = 1 + len(declared)
+    params = inspect.signature(fn).parameters.values()
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    takes_rest = any(p.kind == p.VAR_POSITIONAL for p in params)
+    required = [p for p in positional if p.default is p.empty]
+    if len(required) <= wanted and (takes_rest or len(positional) >= wanted):
+        return
+    where = f"{fn.__module__}.{fn.__qualname__}"
+    raise TypeError(f"@implements({name!r}): {where} takes {len(positional)} positional "
+                    f"parameter(s), the dispatcher passes {wanted}: ctx, "
+                    f"{', '.join(declared) or '(no message parameters)'}")

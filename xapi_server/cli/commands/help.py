@@ -1,8 +1,13 @@
-"""`xe help`, `xe help --all`, `xe help <command> ...` (answered without logging in)."""
+"""`xe help`, `xe help --all`, `xe help <command> ...` (answered without logging in).
+
+`xe help <class>-param-get param-name=<field>[,<field>...]` (any command of a class)
+also describes the fields named, from the datamodel's docs."""
 from __future__ import annotations
 
 import textwrap
 
+from ...datamodel import CLASSES
+from ..records import field_index
 from ..table import COMMANDS
 
 USAGE = """Usage: xe <command> [-s server] [-p port] ([-u username] [-pw password] or [-pwf <password file>]) <other arguments>
@@ -33,6 +38,20 @@ def _wrapped(names: list[str]) -> str:
                                    subsequent_indent="    ", break_on_hyphens=False))
 
 
+async def _describe_fields(ctx, cls: str, names: list[str]):
+    """One record per field xe shows for `cls`: its API name, type and doc."""
+    index = field_index(cls)
+    for name in names:
+        shown = index.get(name)
+        if shown is None:
+            await ctx.message(f"Unknown parameter '{name}'")
+            continue
+        f = CLASSES[shown.cls].field_map[shown.api]
+        await ctx.table([[("param name", shown.label), ("field", f"{shown.cls}.{f.name}"),
+                          ("type", f.type_text),
+                          ("description", f.doc or "(not described)")]])
+
+
 def _visible():
     return sorted(c for c, cmd in COMMANDS.items() if not cmd.hidden)
 
@@ -54,6 +73,8 @@ async def help_cmd(ctx):
                               ("reqd params", ", ".join(cmd.reqd)),
                               ("optional params", ", ".join(optional)),
                               ("description", description)]])
+            if cmd.cls and ctx.params.get("param-name"):
+                await _describe_fields(ctx, cmd.cls, ctx.params["param-name"].split(","))
         return
     if ctx.flag("all"):
         names = ["help", *_visible()]

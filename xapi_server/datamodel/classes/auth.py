@@ -1,27 +1,38 @@
 """Classes: session, user, role, subject.
 
 Field facts (names, types, qualifiers, defaults) follow xapi's datamodel."""
-from .._dsl import RC, RO, RW, cls, field, msg
+from .._dsl import RC, RO, RW, cls, field, identity, msg, names, other_config
 
 SESSION = cls(
     'session', 'A logged-in client.',
     write_role='pool-admin', get_all=False, persist=False, events=False,
     fields=[
-        field('uuid', 'string', RO),
-        field('this_host', 'host ref', RO),
-        field('this_user', 'user ref', RO),
-        field('last_active', 'datetime', RO),
-        field('pool', 'bool', RO),
-        field('other_config', '(string -> string) map', RW, default={}),
-        field('is_local_superuser', 'bool', RO, default=False),
-        field('subject', 'subject ref', RO, default='OpaqueRef:NULL'),
+        identity(),
+        field('this_host', 'host ref', RO,
+              doc='The host the session was made on.'),
+        field('this_user', 'user ref', RO,
+              doc='A legacy user record; never set here (see subject).'),
+        field('last_active', 'datetime', RO,
+              doc='When the session was last used; idle sessions expire.'),
+        field('pool', 'bool', RO,
+              doc='True for a session one host of a pool made on another.'),
+        other_config(default={}),
+        field('is_local_superuser', 'bool', RO, default=False,
+              doc='True when root logged in.'),
+        field('subject', 'subject ref', RO, default='OpaqueRef:NULL',
+              doc='The subject whose roles the session holds; NULL for root.'),
         field('validation_time', 'datetime', RO, default='19700101T00:00:00Z'),
         field('auth_user_sid', 'string', RO, default=""),
-        field('auth_user_name', 'string', RO, default=""),
-        field('rbac_permissions', 'string set', RC, default=[]),
-        field('tasks', 'task ref set', RO),
-        field('parent', 'session ref', RC, default='OpaqueRef:NULL'),
-        field('originator', 'string', RO, default=""),
+        field('auth_user_name', 'string', RO, default="",
+              doc='The user name given at login.'),
+        field('rbac_permissions', 'string set', RC, default=[],
+              doc="The permissions the session's roles grant."),
+        field('tasks', 'task ref set', RO,
+              doc='The tasks this session made.'),
+        field('parent', 'session ref', RC, default='OpaqueRef:NULL',
+              doc='The session that made this one; NULL for a login.'),
+        field('originator', 'string', RO, default="",
+              doc='Who the client said it was at login (originator).'),
         field('client_certificate', 'bool', RO, default=False),
     ],
     messages=[
@@ -49,10 +60,10 @@ USER = cls(
     'user', 'A user record (legacy).',
     ctor=True, write_role='pool-admin', get_all=False,
     fields=[
-        field('uuid', 'string', RO),
+        identity(),
         field('short_name', 'string', RC),
         field('fullname', 'string', RW),
-        field('other_config', '(string -> string) map', RW, default={}),
+        other_config(default={}),
     ],
 )
 
@@ -60,9 +71,8 @@ ROLE = cls(
     'role', 'An RBAC role.',
     write_role='pool-admin',
     fields=[
-        field('uuid', 'string', RO),
-        field('name_label', 'string', RC, default=""),
-        field('name_description', 'string', RC, default=""),
+        identity(),
+        *names(RC),
         field('subroles', 'role ref set', RC, default=[]),
         field('is_internal', 'bool', RO, default=False),
     ],
@@ -85,9 +95,9 @@ SUBJECT = cls(
     'subject', 'A user or group granted roles.',
     ctor=True, write_role='pool-admin',
     fields=[
-        field('uuid', 'string', RO),
+        identity(),
         field('subject_identifier', 'string', RC, default=""),
-        field('other_config', '(string -> string) map', RC, default={}),
+        other_config(RC, default={}),
         field('roles', 'role ref set', RO, default=['OpaqueRef:0165f154-ba3e-034e-6b27-5d271af109ba']),
     ],
     messages=[

@@ -6,7 +6,7 @@ matching Caller; the most specific match with a Rate_limit attached pays for it 
 that limiter's token bucket, and waits when the bucket is empty.
 
 Field facts (names, types, qualifiers, defaults) follow xapi's datamodel."""
-from .._dsl import RC, RO, RW, cls, field, msg
+from .._dsl import RC, RO, cls, field, identity, msg, names
 
 _ADMIN = dict(role="pool-admin", asynchronous=False)
 _QUERY = dict(role="pool-admin", asynchronous=False, mutates=False)
@@ -15,9 +15,8 @@ CALLER = cls(
     'Caller', 'A client of the API, identified by user agent and address patterns.',
     ctor=True, write_role='pool-admin',
     fields=[
-        field('uuid', 'string', RO),
-        field('name_label', 'string', RW, default=""),
-        field('name_description', 'string', RW, default=""),
+        identity(),
+        *names(),
         field('user_agent', 'string', RC, default=""),
         field('client_ip', 'string', RC, default=""),
         field('last_access', 'datetime', RO, default='19700101T00:00:00Z'),
@@ -47,9 +46,8 @@ RATE_LIMIT = cls(
     'Rate_limit', 'A token bucket shared by the callers attached to it.',
     ctor=True, write_role='pool-admin',
     fields=[
-        field('uuid', 'string', RO),
-        field('name_label', 'string', RW, default=""),
-        field('name_description', 'string', RW, default=""),
+        identity(),
+        *names(),
         field('callers', 'Caller ref set', RO),
         field('burst_size', 'float', RC, default=0.0),
         field('fill_rate', 'float', RC, default=0.0),

@@ -1,31 +1,38 @@
 """Classes: task, message.
 
 Field facts (names, types, qualifiers, defaults) follow xapi's datamodel."""
-from .._dsl import RC, RO, RW, cls, field, msg
+from .._dsl import RO, cls, field, identity, msg, names, operations, other_config
 
 TASK = cls(
     'task', 'A long-running operation.',
     write_role='pool-admin', persist=False,
     fields=[
-        field('uuid', 'string', RO),
-        field('name_label', 'string', RO, default=""),
-        field('name_description', 'string', RO, default=""),
-        field('allowed_operations', 'enum task_allowed_operations set', RO, default=[]),
-        field('current_operations', '(string -> enum task_allowed_operations) map', RO, default={}),
-        field('created', 'datetime', RO),
-        field('finished', 'datetime', RO),
-        field('status', 'enum task_status_type', RO, setter='read-only'),
-        field('resident_on', 'host ref', RO),
-        field('progress', 'float', RO, setter='read-only'),
+        identity(),
+        *names(RO),
+        *operations('task_allowed_operations'),
+        field('created', 'datetime', RO,
+              doc='When the task started (UTC).'),
+        field('finished', 'datetime', RO,
+              doc='When the task ended (UTC).'),
+        field('status', 'enum task_status_type', RO, setter='read-only',
+              doc='pending, success, failure, cancelling or cancelled.'),
+        field('resident_on', 'host ref', RO,
+              doc='The host running the task.'),
+        field('progress', 'float', RO, setter='read-only',
+              doc='From 0.0 (started) to 1.0 (done).'),
         field('type', 'string', RO),
-        field('result', 'string', RO, setter='read-only'),
-        field('error_info', 'string set', RO, setter='read-only'),
+        field('result', 'string', RO, setter='read-only',
+              doc='On success, the result as an XML-RPC value.'),
+        field('error_info', 'string set', RO, setter='read-only',
+              doc='On failure, the error code then its parameters.'),
         # xapi keeps the keys XenCenter uses to claim a task from read-only sessions.
-        field('other_config', '(string -> string) map', RO, setter='read-only', default={},
-              key_roles={"applies_to": "vm-operator", "XenCenterUUID": "vm-operator",
-                         "XenCenterMeddlingActionTitle": "vm-operator"}),
-        field('subtask_of', 'task ref', RO, default='OpaqueRef:NULL'),
-        field('subtasks', 'task ref set', RO),
+        other_config(RO, default={}, setter='read-only',
+                     key_roles={"applies_to": "vm-operator", "XenCenterUUID": "vm-operator",
+                                "XenCenterMeddlingActionTitle": "vm-operator"}),
+        field('subtask_of', 'task ref', RO, default='OpaqueRef:NULL',
+              doc='The task this one is part of; NULL for none.'),
+        field('subtasks', 'task ref set', RO,
+              doc='The tasks that are part of this one.'),
         field('backtrace', 'string', RO, default="()"),
     ],
     messages=[
@@ -41,7 +48,7 @@ MESSAGE = cls(
     'message', 'An alert for the administrator.',
     write_role='pool-operator',
     fields=[
-        field('uuid', 'string', RO),
+        identity(),
         field('name', 'string', RO),
         field('priority', 'int', RO),
         field('cls', 'enum cls', RO),
