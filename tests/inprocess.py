@@ -16,6 +16,7 @@ import os
 import tempfile
 import xmlrpc.client
 
+import pytest
 import XenAPI
 
 from serverproc import ROOT_PASSWORD as ROOT
@@ -90,3 +91,10 @@ class AsgiTransport(xmlrpc.client.Transport):
         parser.feed(reply)
         parser.close()
         return unmarshaller.close()
+
+
+@pytest.fixture(name="xapi")
+def xapi_in_process(api):
+    """The `xapi` fixture on the in-process server, for a module whose API tests need no
+    wire, TLS or process of their own: `from inprocess import xapi_in_process`."""
+    return api

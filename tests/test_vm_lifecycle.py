@@ -3,6 +3,8 @@ the state machine, xapi's errors and their parameters, metrics and host links.""
 import pytest
 import XenAPI
 
+from inprocess import xapi_in_process  # noqa: F401 (xapi: the server in this process)
+
 
 def new_vm(xapi, name="vm"):
     """What `xe vm-install template="Other install media"` does."""
@@ -17,12 +19,6 @@ def failure(fn, *args):
     with pytest.raises(XenAPI.Failure) as info:
         fn(*args)
     return info.value.details
-
-
-@pytest.fixture
-def xapi(api):
-    """These tests need no wire, TLS or process of their own: the in-process server."""
-    return api
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ libvirt's test driver."""
 import pytest
 import XenAPI
 
+from inprocess import xapi_in_process  # noqa: F401 (xapi: the server in this process)
 from xapi_server.api.vm_clone import parse_disks
 
 
@@ -10,12 +11,6 @@ def failure(fn, *args):
     with pytest.raises(XenAPI.Failure) as info:
         fn(*args)
     return info.value.details
-
-
-@pytest.fixture
-def xapi(api):
-    """These tests need no wire, TLS or process of their own: the in-process server."""
-    return api
 
 
 def test_builtin_templates(xapi):
