@@ -15,9 +15,9 @@ import time
 import pytest
 import XenAPI
 
+from guest.harness import build_or_skip, console, make_vm, wait_booted, wait_for, wait_state
 from private_libvirtd import PrivateLibvirtd, kill_qemus, qemu_pid, unavailable
 from serverproc import ServerProcess
-from test_vm_guest import GUEST_CACHE, console, make_vm, wait_booted, wait_for
 from xapi_server.store.check import check_data_dir
 
 pytestmark = pytest.mark.slow   # kills libvirtd, QEMU and the server under real guests: minutes
@@ -33,11 +33,7 @@ def guest():
     reason = unavailable()
     if reason:
         pytest.skip(reason)
-    import build
-    try:
-        return build.build_guest(GUEST_CACHE)
-    except RuntimeError as exc:
-        pytest.skip(str(exc))
+    return build_or_skip()
 
 
 @pytest.fixture(scope="module")
@@ -91,13 +87,6 @@ def failure(fn, *args) -> list:
     except XenAPI.Failure as exc:
         return exc.details
     raise AssertionError(f"{fn} succeeded")
-
-
-def wait_state(x, vm, state, timeout) -> float:
-    """Seconds until VM.power_state is `state`."""
-    start = time.monotonic()
-    wait_for(lambda: x.VM.get_power_state(vm) == state, timeout, f"power_state {state}")
-    return time.monotonic() - start
 
 
 def messages(x, vm) -> list[str]:

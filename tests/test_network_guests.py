@@ -6,28 +6,23 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "guest"))
-from serverproc import ServerProcess  # noqa: E402
+from guest.harness import MARK, build_or_skip, console_text, guest_vm
+from serverproc import ServerProcess
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(   # slow: boots two real guests
     not shutil.which("qemu-system-x86_64") or os.geteuid() != 0,
     reason="needs root and qemu-system-x86_64")]
 
-MARK = "XAPI-TEST-GUEST "
-
 
 @pytest.fixture(scope="module")
 def guest_server(tmp_path_factory):
-    import build
-    try:
-        guest = build.build_guest(str(tmp_path_factory.mktemp("guest-cache")))
-    except Exception as exc:   # kernel or busybox not installed
-        pytest.skip(f"test guest cannot be built: {exc}")
+    # Any failure to build (no kernel, no busybox) skips.
+    guest = build_or_skip(str(tmp_path_factory.mktemp("guest-cache")), catch=Exception,
+                          why="test guest cannot be built: ")
     data = str(tmp_path_factory.mktemp("xapi-net-guests"))
     from xapi_server.backends.hypervisor.libvirt_conn import embedded_uri
     proc = ServerProcess(data, libvirt_uri=embedded_uri(data),
@@ -43,11 +38,9 @@ def link(name):
 
 
 def console(data_dir, uuid):
-    try:
-        with open(os.path.join(data_dir, "consoles", f"{uuid}.log"), errors="replace") as f:
-            return [line.split(MARK, 1)[1].strip() for line in f if MARK in line]
-    except OSError:
-        return []
+    """The guest's marker lines, without the marker."""
+    return [line.split(MARK, 1)[1].strip()
+            for line in console_text(data_dir, uuid).splitlines() if MARK in line]
 
 
 def wait_console(data_dir, uuid, predicate, timeout=90.0, after=0):
@@ -62,14 +55,7 @@ def wait_console(data_dir, uuid, predicate, timeout=90.0, after=0):
 
 
 def make_guest(xapi, guest, name, args, network):
-    template = xapi.VM.get_by_name_label("Other install media")[0]
-    vm = xapi.VM.clone(template, name)
-    xapi.VM.set_is_a_template(vm, False)
-    mib = str(192 * 1024 * 1024)
-    xapi.VM.set_memory_limits(vm, mib, mib, mib, mib)
-    xapi.VM.set_PV_kernel(vm, guest["kernel"])
-    xapi.VM.set_PV_ramdisk(vm, guest["initrd"])
-    xapi.VM.set_PV_args(vm, f"{guest['cmdline']} {args}")
+    vm = guest_vm(xapi, guest, name, mib=192, args=args)
     vif = xapi.VIF.create({"VM": vm, "network": network, "device": "0", "MAC": "",
                            "MTU": "1500", "other_config": {}, "qos_algorithm_type": "",
                            "qos_algorithm_params": {}})

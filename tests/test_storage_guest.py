@@ -1,7 +1,7 @@
 """Disks in a real guest: the tiny Linux guest (tests/guest) under QEMU/TCG sees a
 qcow2 VDI plugged at start, a disk hot-plugged and unplugged while it runs, and an
 ISO inserted into and ejected from its CD drive. Same prerequisites as
-test_vm_guest.py, whose fixtures this reuses."""
+test_vm_guest.py; fixtures from tests/guest/harness.py."""
 import os
 import re
 import shutil
@@ -10,7 +10,8 @@ import tempfile
 
 import pytest
 
-from test_vm_guest import console, guest, make_vm, real, wait_booted, wait_for, x  # noqa: F401
+from guest.harness import (block_devices, console, guest, make_vm, real,  # noqa: F401 (fixtures)
+                           wait_booted, wait_for, x)
 
 pytestmark = pytest.mark.slow   # boots real guests under QEMU: minutes; -m 'not slow' skips
 
@@ -44,12 +45,6 @@ def srs(real, shared_dir):
     iso_sr = x.SR.create(host, {"location": isos}, "0", "guest isos", "", "iso", "iso",
                          False, {})
     return file_sr, iso_sr
-
-
-def block_devices(text):
-    """The latest BLOCK line of the guest's console."""
-    lines = re.findall(r"XAPI-TEST-GUEST BLOCK(.*)", text)
-    return lines[-1].split() if lines else None
 
 
 def media(text):

@@ -4,96 +4,17 @@ driven through the API, and changed behind our back with virsh.
 Needs root, libvirtd (started here with scripts/libvirt-setup.sh when it is not
 running), qemu-system-x86, busybox-static and linux-image-cloud-amd64."""
 import os
-import shutil
-import subprocess
-import sys
 import time
 
 import pytest
-import XenAPI
 
-HERE = os.path.dirname(__file__)
-ROOT = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(HERE, "guest"))
-from serverproc import GUEST_CACHE, ServerProcess  # noqa: E402,F401 (GUEST_CACHE: shared)
+from guest.harness import (console, guest, make_vm, real, virsh,  # noqa: F401 (fixtures)
+                           wait_booted, wait_for, wait_state, x)
+from serverproc import ServerProcess
 
 pytestmark = pytest.mark.slow   # boots real guests under QEMU: minutes; -m 'not slow' skips
 
-URI = "qemu:///system"
 MIB = 1 << 20
-
-
-def _prerequisites():
-    if os.geteuid() != 0:
-        return "needs root"
-    for tool in ("virsh", "libvirtd", "qemu-system-x86_64"):
-        if not shutil.which(tool):
-            return f"{tool} not installed"
-    return None
-
-
-def virsh(*args, check=True):
-    return subprocess.run(["virsh", "-c", URI, *args], capture_output=True, text=True,
-                          check=check).stdout
-
-
-@pytest.fixture(scope="module")
-def guest():
-    reason = _prerequisites()
-    if reason:
-        pytest.skip(reason)
-    import build
-    try:
-        files = build.build_guest(GUEST_CACHE)
-    except RuntimeError as exc:
-        pytest.skip(str(exc))
-    if subprocess.run(["virsh", "-c", URI, "version"], capture_output=True).returncode:
-        subprocess.run(["bash", os.path.join(ROOT, "scripts", "libvirt-setup.sh")], check=True)
-    return files
-
-
-@pytest.fixture(scope="module")
-def real(guest, tmp_path_factory):
-    proc = ServerProcess(str(tmp_path_factory.mktemp("xapi-real")), libvirt_uri=URI).start()
-    yield proc
-    proc.remove_vms_and_kill()
-
-
-@pytest.fixture
-def x(real):
-    return real.session().xenapi
-
-
-def make_vm(x, guest, name):
-    import build
-    return build.guest_vm(x, guest, name, provision=True)
-
-
-def console(real, x, vm) -> str:
-    path = os.path.join(real.data_dir, "consoles", x.VM.get_uuid(vm) + ".log")
-    try:
-        with open(path, errors="replace") as f:
-            return f.read()
-    except FileNotFoundError:
-        return ""
-
-
-def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return time.monotonic()
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def wait_booted(real, x, vm, count=1, timeout=60):
-    wait_for(lambda: console(real, x, vm).count("XAPI-TEST-GUEST BOOTED") >= count, timeout,
-             f"boot #{count} on the console")
-
-
-def wait_state(x, vm, state, timeout):
-    wait_for(lambda: x.VM.get_power_state(vm) == state, timeout, f"power_state {state}")
 
 
 def test_start_console_and_acpi_shutdown(real, x, guest):

@@ -5,10 +5,9 @@ libvirt's "Cannot access storage file ... Permission denied".
 
 The tiny guest (tests/guest) boots with a VDI of the server's own local SR and lists
 the disk on its console. With qemu_search_fix = "refuse" the server names the folder
-instead. Same prerequisites as test_vm_guest.py, whose fixtures this reuses."""
+instead. Same prerequisites as test_vm_guest.py; fixtures from tests/guest/harness.py."""
 import os
 import pwd
-import re
 import shutil
 import stat
 import subprocess
@@ -18,7 +17,8 @@ import pytest
 import XenAPI
 
 from serverproc import ServerProcess
-from test_vm_guest import URI, console, guest, make_vm, wait_booted, wait_for  # noqa: F401
+from guest.harness import (URI, block_devices, console, guest, make_vm,  # noqa: F401 (fixture)
+                           wait_booted, wait_for)
 
 pytestmark = pytest.mark.slow   # boots real guests under QEMU: minutes; -m 'not slow' skips
 
@@ -57,11 +57,6 @@ def disk_on_local_sr(x, vm):
                   "type": "Disk", "empty": False, "other_config": {},
                   "qos_algorithm_type": "", "qos_algorithm_params": {}})
     return sr, vdi
-
-
-def block_devices(text):
-    lines = re.findall(r"XAPI-TEST-GUEST BLOCK(.*)", text)
-    return lines[-1].split() if lines else None
 
 
 def test_first_vm_with_a_disk_starts_below_a_private_folder(guest, private_parent,  # noqa: F811

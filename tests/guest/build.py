@@ -277,20 +277,3 @@ if __name__ == "__main__":
     print(json.dumps(build_guest(sys.argv[1] if len(sys.argv) > 1 else "/tmp/xapi-test-guest"),
                      indent=2))
 
-
-def guest_vm(x, guest, name: str, provision: bool = False) -> str:
-    """A VM (through the API session `x`) that boots this guest: what `xe vm-install
-    template="Other install media"` makes, with 128 MiB and direct kernel boot. With
-    guest None (libvirt's test driver) only the clone."""
-    template = x.VM.get_by_name_label("Other install media")[0]
-    vm = x.VM.clone(template, name)
-    if provision:
-        x.VM.provision(vm)
-    x.VM.set_is_a_template(vm, False)
-    if guest:
-        mib128 = str(128 << 20)
-        x.VM.set_memory_limits(vm, mib128, mib128, mib128, mib128)
-        x.VM.set_PV_kernel(vm, guest["kernel"])
-        x.VM.set_PV_ramdisk(vm, guest["initrd"])
-        x.VM.set_PV_args(vm, guest["cmdline"])
-    return vm
