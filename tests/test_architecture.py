@@ -292,3 +292,23 @@ def test_backends_import_nothing_from_the_layers_above():
 def test_the_upward_import_check_finds_what_it_should(relative, source, found):
     modules = [m for _, m in _imported_modules(PACKAGE / relative, ast.parse(source))]
     assert any(_above_drivers(m) for m in modules) == found
+
+
+# Drivers declare what their guests do (backends/hypervisor.Capabilities); the code asks
+# for a capability, never whether this is the test driver. Only the libvirt driver
+# knows that, for libvirt's own quirks.
+TEST_DRIVER_NAMES = {"simulated", "_test_driver"}
+TEST_DRIVER_KNOWN_BY = "backends/hypervisor/libvirt_hv.py"
+
+
+def test_the_code_asks_for_capabilities_not_for_the_test_driver():
+    found = []
+    for path, tree in _modules():
+        if path.relative_to(PACKAGE).as_posix() == TEST_DRIVER_KNOWN_BY:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr in TEST_DRIVER_NAMES:
+                found.append(f"{_where(path, node)}: {ast.unparse(node)}")
+            elif isinstance(node, ast.Constant) and node.value in TEST_DRIVER_NAMES:
+                found.append(f"{_where(path, node)}: {node.value!r}")   # getattr(hv, ..)
+    assert found == []

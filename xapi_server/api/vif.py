@@ -25,9 +25,10 @@ UNPLUG_TIMEOUT = 30.0     # seconds the guest gets to release a virtio NIC
 _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 
 
-def _simulated(ctx) -> bool:
+def _nics_are_host_taps(ctx) -> bool:
+    """Does a running guest's VIF live on the host (else attaching is a record only)?"""
     vms = ctx.server.vms
-    return vms is None or vms.hv.simulated
+    return vms is not None and vms.hv.capabilities.nics_are_host_taps
 
 
 def new_mac(store) -> str:
@@ -111,7 +112,7 @@ async def plug(ctx, self):
     if rec["currently_attached"]:
         raise ApiError("DEVICE_ALREADY_ATTACHED", self)
     bridge, made = await _bridge(ctx, rec["network"])
-    if not _simulated(ctx):
+    if _nics_are_host_taps(ctx):
         try:
             await hv_device(ctx.server, "attach", store.get("VM", rec["VM"], "uuid"),
                             interface_xml(store, self))
@@ -139,7 +140,7 @@ async def _unplug(ctx, vif, force: bool):
     _require_running(store, rec["VM"])
     if not rec["currently_attached"]:
         raise ApiError("DEVICE_ALREADY_DETACHED", vif)
-    if not _simulated(ctx):
+    if _nics_are_host_taps(ctx):
         tap = tap_name(rec["uuid"])
         try:
             await hv_device(ctx.server, "detach", store.get("VM", rec["VM"], "uuid"),
@@ -175,7 +176,7 @@ async def _update_live(ctx, vif):
     """Apply a changed VIF record (bridge, link state) to the running guest."""
     store = ctx.store
     rec = store.record("VIF", vif)
-    if not rec["currently_attached"] or _simulated(ctx):
+    if not rec["currently_attached"] or not _nics_are_host_taps(ctx):
         return
     try:
         await hv_device(ctx.server, "update", store.get("VM", rec["VM"], "uuid"),

@@ -64,8 +64,10 @@ def _assert_can_boot(ctx, vm, rec, force=False):
     rt = _runtime(ctx)
     # Confined even on the test driver (a policy, not a hypervisor matter); the files
     # need to exist only where a real QEMU reads them.
-    boot = boot_files.resolve_record(ctx.server.settings, rec, must_exist=not rt.hv.simulated)
-    if rt.hv.simulated:
+    caps = rt.hv.capabilities
+    boot = boot_files.resolve_record(ctx.server.settings, rec,
+                                     must_exist=caps.reads_boot_files)
+    if not caps.uses_host_memory:
         return boot
     if not force:
         from ..hostinfo import meminfo
@@ -85,7 +87,7 @@ async def boot(ctx, vm, paused=False, force=False):
     rec = ctx.store.record("VM", vm)
     # The XML names the resolved boot files: what was checked is what QEMU reads.
     build = domxml.BuildContext(ctx.store, vm, {**rec, **boot_paths}, rt.hv.domain_type,
-                                ctx.server.settings.data_dir)
+                                ctx.server.settings.data_dir, rt.hv.capabilities)
     xml = domxml.build(build)
     await ensure_reachable(ctx.server, rt.hv, xml)
     os.makedirs(os.path.dirname(domxml.console_log_path(build.data_dir, rec["uuid"])),
@@ -171,7 +173,7 @@ async def clean_reboot(ctx, vm):
         uuid = ctx.store.record("VM", vm)["uuid"]
         seen = rt.reboots.get(uuid, 0)
         await _hv(rt.hv.reboot(uuid))
-        if not rt.hv.simulated:  # the test driver reboots synchronously, without events
+        if rt.hv.capabilities.reboot_reported_by_event:   # else done when reboot returned
             done = await rt.wait_until(
                 lambda: rt.reboots.get(uuid, 0) > seen
                 or ctx.store.record("VM", vm)["power_state"] == "Halted",

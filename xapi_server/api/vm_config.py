@@ -161,7 +161,8 @@ def _assert_can_boot_here(ctx, vm, host):
         raise ApiError("HOST_DISABLED", host)
     assert_memory_valid(rec)
     free = meminfo().get("MemAvailable", 0)
-    if not ctx.server.vms.hv.simulated and free and rec["memory_dynamic_min"] > free:
+    if ctx.server.vms.hv.capabilities.uses_host_memory and free \
+            and rec["memory_dynamic_min"] > free:
         raise ApiError("HOST_NOT_ENOUGH_FREE_MEMORY", rec["memory_dynamic_min"], free)
 
 

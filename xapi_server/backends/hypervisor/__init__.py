@@ -29,6 +29,31 @@ HALTED = DomainState("Halted")
 METADATA_NS = "https://xapi-py.org/xmlns/vm/1.0"
 METADATA_PREFIX = "xapi"
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a driver's guests really do. Callers ask for the capability they need, never
+    which driver it is (libvirt's test driver, say, runs no guest at all: it declares
+    none of these)."""
+    # The kernel and initrd a VM names are opened by the guest's process: they must exist.
+    reads_boot_files: bool = True
+    # A guest's memory is this host's: a boot checks the host's free memory first.
+    uses_host_memory: bool = True
+    # reboot() only asks: the guest's reset comes later as a "reboot" event (else the
+    # reboot is done when the call returns).
+    reboot_reported_by_event: bool = True
+    # A running guest's NICs are taps on the host's bridges, plugged and unplugged live
+    # (else a VIF's attachment is a record only).
+    nics_are_host_taps: bool = True
+    # A detached device leaves once the guest lets it go (virtio is cooperative), so
+    # the caller watches the domain's devices (else it is gone when detach returns).
+    guest_releases_devices: bool = True
+    # Guests are QEMU processes opening their files as QEMU's user, who must be able to
+    # reach them (backends/hypervisor/qemu_access).
+    needs_qemu_access_check: bool = True
+    # Domains are emulated machines: the XML names a machine type and a memory balloon.
+    emulates_machine: bool = True
+
+
 # An event handler gets the domain uuid and a kind: "lifecycle" (started, stopped,
 # suspended ...: re-read the state) or "reboot" (the guest reset itself, state unchanged).
 EventHandler = Callable[[str, str], None]
@@ -37,7 +62,7 @@ EventHandler = Callable[[str, str], None]
 class Hypervisor(Protocol):
     uri: str
     domain_type: str            # what the domain XML's <domain type=...> must say
-    simulated: bool             # test driver: operations complete instantly, no guest
+    capabilities: Capabilities  # what its guests really do (may change on reconnect)
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...

@@ -11,7 +11,7 @@ import logging
 
 import libvirt
 
-from . import HALTED, METADATA_NS, DomainState, HypervisorError
+from . import HALTED, METADATA_NS, Capabilities, DomainState, HypervisorError
 from .libvirt_conn import Connection, Unreachable, kvm_usable
 
 log = logging.getLogger(__name__)
@@ -64,13 +64,22 @@ def _need(conn, uuid):
     return dom
 
 
+# QEMU/KVM (or Xen) guests do everything; libvirt's test driver runs no guest and
+# completes every operation at once.
+GUEST_CAPABILITIES = Capabilities()
+TEST_DRIVER_CAPABILITIES = Capabilities(
+    reads_boot_files=False, uses_host_memory=False, reboot_reported_by_event=False,
+    nics_are_host_taps=False, guest_releases_devices=False, needs_qemu_access_check=False,
+    emulates_machine=False)
+
+
 class LibvirtHypervisor:
     def __init__(self, settings):
         self.settings = settings
         self.conn = Connection(settings.libvirt_uri, settings.data_dir)
         self._handler = None
         self.domain_type = "qemu"
-        self.simulated = False
+        self._test_driver = False   # libvirt's test:///: the driver's own quirks below
         # (uri, domain type) -> (uid, gid) QEMU runs as, or None: read once from the
         # capabilities of the libvirt this connection reaches (qemu_access.qemu_identity).
         self.qemu_identities: dict[tuple[str, str], tuple[int, int] | None] = {}
@@ -78,6 +87,10 @@ class LibvirtHypervisor:
     @property
     def uri(self) -> str:
         return self.conn.uri
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return TEST_DRIVER_CAPABILITIES if self._test_driver else GUEST_CAPABILITIES
 
     async def open(self):
         """Connect (the connection keeps reconnecting by itself from then on: events
@@ -94,8 +107,8 @@ class LibvirtHypervisor:
     def _connected(self, conn, missed: bool):
         """Runs in a worker thread after each new connection."""
         driver = conn.getType().lower()
-        self.simulated = driver == "test"
-        if self.simulated:
+        self._test_driver = driver == "test"
+        if self._test_driver:
             self.domain_type = "test"
         elif driver == "xen":
             self.domain_type = "xen"
@@ -174,18 +187,18 @@ class LibvirtHypervisor:
         await self._run(lambda c: self._create(_need(c, uuid), paused))
 
     def _create(self, dom, paused):
-        if paused and self.simulated:  # the test driver knows no START_PAUSED
+        if paused and self._test_driver:  # the test driver knows no START_PAUSED
             dom.createWithFlags(0)
             dom.suspend()
         else:
             dom.createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED if paused else 0)
 
     async def shutdown(self, uuid):
-        flag = 0 if self.simulated else libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN
+        flag = 0 if self._test_driver else libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN
         await self._run(lambda c: _need(c, uuid).shutdownFlags(flag))
 
     async def reboot(self, uuid):
-        flag = 0 if self.simulated else libvirt.VIR_DOMAIN_REBOOT_ACPI_POWER_BTN
+        flag = 0 if self._test_driver else libvirt.VIR_DOMAIN_REBOOT_ACPI_POWER_BTN
         await self._run(lambda c: _need(c, uuid).reboot(flag))
 
     async def destroy(self, uuid):

@@ -13,7 +13,8 @@ gets an ACL entry giving that user alone search permission, as virt-install does
 (setting qemu_search_fix = "acl", the default), or the call fails naming the folder
 and the fix ("refuse": services/vm/reachable.py turns that into the XenAPI error).
 Who the user is comes from libvirt itself (the DAC base label
-in its capabilities); a root QEMU (the embedded driver) and the test driver need nothing.
+in its capabilities); a root QEMU (the embedded driver) needs nothing, nor does a driver
+without `needs_qemu_access_check` (the test driver).
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ _PROBE = 'for d; do [ -x "$d" ] || printf "%s\\0" "$d"; done'
 
 async def qemu_identity(hv) -> tuple[int, int] | None:
     """(uid, gid) QEMU runs as, or None when it runs as root or there is no QEMU."""
-    if getattr(hv, "simulated", True) or not getattr(hv, "uri", ""):
+    if not hv.capabilities.needs_qemu_access_check or not hv.uri:
         return None
     key, known = (hv.uri, hv.domain_type), hv.qemu_identities
     if key not in known:

@@ -179,18 +179,18 @@ class NetRuntime:
         alone (their taps come and go)."""
         store = self.store
         vms = self.server.vms
-        simulated = vms is None or vms.hv.simulated
+        taps = vms is not None and vms.hv.capabilities.nics_are_host_taps
         for vif, rec in list(store.tables["VIF"].items()):
             vm = store.tables["VM"].get(rec["VM"])
             if vm is None or vm["current_operations"]:
                 continue
             live = vm["power_state"] in ("Running", "Paused")
-            if simulated:
-                attached = live and rec["currently_attached"]
-            else:
+            if taps:
                 tap = links.get(tap_name(rec["uuid"]))
                 bridge = store.tables["network"].get(rec["network"], {}).get("bridge")
                 attached = live and tap is not None and tap.master == bridge
+            else:
+                attached = live and rec["currently_attached"]
             if attached != rec["currently_attached"]:
                 store.update("VIF", vif, currently_attached=attached)
 

@@ -196,8 +196,8 @@ def _hypervisor(server):
 
 async def _target_present(server, vm_uuid: str, dev: str) -> bool:
     hv = _hypervisor(server)
-    if getattr(hv, "simulated", False):
-        return False
+    if not hv.capabilities.guest_releases_devices:
+        return False    # gone when detach returned
 
     def call(conn):
         xml = conn.lookupByUUIDString(vm_uuid).XMLDesc(0)

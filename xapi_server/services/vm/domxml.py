@@ -19,7 +19,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from ...backends.hypervisor import METADATA_NS, METADATA_PREFIX
+from ...backends.hypervisor import METADATA_NS, METADATA_PREFIX, Capabilities
 
 # XenAPI on_crash_behaviour -> libvirt <on_crash>
 _ON_CRASH = {"destroy": "destroy", "coredump_and_destroy": "coredump-destroy",
@@ -35,10 +35,7 @@ class BuildContext:
     vm: dict                 # the VM record (read only)
     domain_type: str         # kvm | qemu | xen | test
     data_dir: str
-
-    @property
-    def simulated(self) -> bool:
-        return self.domain_type == "test"
+    capabilities: Capabilities   # the hypervisor driver's
 
 
 DeviceContributor = Callable[[BuildContext], Iterable[ET.Element]]
@@ -101,7 +98,7 @@ def build(ctx: BuildContext) -> str:
     serial = _sub(devices, "serial", type="file")
     _sub(serial, "source", path=console_log_path(ctx.data_dir, vm["uuid"]), append="on")
     _sub(serial, "target", port=0)
-    if not ctx.simulated:
+    if ctx.capabilities.emulates_machine:
         _sub(devices, "memballoon", model="virtio")
     for contribute in _CONTRIBUTORS:
         devices.extend(contribute(ctx) or ())
@@ -113,7 +110,7 @@ def _os(dom, ctx):
     vm = ctx.vm
     os_el = _sub(dom, "os")
     arch = platform.machine() or "x86_64"
-    if ctx.simulated:
+    if not ctx.capabilities.emulates_machine:
         _sub(os_el, "type", "hvm", arch=arch)
     elif ctx.domain_type == "xen" and vm["PV_kernel"]:
         _sub(os_el, "type", "xen", arch=arch)
