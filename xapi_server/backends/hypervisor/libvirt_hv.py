@@ -8,6 +8,7 @@ ours only when it carries our metadata element: everything else is left alone.
 from __future__ import annotations
 
 import logging
+import xml.etree.ElementTree as ET
 
 import libvirt
 
@@ -231,6 +232,14 @@ class LibvirtHypervisor:
 
     async def update_device(self, uuid, xml):
         await self._device(uuid, "updateDeviceFlags", xml)
+
+    async def device_targets(self, uuid):
+        # libvirt's own error when the domain is gone, as when the storage service
+        # read the XML itself (hot-unplug fails with it).
+        def targets(conn):
+            xml = conn.lookupByUUIDString(uuid).XMLDesc(0)
+            return {t.get("dev") for t in ET.fromstring(xml).iter("target")}
+        return await self.conn.call(targets)
 
     async def _device(self, uuid, method, xml):
         await self._run(lambda c: getattr(_need(c, uuid), method)(

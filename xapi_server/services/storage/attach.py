@@ -198,11 +198,7 @@ async def _target_present(server, vm_uuid: str, dev: str) -> bool:
     hv = _hypervisor(server)
     if not hv.capabilities.guest_releases_devices:
         return False    # gone when detach returned
-
-    def call(conn):
-        xml = conn.lookupByUUIDString(vm_uuid).XMLDesc(0)
-        return any(t.get("dev") == dev for t in ET.fromstring(xml).iter("target"))
-    return await hv.conn.call(call)
+    return dev in await hv.device_targets(vm_uuid)
 
 
 async def hotplug(server, vbd: str) -> None:
