@@ -74,8 +74,9 @@ class Server:
 
     async def shutdown(self):
         self.tasks.stop_gc()
-        if self.certificate_checker is not None:
-            self.certificate_checker.cancel()
+        for task in (self.certificate_checker, self.storage_watcher):
+            if task is not None:
+                task.cancel()
         if self.net is not None:
             await self.net.stop()
         if self.vms is not None:
