@@ -23,6 +23,8 @@ from .dispatch import Dispatcher
 from .events import Registrations
 from .http.tls import TlsIdentity
 from .ratelimit import RateLimiter
+from .services import host
+from .services.host import HostRuntime
 from .services.network.runtime import NetRuntime
 from .services.storage import attach
 from .services.storage.service import StorageState
@@ -42,14 +44,13 @@ class Server:
         self.dispatcher = Dispatcher(self)
         self.limiter = RateLimiter(self)
         self.tls = TlsIdentity(settings.cert_dir)   # certificate files, live TLS context
-        self.storage = StorageState()    # per-SR locks, VDI activations, SR-full warnings
         self.cli_logins = Logins()       # xe's cached logins (cli/engine.py)
         self.message_caps: messages.Retention | None = None   # from startup (store open)
         self.pool_ref: str | None = None
         self.host_ref: str | None = None
-        # Made by startup: they need the running loop, libvirt or the kernel.
-        self.vms: VmRuntime | None = None        # hypervisor connection, VM truth
-        self.net: NetRuntime | None = None       # bridges, PIF/VIF refresh
+        # What acts on each host (hypervisor, bridges, storage attach), by host ref
+        # (services/host.py); made by startup, one today: this host's.
+        self.runtimes: dict[str, HostRuntime] = {}
         self.certificate_checker: asyncio.Task | None = None   # daily expiry check
         # Kept so the task is not garbage-collected while it runs.
         self.storage_watcher: asyncio.Task | None = None       # disks follow power state
@@ -58,6 +59,7 @@ class Server:
         loop = asyncio.get_running_loop()
         self.store.open()
         self.pool_ref, self.host_ref = bootstrap.start(self)
+        local = self.runtimes[self.host_ref] = HostRuntime(self.host_ref)
         await api.certificate.startup(self)  # Certificate record, expiry check now
         self.certificate_checker = loop.create_task(api.certificate.daily(self))
         self.limiter.start()
@@ -65,9 +67,9 @@ class Server:
         api.sm.sync_sm_records(self.store)
         self.storage_watcher = loop.create_task(attach.watch_power_states(self))
         await api.sm.storage_start(self)  # first start: Local storage SR
-        self.vms = VmRuntime(self)
-        await self.vms.startup()   # hypervisor connection; VMs reconciled with it
-        self.net = NetRuntime(self)
+        local.vms = VmRuntime(self)
+        await local.vms.startup()   # hypervisor connection; VMs reconciled with it
+        local.net = NetRuntime(self)
         await api.network.startup(self)   # internal network, PIF scan, kernel refresh
         self.tasks.start_gc()
         await self.store.flush()
@@ -77,8 +79,46 @@ class Server:
         for task in (self.certificate_checker, self.storage_watcher):
             if task is not None:
                 task.cancel()
-        if self.net is not None:
-            await self.net.stop()
-        if self.vms is not None:
-            await self.vms.shutdown()
+        for runtime in self.runtimes.values():
+            if runtime.net is not None:
+                await runtime.net.stop()
+            if runtime.vms is not None:
+                await runtime.vms.shutdown()
         self.store.close()
+
+    # -- per-host runtimes: what acts on a host is reached through that host --------------
+
+    def runtime(self, host_ref: str) -> HostRuntime:
+        return self.runtimes[host_ref]
+
+    def runtime_of_vm(self, vm_ref: str) -> HostRuntime:
+        """The host the VM runs on, else the one that would start it (this host)."""
+        return self.runtimes[host.host_of_vm(self.store, vm_ref, self.host_ref)]
+
+    def runtime_of_sr(self, sr_ref: str) -> HostRuntime:
+        return self.runtimes[host.host_of_sr(self.store, sr_ref, self.runtimes,
+                                             self.host_ref)]
+
+    def runtime_of_network(self, network_ref: str) -> HostRuntime:
+        return self.runtimes[host.host_of_network(self.store, network_ref, self.runtimes,
+                                                  self.host_ref)]
+
+    def runtime_of_pif(self, pif_ref: str) -> HostRuntime:
+        return self.runtimes[self.store.get("PIF", pif_ref, "host")]
+
+    # Compatibility while callers move to the runtime of the host they act on.
+    @property
+    def local_runtime(self) -> HostRuntime | None:
+        return self.runtimes.get(self.host_ref)
+
+    @property
+    def vms(self) -> VmRuntime | None:
+        return self.local_runtime.vms if self.local_runtime else None
+
+    @property
+    def net(self) -> NetRuntime | None:
+        return self.local_runtime.net if self.local_runtime else None
+
+    @property
+    def storage(self) -> StorageState | None:
+        return self.local_runtime.storage if self.local_runtime else None
