@@ -25,9 +25,11 @@ from .http.tls import TlsIdentity
 from .ratelimit import RateLimiter
 from .services import host
 from .services.host import HostRuntime
+from .services.network import guest
 from .services.network.runtime import NetRuntime
 from .services.storage import attach
 from .services.storage.service import StorageState
+from .services.vm.composition import VmComposition
 from .store import Store
 from .tasks import Tasks
 
@@ -45,6 +47,14 @@ class Server:
         self.limiter = RateLimiter(self)
         self.tls = TlsIdentity(settings.cert_dir)   # certificate files, live TLS context
         self.cli_logins = Logins()       # xe's cached logins (cli/engine.py)
+        # What storage and network add to a VM, in this order (services/vm/composition.py):
+        # at boot the disks are made ready, then the VIFs' bridges; in the domain XML,
+        # after the serial console (and balloon), the disks and CD drives by userdevice,
+        # then the VIFs by device (tests/test_vm_domxml_order.py).
+        self.vm_parts = VmComposition(
+            start_hooks=(api.vbd.disks_ready, api.vif.vifs_ready),
+            devices=(attach.disk_devices, guest.interface_devices),
+            disk_copier=api.vbd.copy_disks, provisioner=api.vbd.provision_disks)
         self.message_caps: messages.Retention | None = None   # from startup (store open)
         self.pool_ref: str | None = None
         self.host_ref: str | None = None

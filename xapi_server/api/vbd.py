@@ -7,8 +7,6 @@ from ..dispatch.registry import implements
 from ..errors import ApiError
 from ..services.storage import attach, service, vdiops, vmdisks
 from ..services.storage.service import NULL
-from . import vm_clone
-from .vm import start_hook
 
 
 def _power(store, vm) -> str:
@@ -159,15 +157,15 @@ async def eject(ctx, vbd):
     await _media_changed(ctx, vbd, old, {"VDI": old, "empty": False})
 
 
-# -- VM integration: the seams api/vm.py and api/vm_clone.py offer -----------------------
+# -- VM integration: the seams api/vm.py and api/vm_clone.py offer, composed by the
+# Server (server.py, VmComposition) -------------------------------------------------------
 
-@start_hook
-async def _disks_ready(ctx, vm):
+async def disks_ready(ctx, vm):
     """Before the domain is defined: volumes active, VBDs attached (or refuse)."""
     await attach.prepare_vm_disks(ctx.server, vm)
 
 
-async def _vm_disks(ctx, mode, src, new, sr):
+async def copy_disks(ctx, mode, src, new, sr):
     progress = None
     if ctx.task:
         progress = lambda f: ctx.server.tasks.set_progress(ctx.task, f)  # noqa: E731
@@ -191,7 +189,7 @@ async def _revert_disks(ctx, snapshot, vm):
             await vdiops.destroy(ctx.server, vdi)
 
 
-async def _provision(ctx, vm, disks, default_sr):
+async def provision_disks(ctx, vm, disks, default_sr):
     """VM.provision: the disks a template's other_config:disks asks for."""
     store = ctx.store
     name = store.get("VM", vm, "name_label")
@@ -215,6 +213,3 @@ async def _provision(ctx, vm, disks, default_sr):
             await vdiops.destroy(ctx.server, vdi)
         raise
 
-
-vm_clone.DISK_HOOKS.append(_vm_disks)
-vm_clone.PROVISIONER = _provision

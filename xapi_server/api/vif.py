@@ -3,7 +3,8 @@ create (MAC generated unique and locally administered when empty), destroy,
 plug/unplug on a running VM (libvirt attach/detach), move, locking mode.
 
 At VM.start the VIFs are in the domain XML (services/network/guest.py contributes
-them); the start hook below makes sure their bridges exist first.
+them); the start hook `vifs_ready` (in the Server's VmComposition) makes sure their
+bridges exist first.
 """
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ from ..errors import ApiError
 from ..services.network.guest import hv_device, interface_xml
 from ..services.network.runtime import MTU_RANGE, NULL, tap_name
 from .network import kernel_error, net
-from .vm import start_hook
 
 MAX_DEVICE = 64
 UNPLUG_TIMEOUT = 30.0     # seconds the guest gets to release a virtio NIC
@@ -229,7 +229,6 @@ async def get_currently_attached(ctx, self):
     return (await _fresh(ctx, self))["currently_attached"]
 
 
-@start_hook
 async def vifs_ready(ctx, vm):
     """Before the domain is defined: every VIF's bridge exists (made now if it went
     missing); the VIFs are plugged by the boot itself."""

@@ -24,17 +24,6 @@ CLEAN_SHUTDOWN_TIMEOUT = 1200.0   # seconds a guest gets to act on the power but
 SHUTDOWN_FALLBACK_TIMEOUT = 60.0  # VM.shutdown: then it is pulled
 REBOOT_TIMEOUT = 1200.0
 
-# Async hooks run before a domain is defined at boot: fn(ctx, vm_ref). Storage and
-# network use them to make devices ready (activate volumes, create taps ...); the
-# devices themselves go into the XML through domxml.device_contributor.
-START_HOOKS: list = []
-
-
-def start_hook(fn):
-    START_HOOKS.append(fn)
-    return fn
-
-
 def _runtime(ctx):
     return ctx.server.vms
 
@@ -82,13 +71,16 @@ async def boot(ctx, vm, paused=False, force=False):
     rt = _runtime(ctx)
     rec = ctx.store.record("VM", vm)
     boot_paths = _assert_can_boot(ctx, vm, rec, force)
-    for hook in START_HOOKS:
+    # Storage and network make their devices ready (activate volumes, bridges ...) and
+    # then add them to the XML, in the order the Server composed (server.py).
+    parts = ctx.server.vm_parts
+    for hook in parts.start_hooks:
         await hook(ctx, vm)
     rec = ctx.store.record("VM", vm)
     # The XML names the resolved boot files: what was checked is what QEMU reads.
     build = domxml.BuildContext(ctx.store, vm, {**rec, **boot_paths}, rt.hv.domain_type,
                                 ctx.server.settings.data_dir, rt.hv.capabilities)
-    xml = domxml.build(build)
+    xml = domxml.build(build, parts.devices)
     await ensure_reachable(ctx.server, rt.hv, xml)
     os.makedirs(os.path.dirname(domxml.console_log_path(build.data_dir, rec["uuid"])),
                 exist_ok=True)

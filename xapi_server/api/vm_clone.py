@@ -1,15 +1,15 @@
 """VM.clone / copy / snapshot / revert / provision.
 
 The VM record part is done here; disks belong to storage. Storage plugs in through
-two seams (nothing registered = VMs without disks, which is what exists so far):
+two seams of the Server's VmComposition (server.py, services/vm/composition.py;
+None = VMs without disks):
 
-- `DISK_HOOKS`: async fn(ctx, mode, src_vm, new_vm, sr) for mode in "clone", "copy",
+- `disk_copier`: async fn(ctx, mode, src_vm, new_vm, sr) for mode in "clone", "copy",
   "snapshot", "revert" — duplicate (or, for revert, restore) the source's VBDs/VDIs
   onto the new record. `sr` is the copy target (NULL: the disks' own SRs).
-- `PROVISIONER`: async fn(ctx, vm, disks, default_sr) creating the disks described
-  by a template's other_config:disks (see templates.py for the format); until
-  storage sets it, provisioning a template that asks for disks fails with
-  VM_REQUIRES_SR.
+- `provisioner`: async fn(ctx, vm, disks, default_sr) creating the disks described
+  by a template's other_config:disks (see templates.py for the format); without
+  one, provisioning a template that asks for disks fails with VM_REQUIRES_SR.
 """
 from __future__ import annotations
 
@@ -22,9 +22,6 @@ from ..dispatch.registry import implements
 from ..errors import ApiError
 from .vm_checks import update_allowed_operations, vm_operation
 from .vm_config import new_vm
-
-DISK_HOOKS: list = []
-PROVISIONER = None
 
 # Runtime and identity fields a copy never inherits (derived "many" sides are kept
 # by the store and skipped as well).
@@ -42,8 +39,9 @@ def config_of(rec: dict) -> dict:
 
 
 async def _run_disk_hooks(ctx, mode, src, new, sr=NULL_REF):
-    for hook in DISK_HOOKS:
-        await hook(ctx, mode, src, new, sr)
+    copier = ctx.server.vm_parts.disk_copier
+    if copier is not None:
+        await copier(ctx, mode, src, new, sr)
 
 
 async def _duplicate(ctx, vm, new_name, mode, sr=NULL_REF, **extra) -> str:
@@ -82,7 +80,7 @@ async def copy(ctx, vm, new_name, sr):
 @implements("VM.snapshot")
 async def snapshot(ctx, vm, new_name, ignore_vdis):
     """A snapshot is a template-like record tied to its VM (xapi: is_a_template and
-    is_a_snapshot both true); disks are snapshotted by storage through DISK_HOOKS."""
+    is_a_snapshot both true); disks are snapshotted by storage through the disk copier."""
     async with vm_operation(ctx, vm, "snapshot"):
         return await _duplicate(
             ctx, vm, new_name, "snapshot", is_a_template=True, is_a_snapshot=True,
@@ -137,9 +135,10 @@ async def provision(ctx, vm):
         disks = parse_disks(rec["other_config"].get("disks", ""))
         if disks:
             default_sr = ctx.store.record("pool", ctx.server.pool_ref)["default_SR"]
-            if PROVISIONER is None:
+            provisioner = ctx.server.vm_parts.provisioner
+            if provisioner is None:
                 raise ApiError("VM_REQUIRES_SR", vm, default_sr)
-            await PROVISIONER(ctx, vm, disks, default_sr)
+            await provisioner(ctx, vm, disks, default_sr)
         other = dict(ctx.store.record("VM", vm)["other_config"])
         other.pop("disks", None)   # provisioned once: a second call creates nothing
         ctx.store.update("VM", vm, other_config=other)

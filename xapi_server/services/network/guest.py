@@ -1,5 +1,6 @@
 """VIFs in guests: the libvirt <interface> of a VIF, the device contributor that puts
-every VIF of a VM in its domain XML at VM.start, and live attach/detach.
+every VIF of a VM in its domain XML at VM.start (`interface_devices`, in the Server's
+VmComposition), and live attach/detach.
 
     <interface type='bridge'>
       <source bridge='xapi0'/> <mac address='..'/> <model type='virtio'/>
@@ -15,7 +16,6 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 from ...backends.hypervisor import HypervisorError
-from ..vm.domxml import device_contributor
 from .runtime import tap_name
 
 
@@ -46,15 +46,11 @@ def interface_xml(store, vif: str) -> str:
     return ET.tostring(interface_element(store, vif), encoding="unicode")
 
 
-def _register_contributor():
-    @device_contributor
-    def interfaces(ctx):
-        store = ctx.store
-        vifs = sorted(ctx.vm["VIFs"], key=lambda v: int(store.get("VIF", v, "device") or 0))
-        return [interface_element(store, v) for v in vifs]
-
-
-_register_contributor()
+def interface_devices(ctx) -> list[ET.Element]:
+    """Device contributor (services/vm/domxml.py): the VM's VIFs by device."""
+    store = ctx.store
+    vifs = sorted(ctx.vm["VIFs"], key=lambda v: int(store.get("VIF", v, "device") or 0))
+    return [interface_element(store, v) for v in vifs]
 
 
 async def hv_device(server, op: str, vm_uuid: str, xml: str) -> None:

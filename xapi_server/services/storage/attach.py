@@ -2,7 +2,8 @@
 
 For the VM code (see the report of issue 4):
   * `disk_element(store, vbd)` / `disk_xml_for(store, vbd)`: the libvirt <disk>;
-    the `disks` device contributor below adds every VBD of a VM at domain build.
+    `disk_devices`, the device contributor that adds every VBD of a VM at domain
+    build (the Server puts it in its VmComposition).
   * `await prepare_vm_disks(server, vm)` before starting the domain (activates the
     volumes, refuses a VDI another running guest writes to, marks VBDs attached);
     `await release_vm_disks(server, vm)` once the domain is gone.
@@ -18,7 +19,6 @@ import xml.etree.ElementTree as ET
 
 from ...backends.hypervisor import HypervisorError
 from ...errors import ApiError
-from ..vm.domxml import device_contributor
 from ..vm.reachable import ensure_reachable
 from . import service
 from .service import NULL
@@ -76,16 +76,13 @@ def _host(store) -> str:
     return store.meta.get("host_ref", NULL)
 
 
-def _register_contributor():
-    @device_contributor
-    def disks(ctx):
-        store = ctx.store
-        vbds = sorted(ctx.vm["VBDs"], key=lambda v: int(store.get("VBD", v, "userdevice")))
-        return [disk_element(store, v) for v in vbds
-                if not (store.get("VBD", v, "empty") and store.get("VBD", v, "type") != "CD")]
-
-
-_register_contributor()
+def disk_devices(ctx) -> list[ET.Element]:
+    """Device contributor (services/vm/domxml.py): the VM's disks and CD drives by
+    userdevice; an empty CD drive is there, an empty disk is not."""
+    store = ctx.store
+    vbds = sorted(ctx.vm["VBDs"], key=lambda v: int(store.get("VBD", v, "userdevice")))
+    return [disk_element(store, v) for v in vbds
+            if not (store.get("VBD", v, "empty") and store.get("VBD", v, "type") != "CD")]
 
 
 def check_writers(store, vbd: str) -> None:

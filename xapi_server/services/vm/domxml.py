@@ -1,15 +1,15 @@
 """Domain XML from a VM record, virt-install style: each XenAPI attribute maps to
-an element. Storage and network add their devices through device contributors:
+an element. Storage and network add their devices through device contributors,
+which the caller passes to `build` in the order the Server composed them
+(server.py, services/vm/composition.py):
 
-    from xapi_server.services.vm.domxml import device_contributor
-
-    @device_contributor
-    def disks(ctx):                  # ctx: BuildContext
+    def disk_devices(ctx):           # ctx: BuildContext
         for vbd in ctx.store.record("VM", ctx.vm_ref)["VBDs"]: ...
         return [ET.Element("disk", ...)]
 
 A contributor returns elements for <devices> (it may raise ApiError to refuse the
-start, e.g. VM_REQUIRES_SR). Contributors run in registration order at every start.
+start, e.g. VM_REQUIRES_SR). They run in the order given, at every start, after the
+serial console (and the balloon).
 """
 from __future__ import annotations
 
@@ -39,13 +39,6 @@ class BuildContext:
 
 
 DeviceContributor = Callable[[BuildContext], Iterable[ET.Element]]
-_CONTRIBUTORS: list[DeviceContributor] = []
-
-
-def device_contributor(fn: DeviceContributor) -> DeviceContributor:
-    if fn not in _CONTRIBUTORS:
-        _CONTRIBUTORS.append(fn)
-    return fn
 
 
 def domain_name(uuid: str) -> str:
@@ -64,7 +57,7 @@ def _sub(parent, tag, text=None, **attrs):
     return el
 
 
-def build(ctx: BuildContext) -> str:
+def build(ctx: BuildContext, contributors: Iterable[DeviceContributor] = ()) -> str:
     vm = ctx.vm
     dom = ET.Element("domain", type=ctx.domain_type)
     _sub(dom, "name", domain_name(vm["uuid"]))
@@ -100,7 +93,7 @@ def build(ctx: BuildContext) -> str:
     _sub(serial, "target", port=0)
     if ctx.capabilities.emulates_machine:
         _sub(devices, "memballoon", model="virtio")
-    for contribute in _CONTRIBUTORS:
+    for contribute in contributors:
         devices.extend(contribute(ctx) or ())
     ET.register_namespace(METADATA_PREFIX, METADATA_NS)
     return ET.tostring(dom, encoding="unicode")
