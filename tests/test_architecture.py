@@ -140,6 +140,25 @@ def test_every_server_attribute_used_is_declared_in_server_init():
     assert undeclared == []
 
 
+# What acts on a host belongs to that host (services/host.py, issue 13 item 2).
+PER_HOST = ("vms", "net", "storage")
+
+
+def test_what_acts_on_a_host_is_reached_through_that_host():
+    """The hypervisor, the bridges and the storage attach state of a host are reached
+    through its runtime (server.runtime(host), runtime_of_vm/sr/network/pif), never as
+    one server-wide attribute, so a pool can run several hosts."""
+    found = []
+    for path, tree in _modules():
+        if path == SERVER_MODULE:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and _is_server(node.value) \
+                    and node.attr in PER_HOST:
+                found.append(f"{_where(path, node)}: {ast.unparse(node)}")
+    assert found == []
+
+
 def test_services_made_at_startup_are_declared_none_in_init():
     """The services that need the running loop or libvirt exist as attributes (None)
     before startup, so code can test them with `is None`."""

@@ -29,8 +29,9 @@ INTERNAL = {
 }
 
 
-def net(ctx) -> NetRuntime:
-    return ctx.server.net
+def net(ctx, network: str) -> NetRuntime:
+    """The bridges of the host this server acts on for `network` (services/host.py)."""
+    return ctx.server.runtime_of_network(network).net
 
 
 def kernel_error(exc: Exception) -> ApiError:
@@ -51,7 +52,7 @@ async def create(ctx, args):
     fields = constructor_fields(ctx, "network", args)
     fields.setdefault("MTU", 1500)
     check_mtu(fields["MTU"])
-    rt = net(ctx)
+    rt = ctx.server.runtime(ctx.server.host_ref).net   # a new network has no PIF: here
     if fields.get("bridge"):
         name = check_name("bridge", fields["bridge"])
         if rt.bridge_in_use(name):
@@ -73,7 +74,7 @@ async def destroy(ctx, self):
     if rec["PIFs"]:
         raise ApiError("NETWORK_CONTAINS_PIF", *rec["PIFs"])
     try:
-        await net(ctx).delete_bridge(rec["bridge"])
+        await net(ctx, self).delete_bridge(rec["bridge"])
     except NetworkError as exc:
         raise kernel_error(exc) from None
     ctx.store.delete("network", self)
@@ -83,10 +84,11 @@ async def destroy(ctx, self):
 async def set_mtu(ctx, self, value):
     rec = ctx.store.record("network", self)
     check_mtu(value)
-    link = await net(ctx).ip.link(rec["bridge"]) if rec["bridge"] else None
+    rt = net(ctx, self)
+    link = await rt.ip.link(rec["bridge"]) if rec["bridge"] else None
     if link is not None and rec["managed"]:
         try:
-            await net(ctx).ip.set_mtu(rec["bridge"], value)
+            await rt.ip.set_mtu(rec["bridge"], value)
         except NetworkError:
             # The kernel refuses a bridge MTU its ports cannot carry.
             raise ApiError("INVALID_VALUE", "MTU", value) from None
@@ -126,11 +128,11 @@ def ensure_internal_network(store) -> str:
 
 
 async def startup(server):
-    """After Server.startup has made `server.net`."""
+    """After Server.startup has made this host's network runtime."""
     from . import pif
     ensure_internal_network(server.store)
     try:
         await pif.scan_host(server)
     except Exception as exc:   # the API stays up without host networking
         log.warning("PIF scan failed: %s", exc)
-    await server.net.start()
+    await server.runtime(server.host_ref).net.start()

@@ -14,7 +14,7 @@ from ..dispatch.registry import implements
 from ..errors import ApiError
 from ..services.network.names import check_name
 from ..services.network.runtime import NULL, now
-from .network import kernel_error, net
+from .network import kernel_error
 
 
 def _resolv_dns() -> str:
@@ -28,7 +28,7 @@ def _resolv_dns() -> str:
 
 async def _introduce(server, host: str, link, managed: bool = True) -> str:
     """A PIF (with metrics and a network of its own) for an existing NIC."""
-    store, rt = server.store, server.net
+    store, rt = server.store, server.runtime(host).net
     mgmt_dev = await rt.ip.default_route_device()
     network = store.create("network", {
         "name_label": f"Pool-wide network associated with {link.name}",
@@ -56,15 +56,16 @@ async def scan_host(server):
     """NICs backed by a bus device, and whatever carries the default route (in a
     container or VM that may be a virtual NIC), get a PIF if they have none."""
     host = server.host_ref
-    links = await server.net.ip.links()
-    mgmt = await server.net.ip.default_route_device()
+    rt = server.runtime(host).net
+    links = await rt.ip.links()
+    mgmt = await rt.ip.default_route_device()
     for link in links.values():
         if not link.mac or link.kind not in ("", "veth") or link.vlan_id >= 0:
             continue
         if (link.physical or link.name == mgmt) and \
                 _pif_of_device(server.store, host, link.name) is None:
             await _introduce(server, host, link)
-    await server.net.refresh()
+    await rt.refresh()
 
 
 def _this_host(ctx, host):
@@ -85,7 +86,7 @@ async def introduce(ctx, host, MAC, device, managed):
     check_name("device", device)
     if _pif_of_device(ctx.store, host, device) is not None:
         raise ApiError("DUPLICATE_PIF_DEVICE_NAME", device)
-    link = await net(ctx).ip.link(device)
+    link = await ctx.server.runtime(host).net.ip.link(device)
     if link is None or not link.mac or (MAC and MAC.lower() != link.mac.lower()):
         raise ApiError(
             "COULD_NOT_FIND_NETWORK_INTERFACE_WITH_SPECIFIED_DEVICE_NAME_AND_MAC_ADDRESS",
@@ -125,7 +126,7 @@ def _device(rec) -> str:
 async def plug(ctx, self):
     """The NIC (or VLAN device) becomes a port of its network's bridge. Static IPv4
     addresses move to the bridge, as xapi's bridge does."""
-    store, rt = ctx.store, net(ctx)
+    store, rt = ctx.store, ctx.server.runtime_of_pif(self).net
     rec = store.record("PIF", self)
     if rec["management"]:
         return   # attached as it is: we never re-plumb the management NIC
@@ -154,7 +155,7 @@ async def plug(ctx, self):
 
 
 async def _release(ctx, pif):
-    rt = net(ctx)
+    rt = ctx.server.runtime_of_pif(pif).net
     dev = _device(ctx.store.record("PIF", pif))
     if await rt.ip.link(dev) is not None:
         try:
@@ -177,7 +178,7 @@ async def unplug(ctx, self):
 async def reconfigure_ip(ctx, self, mode, IP, netmask, gateway, DNS):
     """Static or None on a PIF that is not the management interface. The gateway is
     recorded only: a default route belongs to the management interface alone."""
-    store, rt = ctx.store, net(ctx)
+    store, rt = ctx.store, ctx.server.runtime_of_pif(self).net
     rec = store.record("PIF", self)
     _refuse_management(rec, self)
     if mode == "DHCP":
@@ -237,7 +238,7 @@ async def create_vlan(ctx, device, network, host, VLAN):
 async def _fresh(ctx, pif) -> dict:
     """Reads of one PIF see the kernel as it is now."""
     ctx.store.record("PIF", pif)
-    await net(ctx).refresh_pif(pif)
+    await ctx.server.runtime_of_pif(pif).net.refresh_pif(pif)
     return ctx.store.record("PIF", pif)
 
 

@@ -20,13 +20,14 @@ def _content_type(cls, given: str) -> str:
     return given or cls.content_type
 
 
-async def _reachable_by_qemu(server, folder):
+async def _reachable_by_qemu(server, host, folder):
     """A folder of images QEMU's user cannot reach is said now, not at the first
     VM.start (or made reachable: see qemu_access). Not checked before the hypervisor
     is connected (the first start's local SR): VM.start checks every disk anyway."""
-    if folder is None or server.vms is None:
+    vms = server.runtime(host).vms    # the SR's host: its QEMU reads the images
+    if folder is None or vms is None:
         return
-    hv = server.vms.hv
+    hv = vms.hv
     problem = await qemu_access.unreachable(server.settings, hv,
                                             [os.path.join(folder, "any-image")])
     if problem is not None:
@@ -55,7 +56,7 @@ async def create(ctx, host, device_config, physical_size, name_label, name_descr
         with errors():
             await drv.attach()
             stats = await drv.stats()
-        await _reachable_by_qemu(ctx.server, getattr(drv, "root", None))
+        await _reachable_by_qemu(ctx.server, host, getattr(drv, "root", None))
         sr = store.create("SR", {
             "uuid": sr_uuid, "name_label": name_label, "name_description": name_description,
             "type": sr_type, "content_type": _content_type(cls, content_type),

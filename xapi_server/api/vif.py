@@ -18,16 +18,21 @@ from ..dispatch.registry import implements
 from ..errors import ApiError
 from ..services.network.guest import hv_device, interface_xml
 from ..services.network.runtime import MTU_RANGE, NULL, tap_name
-from .network import kernel_error, net
+from .network import kernel_error
 
 MAX_DEVICE = 64
 UNPLUG_TIMEOUT = 30.0     # seconds the guest gets to release a virtio NIC
 _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 
 
-def _nics_are_host_taps(ctx) -> bool:
+def _host(ctx, vif):
+    """A VIF acts on the host of its VM (services/host.py)."""
+    return ctx.server.runtime_of_vm(ctx.store.get("VIF", vif, "VM"))
+
+
+def _nics_are_host_taps(runtime) -> bool:
     """Does a running guest's VIF live on the host (else attaching is a record only)?"""
-    vms = ctx.server.vms
+    vms = runtime.vms
     return vms is not None and vms.hv.capabilities.nics_are_host_taps
 
 
@@ -97,24 +102,25 @@ def _require_running(store, vm):
         raise ApiError("VM_BAD_POWER_STATE", vm, "running", state.lower())
 
 
-async def _bridge(ctx, network) -> tuple[str, bool]:
+async def _bridge(runtime, network) -> tuple[str, bool]:
     try:
-        return await net(ctx).ensure_bridge(network)
+        return await runtime.net.ensure_bridge(network)
     except NetworkError as exc:
         raise kernel_error(exc) from None
 
 
 @implements("VIF.plug")
 async def plug(ctx, self):
-    store, rt = ctx.store, net(ctx)
+    host = _host(ctx, self)
+    store, rt = ctx.store, host.net
     rec = store.record("VIF", self)
     _require_running(store, rec["VM"])
     if rec["currently_attached"]:
         raise ApiError("DEVICE_ALREADY_ATTACHED", self)
-    bridge, made = await _bridge(ctx, rec["network"])
-    if _nics_are_host_taps(ctx):
+    bridge, made = await _bridge(host, rec["network"])
+    if _nics_are_host_taps(host):
         try:
-            await hv_device(ctx.server, "attach", store.get("VM", rec["VM"], "uuid"),
+            await hv_device(host, "attach", store.get("VM", rec["VM"], "uuid"),
                             interface_xml(store, self))
         except RuntimeError as exc:
             if made:
@@ -135,15 +141,16 @@ async def _tap_gone(rt, tap: str, timeout: float) -> bool:
 
 
 async def _unplug(ctx, vif, force: bool):
-    store, rt = ctx.store, net(ctx)
+    host = _host(ctx, vif)
+    store, rt = ctx.store, host.net
     rec = store.record("VIF", vif)
     _require_running(store, rec["VM"])
     if not rec["currently_attached"]:
         raise ApiError("DEVICE_ALREADY_DETACHED", vif)
-    if _nics_are_host_taps(ctx):
+    if _nics_are_host_taps(host):
         tap = tap_name(rec["uuid"])
         try:
-            await hv_device(ctx.server, "detach", store.get("VM", rec["VM"], "uuid"),
+            await hv_device(host, "detach", store.get("VM", rec["VM"], "uuid"),
                             interface_xml(store, vif))
         except RuntimeError as exc:
             raise ApiError("DEVICE_DETACH_REJECTED", "VIF", vif, str(exc)) from None
@@ -176,10 +183,11 @@ async def _update_live(ctx, vif):
     """Apply a changed VIF record (bridge, link state) to the running guest."""
     store = ctx.store
     rec = store.record("VIF", vif)
-    if not rec["currently_attached"] or not _nics_are_host_taps(ctx):
+    host = _host(ctx, vif)
+    if not rec["currently_attached"] or not _nics_are_host_taps(host):
         return
     try:
-        await hv_device(ctx.server, "update", store.get("VM", rec["VM"], "uuid"),
+        await hv_device(host, "update", store.get("VM", rec["VM"], "uuid"),
                         interface_xml(store, vif))
     except RuntimeError as exc:
         raise ApiError("INTERNAL_ERROR", f"hypervisor: {exc}") from None
@@ -191,7 +199,7 @@ async def move(ctx, self, network):
     old = store.record("VIF", self)["network"]
     store.record("network", network)
     if store.record("VIF", self)["currently_attached"]:
-        await _bridge(ctx, network)
+        await _bridge(_host(ctx, self), network)
     store.update("VIF", self, network=network)
     try:
         await _update_live(ctx, self)
@@ -214,7 +222,7 @@ async def set_locking_mode(ctx, self, value):
 async def _fresh(ctx, vif) -> dict:
     """Reads of one VIF see the kernel as it is now (a tap deleted behind our back)."""
     ctx.store.record("VIF", vif)
-    rt = net(ctx)
+    rt = _host(ctx, vif).net
     rt.refresh_vifs(await rt.ip.links())
     return ctx.store.record("VIF", vif)
 
@@ -237,6 +245,6 @@ async def vifs_ready(ctx, vm):
         rec = store.record("VIF", vif)
         if not store.exists("network", rec["network"]):
             raise ApiError("VM_REQUIRES_NETWORK", vm, rec["network"])
-        await _bridge(ctx, rec["network"])
+        await _bridge(ctx.server.runtime_of_vm(vm), rec["network"])
     for vif in store.get("VM", vm, "VIFs"):
         store.update("VIF", vif, currently_attached=True)

@@ -10,11 +10,11 @@ from ..dispatch.generic import check_ref
 from ..dispatch.registry import implements
 from ..errors import ApiError
 from ..services.network.runtime import now, vlan_device_name
-from .network import kernel_error, net
+from .network import kernel_error
 
 
 async def create_vlan(ctx, tagged_PIF, tag, network) -> str:
-    store, rt = ctx.store, net(ctx)
+    store, rt = ctx.store, ctx.server.runtime_of_pif(tagged_PIF).net
     parent = store.record("PIF", tagged_PIF)
     check_ref(ctx, "network", network)
     store.record("network", network)
@@ -56,11 +56,11 @@ async def create_vlan(ctx, tagged_PIF, tag, network) -> str:
 
 
 async def destroy_vlan(ctx, vlan):
-    store, rt = ctx.store, net(ctx)
+    store = ctx.store
     rec = store.record("VLAN", vlan)
     pif = rec["untagged_PIF"]
     if store.exists("PIF", pif):
-        prec = store.record("PIF", pif)
+        prec, rt = store.record("PIF", pif), ctx.server.runtime_of_pif(pif).net
         try:
             await rt.ip.link_delete(vlan_device_name(prec["device"], prec["VLAN"]))
         except NetworkError as exc:

@@ -1,9 +1,10 @@
 """VM power operations: start, shutdowns, reboots, suspend/resume, pause/unpause.
 
 Each runs inside `vm_operation` (checks in xapi's order, current_operations held for
-its duration), makes the hypervisor calls through `server.vms.hv` (never blocking the
-event loop), and ends by re-reading the domain so the record says what the
-hypervisor says. The domain XML is rebuilt from the VM record at every boot.
+its duration), makes the hypervisor calls through the runtime of the VM's host
+(`_runtime`; never blocking the event loop), and ends by re-reading the domain so
+the record says what the hypervisor says. The domain XML is rebuilt from the VM
+record at every boot.
 """
 from __future__ import annotations
 
@@ -24,8 +25,9 @@ CLEAN_SHUTDOWN_TIMEOUT = 1200.0   # seconds a guest gets to act on the power but
 SHUTDOWN_FALLBACK_TIMEOUT = 60.0  # VM.shutdown: then it is pulled
 REBOOT_TIMEOUT = 1200.0
 
-def _runtime(ctx):
-    return ctx.server.vms
+def _runtime(ctx, vm):
+    """The VM service of the host the VM runs on, or would start on (services/host.py)."""
+    return ctx.server.runtime_of_vm(vm).vms
 
 
 async def _hv(coro):
@@ -50,7 +52,7 @@ def _assert_can_boot(ctx, vm, rec, force=False):
     assert_memory_valid(rec)
     if rec["VCPUs_at_startup"] < 1 or rec["VCPUs_at_startup"] > rec["VCPUs_max"]:
         raise ApiError("INVALID_VALUE", "VCPUs_at_startup", rec["VCPUs_at_startup"])
-    rt = _runtime(ctx)
+    rt = _runtime(ctx, vm)
     # Confined even on the test driver (a policy, not a hypervisor matter); the files
     # need to exist only where a real QEMU reads them.
     caps = rt.hv.capabilities
@@ -68,7 +70,7 @@ def _assert_can_boot(ctx, vm, rec, force=False):
 
 async def boot(ctx, vm, paused=False, force=False):
     """Build the XML from the record, (re)define the domain and start it."""
-    rt = _runtime(ctx)
+    rt = _runtime(ctx, vm)
     rec = ctx.store.record("VM", vm)
     boot_paths = _assert_can_boot(ctx, vm, rec, force)
     # Storage and network make their devices ready (activate volumes, bridges ...) and
@@ -98,7 +100,7 @@ async def boot(ctx, vm, paused=False, force=False):
 
 async def _wait_halted(ctx, vm, timeout) -> bool:
     store = ctx.store
-    return await _runtime(ctx).wait_until(
+    return await _runtime(ctx, vm).wait_until(
         lambda: store.record("VM", vm)["power_state"] == "Halted", timeout, vm,
         progress=lambda f: _progress(ctx, 0.1 + 0.8 * f))
 
@@ -127,7 +129,7 @@ async def clean_shutdown(ctx, vm):
 
 async def _clean_shutdown(ctx, vm, timeout):
     uuid = ctx.store.record("VM", vm)["uuid"]
-    await _hv(_runtime(ctx).hv.shutdown(uuid))
+    await _hv(_runtime(ctx, vm).hv.shutdown(uuid))
     if not await _wait_halted(ctx, vm, timeout):
         raise ApiError("VM_SHUTDOWN_TIMEOUT", vm, int(timeout))
 
@@ -139,7 +141,7 @@ async def hard_shutdown(ctx, vm):
 
 
 async def _hard_shutdown(ctx, vm):
-    rt = _runtime(ctx)
+    rt = _runtime(ctx, vm)
     await _hv(rt.hv.destroy(ctx.store.record("VM", vm)["uuid"]))
     await rt.refresh(vm)
 
@@ -160,7 +162,7 @@ async def shutdown(ctx, vm):
 
 @implements("VM.clean_reboot")
 async def clean_reboot(ctx, vm):
-    rt = _runtime(ctx)
+    rt = _runtime(ctx, vm)
     async with vm_operation(ctx, vm, "clean_reboot"):
         uuid = ctx.store.record("VM", vm)["uuid"]
         seen = rt.reboots.get(uuid, 0)
@@ -186,7 +188,7 @@ async def hard_reboot(ctx, vm):
 
 async def _domain_op(ctx, vm, op, method, *args):
     """The common shape: claim `op`, one hypervisor call on the domain, re-read it."""
-    rt = _runtime(ctx)
+    rt = _runtime(ctx, vm)
     async with vm_operation(ctx, vm, op):
         await _hv(getattr(rt.hv, method)(ctx.store.record("VM", vm)["uuid"], *args))
         await rt.refresh(vm)
@@ -230,9 +232,10 @@ async def power_state_reset(ctx, vm):
     from .vm_checks import update_allowed_operations
     from .vm_sync import ensure_metrics
     ctx.store.record("VM", vm)
+    rt = _runtime(ctx, vm)   # the host it was on, before resident_on is cleared
     ctx.store.update("VM", vm, power_state="Halted", domid=-1, resident_on="OpaqueRef:NULL",
                      current_operations={})
     ctx.store.update("VM_metrics", ensure_metrics(ctx.store, vm), state=["halted"],
                      memory_actual=0, VCPUs_number=0)
-    _runtime(ctx).boot_records.pop(vm, None)
+    rt.boot_records.pop(vm, None)
     update_allowed_operations(ctx.store, vm)

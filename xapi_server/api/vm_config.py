@@ -70,15 +70,16 @@ async def destroy(ctx, self):
                            ("VM_guest_metrics", rec["guest_metrics"])):
             if ref != NULL_REF and store.exists(cname, ref):
                 store.delete(cname, ref)
+    runtime = ctx.server.runtime_of_vm(self)   # while the record says where it ran
     store.delete("VM", self)
-    ctx.server.vms.boot_records.pop(self, None)
+    runtime.vms.boot_records.pop(self, None)
     with contextlib.suppress(OSError):
         os.unlink(domxml.console_log_path(ctx.server.settings.data_dir, rec["uuid"]))
 
 
 async def _undefine(ctx, rec):
     from .vm import _hv
-    hv = ctx.server.vms.hv
+    hv = ctx.server.runtime_of_vm(ctx.store.by_uuid("VM", rec["uuid"])).vms.hv
     if hv.uri:  # nothing to undefine without a hypervisor connection
         await _hv(hv.undefine(rec["uuid"]))
 
@@ -134,7 +135,7 @@ def update_allowed_operations_impl(ctx, self):
 def get_boot_record(ctx, self):
     rec = ctx.store.record("VM", self)
     # Only a running VM has one; after a server restart the current record stands in.
-    return ctx.server.vms.boot_records.get(self, rec)
+    return ctx.server.runtime_of_vm(self).vms.boot_records.get(self, rec)
 
 
 def _used(ctx, cname, refs, field):
@@ -161,7 +162,7 @@ def _assert_can_boot_here(ctx, vm, host):
         raise ApiError("HOST_DISABLED", host)
     assert_memory_valid(rec)
     free = meminfo().get("MemAvailable", 0)
-    if ctx.server.vms.hv.capabilities.uses_host_memory and free \
+    if ctx.server.runtime(host).vms.hv.capabilities.uses_host_memory and free \
             and rec["memory_dynamic_min"] > free:
         raise ApiError("HOST_NOT_ENOUGH_FREE_MEMORY", rec["memory_dynamic_min"], free)
 

@@ -45,7 +45,7 @@ async def _set_memory(ctx, vm, op, **limits):
         _set(ctx, vm, **{f"memory_{k}": v for k, v in limits.items()})
         if rec["power_state"] == "Running" and "dynamic_max" in limits:
             from .vm import _hv
-            rt = ctx.server.vms
+            rt = ctx.server.runtime_of_vm(vm).vms
             await _hv(rt.hv.set_memory(rec["uuid"], limits["dynamic_max"]))
             await rt.refresh(vm)
 
@@ -112,7 +112,7 @@ async def set_VCPUs_at_startup(ctx, self, value):
 @implements("VM.set_VCPUs_number_live")
 async def set_VCPUs_number_live(ctx, self, nvcpu):
     from .vm import _hv
-    rt = ctx.server.vms
+    rt = ctx.server.runtime_of_vm(self).vms
     async with vm_operation(ctx, self, "changing_VCPUs_live"):
         rec = ctx.store.record("VM", self)
         booted = rt.boot_records.get(self, rec)

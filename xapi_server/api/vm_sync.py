@@ -1,6 +1,6 @@
 """Truth with the hypervisor: the store holds VM configuration, libvirt the runtime.
 
-`VmRuntime` (server.vms) owns the hypervisor connection and keeps power_state,
+`VmRuntime` (a host's `HostRuntime.vms`) owns the hypervisor connection and keeps power_state,
 domid, resident_on and VM_metrics equal to what the hypervisor reports:
 - at startup, every VM is reconciled with the domain list (after a restart the
   records match libvirt, whatever happened while we were down);

@@ -53,10 +53,10 @@ def interface_devices(ctx) -> list[ET.Element]:
     return [interface_element(store, v) for v in vifs]
 
 
-async def hv_device(server, op: str, vm_uuid: str, xml: str) -> None:
+async def hv_device(runtime, op: str, vm_uuid: str, xml: str) -> None:
     """attach / detach / update a device of a running domain.
     Raises RuntimeError with the hypervisor's message."""
     try:
-        await getattr(server.vms.hv, f"{op}_device")(vm_uuid, xml)
+        await getattr(runtime.vms.hv, f"{op}_device")(vm_uuid, xml)
     except HypervisorError as exc:
         raise RuntimeError(str(exc)) from None

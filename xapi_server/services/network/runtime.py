@@ -1,4 +1,4 @@
-"""The network side of the server (`server.net`): the backend, the bridges we own, and
+"""The network side of a host (`HostRuntime.net`, services/host.py): the backend, the bridges we own, and
 the refresh that keeps PIF, PIF_metrics and VIF records equal to the kernel.
 
 Truth is the kernel: a bridge, VLAN device or tap deleted behind our back shows up
@@ -178,12 +178,12 @@ class NetRuntime:
         a port of the network's bridge. VMs in the middle of an operation are left
         alone (their taps come and go)."""
         store = self.store
-        vms = self.server.vms
-        taps = vms is not None and vms.hv.capabilities.nics_are_host_taps
         for vif, rec in list(store.tables["VIF"].items()):
             vm = store.tables["VM"].get(rec["VM"])
             if vm is None or vm["current_operations"]:
                 continue
+            vms = self.server.runtime_of_vm(rec["VM"]).vms   # the VM's host's
+            taps = vms is not None and vms.hv.capabilities.nics_are_host_taps
             live = vm["power_state"] in ("Running", "Paused")
             if taps:
                 tap = links.get(tap_name(rec["uuid"]))

@@ -175,7 +175,7 @@ async def watch_power_states(server) -> None:
 
 async def _hv(server, op: str, vm_uuid: str, xml: str) -> None:
     """attach/detach/update a device of a running domain."""
-    hv = _hypervisor(server)
+    hv = _hypervisor(server, vm_uuid)
     if op != "detach":
         await ensure_reachable(server, hv, xml)
     try:
@@ -184,15 +184,17 @@ async def _hv(server, op: str, vm_uuid: str, xml: str) -> None:
         raise ApiError("INTERNAL_ERROR", f"{op} failed: {exc}") from None
 
 
-def _hypervisor(server):
-    runtime = server.vms      # api/vm_sync.VmRuntime, None until the server started
+def _hypervisor(server, vm_uuid: str):
+    """The hypervisor of the host the VM runs on (services/host.py)."""
+    vm = server.store.by_uuid("VM", vm_uuid)
+    runtime = server.runtime_of_vm(vm).vms   # api/vm_sync.VmRuntime, None until started
     if runtime is None:
         raise ApiError("INTERNAL_ERROR", "no hypervisor backend")
     return runtime.hv
 
 
 async def _target_present(server, vm_uuid: str, dev: str) -> bool:
-    hv = _hypervisor(server)
+    hv = _hypervisor(server, vm_uuid)
     if not hv.capabilities.guest_releases_devices:
         return False    # gone when detach returned
     return dev in await hv.device_targets(vm_uuid)

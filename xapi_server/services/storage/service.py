@@ -21,8 +21,8 @@ NULL = "OpaqueRef:NULL"
 
 
 class StorageState:
-    """This server's storage bookkeeping (`server.storage`), owned by the Server so two
-    servers in one process never share a lock, a count or a warning."""
+    """A host's storage bookkeeping (`HostRuntime.storage`, services/host.py), owned by
+    the Server so two servers in one process never share a lock, a count or a warning."""
 
     def __init__(self):
         self.locks: dict[str, asyncio.Lock] = {}   # SR ref -> its structural lock
@@ -33,7 +33,7 @@ class StorageState:
 def lock(server, sr: str) -> asyncio.Lock:
     """Structural changes to one SR (create, destroy, snapshot, scan) go one at a
     time, so a scan never sees half a snapshot."""
-    return server.storage.locks.setdefault(sr, asyncio.Lock())
+    return server.runtime_of_sr(sr).storage.locks.setdefault(sr, asyncio.Lock())
 
 
 @contextlib.contextmanager
@@ -108,7 +108,7 @@ def _warn_if_nearly_full(server, sr: str, size: int, used: int):
     from ...messages import PRIORITY_WARNING, raise_message
     if size <= 0:
         return
-    store, warned = server.store, server.storage.warned
+    store, warned = server.store, server.runtime_of_sr(sr).storage.warned
     fraction = used / size
     if fraction >= NEARLY_FULL and sr not in warned:
         warned.add(sr)
@@ -193,13 +193,14 @@ async def activate(server, vdi: str) -> str:
     drv = driver_for(server, rec["SR"])
     with errors(rec["SR"], vdi):
         path = await drv.activate(rec["location"])
-    active = server.storage.active
+    active = server.runtime_of_sr(rec["SR"]).storage.active
     active[vdi] = active.get(vdi, 0) + 1
     return path
 
 
 async def deactivate(server, vdi: str) -> None:
-    active = server.storage.active
+    sr = server.store.tables["VDI"].get(vdi, {}).get("SR", NULL)   # the VDI may be gone
+    active = server.runtime_of_sr(sr).storage.active
     count = active.get(vdi, 0) - 1
     if count > 0:
         active[vdi] = count
