@@ -163,9 +163,17 @@ def test_services_made_at_startup_are_declared_none_in_init():
     """The services that need the running loop or libvirt exist as attributes (None)
     before startup, so code can test them with `is None`."""
     declared = _declared_by_server()
-    for name in ("vms", "net", "certificate_checker", "storage_watcher",
-                 "storage", "cli_logins"):
+    for name in ("runtimes", "certificate_checker", "storage_watcher", "cli_logins"):
         assert name in declared
+    # vms, net and storage are a host's (services/host.py HostRuntime), one per host.
+    tree = ast.parse((PACKAGE / "services" / "host.py").read_text())
+    runtime = next(n for n in tree.body if isinstance(n, ast.ClassDef)
+                   and n.name == "HostRuntime")
+    init = next(n for n in runtime.body if getattr(n, "name", "") == "__init__")
+    per_host = {t.attr for node in ast.walk(init) for target in _targets(node)
+                for t in _flatten(target) if isinstance(t, ast.Attribute)}
+    for name in PER_HOST:
+        assert name in per_host
 
 
 @pytest.mark.parametrize("source, found", [

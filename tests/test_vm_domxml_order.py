@@ -20,7 +20,8 @@ def _vbd(vm, vdi, userdevice, kind="Disk", empty=False):
 @pytest.fixture
 def defined_xml(inprocess, monkeypatch):
     """Every domain XML the hypervisor driver is asked to define, in order."""
-    hv = inprocess.server.vms.hv
+    server = inprocess.server
+    hv = server.runtime(server.host_ref).vms.hv   # this host's (services/host.py)
     seen = []
     real_define = hv.define
 

@@ -28,7 +28,6 @@ from .services.host import HostRuntime
 from .services.network import guest
 from .services.network.runtime import NetRuntime
 from .services.storage import attach
-from .services.storage.service import StorageState
 from .services.vm.composition import VmComposition
 from .store import Store
 from .tasks import Tasks
@@ -115,20 +114,3 @@ class Server:
 
     def runtime_of_pif(self, pif_ref: str) -> HostRuntime:
         return self.runtimes[self.store.get("PIF", pif_ref, "host")]
-
-    # Compatibility while callers move to the runtime of the host they act on.
-    @property
-    def local_runtime(self) -> HostRuntime | None:
-        return self.runtimes.get(self.host_ref)
-
-    @property
-    def vms(self) -> VmRuntime | None:
-        return self.local_runtime.vms if self.local_runtime else None
-
-    @property
-    def net(self) -> NetRuntime | None:
-        return self.local_runtime.net if self.local_runtime else None
-
-    @property
-    def storage(self) -> StorageState | None:
-        return self.local_runtime.storage if self.local_runtime else None
