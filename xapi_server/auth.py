@@ -13,8 +13,10 @@ import hashlib
 import hmac
 import os
 
+from .datamodel import ROLES
 from .errors import ApiError
 from .login_throttle import LoginThrottle
+from .rbac import strongest
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 
@@ -102,7 +104,6 @@ class Auth:
         """Of the subjects named by these identifiers (a system account's own first, then
         its groups'), the one holding the strongest role, and that role. xapi grants the
         union of their roles; roles nest, so the union is the strongest one."""
-        from .datamodel import ROLES
         found = [ref for ident in identifiers
                  for ref in self.store.find("subject", subject_identifier=ident)]
         if not found:
@@ -113,7 +114,6 @@ class Auth:
         return ref, role
 
     def subject_role(self, subject: str) -> str | None:
-        from .rbac import strongest
         record = self.store.tables["subject"].get(subject)
         if record is None:
             return None

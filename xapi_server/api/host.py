@@ -3,6 +3,7 @@ refreshed by the VM runtime poller)."""
 from datetime import datetime, timezone
 
 from ..dispatch.registry import implements
+from ..hostinfo import meminfo
 
 
 @implements("host.get_servertime")
@@ -20,7 +21,6 @@ def get_server_localtime(ctx, host):
 @implements("host.compute_free_memory")
 def compute_free_memory(ctx, host):
     """What the kernel could give a new guest now (MemAvailable), in bytes."""
-    from ..hostinfo import meminfo
     ctx.store.record("host", host)
     mem = meminfo()
     return mem.get("MemAvailable", mem.get("MemFree", 0))

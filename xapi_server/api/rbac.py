@@ -4,6 +4,7 @@ and groups, when PAM logins are on, are "pam:<user>" and "pam-group:<group>"
 (see system_accounts.py). `root`, the local superuser, is never a subject (auth.py)."""
 from ..auth import local_account
 from ..datamodel import ROLES
+from ..dispatch.generic import constructor_fields
 from ..dispatch.registry import implements
 from ..errors import ApiError
 from ..rbac import permissions, role_ref
@@ -38,7 +39,6 @@ def get_by_permission_name_label(ctx, label):
 
 @implements("subject.create")
 async def create_subject(ctx, args):
-    from ..dispatch.generic import constructor_fields
     fields = constructor_fields(ctx, "subject", args)
     ident = fields.get("subject_identifier", "")
     if system_accounts.is_system_identifier(ident):

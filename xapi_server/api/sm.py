@@ -6,9 +6,12 @@ from __future__ import annotations
 import os
 
 from .. import __version__
+from ..datamodel import METHODS
+from ..dispatch import Context
 from ..backends.storage import DRIVERS
 from ..services.storage import service
 from ..services.storage.service import NULL
+from .sr import create   # the local SR is made by the path an SR.create call takes
 
 LOCAL_SR_META = "local_sr_ref"
 
@@ -55,9 +58,6 @@ async def storage_start(server) -> None:
 
 
 async def _create_local_sr(server, path: str) -> str:
-    from .sr import create   # the same path as an SR.create call
-    from ..dispatch import Context
-    from ..datamodel import METHODS
     ctx = Context(server, METHODS["SR.create"])
     return await create(ctx, server.host_ref, {"path": path}, 0, "Local storage",
                         "qcow2 images in the server's data directory", "file", "user",

@@ -14,6 +14,7 @@ import os
 
 from ..errors import ApiError
 from . import args as argparse_
+from .commands.help import help_cmd
 from .context import CLI_USER_AGENT, CliContext, Output
 from .errors import (USAGE_HINT, AuthFailure, CliExit, CliFailure, MissingParam,
                      SyntaxFailure, UnknownCommand, UsageFailure, describe)
@@ -63,7 +64,6 @@ async def execute(server, tokens: list[str], io: Output, peer: str = "") -> int:
         cmd_name, params = argparse_.parse(tokens)
         user, password = params.pop("username", ""), params.pop("password", "")
         if cmd_name == "help":
-            from .commands.help import help_cmd
             ctx = CliContext(server, params, io, None, peer)
             await help_cmd(ctx)
             await ctx.finish()

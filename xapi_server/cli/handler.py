@@ -21,6 +21,7 @@ import struct
 
 from xe_cli import proto
 
+from ..http.responses import peer, read_body, respond
 from .context import Output
 from .engine import execute, split_body
 from .errors import CliExit
@@ -191,16 +192,15 @@ def _hijack(receive, send, idle_timeout: float):
 
 
 async def cli_route(app, scope, receive, send):
-    from ..http.app import read_body, _peer, _respond
     server = app.server
     body = await read_body(scope, receive, MAX_BODY)
     tokens = split_body(body)
     stream, _ = _hijack(receive, send, server.settings.cli_idle_timeout)
     if stream is None:
         io = BufferIO()
-        code = await execute(server, tokens, io, _peer(scope))
+        code = await execute(server, tokens, io, peer(scope))
         payload = proto.greeting() + b"".join(io.chunks) + proto.command(proto.EXIT, code)
-        return await _respond(send, 200, payload, b"application/octet-stream")
+        return await respond(send, 200, payload, b"application/octet-stream")
     try:
         await stream.write(proto.greeting())
         magic = await stream.read_exact(len(proto.MAGIC) + 8)
@@ -208,7 +208,7 @@ async def cli_route(app, scope, receive, send):
         if not magic.startswith(proto.MAGIC) or major != proto.MAJOR:
             return
         io = WireIO(stream)
-        code = await execute(server, tokens, io, _peer(scope))
+        code = await execute(server, tokens, io, peer(scope))
         await io.exit(code)
     except (Closed, ConnectionError, proto.ProtocolError):
         pass
@@ -216,6 +216,6 @@ async def cli_route(app, scope, receive, send):
         log.exception("CLI connection failed")
     finally:
         if stream.timed_out:
-            log.warning("dropped xe connection from %s: silent for %g s", _peer(scope),
+            log.warning("dropped xe connection from %s: silent for %g s", peer(scope),
                         stream.idle_timeout)
         stream.transport.close()

@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field as dc_field
 from functools import cached_property
 
+from ._types import parse_datetime
 from .errors import ERRORS
 
 # Qualifiers as xapi names them: read-write; read-only, set by the constructor;
@@ -92,7 +93,6 @@ class Field:
         if isinstance(value, (list, dict)):
             return type(value)(value)
         if isinstance(value, str) and self.type_text == "datetime":
-            from ._types import parse_datetime
             return parse_datetime(value)
         return value
 

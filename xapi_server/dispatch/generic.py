@@ -11,6 +11,7 @@ import asyncio
 from ..datamodel import CLASSES, NULL_REF, Ref, Set
 from ..errors import ApiError
 from .filter import compile_expr
+from .unmarshal import unmarshal_field
 
 SLICE_SECONDS = 0.002   # the longest a filter evaluation holds the event loop at a time
 
@@ -117,7 +118,6 @@ def remove_from_set(ctx, m, ref, value):
 def constructor_fields(ctx, cname: str, args: dict) -> dict:
     """Check a create() struct against the class: RW and RO/constructor fields only,
     those without a default are required, each value must fit its field's type."""
-    from .unmarshal import unmarshal_field
     cdef = CLASSES[cname]
     fields = {}
     for f in cdef.fields:

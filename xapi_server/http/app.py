@@ -25,9 +25,7 @@ from .routes import ROUTES, SESSION, Route, find
 
 log = logging.getLogger(__name__)
 
-# The names xe's handler (cli/handler.py) and cli.route() import from here.
-_peer, _respond = peer, respond
-__all__ = ["XapiApp", "Route", "BodyTooLarge", "read_body", "_peer", "_respond"]
+__all__ = ["XapiApp", "Route", "BodyTooLarge", "read_body"]
 
 
 async def _internal_error(route, scope, send, exc):

@@ -12,6 +12,7 @@ import asyncio
 
 from xe_cli import proto
 
+from ..cli import handler
 from ..errors import ApiError
 from ..wire import MalformedRequest, UnsupportedEncoding, jsonrpc, xmlrpc
 from .responses import error_page, peer, read_body, respond, user_agent
@@ -87,9 +88,7 @@ async def jsonrpc_route(app, scope, receive, send):
 
 
 async def cli_route(app, scope, receive, send):
-    # Looked up at each request: cli.handler imports this layer's helpers (and tests
-    # replace cli_route to make it fail).
-    from ..cli import handler
+    # Looked up at each request: tests replace handler.cli_route to make it fail.
     return await handler.cli_route(app, scope, receive, send)
 
 

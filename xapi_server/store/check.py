@@ -29,6 +29,7 @@ from collections import defaultdict
 from ..datamodel import CLASSES, NULL_REF, RELATIONS
 from ..datamodel._types import INT, Enum, Map, Prim, Record, Ref, Set, TypeMismatch, \
     parse_datetime
+from . import Store
 from ._sqlite import _quote, decode, stored_fields
 
 DB_NAME = "xapi.db"   # as Settings.db_path
@@ -256,7 +257,6 @@ def _field_value(cname, ref, f, text, problems):
 def _loaded(rows) -> dict[str, dict[str, dict]]:
     """The tables as the server holds them after loading these rows: the store's own
     load path fills in the many sides of the relations."""
-    from . import Store
     store = Store(None)
     for cname, table in rows.items():
         for ref, record in table.items():

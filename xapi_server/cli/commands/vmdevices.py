@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ...datamodel import NULL_REF
+from ...errors import ApiError
 from .. import args
 from ..errors import CliFailure
 from ..generic import VIEWS
@@ -127,7 +128,6 @@ async def vm_cd_insert(ctx):
     async def one(vm):
         empty = [ref for ref, rec in await _vbds(ctx, vm, "CD") if rec["empty"]]
         if not empty:
-            from ...errors import ApiError
             raise ApiError("VM_NO_EMPTY_CD_VBD", vm)
         if len(empty) > 1:
             raise CliFailure("Two or more empty CD devices found. Please use vbd-insert")

@@ -16,6 +16,7 @@ from ...backends.storage import DRIVERS
 from ...backends.storage.base import UUID_RE, DeviceInUse, Full, Missing, NotSupported
 from ...backends.storage.run import StorageError
 from ...errors import ApiError
+from ...messages import PRIORITY_WARNING, raise_message
 
 NULL = "OpaqueRef:NULL"
 
@@ -105,7 +106,6 @@ NEARLY_FULL, RE_ARM = 0.90, 0.80
 
 
 def _warn_if_nearly_full(server, sr: str, size: int, used: int):
-    from ...messages import PRIORITY_WARNING, raise_message
     if size <= 0:
         return
     store, warned = server.store, server.runtime_of_sr(sr).storage.warned
