@@ -374,26 +374,13 @@ LAYERS = (
 
 # Imports inside functions hide cycles; each one left is here with the reason.
 FUNCTION_LEVEL_IMPORTS_ALLOWED = {
-    # The package's factory picks the implementation, which imports the package's
-    # contract (and libvirt's bindings, or iproute2's runner, only when opened).
+    # A driver package's factory (open_hypervisor, open_backend) imports its driver when
+    # called; the driver imports the contract from the package, so the package cannot
+    # import the driver while it loads.
     ("xapi_server.backends.hypervisor", "xapi_server.backends.hypervisor.libvirt_hv"):
-        "factory: the libvirt driver loads when a hypervisor is opened",
+        "factory; and libvirt's bindings load only when a hypervisor is opened",
     ("xapi_server.backends.network", "xapi_server.backends.network.iproute"):
-        "factory: the iproute2 driver loads when the network backend is made",
-    # Remaining (issue 13 item 5, not done yet): api/vm.py's _hv and _hard_shutdown and
-    # api/network.py's kernel_error are to move down so these become module-level.
-    ("xapi_server.api.vm_config", "xapi_server.api.vm"): "remaining: cycle through _hv",
-    ("xapi_server.api.vm_memory", "xapi_server.api.vm"): "remaining: cycle through _hv",
-    ("xapi_server.api.vm_clone", "xapi_server.api.vm"): "remaining: _hard_shutdown",
-    ("xapi_server.api.vm_config", "xapi_server.hostinfo"): "remaining: to module level",
-    ("xapi_server.api.vm", "xapi_server.hostinfo"): "remaining: to module level",
-    ("xapi_server.api.vm", "xapi_server.api.vm_checks"): "remaining: to module level",
-    ("xapi_server.api.vm", "xapi_server.api.vm_sync"): "remaining: to module level",
-    ("xapi_server.api.network", "xapi_server.api.pif"): "remaining: cycle through "
-                                                         "kernel_error",
-    ("xapi_server.api.pif", "xapi_server.api.vlan"): "remaining: to module level",
-    ("xapi_server.api.pif", "xapi_server.services.network.runtime"):
-        "remaining: to module level",
+        "factory: the iproute2 driver is made when the network backend is opened",
 }
 # Import cycles among our modules (each a sorted tuple of its modules), with the reason.
 CYCLES_ALLOWED = {
@@ -401,9 +388,6 @@ CYCLES_ALLOWED = {
         "factory (see FUNCTION_LEVEL_IMPORTS_ALLOWED)",
     ("xapi_server.backends.network", "xapi_server.backends.network.iproute"):
         "factory (see FUNCTION_LEVEL_IMPORTS_ALLOWED)",
-    ("xapi_server.api.vm", "xapi_server.api.vm_memory"): "remaining: _hv to move down",
-    ("xapi_server.api.network", "xapi_server.api.pif", "xapi_server.api.vlan"):
-        "remaining: kernel_error to move down",
 }
 
 

@@ -14,8 +14,10 @@ from ..backends.network import NetworkError
 from ..dispatch.generic import constructor_fields
 from ..dispatch.registry import implements
 from ..errors import ApiError
+from ..services.network.errors import kernel_error
 from ..services.network.names import check_name
 from ..services.network.runtime import MTU_RANGE, NetRuntime
+from . import pif
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +34,6 @@ INTERNAL = {
 def net(ctx, network: str) -> NetRuntime:
     """The bridges of the host this server acts on for `network` (services/host.py)."""
     return ctx.server.runtime_of_network(network).net
-
-
-def kernel_error(exc: Exception) -> ApiError:
-    """A refused iproute2 command reaches the client with the kernel's words."""
-    return ApiError("INTERNAL_ERROR", f"network: {exc}")
 
 
 def check_mtu(mtu: int):
@@ -129,7 +126,6 @@ def ensure_internal_network(store) -> str:
 
 async def startup(server):
     """After Server.startup has made this host's network runtime."""
-    from . import pif
     ensure_internal_network(server.store)
     try:
         await pif.scan_host(server)

@@ -12,9 +12,10 @@ import ipaddress
 from ..backends.network import NetworkError
 from ..dispatch.registry import implements
 from ..errors import ApiError
+from ..services.network.errors import kernel_error
 from ..services.network.names import check_name
-from ..services.network.runtime import NULL, now
-from .network import kernel_error
+from ..services.network.runtime import NULL, now, vlan_device_name
+from .vlan import create_vlan as make_vlan, destroy_vlan
 
 
 def _resolv_dns() -> str:
@@ -107,7 +108,6 @@ async def forget(ctx, self):
     if rec["VLAN_slave_of"]:
         raise ApiError("PIF_VLAN_STILL_EXISTS", self)
     if rec["VLAN_master_of"] != NULL:
-        from .vlan import destroy_vlan
         await destroy_vlan(ctx, rec["VLAN_master_of"])
         return
     if rec["currently_attached"]:
@@ -118,7 +118,6 @@ async def forget(ctx, self):
 
 
 def _device(rec) -> str:
-    from ..services.network.runtime import vlan_device_name
     return rec["device"] if rec["VLAN"] < 0 else vlan_device_name(rec["device"], rec["VLAN"])
 
 
@@ -220,7 +219,6 @@ async def destroy(ctx, self):
     rec = ctx.store.record("PIF", self)
     if rec["physical"] or rec["VLAN_master_of"] == NULL:
         raise ApiError("PIF_IS_PHYSICAL", self)
-    from .vlan import destroy_vlan
     await destroy_vlan(ctx, rec["VLAN_master_of"])
 
 
@@ -230,8 +228,7 @@ async def create_vlan(ctx, device, network, host, VLAN):
     tagged = _pif_of_device(ctx.store, host, device)
     if tagged is None:
         raise ApiError("INVALID_VALUE", "device", device)
-    from .vlan import create_vlan as make
-    vlan = await make(ctx, tagged, VLAN, network)
+    vlan = await make_vlan(ctx, tagged, VLAN, network)
     return ctx.store.get("VLAN", vlan, "untagged_PIF")
 
 

@@ -16,9 +16,9 @@ from ..backends.network import NetworkError
 from ..dispatch.generic import constructor_fields
 from ..dispatch.registry import implements
 from ..errors import ApiError
+from ..services.network.errors import kernel_error
 from ..services.network.guest import hv_device, interface_xml
 from ..services.network.runtime import MTU_RANGE, NULL, tap_name
-from .network import kernel_error
 
 MAX_DEVICE = 64
 UNPLUG_TIMEOUT = 30.0     # seconds the guest gets to release a virtio NIC

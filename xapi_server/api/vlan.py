@@ -9,8 +9,8 @@ from ..backends.network import NetworkError
 from ..dispatch.generic import check_ref
 from ..dispatch.registry import implements
 from ..errors import ApiError
+from ..services.network.errors import kernel_error
 from ..services.network.runtime import now, vlan_device_name
-from .network import kernel_error
 
 
 async def create_vlan(ctx, tagged_PIF, tag, network) -> str:

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import os
 
-from ..backends.hypervisor import HypervisorError
 from ..dispatch.generic import check_ref
 from ..dispatch.registry import implements
 from ..errors import ApiError
+from ..hostinfo import meminfo
 from ..services.vm import domxml
+from ..services.vm.calls import hv_call
 from ..services.vm.reachable import ensure_reachable
 from ..wire.xmlrpc import encode_value
 from . import boot_files
-from .vm_checks import vm_operation
+from .vm_checks import update_allowed_operations, vm_operation
+from .vm_sync import ensure_metrics
 from .vm_memory import assert_memory_valid
 
 CLEAN_SHUTDOWN_TIMEOUT = 1200.0   # seconds a guest gets to act on the power button
@@ -28,14 +30,6 @@ REBOOT_TIMEOUT = 1200.0
 def _runtime(ctx, vm):
     """The VM service of the host the VM runs on, or would start on (services/host.py)."""
     return ctx.server.runtime_of_vm(vm).vms
-
-
-async def _hv(coro):
-    """Hypervisor failures reach the client as INTERNAL_ERROR with libvirt's text."""
-    try:
-        return await coro
-    except HypervisorError as exc:
-        raise ApiError("INTERNAL_ERROR", f"hypervisor: {exc}") from None
 
 
 def _progress(ctx, fraction):
@@ -61,7 +55,6 @@ def _assert_can_boot(ctx, vm, rec, force=False):
     if not caps.uses_host_memory:
         return boot
     if not force:
-        from ..hostinfo import meminfo
         free = meminfo().get("MemAvailable", 0)
         if free and rec["memory_dynamic_min"] > free:
             raise ApiError("HOST_NOT_ENOUGH_FREE_MEMORY", rec["memory_dynamic_min"], free)
@@ -87,8 +80,8 @@ async def boot(ctx, vm, paused=False, force=False):
     os.makedirs(os.path.dirname(domxml.console_log_path(build.data_dir, rec["uuid"])),
                 exist_ok=True)
     _progress(ctx, 0.2)
-    await _hv(rt.hv.define(rec["uuid"], xml))
-    await _hv(rt.hv.start(rec["uuid"], paused))
+    await hv_call(rt.hv.define(rec["uuid"], xml))
+    await hv_call(rt.hv.start(rec["uuid"], paused))
     _progress(ctx, 0.9)
     rt.boot_records[vm] = dict(rec)
     # The snapshot leaves out the previous snapshot: nested, it would grow (and be
@@ -129,7 +122,7 @@ async def clean_shutdown(ctx, vm):
 
 async def _clean_shutdown(ctx, vm, timeout):
     uuid = ctx.store.record("VM", vm)["uuid"]
-    await _hv(_runtime(ctx, vm).hv.shutdown(uuid))
+    await hv_call(_runtime(ctx, vm).hv.shutdown(uuid))
     if not await _wait_halted(ctx, vm, timeout):
         raise ApiError("VM_SHUTDOWN_TIMEOUT", vm, int(timeout))
 
@@ -142,7 +135,7 @@ async def hard_shutdown(ctx, vm):
 
 async def _hard_shutdown(ctx, vm):
     rt = _runtime(ctx, vm)
-    await _hv(rt.hv.destroy(ctx.store.record("VM", vm)["uuid"]))
+    await hv_call(rt.hv.destroy(ctx.store.record("VM", vm)["uuid"]))
     await rt.refresh(vm)
 
 
@@ -166,7 +159,7 @@ async def clean_reboot(ctx, vm):
     async with vm_operation(ctx, vm, "clean_reboot"):
         uuid = ctx.store.record("VM", vm)["uuid"]
         seen = rt.reboots.get(uuid, 0)
-        await _hv(rt.hv.reboot(uuid))
+        await hv_call(rt.hv.reboot(uuid))
         if rt.hv.capabilities.reboot_reported_by_event:   # else done when reboot returned
             done = await rt.wait_until(
                 lambda: rt.reboots.get(uuid, 0) > seen
@@ -190,7 +183,7 @@ async def _domain_op(ctx, vm, op, method, *args):
     """The common shape: claim `op`, one hypervisor call on the domain, re-read it."""
     rt = _runtime(ctx, vm)
     async with vm_operation(ctx, vm, op):
-        await _hv(getattr(rt.hv, method)(ctx.store.record("VM", vm)["uuid"], *args))
+        await hv_call(getattr(rt.hv, method)(ctx.store.record("VM", vm)["uuid"], *args))
         await rt.refresh(vm)
 
 
@@ -229,8 +222,6 @@ async def unpause(ctx, vm):
 async def power_state_reset(ctx, vm):
     """Forget the runtime state (xapi: for a VM whose host died). If the domain
     really runs, the next event or poll brings the truth back."""
-    from .vm_checks import update_allowed_operations
-    from .vm_sync import ensure_metrics
     ctx.store.record("VM", vm)
     rt = _runtime(ctx, vm)   # the host it was on, before resident_on is cleared
     ctx.store.update("VM", vm, power_state="Halted", domid=-1, resident_on="OpaqueRef:NULL",

@@ -20,6 +20,7 @@ from ..datamodel import CLASSES, NULL_REF
 from ..dispatch.generic import check_ref
 from ..dispatch.registry import implements
 from ..errors import ApiError
+from .vm import _hard_shutdown
 from .vm_checks import update_allowed_operations, vm_operation
 from .vm_config import new_vm
 
@@ -90,7 +91,6 @@ async def snapshot(ctx, vm, new_name, ignore_vdis):
 @implements("VM.revert")
 async def revert(ctx, snapshot):
     """Put the VM back into the snapshot's configuration (halting it first)."""
-    from .vm import _hard_shutdown
     store = ctx.store
     async with vm_operation(ctx, snapshot, "revert"):
         vm = store.record("VM", snapshot)["snapshot_of"]

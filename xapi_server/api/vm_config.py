@@ -9,7 +9,9 @@ from ..datamodel import NULL_REF
 from ..dispatch.generic import check_ref, constructor_fields
 from ..dispatch.registry import implements
 from ..errors import ApiError
+from ..hostinfo import meminfo
 from ..services.vm import domxml
+from ..services.vm.calls import hv_call
 from . import boot_files
 from .vm_checks import assert_operation_valid, update_allowed_operations, vm_operation
 from .vm_memory import assert_memory_valid, memory_overhead, VCPU_CONSTRAINT
@@ -78,10 +80,9 @@ async def destroy(ctx, self):
 
 
 async def _undefine(ctx, rec):
-    from .vm import _hv
     hv = ctx.server.runtime_of_vm(ctx.store.by_uuid("VM", rec["uuid"])).vms.hv
     if hv.uri:  # nothing to undefine without a hypervisor connection
-        await _hv(hv.undefine(rec["uuid"]))
+        await hv_call(hv.undefine(rec["uuid"]))
 
 
 @implements("VM.set_is_a_template")
@@ -155,7 +156,6 @@ def get_allowed_VIF_devices(ctx, vm):
 
 
 def _assert_can_boot_here(ctx, vm, host):
-    from ..hostinfo import meminfo
     rec = ctx.store.record("VM", vm)
     check_ref(ctx, "host", host)
     if not ctx.store.record("host", host)["enabled"]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from ..dispatch.registry import implements
 from ..errors import ApiError
+from ..services.vm.calls import hv_call
 from .vm_checks import vm_operation
 
 ORDER_CONSTRAINT = ("Memory limits must satisfy: "
@@ -44,9 +45,8 @@ async def _set_memory(ctx, vm, op, **limits):
         assert_memory_valid(rec, **limits)
         _set(ctx, vm, **{f"memory_{k}": v for k, v in limits.items()})
         if rec["power_state"] == "Running" and "dynamic_max" in limits:
-            from .vm import _hv
             rt = ctx.server.runtime_of_vm(vm).vms
-            await _hv(rt.hv.set_memory(rec["uuid"], limits["dynamic_max"]))
+            await hv_call(rt.hv.set_memory(rec["uuid"], limits["dynamic_max"]))
             await rt.refresh(vm)
 
 
@@ -111,14 +111,13 @@ async def set_VCPUs_at_startup(ctx, self, value):
 
 @implements("VM.set_VCPUs_number_live")
 async def set_VCPUs_number_live(ctx, self, nvcpu):
-    from .vm import _hv
     rt = ctx.server.runtime_of_vm(self).vms
     async with vm_operation(ctx, self, "changing_VCPUs_live"):
         rec = ctx.store.record("VM", self)
         booted = rt.boot_records.get(self, rec)
         if nvcpu < 1 or nvcpu > booted["VCPUs_max"]:
             raise ApiError("INVALID_VALUE", "set_VCPUs_number_live", nvcpu)
-        await _hv(rt.hv.set_vcpus(rec["uuid"], nvcpu))
+        await hv_call(rt.hv.set_vcpus(rec["uuid"], nvcpu))
         if self in rt.boot_records:
             rt.boot_records[self] = {**rt.boot_records[self], "VCPUs_at_startup": nvcpu}
         await rt.refresh(self)
