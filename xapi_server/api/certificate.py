@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from .. import certificates
-from ..datamodel._types import format_datetime
+from ..datamodel.types import format_datetime
 from ..dispatch.registry import implements
 from ..http.tls import make_self_signed
 from ..messages import raise_message

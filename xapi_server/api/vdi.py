@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid as uuidlib
 
-from ..datamodel._types import parse_datetime
+from ..datamodel.types import parse_datetime
 from ..dispatch.generic import constructor_fields
 from ..dispatch.registry import implements
 from ..errors import ApiError

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field as dc_field
 from typing import Callable
 
 from ..datamodel import CLASSES, NULL_REF, Enum, Map, Prim, Ref, Set
-from ..datamodel._types import format_datetime
+from ..datamodel.types import format_datetime
 
 NOT_IN_DB = "<not in database>"
 

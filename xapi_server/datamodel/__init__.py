@@ -7,9 +7,9 @@ schemas and the CLI all read `CLASSES` and `METHODS` and nothing else.
 """
 from __future__ import annotations
 
-from . import _types
+from . import types
 from ._dsl import ANY_ROLE, RC, RO, ROLES, RW, ClassDef, Field, Message, Param, msg, role_allows
-from ._types import NULL_REF, Enum, Map, Prim, Record, Ref, Set
+from .types import NULL_REF, Enum, Map, Prim, Record, Ref, Set
 from . import costs
 from .classes import auth, event, pool, network, ratelimit, storage, task, vm
 from .enums import ENUMS
@@ -45,7 +45,7 @@ RELATIONS = {
 
 
 def parse_type(text: str):
-    return _types.parse(text, ENUMS)
+    return types.parse(text, ENUMS)
 
 
 def _generated(c: ClassDef) -> list:

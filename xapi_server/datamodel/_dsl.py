@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field as dc_field
 from functools import cached_property
 
-from ._types import parse_datetime
+from .types import parse_datetime
 from .errors import ERRORS
 
 # Qualifiers as xapi names them: read-write; read-only, set by the constructor;

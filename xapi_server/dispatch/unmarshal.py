@@ -3,7 +3,7 @@
 A value of the wrong type is FIELD_TYPE_ERROR naming the parameter (or field); an
 unknown enum string is INVALID_VALUE with the name and the value.
 """
-from ..datamodel._types import BadEnum, TypeMismatch
+from ..datamodel.types import BadEnum, TypeMismatch
 from ..errors import ApiError
 
 

@@ -17,7 +17,7 @@ import asyncio
 import uuid as uuidlib
 
 from ..datamodel import CLASSES, RELATIONS
-from ..datamodel._types import Row
+from ..datamodel.types import Row
 from ..errors import ApiError, handle_invalid
 from ._sqlite import Database, Unstorable, row_values, storable_text
 from .commits import CommitQueue

@@ -21,7 +21,7 @@ import threading
 from datetime import datetime
 
 from ..datamodel import CLASSES, Map, Prim, Set
-from ..datamodel._types import format_datetime, parse_datetime
+from ..datamodel.types import format_datetime, parse_datetime
 
 log = logging.getLogger(__name__)
 

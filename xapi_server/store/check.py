@@ -27,7 +27,7 @@ import sys
 from collections import defaultdict
 
 from ..datamodel import CLASSES, NULL_REF, RELATIONS
-from ..datamodel._types import INT, Enum, Map, Prim, Record, Ref, Set, TypeMismatch, \
+from ..datamodel.types import INT, Enum, Map, Prim, Record, Ref, Set, TypeMismatch, \
     parse_datetime
 from . import Store
 from ._sqlite import _quote, decode, stored_fields

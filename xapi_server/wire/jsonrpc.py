@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-from ..datamodel._types import Row, format_datetime
+from ..datamodel.types import Row, format_datetime
 from . import (EncodingCache, InvalidValue, MalformedRequest, clean_text, decode_text,
                first_invalid_string, non_finite)
 

@@ -14,7 +14,7 @@ from datetime import datetime
 import defusedxml.ElementTree as safe_et
 from defusedxml import DefusedXmlException
 
-from ..datamodel._types import Row, format_datetime, parse_datetime
+from ..datamodel.types import Row, format_datetime, parse_datetime
 from . import (EncodingCache, Int32, InvalidValue, MalformedRequest, UnsupportedEncoding,
                clean_text, decode_text, first_invalid_string, non_finite)
 

@@ -1,107 +1,16 @@
-"""The hypervisor interface the VM implementations use, and the factory that opens one.
-
-The API layer never imports libvirt: it speaks this small protocol, keyed by the VM's
-uuid (which is also the domain's uuid). Every method is a coroutine; implementations
-run blocking hypervisor calls off the event loop. A Xen or other backend only has to
-provide the same methods.
-"""
+"""Hypervisor drivers: the contract they fulfil (contract.py) and the factory that opens
+one. Drivers import the contract module, never this package, so the factory can import
+them without an import cycle."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Protocol
+from .contract import (HALTED, METADATA_NS, METADATA_PREFIX, Capabilities, DomainState,
+                       EventHandler, Hypervisor, HypervisorError)
 
-
-@dataclass(frozen=True)
-class DomainState:
-    """Runtime truth about one domain, already in XenAPI terms."""
-    power_state: str            # Halted | Paused | Running | Suspended
-    domid: int = -1             # -1 when no domain runs
-    memory_bytes: int = 0       # current balloon size
-    vcpus: int = 0              # vCPUs online
-    cpu_time_ns: int = 0
-    crashed: bool = False       # stopped (or held) because the guest crashed
-
-
-HALTED = DomainState("Halted")
-
-# Our metadata namespace: a domain carrying <xapi:vm> in it belongs to this server
-# (the domain XML writes it, the driver lists only domains that carry it).
-METADATA_NS = "https://xapi-py.org/xmlns/vm/1.0"
-METADATA_PREFIX = "xapi"
-
-@dataclass(frozen=True)
-class Capabilities:
-    """What a driver's guests really do. Callers ask for the capability they need, never
-    which driver it is (libvirt's test driver, say, runs no guest at all: it declares
-    none of these)."""
-    # The kernel and initrd a VM names are opened by the guest's process: they must exist.
-    reads_boot_files: bool = True
-    # A guest's memory is this host's: a boot checks the host's free memory first.
-    uses_host_memory: bool = True
-    # reboot() only asks: the guest's reset comes later as a "reboot" event (else the
-    # reboot is done when the call returns).
-    reboot_reported_by_event: bool = True
-    # A running guest's NICs are taps on the host's bridges, plugged and unplugged live
-    # (else a VIF's attachment is a record only).
-    nics_are_host_taps: bool = True
-    # A detached device leaves once the guest lets it go (virtio is cooperative), so
-    # the caller watches the domain's devices (else it is gone when detach returns).
-    guest_releases_devices: bool = True
-    # Guests are QEMU processes opening their files as QEMU's user, who must be able to
-    # reach them (backends/hypervisor/qemu_access).
-    needs_qemu_access_check: bool = True
-    # Domains are emulated machines: the XML names a machine type and a memory balloon.
-    emulates_machine: bool = True
-
-
-# An event handler gets the domain uuid and a kind: "lifecycle" (started, stopped,
-# suspended ...: re-read the state) or "reboot" (the guest reset itself, state unchanged).
-EventHandler = Callable[[str, str], None]
-
-
-class Hypervisor(Protocol):
-    uri: str
-    domain_type: str            # what the domain XML's <domain type=...> must say
-    capabilities: Capabilities  # what its guests really do (may change on reconnect)
-
-    async def open(self) -> None: ...
-    async def close(self) -> None: ...
-    def set_event_handler(self, handler: EventHandler) -> None:
-        """Called in the event loop thread for each event of a domain we own."""
-
-    async def define(self, uuid: str, xml: str) -> None: ...
-    async def undefine(self, uuid: str) -> None: ...
-    async def start(self, uuid: str, paused: bool = False) -> None:
-        """Boot afresh (a stale suspend image is discarded)."""
-    async def shutdown(self, uuid: str) -> None:
-        """Ask the guest to power off (ACPI power button); returns at once."""
-    async def reboot(self, uuid: str) -> None:
-        """Ask the guest to reboot (ACPI); returns at once."""
-    async def destroy(self, uuid: str) -> None:
-        """Pull the plug (also drops a suspend image)."""
-    async def suspend(self, uuid: str) -> None:
-        """Save memory to disk and stop (managed save)."""
-    async def resume(self, uuid: str, paused: bool = False) -> None: ...
-    async def pause(self, uuid: str) -> None: ...
-    async def unpause(self, uuid: str) -> None: ...
-    async def attach_device(self, uuid: str, xml: str) -> None: ...
-    async def detach_device(self, uuid: str, xml: str) -> None: ...
-    async def update_device(self, uuid: str, xml: str) -> None: ...
-    async def device_targets(self, uuid: str) -> set[str]:
-        """The target names (vda, hdc ...) of the running domain's devices now."""
-    async def set_vcpus(self, uuid: str, count: int) -> None: ...
-    async def set_memory(self, uuid: str, size_bytes: int) -> None: ...
-    async def state(self, uuid: str) -> DomainState:
-        """HALTED when no domain of ours has this uuid."""
-    async def list(self) -> dict[str, DomainState]:
-        """Every domain carrying our metadata, by uuid."""
-
-
-class HypervisorError(Exception):
-    """A hypervisor call failed; `message` is the hypervisor's own text."""
+__all__ = ["HALTED", "METADATA_NS", "METADATA_PREFIX", "Capabilities", "DomainState",
+           "EventHandler", "Hypervisor", "HypervisorError", "open_hypervisor"]
 
 
 def open_hypervisor(settings) -> Hypervisor:
     """The backend for settings.libvirt_uri (libvirt is the only one so far)."""
-    from .libvirt_hv import LibvirtHypervisor
+    from .libvirt_hv import LibvirtHypervisor   # libvirt's bindings load only when needed
     return LibvirtHypervisor(settings)

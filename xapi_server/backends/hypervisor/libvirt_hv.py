@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 
 import libvirt
 
-from . import HALTED, METADATA_NS, Capabilities, DomainState, HypervisorError
+from .contract import HALTED, METADATA_NS, Capabilities, DomainState, HypervisorError
 from .libvirt_conn import Connection, Unreachable, kvm_usable
 
 log = logging.getLogger(__name__)

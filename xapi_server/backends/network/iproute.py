@@ -11,7 +11,7 @@ import asyncio
 import json
 import os
 
-from . import Link, NetworkError, NicInfo, valid_name
+from .contract import Link, NetworkError, NicInfo, valid_name
 
 _ENV = {**os.environ, "LC_ALL": "C"}
 TIMEOUT = 30.0
