@@ -5,7 +5,7 @@ import httpx
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from serverproc import ServerProcess  # noqa: E402
+from serverproc import ServerProcess, logged_in  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -18,19 +18,10 @@ def server(tmp_path_factory):
         proc.stop()
 
 
-def _logged_in(session):
-    """The session's proxy for a test; logged out after it (unless the test did)."""
-    yield session.xenapi
-    try:
-        session.xenapi.session.logout()
-    except Exception:
-        pass
-
-
 @pytest.fixture
 def xapi(server):
     """A logged-in official XenAPI SDK session (XML-RPC)."""
-    yield from _logged_in(server.session())
+    yield from logged_in(server.session())
 
 
 @pytest.fixture
@@ -57,4 +48,4 @@ def inprocess():
 def api(inprocess):
     """A logged-in official XenAPI SDK session, as `xapi`, but through the in-process
     app: `api.VM.get_all()`. For API tests that need no wire, TLS or real process."""
-    yield from _logged_in(inprocess.sdk_session())
+    yield from logged_in(inprocess.sdk_session())

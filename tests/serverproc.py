@@ -175,3 +175,13 @@ class _TimeoutTransport(xmlrpc.client.SafeTransport):
         conn = super().make_connection(host)
         conn.timeout = self.timeout
         return conn
+
+
+def logged_in(session):
+    """For a fixture: the session's proxy for a test, logged out after it (unless the
+    test did)."""
+    yield session.xenapi
+    try:
+        session.xenapi.session.logout()
+    except Exception:
+        pass

@@ -10,7 +10,7 @@ import time
 
 import pytest
 import XenAPI
-from serverproc import ROOT_PASSWORD, ServerProcess
+from serverproc import ROOT_PASSWORD, ServerProcess, logged_in
 
 OBJECTS = 300                    # networks the expensive filters walk
 _CTX = ssl._create_unverified_context()
@@ -29,9 +29,7 @@ def proc(tmp_path_factory):
 
 @pytest.fixture
 def x(proc):
-    session = proc.session()
-    yield session.xenapi
-    session.xenapi.session.logout()
+    yield from logged_in(proc.session())
 
 
 def failure(call, *args):

@@ -44,14 +44,20 @@ def closed_by_server(sock) -> bool:
         return True
 
 
-def request(sock, path="/"):
-    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-    head = b""
+def read_head(sock) -> bytes:
+    """The response head and what came with it (after anything `_answered` read)."""
+    head = getattr(sock, "unread", b"")
     while b"\r\n\r\n" not in head:
         chunk = sock.recv(4096)
         if not chunk:
-            raise ConnectionError("closed")
+            raise ConnectionError(f"closed after {head!r}")
         head += chunk
+    return head
+
+
+def request(sock, path="/"):
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    head = read_head(sock)
     status = int(head.split(b" ", 2)[1])
     length = int([line.split(b":")[1] for line in head.split(b"\r\n")
                   if line.lower().startswith(b"content-length")][0])
@@ -132,13 +138,7 @@ def test_connections_beyond_the_cap_get_503_then_service_returns(proc):
 
 
 def response_status(sock) -> int:
-    head = getattr(sock, "unread", b"")
-    while b"\r\n\r\n" not in head:
-        chunk = sock.recv(4096)
-        if not chunk:
-            raise ConnectionError(f"closed after {head!r}")
-        head += chunk
-    return int(head.split(b" ", 2)[1])
+    return int(read_head(sock).split(b" ", 2)[1])
 
 
 def test_headers_over_the_cap_get_431(proc):

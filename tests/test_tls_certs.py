@@ -20,7 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
 sys.path.insert(0, os.path.dirname(__file__))
-from serverproc import ROOT_PASSWORD, ServerProcess, add_local_user, free_port  # noqa: E402
+from serverproc import (ROOT_PASSWORD, ServerProcess, add_local_user, free_port,  # noqa: E402
+                        logged_in)
 
 from xapi_server.http.tls import write_identity  # noqa: E402
 
@@ -107,9 +108,7 @@ def proc(tmp_path_factory):
 
 @pytest.fixture
 def root(proc):
-    session = proc.session()
-    yield session.xenapi
-    session.xenapi.session.logout()
+    yield from logged_in(proc.session())
 
 
 def host_of(x):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 
 from ..backends.network import NetworkError
-from ..dispatch.registry import implements
+from ..dispatch.registry import implements, implements_fresh_reads
 from ..errors import ApiError
 from ..services.network.errors import kernel_error
 from ..services.network.names import check_name
@@ -239,11 +239,4 @@ async def _fresh(ctx, pif) -> dict:
     return ctx.store.record("PIF", pif)
 
 
-@implements("PIF.get_record")
-async def get_record(ctx, self):
-    return await _fresh(ctx, self)
-
-
-@implements("PIF.get_currently_attached")
-async def get_currently_attached(ctx, self):
-    return (await _fresh(ctx, self))["currently_attached"]
+implements_fresh_reads("PIF", _fresh)

@@ -14,7 +14,7 @@ import secrets
 
 from ..backends.network import NetworkError
 from ..dispatch.generic import constructor_fields
-from ..dispatch.registry import implements
+from ..dispatch.registry import implements, implements_fresh_reads
 from ..errors import ApiError
 from ..services.network.errors import kernel_error
 from ..services.network.guest import hv_device, interface_xml
@@ -227,14 +227,7 @@ async def _fresh(ctx, vif) -> dict:
     return ctx.store.record("VIF", vif)
 
 
-@implements("VIF.get_record")
-async def get_record(ctx, self):
-    return await _fresh(ctx, self)
-
-
-@implements("VIF.get_currently_attached")
-async def get_currently_attached(ctx, self):
-    return (await _fresh(ctx, self))["currently_attached"]
+implements_fresh_reads("VIF", _fresh)
 
 
 async def vifs_ready(ctx, vm):

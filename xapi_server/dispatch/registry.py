@@ -33,6 +33,19 @@ def implements(*wire_names: str):
     return register
 
 
+def implements_fresh_reads(cls: str, fresh) -> None:
+    """`<cls>.get_record` and `get_currently_attached` answer what `fresh(ctx, ref)`
+    returns: the record brought up to date with the host first (a PIF or VIF whose
+    device changed behind our back)."""
+    @implements(f"{cls}.get_record")
+    async def get_record(ctx, self):
+        return await fresh(ctx, self)
+
+    @implements(f"{cls}.get_currently_attached")
+    async def get_currently_attached(ctx, self):
+        return (await fresh(ctx, self))["currently_attached"]
+
+
 def _check_arity(fn, name: str) -> None:
     """The dispatcher calls fn(ctx, *params), every declared parameter given (defaults
     filled in): fn must accept exactly that many positional arguments."""
