@@ -5,9 +5,6 @@ passed to it. The audit log is no part of it (audit.py: its own file, not propag
 """
 import logging
 
-# The tree's root, for modules not yet given their own logger (http/app.py).
-log = logging.getLogger("xapi_server")
-
 
 def configure(level: str = "INFO"):
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
