@@ -4,6 +4,7 @@ server keeps answering everyone else. Every connection counts from accept: a flo
 TLS handshakes that never start neither exhausts the server's file descriptors nor
 locks a client out, and is closed after tls_timeout; oversized headers get 431; a
 silent xe (/cli) client is dropped."""
+import json
 import select
 import socket
 import ssl
@@ -57,6 +58,11 @@ def read_head(sock) -> bytes:
 
 def request(sock, path="/"):
     sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    return read_response(sock)
+
+
+def read_response(sock) -> int:
+    """Read one whole response (head and body); its status."""
     head = read_head(sock)
     status = int(head.split(b" ", 2)[1])
     length = int([line.split(b":")[1] for line in head.split(b"\r\n")
@@ -261,3 +267,29 @@ def test_a_flood_of_unfinished_tls_handshakes(proc):
     finally:
         for sock in flood:
             sock.close()
+
+
+def test_a_long_call_does_not_cost_the_next_request_its_connection(tmp_path):
+    """A kept-alive connection must serve the next request after a call that took longer
+    than keep-alive + header_timeout (a VM.start of minutes; here a failed login's delay):
+    the next request's clock starts when the answer is sent, not when the request came.
+    Before, the connection was aborted right after the slow answer, and the SDK's next
+    call on it failed (SSLEOFError)."""
+    p = ServerProcess(str(tmp_path / "keepalive"),
+                      env={"XAPI_KEEP_ALIVE_TIMEOUT": "1", "XAPI_HEADER_TIMEOUT": "0.5",
+                           "XAPI_AUTH_FAILURE_DELAY": "2.5"}).start()
+    try:
+        sock = connect(p)
+        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "session.login_with_password",
+                           "params": ["root", "wrong", "1.0", "t"]}).encode()
+        post = (b"POST /jsonrpc HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
+                b"content-length: %d\r\n\r\n%s" % (len(body), body))
+        sock.sendall(post)
+        started = time.monotonic()
+        assert read_response(sock) == 200     # SESSION_AUTHENTICATION_FAILED, after 2.5 s
+        assert time.monotonic() - started > 2
+        time.sleep(0.6)      # a client thinking, well within the keep-alive timeout
+        assert request(sock) == 200
+        sock.close()
+    finally:
+        p.kill()

@@ -46,6 +46,7 @@ class Settings:
     max_connections: int = 1000
     header_timeout: float = 10.0
     body_timeout: float = 60.0
+    keep_alive_timeout: float = 30.0   # an idle connection between requests is closed
     # Every accepted socket counts from accept to close (http/sockets.py): a TLS handshake
     # (and the TLS goodbye at close) must finish within tls_timeout; request line and
     # headers over max_header_bytes get HTTP 431; an xe (/cli) client that neither sends

@@ -44,7 +44,8 @@ def main(argv=None):
                         table, settings.tls_timeout)
     uv = uvicorn.Config(app, host=settings.listen, port=settings.port, lifespan="on",
                         access_log=False,
-                        log_level=settings.log_level.lower(), timeout_keep_alive=30,
+                        log_level=settings.log_level.lower(),
+                        timeout_keep_alive=settings.keep_alive_timeout,
                         timeout_graceful_shutdown=3,  # idle keep-alive clients must not
                                                       # hold up a stop
                         limit_concurrency=settings.max_connections,  # beyond: HTTP 503

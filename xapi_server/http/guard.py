@@ -120,10 +120,16 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def on_message_complete(self):
         self._start_head()
         super().on_message_complete()
-        # The next request's headers: counted from now, but only enforced once this
-        # request is answered (a VM.start may take minutes); an idle connection is
-        # closed by uvicorn's keep-alive timeout first.
-        self._arm(self.timeout_keep_alive + self.header_timeout, "request headers")
+        # No deadline while the request is answered (a VM.start may take minutes).
+        self._deadline = None
+
+    def on_response_complete(self):
+        super().on_response_complete()
+        # The next request's headers: counted from the answer, not from the request (a
+        # long call must not cost the client its kept-alive connection); an idle
+        # connection is closed by uvicorn's keep-alive timeout first.
+        if not self._refused:
+            self._arm(self.timeout_keep_alive + self.header_timeout, "request headers")
 
     def _arm(self, seconds: float, what: str):
         self._deadline, self._awaiting = self.loop.time() + seconds, what
