@@ -134,6 +134,71 @@ def test_http_permissions_are_in_the_rbac_tables(xapi):
     assert "http/get_audit_log" not in permissions("pool-operator")
 
 
+def raw_request(server, head: bytes) -> bytes:
+    """Send a request head over TLS; everything the server answers until it closes."""
+    from serverproc import tls_connect
+    sock = tls_connect(server.port)
+    try:
+        sock.sendall(head)
+        out = b""
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                return out
+            out += data
+            if b"\r\n\r\n" in out and b"connection: close" not in out.lower():
+                return out
+    finally:
+        sock.close()
+
+
+def test_paths_are_prefixes_and_unknown_methods_501(server, xapi):
+    """xapi's dispatch: the longest registered prefix of the method wins; a method with
+    no handler at all is 501, a known one with no matching path 403; any other POST is
+    XML-RPC, any other GET the index (404 but for /)."""
+    session = server.session()
+    try:
+        # /audit_log/ and /audit_logfoo reach /audit_log (prefix, not segment)
+        for path in ("/audit_log/", "/audit_logfoo"):
+            assert is_audit_log(audit_log_at(server, path, session._session))
+    finally:
+        session.xenapi.session.logout()
+    assert raw_request(server, b"DELETE / HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.1 501")
+    assert raw_request(server, b"PUT /nothing HTTP/1.0\r\ncontent-length: 0\r\n\r\n") \
+        .startswith(b"HTTP/1.1 403")
+    with httpx.Client(verify=False, timeout=60) as http:
+        assert http.get(f"{server.url}/no/such/file").status_code == 404
+        reply = http.post(f"{server.url}/any/path", content=(
+            "<?xml version='1.0'?><methodCall><methodName>session.logout</methodName>"
+            "<params><param><value>OpaqueRef:x</value></param></params></methodCall>"))
+        assert reply.status_code == 200 and b"SESSION_INVALID" in reply.content
+
+
+def audit_log_at(server, path, ref) -> httpx.Response:
+    with httpx.Client(verify=False, timeout=60) as http:
+        return http.get(f"{server.url}{path}", params={"session_id": ref})
+
+
+def test_a_refused_request_fails_the_task_it_names(server, xapi, users):
+    """xapi_http.ml: when a handler's auth fails, the task the client passed fails with
+    SESSION_AUTHENTICATION_FAILED (401) or RBAC_PERMISSION_DENIED (403)."""
+    task = xapi.task.create("mine", "")
+    reply = audit_log(server, params={"session_id": "OpaqueRef:nothing", "task_id": task})
+    assert reply.status_code == 401
+    record = xapi.task.get_record(task)
+    assert record["status"] == "failure"
+    assert record["error_info"][0] == "SESSION_AUTHENTICATION_FAILED"
+    reader = server.session("routes-read-only", "pw-routes-read-only")
+    try:
+        task = reader.xenapi.task.create("readers", "")
+        reply = audit_log(server, params={"session_id": reader._session, "task_id": task})
+        assert reply.status_code == 403
+        assert reader.xenapi.task.get_error_info(task)[:2] == [
+            "RBAC_PERMISSION_DENIED", "http/get_audit_log"]
+    finally:
+        reader.xenapi.session.logout()
+
+
 def test_a_route_needs_a_declared_permission():
     async def body(app, scope, receive, send):
         pass
@@ -197,12 +262,14 @@ def test_basic_sessions_end_with_the_request_in_process(inproc):
 
 
 def test_a_declared_route_gets_its_session_and_ends_it_when_cancelled(inproc):
-    """The machinery the next handlers use: a declared route's body gets the session in
-    scope[SESSION_KEY]; a Basic session ends even when the request is cancelled."""
+    """The machinery the data handlers use: a declared route's body gets a Request with
+    the session (also in scope[SESSION_KEY]); a Basic session ends even when the request
+    is cancelled."""
     seen = []
 
-    async def slow(app, scope, receive, send):
-        seen.append(scope[SESSION_KEY])
+    async def slow(req):
+        seen.append(req.session)
+        assert req.scope[SESSION_KEY] == req.session
         await asyncio.Event().wait()
     app = XapiApp(inproc.server, routes=(
         Route("GET", ("/slow",), slow, permission="http/get_audit_log", auth=SESSION),))

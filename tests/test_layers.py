@@ -17,14 +17,18 @@ from source_tree import PACKAGE, _modules, _where
 # __init__ (its version).
 LAYERS = (
     # plain helpers that know no XenAPI record: settings, text bounds, /proc, PAM/NSS,
-    # the HTTP reply helpers (which cli/handler.py uses too)
+    # the HTTP reply helpers and the taken-over connection (cli/handler.py uses both)
     ("utilities", ("xapi_server", "xapi_server._logging", "xapi_server.bounds",
                    "xapi_server.config", "xapi_server.hostinfo", "xapi_server.eventloop",
                    "xapi_server.system_accounts", "xapi_server.login_throttle",
-                   "xapi_server.http.responses")),
+                   "xapi_server.http.responses", "xapi_server.http.raw",
+                   # byte formats of disks and VM exports (tar, XVA chunks, VHD), no records
+                   "xapi_server.formats")),
     # what every layer reads: the datamodel, XenAPI errors, the wire codecs, roles
     ("datamodel", ("xapi_server.datamodel", "xapi_server.errors", "xapi_server.wire",
-                   "xapi_server.rbac", "xapi_server.certificates")),
+                   "xapi_server.rbac", "xapi_server.certificates",
+                   # XVA metadata: an XML-RPC value, written with the wire codec
+                   "xapi_server.formats.ova_xml")),
     # the records and what lives beside them: messages, events, tasks, users and the
     # audit log, rate limits, the served TLS identity
     ("store", ("xapi_server.store", "xapi_server.messages", "xapi_server.events",

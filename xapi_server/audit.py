@@ -72,6 +72,17 @@ class Audit:
         else:
             self._write(entry)
 
+    def record_http(self, store, session: str, peer: str, action: str, task: str | None,
+                    outcome: str):
+        """One request to an HTTP handler (`http/get_export`...), as a call's line."""
+        user = originator = ""
+        if store.exists("session", session):
+            record = store.record("session", session)
+            user, originator = record["auth_user_name"], record["originator"]
+        self._write({"time": _now(), "user": bounded(user, USER_NAME_MAX),
+                     "originator": bounded(originator), "address": bounded(peer),
+                     "method": action, "task": task or "", "refs": [], "result": outcome})
+
     def _write(self, entry: dict):
         # ASCII only: a name's control characters or lone surrogates are escaped.
         line = json.dumps(entry)

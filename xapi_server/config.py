@@ -54,6 +54,9 @@ class Settings:
     tls_timeout: float = 10.0
     max_header_bytes: int = 32 * 1024
     cli_idle_timeout: float = 300.0
+    # A data handler (disk/VM import and export, consoles: http/raw.py) drops a client
+    # that neither sends nor reads for this long while the server waits on it.
+    transfer_idle_timeout: float = 300.0
     max_auto_callers: int = 1000       # Caller records the rate limiter makes by itself
     max_pending_tasks_per_user: int = 500   # then TOO_MANY_PENDING_TASKS
     # Messages kept (xapi's message GC keeps message_limit, 10000): over a cap the oldest
@@ -69,6 +72,11 @@ class Settings:
     # "acl" gives that user alone search (x) permission by an ACL entry, as virt-install
     # does; "refuse" fails SR.create / VM.start with the folder named.
     qemu_search_fix: str = "acl"
+    # Metrics (services/metrics): seconds between samples of the host and its VMs (5, as
+    # xcp-rrdd; 1 for tests: the archives keep xapi's 5 s rows either way), and the
+    # bearer token a Prometheus server may scrape GET /metrics with ("": sessions only).
+    metrics_interval: int = 5
+    metrics_bearer_token: str = ""
     log_level: str = "INFO"
 
     @property

@@ -54,7 +54,10 @@ def main(argv=None):
                         proxy_headers=False,
                         # uvloop, but children are spawned without its fork handler
                         # (eventloop.py: libvirt's embedded driver forks in threads)
-                        loop="xapi_server.eventloop:new_event_loop", http=http)
+                        loop="xapi_server.eventloop:new_event_loop", http=http,
+                        # WebSocket upgrades (the console) and CONNECT reach the app as
+                        # plain requests; the handler takes the connection (http/raw.py)
+                        ws="none")
     uv.load()
     print(f"xapi-server: serving https://{settings.listen}:{settings.port}", file=sys.stderr,
           flush=True)

@@ -30,7 +30,32 @@ TASK_ANY_PERMISSION, TASK_ANY_ROLE = "task.destroy/any", "pool-operator"
 # holding each (http/routes.py declares which route needs which). xapi gives
 # get_audit_log to read-only and up; here it stays pool-admin's, as before routes were
 # declared: the log names every user's actions and client addresses.
-HTTP_PERMISSIONS = {"http/get_audit_log": "pool-admin"}
+HTTP_PERMISSIONS = {
+    "http/get_audit_log": "pool-admin",
+    # VM and disk transfer (xapi datamodel.ml http_actions)
+    "http/put_import": "vm-admin",
+    "http/put_import_metadata": "vm-admin",
+    "http/put_import_raw_vdi": "vm-admin",
+    "http/get_export": "vm-admin",
+    "http/get_export_metadata": "vm-admin",
+    "http/get_export_raw_vdi": "vm-admin",
+    # consoles; the /host_console sub-permissions guard a control domain's console
+    "http/connect_console": "vm-operator",
+    "http/connect_console/host_console": "pool-admin",
+    "http/connect_console_ws": "vm-operator",
+    "http/connect_console_ws/host_console_ws": "pool-admin",
+    "http/get_vncsnapshot": "vm-operator",
+    "http/get_vncsnapshot/host_console": "pool-admin",
+    # metrics
+    "http/get_rrd_updates": "read-only",
+    "http/get_host_rrd": "read-only",
+    "http/get_host_rrds": "read-only",
+    "http/get_vm_rrd": "read-only",
+    "http/get_vm_rrds": "read-only",
+    "http/get_sr_rrd": "read-only",
+    # beyond xapi: GET /metrics, the Prometheus/OpenMetrics scrape (http/prometheus.py)
+    "http/get_metrics": "read-only",
+}
 
 
 def permission_denied(permission: str, needed: str) -> ApiError:

@@ -141,6 +141,19 @@ class Tasks:
         self.store.update("task", ref, status=status, result=result, error_info=list(error),
                           progress=1.0, finished=now(), allowed_operations=[])
 
+    def status(self, ref: str) -> str | None:
+        return self.store.record("task", ref)["status"] if self.store.exists("task", ref) \
+            else None
+
+    def succeed(self, ref: str, result: str = ""):
+        """Completes a task driven outside run_async (an HTTP handler's); `result` is the
+        XML-RPC <value> fragment."""
+        self._finish(ref, "success", result=result)
+
+    def fail(self, ref: str, error: list, status: str = "failure"):
+        if self.status(ref) in ("pending", "cancelling"):
+            self._finish(ref, status, error=error)
+
     def set_progress(self, ref: str | None, fraction: float):
         """Long operations report how far they are (0..1)."""
         if ref and self.store.exists("task", ref):

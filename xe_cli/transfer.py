@@ -4,6 +4,7 @@ The URL is a path on the same server (`/export?session_id=...`) or `https://host
 Only files named on the command line are touched; downloads never overwrite.
 """
 import os
+import socket
 import sys
 from urllib.parse import urlsplit
 
@@ -41,15 +42,7 @@ def transfer(target, put: bool, filename: str, url: str, permitted, err, hops=5)
         sock, host, path = _open(target, url)
         with sock:
             if put:
-                f = open(filename, "rb")
-                size = os.fstat(f.fileno()).st_size if os.path.isfile(filename) else None
-                head = f"PUT {path} HTTP/1.0\r\nHost: {host}\r\n"
-                head += f"Content-length: {size}\r\n" if size is not None else ""
-                sock.sendall(head.encode() + b"\r\n")
-                with f:
-                    for data in iter(lambda: f.read(CHUNK), b""):
-                        sock.sendall(data)
-                status, headers, _ = _read_head(sock)
+                status, headers = _put(sock, host, path, filename)
             else:
                 sock.sendall(f"GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
                 status, headers, rest = _read_head(sock)
@@ -64,6 +57,29 @@ def transfer(target, put: bool, filename: str, url: str, permitted, err, hops=5)
     except OSError as exc:
         err.write(f"Transfer failed: {exc}\n")
         return False
+
+
+def _put(sock, host, path, filename) -> tuple:
+    """As xapi's thin client: the request head, then the server's answer, and the file
+    only after a 200 (xapi's PUT handlers answer before they read: a client that sends
+    first and reads later would deadlock on a large file)."""
+    f = open(filename, "rb")
+    with f:
+        size = os.fstat(f.fileno()).st_size if os.path.isfile(filename) else None
+        head = f"PUT {path} HTTP/1.0\r\nHost: {host}\r\n"
+        head += f"Content-length: {size}\r\n" if size is not None else ""
+        sock.sendall(head.encode() + b"\r\n")
+        status, headers, _ = _read_head(sock)
+        if status != 200:
+            return status, headers
+        for data in iter(lambda: f.read(CHUNK), b""):
+            sock.sendall(data)
+    if size is None:
+        sock.shutdown(socket.SHUT_WR)    # the end of a body of unknown length
+    # The server closes once it has taken the body in: only then is the transfer done.
+    for _ in iter(lambda: sock.recv(CHUNK), b""):
+        pass
+    return status, headers
 
 
 def _save(sock, filename, first: bytes):

@@ -15,12 +15,12 @@ of its own, under the HTTP layer's deadlines.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import struct
 
 from xe_cli import proto
 
+from ..http.raw import ClientGone, RawStream, take_over
 from ..http.responses import peer, read_body, respond
 from .context import Output
 from .engine import execute, split_body
@@ -37,83 +37,40 @@ class Closed(CliExit):
     nothing to report to anyone."""
 
 
-class RawStream(asyncio.Protocol):
-    """The hijacked connection: buffered reads, writes that respect flow control, and
-    a deadline on every wait for the client."""
+class WireIO(Output):
+    """The command's side of the connection; a client that is gone ends the command
+    (Closed) wherever it waits."""
 
-    def __init__(self, transport, idle_timeout: float):
-        self.transport = transport
-        self.idle_timeout = idle_timeout
-        self._buffer = bytearray()
-        self._more = asyncio.Event()
-        self._writable = asyncio.Event()
-        self._writable.set()
-        self.closed = False
-        self.timed_out = False
+    def __init__(self, stream: RawStream):
+        self.stream = stream
 
-    def data_received(self, data):
-        self._buffer += data
-        self._more.set()
-
-    def eof_received(self):
-        self.closed = True
-        self._more.set()
-
-    def connection_lost(self, exc):
-        self.closed = True
-        self._more.set()
-        self._writable.set()
-
-    def pause_writing(self):
-        self._writable.clear()
-
-    def resume_writing(self):
-        self._writable.set()
-
-    async def _wait_for_client(self, event: asyncio.Event, deadline: bool = True):
+    async def _write(self, data: bytes):
         try:
-            await asyncio.wait_for(event.wait(), self.idle_timeout if deadline else None)
-        except asyncio.TimeoutError:
-            self.timed_out, self.closed = True, True
-            self.transport.abort()     # close would wait for the silent client
+            await self.stream.write(data)
+        except ClientGone:
             raise Closed() from None
 
-    async def read_exact(self, n: int, deadline: bool = True) -> bytes:
-        while len(self._buffer) < n:
-            if self.closed:
-                raise Closed()
-            self._more.clear()
-            await self._wait_for_client(self._more, deadline)
-        data = bytes(self._buffer[:n])
-        del self._buffer[:n]
-        return data
-
-    async def write(self, data: bytes):
-        if self.closed:
-            raise Closed()
-        self.transport.write(data)
-        await self._wait_for_client(self._writable)
-
-
-class WireIO(Output):
-    def __init__(self, stream: RawStream):
-        self.s = stream
+    async def _read(self, n: int, deadline: bool = True) -> bytes:
+        try:
+            return await self.stream.read_exact(n, deadline)
+        except ClientGone:
+            raise Closed() from None
 
     async def print(self, text):
-        await self.s.write(proto.command(proto.PRINT, text))
+        await self._write(proto.command(proto.PRINT, text))
 
     async def stderr(self, text):
-        await self.s.write(proto.command(proto.PRINT_STDERR, text))
+        await self._write(proto.command(proto.PRINT_STDERR, text))
 
     async def error(self, code, params):
-        await self.s.write(proto.command(proto.ERROR, code, list(params)))
+        await self._write(proto.command(proto.ERROR, code, list(params)))
 
     async def exit(self, code):
-        await self.s.write(proto.command(proto.EXIT, code))
+        await self._write(proto.command(proto.EXIT, code))
 
     async def _message(self, deadline: bool = True):
-        (length,) = struct.unpack("<i", await self.s.read_exact(4, deadline))
-        return proto.parse(await self.s.read_exact(length))
+        (length,) = struct.unpack("<i", await self._read(4, deadline))
+        return proto.parse(await self._read(length))
 
     async def _blob(self, limit: int) -> bytes:
         data = bytearray()
@@ -125,21 +82,21 @@ class WireIO(Output):
                 return bytes(data)
             if len(data) + params[0] > limit:
                 raise Closed()
-            data += await self.s.read_exact(params[0])
+            data += await self._read(params[0])
 
     async def prompt(self):
-        await self.s.write(proto.command(proto.PROMPT))
+        await self._write(proto.command(proto.PROMPT))
         return (await self._blob(64 * 1024)).decode("utf-8", "replace")
 
     async def load(self, filename):
-        await self.s.write(proto.command(proto.LOAD, filename))
+        await self._write(proto.command(proto.LOAD, filename))
         kind, tag, _ = await self._message()
         if kind != proto.RESPONSE or tag != proto.OK:
             return None
         return await self._blob(MAX_UPLOAD)
 
     async def http(self, put, filename, url):
-        await self.s.write(proto.command(proto.HTTP_PUT if put else proto.HTTP_GET,
+        await self._write(proto.command(proto.HTTP_PUT if put else proto.HTTP_GET,
                                          filename, url))
         while True:
             kind, tag, _ = await self._message(deadline=False)
@@ -172,30 +129,11 @@ class BufferIO(Output):
         return False
 
 
-def _hijack(receive, send, idle_timeout: float):
-    """The request cycle's transport, switched to a RawStream; None if unreachable."""
-    cycle = getattr(send, "__self__", None)
-    transport = getattr(cycle, "transport", None)
-    if transport is None or not hasattr(transport, "set_protocol"):
-        return None, None
-    http_protocol = transport.get_protocol()
-    stream = RawStream(transport, idle_timeout)
-    transport.set_protocol(stream)
-    # The HTTP protocol object must forget this connection: no keep-alive timer, no
-    # waiting for it at shutdown, no "response not completed" complaint.
-    getattr(http_protocol, "connections", set()).discard(http_protocol)
-    flow = getattr(http_protocol, "flow", None)
-    if flow is not None:
-        flow.resume_reading()
-    cycle.disconnected = True
-    return stream, cycle
-
-
 async def cli_route(app, scope, receive, send):
     server = app.server
     body = await read_body(scope, receive, MAX_BODY)
     tokens = split_body(body)
-    stream, _ = _hijack(receive, send, server.settings.cli_idle_timeout)
+    stream = take_over(send, server.settings.cli_idle_timeout)
     if stream is None:
         io = BufferIO()
         code = await execute(server, tokens, io, peer(scope))

@@ -5,7 +5,11 @@
     POST anything else     XML-RPC (as xapi: /, /RPC2, ...)
     OPTIONS                CORS pre-flight
     GET /audit_log         the audit log (a session with http/get_audit_log)
-    GET /                  a short page saying what this is
+    GET /                  a short page saying what this is (any other GET: 404)
+    ... and xapi's data handlers: see routes.py
+
+Paths are prefixes (the longest wins); a method no route has gets 501, a path no route
+of its method starts, 403 (routes.py).
 
 For each request the app finds the route, authenticates it when the route says so
 (http/auth.py: 401 without a valid session, 403 without the permission) and runs the
@@ -19,9 +23,9 @@ import asyncio
 import logging
 
 from ..wire import clean_text
-from . import auth
+from . import auth, dataplane
 from .responses import BodyTooLarge, peer, plain_fault, read_body, respond
-from .routes import ROUTES, SESSION, Route, find
+from .routes import ROUTES, SESSION, NoRoute, Route, find
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +55,11 @@ class XapiApp:
             return await self._lifespan(receive, send)
         if scope["type"] != "http":
             return
-        route = find(self.routes, scope["method"], scope["path"])
-        if route is None:
-            return await respond(send, 405 if scope["path"] == "/" else 404, b"",
-                                 b"text/plain")
+        try:
+            route = find(self.routes, scope["method"], scope["path"])
+        except NoRoute as none:
+            return await respond(send, none.status, b"", b"text/plain",
+                                 [(b"connection", b"close")])
         try:
             if route.auth == SESSION:
                 return await self._authenticated(route, scope, receive, send)
@@ -70,8 +75,11 @@ class XapiApp:
         try:
             async with auth.session_for(self.server, scope, route.permission) as session:
                 scope[auth.SESSION_KEY] = session
-                return await route.handler(self, scope, receive, send)
+                return await dataplane.run(self, route, scope, receive, send, session)
         except auth.Refused as refusal:
+            if refusal.error is not None:
+                dataplane.fail_supplied_task(self.server, scope, refusal.error)
+                await self.server.store.flush()
             return await respond(send, refusal.status, refusal.reason.encode() + b"\n",
                                  b"text/plain", refusal.headers)
 

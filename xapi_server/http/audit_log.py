@@ -4,8 +4,6 @@ xapi's `get_audit_log` is read-only's and up; ours stays pool-admin's (rbac.py s
 """
 from __future__ import annotations
 
-from .responses import respond
 
-
-async def get_audit_log(app, scope, receive, send):
-    await respond(send, 200, app.server.audit.read(), b"application/x-ndjson")
+async def get_audit_log(req):
+    await req.respond(200, req.server.audit.read(), b"application/x-ndjson")

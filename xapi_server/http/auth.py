@@ -34,11 +34,14 @@ SESSION_KEY = "xapi_server.session"   # scope key: the session a route's body ru
 
 
 class Refused(Exception):
-    """The request may not run: answered with `status` and a one-line reason."""
+    """The request may not run: answered with `status` and a one-line reason; `error`
+    is what a task the client named fails with."""
 
-    def __init__(self, status: int, reason: str):
+    def __init__(self, status: int, reason: str, error: ApiError | None = None):
         super().__init__(reason)
         self.status, self.reason = status, reason
+        self.error = error or (ApiError("SESSION_AUTHENTICATION_FAILED", "", reason)
+                               if status == 401 else None)
 
     @property
     def headers(self) -> list:
@@ -100,7 +103,8 @@ def check_permission(server, session: str, permission: str | None):
     needed = HTTP_PERMISSIONS[permission]
     role = auth.role_of(session)
     if role is None or not role_allows(role, needed):
-        raise Refused(403, " ".join(permission_denied(permission, needed).description))
+        denied = permission_denied(permission, needed)
+        raise Refused(403, " ".join(denied.description), denied)
 
 
 async def _login(server, scope, user: str, password: str) -> str:

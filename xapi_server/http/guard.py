@@ -66,6 +66,10 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self.loop.call_later(self.sweep_interval, self._sweep, self.loop, state,
                                  self.sweep_interval)
 
+    def _unsupported_upgrade_warning(self):
+        """An upgrade (WebSocket, CONNECT) is no warning here: uvicorn runs with ws="none"
+        and the route takes the connection over (http/raw.py)."""
+
     def awaiting_request(self) -> bool:
         """No request is being answered (sockets.py may drop such a connection)."""
         return self.cycle is None or self.cycle.response_complete

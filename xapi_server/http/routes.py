@@ -1,17 +1,22 @@
 """Every HTTP route the server answers, in one table: its method, its paths, how it
 authenticates, the permission it needs and its handler.
 
-A new handler is a declaration here plus its body (an `async (app, scope, receive,
-send)` function in a module of this package): with `auth=SESSION` the app resolves the
-request's session before the body runs (cookie, query or HTTP Basic: http/auth.py),
-checks the route's `http/<action>` permission, and hands the session to the body in
-`scope[auth.SESSION_KEY]`; a refusal never reaches the body. The permission is xapi's
+A new handler is a declaration here plus its body in a module of this package. A route
+without `auth` is an `async (app, scope, receive, send)` function. With `auth=SESSION`
+the app resolves the request's session before the body runs (cookie, query or HTTP
+Basic: http/auth.py) and checks the route's `http/<action>` permission; a refusal never
+reaches the body, which is an `async (req)` function given a dataplane.Request. With
+`task=True` the body also drives a task, xapi's protocol for its data handlers (the
+client's `task_id`, or one made for the request): see http/dataplane.py. The permission is xapi's
 name (`http/` + the action of xapi's datamodel `http_actions`) and its weakest role is
 declared in the RBAC table, rbac.HTTP_PERMISSIONS, so `role.get_permissions_name_label`
 lists it; a route naming a permission that table lacks fails at import.
 
-Paths match exactly (an empty tuple: any path), first declared first; the routes
-without `auth` are xapi's public ones, which check the session inside (the RPC calls).
+Paths are prefixes, as in xapi's server: among the routes of the request's method the
+longest path that starts the request's path wins (`/export/` and `/exportfoo` reach
+`/export`; every other POST is XML-RPC and every other GET the index). A method no route
+has gets 501; a known method no path matches, 403. The routes without `auth` are
+xapi's public ones, which check the session inside (the RPC calls).
 """
 from __future__ import annotations
 
@@ -28,10 +33,12 @@ SESSION = "session"       # auth: a session from the cookie, the query or HTTP B
 @dataclass(frozen=True)
 class Route:
     method: str
-    paths: tuple          # exact paths; empty: any path
-    handler: Callable     # async (app, scope, receive, send)
+    paths: tuple          # path prefixes
+    handler: Callable     # auth=None: async (app, scope, receive, send); SESSION: async (req)
     permission: str | None = None   # "http/<action>": RBAC for the session (auth=SESSION)
     auth: str | None = None         # SESSION, or None: the handler authenticates, if at all
+    task: bool = False              # the body drives a task (auth=SESSION only)
+    audited: bool = True            # auth=SESSION: each request goes to the audit log
     fault: Callable = plain_fault   # (scope, description) -> (content type, body)
 
     def __post_init__(self):
@@ -40,23 +47,51 @@ class Route:
         if self.permission is not None and self.permission not in HTTP_PERMISSIONS:
             raise ValueError(f"route {self.method} {self.paths}: permission "
                              f"{self.permission} is not in rbac.HTTP_PERMISSIONS")
-        if self.permission is not None and self.auth is None:
-            raise ValueError(f"route {self.method} {self.paths}: a permission needs a session")
+        if (self.permission is not None or self.task) and self.auth is None:
+            raise ValueError(f"route {self.method} {self.paths}: a permission or a task "
+                             "needs a session")
+        if not self.paths or not all(p.startswith("/") for p in self.paths):
+            raise ValueError(f"route {self.method} {self.paths}: paths must start with /")
 
-    def matches(self, method: str, path: str) -> bool:
-        return self.method == method and (not self.paths or path in self.paths)
+    @property
+    def action(self) -> str:
+        """xapi's action name (`get_export`), for task labels and the audit log."""
+        if self.permission:
+            return self.permission.split("/")[1]
+        return f"{self.method.lower()}{self.paths[0].replace('/', '_')}"
+
+    def match(self, method: str, path: str) -> int:
+        """The length of the longest of our paths that starts `path`; -1 if none."""
+        if method != self.method:
+            return -1
+        return max((len(p) for p in self.paths if path.startswith(p)), default=-1)
 
 
 ROUTES = (
     Route("POST", ("/cli",), rpc.cli_route, fault=rpc.cli_fault),
     Route("POST", ("/jsonrpc", "/json"), rpc.jsonrpc_route, fault=rpc.jsonrpc_fault),
-    Route("POST", (), rpc.xmlrpc_route, fault=rpc.xmlrpc_fault),   # as xapi: any path
-    Route("OPTIONS", (), rpc.options_route),
+    Route("POST", ("/",), rpc.xmlrpc_route, fault=rpc.xmlrpc_fault),   # as xapi: any path
+    Route("OPTIONS", ("/",), rpc.options_route),
     Route("GET", ("/audit_log",), audit_log.get_audit_log,
-          permission="http/get_audit_log", auth=SESSION),
+          permission="http/get_audit_log", auth=SESSION, audited=False),
     Route("GET", ("/",), rpc.index_route),
 )
 
 
-def find(routes, method: str, path: str) -> Route | None:
-    return next((route for route in routes if route.matches(method, path)), None)
+class NoRoute(Exception):
+    """No route answers: `status` is xapi's (501 for an unknown method, else 403)."""
+
+    def __init__(self, status: int):
+        super().__init__(status)
+        self.status = status
+
+
+def find(routes, method: str, path: str) -> Route:
+    best, best_len = None, -1
+    for route in routes:
+        length = route.match(method, path)
+        if length > best_len:
+            best, best_len = route, length
+    if best is None:
+        raise NoRoute(403 if any(r.method == method for r in routes) else 501)
+    return best

@@ -98,6 +98,9 @@ async def options_route(app, scope, receive, send):
 
 
 async def index_route(app, scope, receive, send):
+    if scope["path"] != "/":   # every GET no other route claims comes here, as in xapi
+        return await respond(send, 404, b"<html><body><h1>HTTP 404 not found</h1>"
+                             b"</body></html>", b"text/html")
     body = (b"<html><body><p>xapi-py: a XenAPI server. Speak XML-RPC (POST /) or "
             b"JSON-RPC (POST /jsonrpc) to it, or use xe.</p></body></html>")
     await respond(send, 200, body, b"text/html")

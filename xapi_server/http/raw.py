@@ -1,0 +1,142 @@
+"""Taking a connection over from the HTTP layer: raw bytes both ways, for the routes
+xapi answers outside plain HTTP request/response.
+
+xapi's /cli talks its own protocol right after the request; its PUT handlers send
+`200 OK` before they read the body and its GET handlers stream until they close; a
+console CONNECT or WebSocket upgrade splices bytes both ways. ASGI has none of this, so
+(as uvicorn does for its own WebSocket upgrades) the handler takes the request cycle's
+transport and gives it a protocol object of its own, a RawStream.
+
+Once taken, the connection is outside the HTTP layer's deadlines: every wait on the
+client (data to read, room to write) has the stream's own `idle_timeout`, after which
+the connection is aborted and the waiter gets ClientGone. Reads are bounded: past
+READ_BUFFER unread bytes the transport stops reading until the handler catches up, so
+a fast uploader costs the same memory as a slow one.
+"""
+from __future__ import annotations
+
+import asyncio
+
+READ_BUFFER = 4 * 1024 * 1024     # unread bytes held before reading pauses
+WRITE_BUFFER = 4 * 1024 * 1024    # unsent bytes the transport may hold before write waits
+
+
+class ClientGone(ConnectionError):
+    """The client closed the connection, or was silent for longer than the deadline."""
+
+
+class RawStream(asyncio.Protocol):
+    """A taken-over connection: buffered reads with flow control, writes that wait for
+    room, and a deadline on every wait for the client."""
+
+    def __init__(self, transport, idle_timeout: float, already_read: bytes = b""):
+        self.transport = transport
+        self.idle_timeout = idle_timeout
+        self._buffer = bytearray(already_read)
+        self._more = asyncio.Event()
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._reading_paused = False
+        self.closed = False       # no more input will come (EOF, lost or dropped)
+        self.lost = False         # the connection is gone: nothing can be written either
+        self.timed_out = False
+        try:
+            transport.set_write_buffer_limits(high=WRITE_BUFFER)
+        except (AttributeError, NotImplementedError):
+            pass
+
+    # -- asyncio.Protocol -------------------------------------------------------------
+    def data_received(self, data):
+        self._buffer += data
+        self._more.set()
+        if len(self._buffer) > READ_BUFFER and not self._reading_paused:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def eof_received(self):
+        self.closed = True
+        self._more.set()
+        return True   # keep the write side open: the answer may still be going out
+
+    def connection_lost(self, exc):
+        self.closed = self.lost = True
+        self._more.set()
+        self._writable.set()
+
+    def pause_writing(self):
+        self._writable.clear()
+
+    def resume_writing(self):
+        self._writable.set()
+
+    # -- for handlers -----------------------------------------------------------------
+    async def _wait_for_client(self, event: asyncio.Event, deadline: bool = True):
+        try:
+            await asyncio.wait_for(event.wait(), self.idle_timeout if deadline else None)
+        except asyncio.TimeoutError:
+            self.timed_out, self.closed, self.lost = True, True, True
+            self.transport.abort()     # close would wait for the silent client
+            raise ClientGone(f"the client was silent for {self.idle_timeout:g} s") from None
+
+    def _take(self, n: int) -> bytes:
+        data = bytes(self._buffer[:n])
+        del self._buffer[:n]
+        if self._reading_paused and len(self._buffer) <= READ_BUFFER // 2 and not self.lost:
+            self._reading_paused = False
+            self.transport.resume_reading()
+        return data
+
+    async def _fill(self, deadline: bool = True):
+        """Wait for more input; ClientGone when none will come."""
+        if self.closed:
+            raise ClientGone("the client closed the connection")
+        self._more.clear()
+        await self._wait_for_client(self._more, deadline)
+
+    async def read_some(self, limit: int = 1 << 20, deadline: bool = True) -> bytes:
+        """Up to `limit` bytes as soon as there are any; b"" at the end of input."""
+        while not self._buffer:
+            if self.closed:
+                return b""
+            await self._fill(deadline)
+        return self._take(limit)
+
+    async def read_exact(self, n: int, deadline: bool = True) -> bytes:
+        while len(self._buffer) < n:
+            await self._fill(deadline)
+        return self._take(n)
+
+    async def write(self, data: bytes):
+        if self.lost:
+            raise ClientGone("the client closed the connection")
+        self.transport.write(data)
+        await self._wait_for_client(self._writable)
+        if self.lost:
+            raise ClientGone("the client closed the connection")
+
+    def close(self):
+        """Close once what was written has gone out."""
+        if not self.lost:
+            self.transport.close()
+
+
+def take_over(send, idle_timeout: float) -> RawStream | None:
+    """The request's connection as a RawStream (with any body bytes the HTTP parser had
+    already read), or None where the transport is not reachable (another ASGI server,
+    in-memory tests)."""
+    cycle = getattr(send, "__self__", None)
+    transport = getattr(cycle, "transport", None)
+    if transport is None or not hasattr(transport, "set_protocol"):
+        return None
+    http_protocol = transport.get_protocol()
+    stream = RawStream(transport, idle_timeout, bytes(getattr(cycle, "body", b"")))
+    cycle.body = b""
+    transport.set_protocol(stream)
+    # The HTTP protocol object must forget this connection: no keep-alive timer, no
+    # waiting for it at shutdown, no "response not completed" complaint.
+    getattr(http_protocol, "connections", set()).discard(http_protocol)
+    flow = getattr(http_protocol, "flow", None)
+    if flow is not None:
+        flow.resume_reading()
+    cycle.disconnected = True
+    return stream
