@@ -9,6 +9,7 @@ PACKAGES=(
   libvirt-dev libvirt-daemon-system libvirt-clients   # libvirt-python builds against libvirt-dev
   qemu-system-x86 qemu-utils ipxe-qemu seabios         # hypervisor (TCG or KVM), NIC ROMs, qemu-img
   lvm2                                                 # LVM storage driver
+  fuse3                                                # qemu-storage-daemon's FUSE export: a VDI's bytes for import/export
   acl                                                  # setfacl: QEMU's user may search folders above disks
   libpam0g libpam-modules                              # PAM logins (python-pam, pam_unix)
   iproute2 bridge-utils                                # bridges, VLANs, taps

@@ -25,7 +25,7 @@ class BootRecordsOnly:
 def second_host(inprocess):
     server = inprocess.server
     host = server.store.create("host", {"name_label": "second host"})
-    runtime = HostRuntime(host)
+    runtime = HostRuntime(host, server)
     runtime.vms = BootRecordsOnly()
     server.runtimes[host] = runtime
     yield host, runtime

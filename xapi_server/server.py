@@ -68,7 +68,7 @@ class Server:
         loop = asyncio.get_running_loop()
         self.store.open()
         self.pool_ref, self.host_ref = bootstrap.start(self)
-        local = self.runtimes[self.host_ref] = HostRuntime(self.host_ref)
+        local = self.runtimes[self.host_ref] = HostRuntime(self.host_ref, self)
         await api.certificate.startup(self)  # Certificate record, expiry check now
         self.certificate_checker = loop.create_task(api.certificate.daily(self))
         self.limiter.start()

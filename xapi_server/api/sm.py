@@ -9,7 +9,7 @@ from .. import __version__
 from ..datamodel import METHODS
 from ..dispatch import Context
 from ..backends.storage import DRIVERS
-from ..services.storage import service
+from ..services.storage import rawio, service
 from ..services.storage.service import NULL
 from .sr import create   # the local SR is made by the path an SR.create call takes
 
@@ -42,6 +42,7 @@ async def storage_start(server) -> None:
     """After Server.startup has refreshed the SM records and started the power-state
     watcher: the Local storage SR on the first start, fresh sizes on later ones."""
     store = server.store
+    await rawio.clear_stale_views(server)   # a crash left data-handler views mounted
     local = store.meta.get(LOCAL_SR_META)
     if local is None:
         path = os.path.join(os.path.abspath(server.settings.data_dir), "sr", "local")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .storage.service import StorageState
+from .storage.rawio import HostStorage
 
 if TYPE_CHECKING:   # annotations only: the runtimes are built by the Server
     from ..api.vm_sync import VmRuntime
@@ -22,9 +22,9 @@ NULL = "OpaqueRef:NULL"
 
 
 class HostRuntime:
-    def __init__(self, host_ref: str):
+    def __init__(self, host_ref: str, server):
         self.host_ref = host_ref
-        self.storage = StorageState()
+        self.storage = HostStorage(server)   # SR locks, VDI activations, raw views
         # Made by Server.startup: they need the running loop, libvirt or the kernel.
         self.vms: VmRuntime | None = None
         self.net: NetRuntime | None = None

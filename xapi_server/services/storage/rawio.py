@@ -1,0 +1,129 @@
+"""A VDI's bytes as one plain file, for the data handlers (disk and VM import/export).
+
+    async with server.runtime_of_sr(sr).storage.raw_view(vdi, writable=False) as view:
+        view.path, view.size           # pread/pwrite at offsets (from a worker thread)
+        await view.allocated()         # (offset, length) ranges that may hold data
+        await view.allocated(base=other_view)   # ranges that may differ from `other`
+
+The volume is activated for the view's lifetime (counted as a guest's use is), qcow2
+images are shown through backends/storage/imageview.fuse_view. A writable view is
+refused for a VDI a running guest has attached (VDI_IN_USE), a read-only VDI
+(VDI_READONLY) or an SR whose driver cannot write (SR_OPERATION_NOT_SUPPORTED); once
+closed the VDI's physical_utilisation is measured again.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+from ...backends.storage import imageview
+from ...errors import ApiError
+from . import service
+from .service import StorageState, driver_for, errors
+
+
+@dataclass
+class RawView:
+    path: str           # the contents, exactly `size` bytes
+    size: int
+    image: str          # the volume as the driver keeps it (a qcow2 file, an LV)
+    fmt: str            # "qcow2" or "raw"
+    sr: str
+    vdi: str
+
+    async def allocated(self, base: "RawView | None" = None) -> list[tuple[int, int]]:
+        """Ranges that may hold data (all else reads as zeros); with `base`, the ranges
+        that may differ from base's contents."""
+        with errors(self.sr, self.vdi):
+            mine = await imageview.data_extents(self.image, self.fmt)
+            if base is None:
+                return imageview.merge((o, n) for o, n, _ in mine)
+            theirs = await imageview.data_extents(base.image, base.fmt)
+            mine_chain = await imageview.backing_chain(self.image, self.fmt)
+            their_chain = await imageview.backing_chain(base.image, base.fmt)
+        # Below the first image both chains share, the two read the same: what may
+        # differ is what either holds above it (snapshots and clones are leaves over a
+        # shared base; an ancestor is shared at its own depth). Unrelated: everything.
+        common = next((image for image in mine_chain if image in their_chain), None)
+        mine_top = mine_chain.index(common) if common else len(mine_chain)
+        their_top = their_chain.index(common) if common else len(their_chain)
+        return imageview.merge([(o, n) for o, n, d in mine if d < mine_top] +
+                               [(o, n) for o, n, d in theirs if d < their_top])
+
+
+def _check_writable(server, vdi: str, drv):
+    store = server.store
+    rec = store.record("VDI", vdi)
+    if drv.read_only:
+        raise ApiError("SR_OPERATION_NOT_SUPPORTED", rec["SR"])
+    if rec["read_only"]:
+        raise ApiError("VDI_READONLY", vdi)
+    if service.attached_vbds(store, vdi):
+        raise ApiError("VDI_IN_USE", vdi, "import")
+
+
+def views_dir(server) -> str:
+    return os.path.join(server.settings.data_dir, "run", "views")
+
+
+async def clear_stale_views(server):
+    """At start-up: what views a crashed server left (backends/storage/imageview.py)."""
+    await imageview.clear_stale(views_dir(server))
+
+
+@contextlib.asynccontextmanager
+async def raw_view(server, vdi: str, writable: bool = False):
+    store = server.store
+    rec = store.record("VDI", vdi)
+    sr = rec["SR"]
+    drv = driver_for(server, sr)
+    if writable:
+        _check_writable(server, vdi, drv)
+    image = await service.activate(server, vdi)
+    try:
+        size = store.get("VDI", vdi, "virtual_size")
+        if drv.disk_format == "raw":
+            yield RawView(image, size, image, "raw", sr, vdi)
+        else:
+            work = views_dir(server)
+            async with contextlib.AsyncExitStack() as stack:
+                with errors(sr, vdi):   # only the view's own failures are the SR's
+                    path = await stack.enter_async_context(
+                        imageview.fuse_view(image, drv.disk_format, work, writable))
+                yield RawView(path, size, image, drv.disk_format, sr, vdi)
+    finally:
+        await service.deactivate(server, vdi)
+        if writable and store.exists("VDI", vdi):
+            with contextlib.suppress(ApiError):
+                with errors(sr, vdi):
+                    service.update_volume(store, vdi, await drv.volume(rec["location"]))
+
+
+async def fresh_zeroed(server, vdi: str) -> bool:
+    """True when every byte of the VDI reads as zero: nothing was ever written to it
+    (a new qcow2 image). An importer may then skip zero blocks."""
+    rec = server.store.record("VDI", vdi)
+    drv = driver_for(server, rec["SR"])
+    if drv.disk_format != "qcow2":
+        return False   # an LV holds whatever was there before
+    image = await service.activate(server, vdi)
+    try:
+        with errors(rec["SR"], vdi):
+            return not await imageview.data_extents(image, drv.disk_format)
+    finally:
+        await service.deactivate(server, vdi)
+
+
+class HostStorage(StorageState):
+    """A host's storage state (`HostRuntime.storage`) with the data handlers' way in."""
+
+    def __init__(self, server):
+        super().__init__()
+        self.server = server
+
+    def raw_view(self, vdi: str, writable: bool = False):
+        return raw_view(self.server, vdi, writable)
+
+    async def fresh_zeroed(self, vdi: str) -> bool:
+        return await fresh_zeroed(self.server, vdi)
