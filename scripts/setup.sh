@@ -17,6 +17,18 @@ PACKAGES=(
   wrk                                                  # load generator for bench/
 )
 
+# The PAM service for system-account logins (pam_service = "xapi-py"); see the file.
+install -m 0644 scripts/pam.d/xapi-py /etc/pam.d/xapi-py
+
+# Nothing more to do when this script and the Python dependencies are what they were at
+# the last complete run (run-server.sh calls this on every start). Our own code needs no
+# reinstall: the venv holds it as an editable install.
+STAMP=.venv/.setup-done
+WANT=$(cat scripts/setup.sh pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ -x .venv/bin/xapi-server ] && [ "$(cat "$STAMP" 2>/dev/null)" = "$WANT" ]; then
+  exit 0
+fi
+
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -27,11 +39,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-# The PAM service for system-account logins (pam_service = "xapi-py"); see the file.
-install -m 0644 scripts/pam.d/xapi-py /etc/pam.d/xapi-py
-
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/pip install -q --upgrade pip >/dev/null
 .venv/bin/pip install -q -e '.[test]'
+echo "$WANT" > "$STAMP"
