@@ -144,6 +144,21 @@ _error("SERVER_CERTIFICATE_SIGNATURE_NOT_SUPPORTED", "",
 _error("SERVER_CERTIFICATE_CHAIN_INVALID", "",
        "The chain is not a list of PEM X.509 certificates.")
 
+# --- VM import/export (XVA) -------------------------------------------------------------
+_error("IMPORT_ERROR", "msg", "The VM import failed; the message says why.")
+_error("IMPORT_ERROR_PREMATURE_EOF", "", "The import stream ended before the archive did.")
+_error("IMPORT_ERROR_SOME_CHECKSUMS_FAILED", "",
+       "A chunk of disk data does not match its checksum.")
+_error("IMPORT_ERROR_CANNOT_HANDLE_CHUNKED", "",
+       "An import upload may not use chunked transfer encoding.")
+_error("IMPORT_ERROR_FAILED_TO_FIND_OBJECT", "id",
+       "ova.xml refers to an object it does not contain.")
+_error("IMPORT_ERROR_ATTACHED_DISKS_NOT_FOUND", "",
+       "A disk the VM metadata names was not found.")
+_error("IMPORT_ERROR_UNEXPECTED_FILE", "filename_expected, filename_found",
+       "The archive holds another member than the one expected at this point.")
+_error("DEFAULT_SR_NOT_FOUND", "sr", "The pool has no usable default SR.")
+
 # --- VMs ---------------------------------------------------------------------------------
 _error("VM_BAD_POWER_STATE", "vm, expected, actual",
        "The VM's power state does not allow the operation.")

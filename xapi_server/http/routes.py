@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..rbac import HTTP_PERMISSIONS
-from . import audit_log, rpc
+from . import audit_log, rpc, vm_transfer
 from .responses import plain_fault
 
 SESSION = "session"       # auth: a session from the cookie, the query or HTTP Basic
@@ -75,6 +75,15 @@ ROUTES = (
     Route("GET", ("/audit_log",), audit_log.get_audit_log,
           permission="http/get_audit_log", auth=SESSION, audited=False),
     Route("GET", ("/",), rpc.index_route),
+    # VM export/import (XVA), xapi's export.ml / import.ml: http/vm_transfer.py
+    Route("GET", ("/export",), vm_transfer.get_export, permission="http/get_export",
+          auth=SESSION, task=True),
+    Route("PUT", ("/import",), vm_transfer.put_import, permission="http/put_import",
+          auth=SESSION, task=True),
+    Route("GET", ("/export_metadata",), vm_transfer.get_export_metadata,
+          permission="http/get_export_metadata", auth=SESSION, task=True),
+    Route("PUT", ("/import_metadata",), vm_transfer.put_import_metadata,
+          permission="http/put_import_metadata", auth=SESSION, task=True),
 )
 
 

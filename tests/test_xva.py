@@ -1,0 +1,525 @@
+"""VM export and import (XVA) against the real server: GET /export, PUT /import,
+/export_metadata, /import_metadata, over HTTPS with the task protocol, and through the
+real `xe` client.
+
+Disks are qcow2 volumes of a file SR; their bytes are written with qemu-io and read back
+with qemu-img convert (sha256 of the whole disk). An XVA made by the tests' own writer
+(tests/xva_writer.py) imports; truncated, corrupt and hostile archives are refused with
+xapi's error codes and leave no VM, VDI, VBD or VIF behind.
+"""
+import hashlib
+import io
+import os
+import re
+import socket
+import ssl
+import subprocess
+import sys
+import tarfile
+import time
+import zlib
+
+import pytest
+import xxhash
+import zstandard
+
+sys.path.insert(0, os.path.dirname(__file__))
+from serverproc import ROOT_PASSWORD, ServerProcess  # noqa: E402
+import xva_writer  # noqa: E402
+
+MiB = 1024 * 1024
+XE = os.path.join(os.path.dirname(sys.executable), "xe")
+
+
+# -- fixtures and helpers --------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory):
+    proc = ServerProcess(str(tmp_path_factory.mktemp("xapi-xva"))).start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def x(srv):
+    session = srv.session()
+    yield session.xenapi
+    session.xenapi.session.logout()
+
+
+@pytest.fixture(scope="module")
+def sr(x, tmp_path_factory):
+    host = x.host.get_all()[0]
+    path = str(tmp_path_factory.mktemp("xva-sr") / "sr")
+    ref = x.SR.create(host, {"path": path}, "0", "xva test SR", "", "file", "user", False, {})
+    return ref, path
+
+
+@pytest.fixture(scope="module")
+def network(x):
+    return x.network.create({"name_label": "xva test network", "name_description": "",
+                             "MTU": "1500", "other_config": {}})
+
+
+def image(x, sr, vdi) -> str:
+    return os.path.join(sr[1], x.VDI.get_location(vdi) + ".qcow2")
+
+
+def qemu_io(path, command):
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", command, path], check=True,
+                   capture_output=True)
+
+
+def disk_sha(x, sr, vdi, tmp_path) -> str:
+    out = str(tmp_path / f"read-{vdi[-12:]}.raw")
+    subprocess.run(["qemu-img", "convert", "-U", "-f", "qcow2", "-O", "raw",
+                    image(x, sr, vdi), out], check=True)
+    with open(out, "rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    os.unlink(out)
+    return digest
+
+
+def make_vm(x, sr, network, name, disks):
+    """A halted VM with a VDI per (size, [qemu-io writes]) and one VIF."""
+    template = x.VM.get_by_name_label("Other install media")[0]
+    vm = x.VM.clone(template, name)
+    x.VM.set_is_a_template(vm, False)
+    for i, (size, writes) in enumerate(disks):
+        vdi = x.VDI.create({"SR": sr[0], "virtual_size": str(size), "type": "user",
+                            "name_label": f"{name} disk {i}", "name_description": f"d{i}",
+                            "sharable": False, "read_only": False,
+                            "other_config": {"k": f"v{i}"}})
+        for command in writes:
+            qemu_io(image(x, sr, vdi), command)
+        x.VBD.create({"VM": vm, "VDI": vdi, "userdevice": str(i), "bootable": i == 0,
+                      "mode": "RW", "type": "Disk", "empty": False, "other_config": {},
+                      "qos_algorithm_type": "", "qos_algorithm_params": {}})
+    x.VIF.create({"VM": vm, "network": network, "device": "0", "MAC": "",
+                  "MTU": "1500", "other_config": {"vif": "1"}, "qos_algorithm_type": "",
+                  "qos_algorithm_params": {}})
+    return vm
+
+
+def counts(x) -> dict:
+    return {c: len(getattr(x, c).get_all()) for c in ("VM", "VDI", "VBD", "VIF")}
+
+
+def views_left(srv) -> list[str]:
+    """Disk views (FUSE mounts) the server still has open: none once a transfer ends."""
+    with open("/proc/mounts") as f:
+        return [line for line in f if srv.data_dir in line]
+
+
+def disks_of(x, vm) -> list[str]:
+    vbds = sorted(x.VM.get_VBDs(vm), key=lambda v: x.VBD.get_userdevice(v))
+    return [x.VBD.get_VDI(v) for v in vbds if x.VBD.get_type(v) == "Disk"]
+
+
+def wait_task(x, task, timeout=120) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rec = x.task.get_record(task)
+        if rec["status"] not in ("pending", "cancelling"):
+            return rec
+        time.sleep(0.1)
+    raise AssertionError(f"task {task} still pending")
+
+
+def connect(srv):
+    raw = socket.create_connection(("127.0.0.1", srv.port), timeout=60)
+    return ssl._create_unverified_context().wrap_socket(raw)
+
+
+def read_head(sock) -> tuple[str, dict, bytes]:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        piece = sock.recv(65536)
+        if not piece:
+            break
+        data += piece
+    head, _, rest = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip()
+               for k, _, v in (line.partition(":") for line in lines[1:])}
+    return lines[0], headers, rest
+
+
+def read_all(sock, first=b"") -> bytes:
+    parts = [first]
+    while True:
+        piece = sock.recv(1 << 20)
+        if not piece:
+            return b"".join(parts)
+        parts.append(piece)
+
+
+@pytest.fixture(scope="module")
+def sid(srv):
+    session = srv.session()
+    yield session._session
+    session.xenapi.session.logout()
+
+
+def get(srv, sid, path) -> tuple[str, dict, bytes]:
+    with connect(srv) as s:
+        s.sendall(f"GET {path}&session_id={sid} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        status, headers, rest = read_head(s)
+        return status, headers, read_all(s, rest)
+
+
+def put(srv, sid, path, body: bytes, length=True, close_after=None):
+    """PUT as xe does: headers, wait for the 200, then the body. `close_after`: send
+    only that many bytes of it, then close."""
+    with connect(srv) as s:
+        head = f"PUT {path}&session_id={sid} HTTP/1.0\r\nHost: x\r\n"
+        if length:
+            head += f"Content-Length: {len(body)}\r\n"
+        s.sendall(head.encode() + b"\r\n")
+        status, headers, _ = read_head(s)
+        if status.split()[1] == "200":
+            s.sendall(body if close_after is None else body[:close_after])
+            if close_after is not None:
+                return status, headers
+            s.shutdown(socket.SHUT_WR) if not length else None
+            try:
+                read_all(s)
+            except (ConnectionError, ssl.SSLError, OSError):
+                pass
+        return status, headers
+
+
+def export(x, srv, sid, vm, compression=None) -> tuple[bytes, dict]:
+    task = x.task.create("export", "")
+    query = f"/export?ref={vm}&task_id={task}"
+    if compression:
+        query += f"&use_compression={compression}"
+    status, headers, body = get(srv, sid, query)
+    assert status == "HTTP/1.0 200 OK", (status, body[:300])
+    rec = wait_task(x, task)
+    assert rec["status"] == "success", rec["error_info"]
+    x.task.destroy(task)
+    return body, headers
+
+
+def import_xva(x, srv, sid, sr, data: bytes, extra="", path="/import") -> dict:
+    task = x.task.create("import", "")
+    status, _ = put(srv, sid, f"{path}?sr_id={sr[0]}&task_id={task}{extra}", data)
+    rec = wait_task(x, task)
+    rec["http_status"] = status
+    rec["task"] = task
+    return rec
+
+
+def new_vms(rec) -> list[str]:
+    return re.findall(r"OpaqueRef:[0-9a-f-]+", rec["result"])
+
+
+def members(data: bytes) -> list[str]:
+    return tarfile.open(fileobj=io.BytesIO(data)).getnames()
+
+
+def destroy_vm(x, vm):
+    for vdi in disks_of(x, vm):
+        x.VDI.destroy(vdi)
+    x.VM.destroy(vm)
+
+
+# -- round trip ------------------------------------------------------------------------
+
+KEPT = ("name_label", "name_description", "memory_static_max", "memory_dynamic_max",
+        "memory_dynamic_min", "memory_static_min", "VCPUs_max", "VCPUs_at_startup",
+        "PV_args", "HVM_boot_policy", "HVM_boot_params", "platform", "tags",
+        "actions_after_shutdown", "actions_after_reboot", "actions_after_crash",
+        "is_a_template", "VCPUs_params", "xenstore_data", "user_version")
+
+
+@pytest.fixture(scope="module")
+def source_vm(x, sr, network):
+    vm = make_vm(x, sr, network, "xva source", [
+        (5 * MiB + 4096, ["write -P 0x5a 0 64k", "write -P 0x11 3M 8k",
+                          "write -P 0x77 5242880 4096"]),
+        (3 * MiB, ["write -P 0x42 1M 1M"])])
+    x.VM.set_name_description(vm, "exported <&> round trip")
+    x.VM.set_PV_args(vm, "console=ttyS0 quiet")
+    x.VM.add_tags(vm, "xva")
+    x.VM.set_xenstore_data(vm, {"vm-data/a": "b"})
+    x.VM.set_VCPUs_max(vm, "2")
+    x.VM.add_to_other_config(vm, "export-me", "yes")
+    return vm
+
+
+@pytest.mark.parametrize("compression", [None, "zstd", "gzip"])
+def test_round_trip_keeps_fields_and_every_byte(x, srv, sid, sr, source_vm, compression,
+                                                tmp_path):
+    before = counts(x)
+    data, headers = export(x, srv, sid, source_vm, compression)
+    assert headers["content-disposition"] == 'attachment; filename="export.xva"'
+    plain = data
+    if compression == "zstd":
+        assert data[:4] == b"\x28\xb5\x2f\xfd"
+        plain = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)).read()
+    elif compression == "gzip":
+        assert data[:2] == b"\x1f\x8b"
+        plain = zlib.decompress(data, 16 + zlib.MAX_WBITS)
+    names = members(plain)
+    assert names[0] == "ova.xml" and plain[-1024:] == bytes(1024)
+    assert len(plain) % 512 == 0
+    # disk 0 is 6 chunks: 0 (data), 3 (data), 5 (the last, short): zero chunks left out
+    disk_members = [n for n in names if not n.endswith(".xxhash") and n != "ova.xml"]
+    prefixes = sorted({n.split("/")[0] for n in disk_members})
+    assert len(prefixes) == 2
+    assert all(n + ".xxhash" in names for n in disk_members)
+    sizes = {n.split("/")[0]: [] for n in disk_members}
+    for n in disk_members:
+        sizes[n.split("/")[0]].append(n.split("/")[1])
+    assert sorted(map(sorted, sizes.values())) == sorted(
+        [["00000000", "00000003", "00000005"], ["00000000", "00000001", "00000002"]])
+    tf = tarfile.open(fileobj=io.BytesIO(plain))
+    for n in disk_members:
+        chunk = tf.extractfile(n).read()
+        assert tf.extractfile(n + ".xxhash").read() == b"%016X" % xxhash.xxh64_intdigest(chunk)
+
+    rec = import_xva(x, srv, sid, sr, data)
+    assert rec["status"] == "success", rec["error_info"]
+    assert rec["result"].startswith("<value><array><data><value>OpaqueRef:")
+    assert x.task.get_other_config(rec["task"])["object_creation"] == "complete"
+    [vm] = new_vms(rec)
+    try:
+        old, new = x.VM.get_record(source_vm), x.VM.get_record(vm)
+        for field in KEPT:
+            assert new[field] == old[field], field
+        assert new["other_config"]["export-me"] == "yes"
+        assert new["other_config"]["import_task"] == rec["task"]
+        assert new["current_operations"] == {} and new["power_state"] == "Halted"
+        assert new["uuid"] != old["uuid"]
+        src, dst = disks_of(x, source_vm), disks_of(x, vm)
+        assert len(dst) == 2
+        for a, b in zip(src, dst):
+            assert x.VDI.get_virtual_size(b) == x.VDI.get_virtual_size(a)
+            assert x.VDI.get_SR(b) == sr[0]
+            assert x.VDI.get_name_label(b) == x.VDI.get_name_label(a)
+            assert x.VDI.get_other_config(b) == x.VDI.get_other_config(a)
+            assert disk_sha(x, sr, b, tmp_path) == disk_sha(x, sr, a, tmp_path)
+        [vif] = x.VM.get_VIFs(vm)
+        [old_vif] = x.VM.get_VIFs(source_vm)
+        assert x.VIF.get_network(vif) == x.VIF.get_network(old_vif)
+        assert x.VIF.get_MAC(vif) != x.VIF.get_MAC(old_vif)       # not a restore
+        assert x.VIF.get_other_config(vif) == {"vif": "1"}
+        vbds = {x.VBD.get_userdevice(v): x.VBD.get_bootable(v) for v in x.VM.get_VBDs(vm)}
+        assert vbds["0"] is True and vbds["1"] is False
+    finally:
+        x.task.destroy(rec["task"])
+        destroy_vm(x, vm)
+    assert counts(x) == before
+
+
+def test_restore_keeps_uuids_and_macs(x, srv, sid, sr, network):
+    vm = make_vm(x, sr, network, "xva restore", [(1 * MiB, ["write -P 1 0 4k"])])
+    data, _ = export(x, srv, sid, vm)
+    uuid, mac = x.VM.get_uuid(vm), x.VIF.get_MAC(x.VM.get_VIFs(vm)[0])
+    clash = import_xva(x, srv, sid, sr, data, "&restore=true")
+    assert clash["status"] == "failure" and clash["error_info"][0] == "IMPORT_ERROR"
+    destroy_vm(x, vm)
+    rec = import_xva(x, srv, sid, sr, data, "&restore=true")
+    assert rec["status"] == "success", rec["error_info"]
+    [new] = new_vms(rec)
+    assert x.VM.get_uuid(new) == uuid
+    assert x.VIF.get_MAC(x.VM.get_VIFs(new)[0]) == mac
+    destroy_vm(x, new)
+
+
+def test_xva_from_the_tests_own_writer_imports(x, srv, sid, sr, network, tmp_path):
+    disk0 = bytearray(3 * MiB + 512)
+    disk0[0:4] = b"boot"
+    disk0[2 * MiB + 7:2 * MiB + 12] = b"hello"
+    disk1 = os.urandom(MiB // 2)
+    data = xva_writer.xva("from writer", [bytes(disk0), disk1],
+                          networks=["xva test network"])
+    before = counts(x)
+    rec = import_xva(x, srv, sid, sr, data)
+    assert rec["status"] == "success", rec["error_info"]
+    [vm] = new_vms(rec)
+    assert x.VM.get_name_label(vm) == "from writer"
+    assert x.VM.get_other_config(vm)["written-by"] == "xva_writer"
+    assert x.VM.get_memory_static_max(vm) == str(256 << 20)
+    d0, d1 = disks_of(x, vm)
+    assert disk_sha(x, sr, d0, tmp_path) == hashlib.sha256(disk0).hexdigest()
+    assert disk_sha(x, sr, d1, tmp_path) == hashlib.sha256(disk1).hexdigest()
+    [vif] = x.VM.get_VIFs(vm)
+    assert x.VIF.get_network(vif) == network
+    destroy_vm(x, vm)
+    assert counts(x) == before
+
+
+# -- refusals -------------------------------------------------------------------------
+
+def _tar_member(name: str, data: bytes, size=None) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.size = len(data) if size is None else size
+    return info.tobuf(tarfile.USTAR_FORMAT) + data + bytes(-len(data) % 512)
+
+
+def _good():
+    return xva_writer.xva("hostile", [b"\1" * MiB + bytes(MiB)])
+
+
+def _flip_chunk_byte(data: bytes) -> bytes:
+    at = data.index(b"Ref:100/00000000\0") + 512 + 100    # inside the first chunk
+    return data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1:]
+
+
+def _laughs() -> bytes:
+    ova = ('<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
+           '<!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">'
+           '<!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">]>'
+           '<value>&lol3;</value>').encode()
+    return _tar_member("ova.xml", ova) + bytes(1024)
+
+
+def _external_entity() -> bytes:
+    ova = ('<?xml version="1.0"?><!DOCTYPE v [<!ENTITY e SYSTEM "file:///etc/passwd">]>'
+           '<value>&e;</value>').encode()
+    return _tar_member("ova.xml", ova) + bytes(1024)
+
+
+def _traversal() -> bytes:
+    good = _good()
+    ova_end = 512 + (-(-int(good[124:136].rstrip(b"\0 "), 8) // 512)) * 512
+    return good[:ova_end] + _tar_member("Ref:100/../../../tmp/evil", b"x" * 10) + bytes(1024)
+
+
+def _absurd_size() -> bytes:
+    good = _good()
+    ova_end = 512 + (-(-int(good[124:136].rstrip(b"\0 "), 8) // 512)) * 512
+    return good[:ova_end] + _tar_member("Ref:100/00000000", b"", size=8 ** 11 - 1)
+
+
+def _bad_header_checksum() -> bytes:
+    good = bytearray(_good())
+    good[10] ^= 0x01          # inside ova.xml's header name field
+    return bytes(good)
+
+
+HOSTILE = {
+    "truncated": (lambda: _good()[:MiB], "IMPORT_ERROR_PREMATURE_EOF"),
+    "bad chunk checksum": (lambda: _flip_chunk_byte(_good()),
+                           "IMPORT_ERROR_SOME_CHECKSUMS_FAILED"),
+    "path traversal": (_traversal, "IMPORT_ERROR"),
+    "absurd member size": (_absurd_size, "IMPORT_ERROR"),
+    "billion laughs": (_laughs, "IMPORT_ERROR"),
+    "external entity": (_external_entity, "IMPORT_ERROR"),
+    "wrong first member": (lambda: _tar_member("hello.txt", b"hi") + _good(),
+                           "IMPORT_ERROR_UNEXPECTED_FILE"),
+    "corrupt tar header": (_bad_header_checksum, "IMPORT_ERROR"),
+    "gnu long name": (lambda: tarfile.TarInfo("L" * 150).tobuf(tarfile.GNU_FORMAT)
+                      + bytes(1024), "IMPORT_ERROR"),
+    "not an archive": (lambda: os.urandom(4096), "IMPORT_ERROR"),
+    "truncated zstd": (lambda: zstandard.ZstdCompressor().compress(_good())[:-200],
+                       "IMPORT_ERROR_PREMATURE_EOF"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE))
+def test_bad_archives_are_refused_and_leave_nothing(x, srv, sid, sr, network, case):
+    make, code = HOSTILE[case]
+    before = counts(x)
+    rec = import_xva(x, srv, sid, sr, make())
+    assert rec["http_status"] == "HTTP/1.1 200 OK"
+    assert rec["status"] == "failure"
+    assert rec["error_info"][0] == code, rec["error_info"]
+    assert counts(x) == before
+    assert not [v for v in x.VM.get_all_records().values()
+                if v["name_label"] == "hostile"]
+
+
+def test_force_imports_past_a_bad_checksum(x, srv, sid, sr):
+    before = counts(x)
+    rec = import_xva(x, srv, sid, sr, _flip_chunk_byte(_good()), "&force=true")
+    assert rec["status"] == "success", rec["error_info"]
+    [vm] = new_vms(rec)
+    destroy_vm(x, vm)
+    assert counts(x) == before
+
+
+def test_disconnect_and_cancel_leave_nothing(x, srv, sid, sr):
+    data = xva_writer.xva("hostile", [os.urandom(4 * MiB)])
+    before = counts(x)
+    task = x.task.create("import", "")
+    put(srv, sid, f"/import?sr_id={sr[0]}&task_id={task}", data, close_after=len(data) // 2)
+    rec = wait_task(x, task)
+    assert rec["status"] == "failure"
+    assert rec["error_info"][0] == "IMPORT_ERROR_PREMATURE_EOF"
+    assert counts(x) == before
+    assert views_left(srv) == []
+
+    task = x.task.create("import", "")
+    with connect(srv) as s:
+        s.sendall(f"PUT /import?sr_id={sr[0]}&task_id={task}&session_id={sid} HTTP/1.0\r\n"
+                  f"Content-Length: {len(data)}\r\n\r\n".encode())
+        assert read_head(s)[0] == "HTTP/1.1 200 OK"
+        s.sendall(data[:len(data) // 2])
+        deadline = time.monotonic() + 30
+        while not x.task.get_other_config(task).get("object_creation"):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert counts(x)["VM"] == before["VM"] + 1     # made, being filled
+        while x.task.get_progress(task) <= 0:          # the disk's bytes are arriving
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        x.task.cancel(task)
+        rec = wait_task(x, task)
+    assert rec["status"] == "cancelled"
+    assert counts(x) == before
+    assert views_left(srv) == []
+
+
+def test_refusals_before_the_body(x, srv, sid, sr, source_vm, tmp_path):
+    host = x.host.get_all()[0]
+    (tmp_path / "isos").mkdir()
+    iso = x.SR.create(host, {"location": str(tmp_path / "isos")}, "0", "isos", "", "iso",
+                      "iso", False, {})
+    task = x.task.create("import", "")
+    with connect(srv) as s:
+        s.sendall(f"PUT /import?sr_id={iso}&task_id={task}&session_id={sid} HTTP/1.0\r\n"
+                  "Content-Length: 10\r\n\r\n".encode())
+        assert read_head(s)[0].startswith("HTTP/1.1 400")
+    assert wait_task(x, task)["error_info"] == ["SR_OPERATION_NOT_SUPPORTED", iso]
+    task = x.task.create("import", "")
+    with connect(srv) as s:
+        s.sendall(f"PUT /import?sr_id={sr[0]}&task_id={task}&session_id={sid} HTTP/1.1\r\n"
+                  "Transfer-Encoding: chunked\r\n\r\n".encode())
+        assert read_head(s)[0].startswith("HTTP/1.1 403")
+    rec = wait_task(x, task)
+    assert rec["error_info"] == ["IMPORT_ERROR_CANNOT_HANDLE_CHUNKED"]
+    # a running VM is not exported: 500 and VM_BAD_POWER_STATE, as xapi
+    vm = x.VM.clone(source_vm, "xva running")
+    x.VM.start(vm, False, False)
+    try:
+        task = x.task.create("export", "")
+        status, _, _ = get(srv, sid, f"/export?uuid={x.VM.get_uuid(vm)}&task_id={task}")
+        assert status.split()[1] == "500"
+        rec = wait_task(x, task)
+        assert rec["error_info"] == ["VM_BAD_POWER_STATE", vm, "halted, suspended", "running"]
+        assert x.VM.get_current_operations(vm) == {}
+    finally:
+        x.VM.hard_shutdown(vm)
+        destroy_vm(x, vm)
+
+
+def test_metadata_export_and_import(x, srv, sid, sr, source_vm):
+    status, headers, body = get(srv, sid, f"/export_metadata?ref={source_vm}")
+    assert status == "HTTP/1.0 200 OK" and int(headers["content-length"]) == len(body)
+    assert members(body) == ["ova.xml"] and body[-1024:] == bytes(1024)
+    before = counts(x)
+    rec = import_xva(x, srv, sid, sr, body, path="/import_metadata")
+    assert rec["status"] == "success", rec["error_info"]
+    [vm] = new_vms(rec)
+    assert x.VM.get_name_label(vm) == x.VM.get_name_label(source_vm)
+    assert disks_of(x, vm) == disks_of(x, source_vm)       # the same disks, no copies
+    assert counts(x)["VDI"] == before["VDI"]
+    for vbd in x.VM.get_VBDs(vm):
+        x.VBD.destroy(vbd)
+    for vif in x.VM.get_VIFs(vm):
+        x.VIF.destroy(vif)
+    x.VM.destroy(vm)
