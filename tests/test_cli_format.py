@@ -113,6 +113,29 @@ def test_param_set_errors(cli):
     assert code == 1 and "expecting a boolean" in err
 
 
+def test_every_registered_error_is_described_with_names(cli):
+    """xe prints every code of the error registry as words plus one line a parameter,
+    objects by uuid and name (here, an error raised by a real call)."""
+    from xapi_server.cli.errors import describe, param_names
+    from xapi_server.cli.errors import ERROR_TEXT
+    from xapi_server.datamodel.errors import ERRORS, XAPI
+    for code, error in ERRORS.items():
+        if error.origin != XAPI and code not in ERROR_TEXT:   # xapi's xe: `Error code:`
+            assert describe(code, [], lambda cls, ref: None) is None
+            continue
+        params = [f"v{i}" for i in range(len(param_names(code)))]
+        lines = describe(code, params, lambda cls, ref: None)
+        assert lines and lines[0].strip(), code
+        assert lines[1:] == [f"{n}: v{i}" for i, n in enumerate(param_names(code))], code
+    assert describe("NO_SUCH_CODE_AT_ALL", [], lambda cls, ref: None) is None
+    net = cli.run("network-create", "name-label=busy-net")[1].strip()
+    vif = cli.run("vif-create", f"vm-uuid={U2}", f"network-uuid={net}", "device=0",
+                  "mac=")[1].strip()
+    code, _, err = cli.run("network-destroy", f"uuid={net}")
+    assert (code, err) == (1, f"{ERRORS['NETWORK_CONTAINS_VIF'].doc}\nvifs: {vif}\n")
+    cli.run("vif-destroy", f"uuid={vif}")
+
+
 def test_uuid_invalid_is_described(cli):
     code, out, err = cli.run("vm-param-list", "uuid=nope")
     assert (code, out) == (1, "")
@@ -138,7 +161,8 @@ def test_help(cli):
     _, out, _ = cli.run("help", "vm-param-get")
     assert out.startswith("command name       : vm-param-get\n")
     assert "        reqd params: uuid, param-name\n" in out
-    assert cli.run("help", "nope")[1] == "Unknown command 'nope'\n"
+    # xapi's words on stdout; unlike xapi (0), the status says it failed
+    assert cli.run("help", "nope")[:2] == (1, "Unknown command 'nope'\n")
 
 
 def test_pool_and_host(cli):

@@ -17,7 +17,8 @@ from . import args as argparse_
 from .commands.help import help_cmd
 from .context import CLI_USER_AGENT, CliContext, Output
 from .errors import (USAGE_HINT, AuthFailure, CliExit, CliFailure, MissingParam,
-                     SyntaxFailure, UnknownCommand, UsageFailure, describe)
+                     SyntaxFailure, UnknownCommand, UsageFailure, describe,
+                     referenced_classes)
 from .table import COMMANDS
 
 log = logging.getLogger(__name__)
@@ -113,14 +114,12 @@ async def report_api_error(ctx, io: Output, exc: ApiError) -> int:
         label = rec.get("name_label")
         return f"{rec['uuid']} ({label})" if label is not None else rec["uuid"]
 
-    if ctx is not None:
-        for p in exc.params:
-            if p.startswith("OpaqueRef:"):
-                try:
-                    await ctx.prefetch(("VM", "SR", "VDI", "host", "network"))
-                except ApiError:
-                    pass
-                break
+    classes = referenced_classes(exc.code, exc.params)
+    if ctx is not None and classes:
+        try:
+            await ctx.prefetch(classes)
+        except ApiError:
+            pass
     lines = describe(exc.code, exc.params, name_of)
     if lines is None:
         await io.error(exc.code, exc.params)

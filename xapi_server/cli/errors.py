@@ -1,15 +1,15 @@
 """CLI failures and how XenAPI errors are worded for people.
 
 Every failure ends with exit status 1. Usage problems add "For usage run: 'xe help'".
-An ApiError whose code we can describe prints the description, then one
-`name: value` line per parameter; other codes go out as a protocol Error, which the
-client prints as "Error code: ..." / "Error parameters: ...". Add descriptions for the
-errors your commands raise to ERROR_TEXT (own words); the parameter names are the
-error registry's (datamodel/errors.py).
+An ApiError whose code xapi's datamodel declares (the error registry,
+datamodel/errors.py, says which) prints its description, then one `name: value` line per parameter (objects as `uuid (name)`), as
+xe does for every code in xapi's datamodel; a code the registry lacks goes out as a
+protocol Error, which the client prints as "Error code: ..." / "Error parameters: ...".
+The description is the registry's, unless ERROR_TEXT words it for xe (own words).
 """
 from __future__ import annotations
 
-from ..datamodel.errors import ERRORS
+from ..datamodel.errors import ERRORS, XAPI
 
 USAGE_HINT = "For usage run: 'xe help'"
 
@@ -109,14 +109,34 @@ def param_names(code: str) -> tuple:
 
 # Parameters that name objects of a class: shown as `uuid (name-label)`.
 PARAM_CLASS = {"vm": "VM", "sr": "SR", "vdi": "VDI", "host": "host", "network": "network",
-               "vbd": "VBD", "vif": "VIF", "pif": "PIF", "pbd": "PBD", "task": "task"}
+               "vbd": "VBD", "vif": "VIF", "pif": "PIF", "pbd": "PBD", "task": "task",
+               "pool": "pool", "vlan": "VLAN", "bond": "Bond", "snapshot": "VM",
+               "template": "VM", "console": "console", "message": "message",
+               "vms": "VM", "vifs": "VIF", "vbds": "VBD", "vdis": "VDI", "pifs": "PIF",
+               "hosts": "host", "srs": "SR", "networks": "network"}
+
+
+def described(code: str) -> bool:
+    """xe words the codes of xapi's datamodel; any other (raised by xapi without being
+    declared, or xe's own "Missing parameter") reaches the user as `Error code:`, as
+    from xapi's xe, unless ERROR_TEXT words it."""
+    return code in ERROR_TEXT or (code in ERRORS and ERRORS[code].origin == XAPI)
+
+
+def referenced_classes(code: str, params: list) -> tuple:
+    """The classes of the objects an error's parameters name (to show their names)."""
+    if not described(code):
+        return ()
+    return tuple(sorted({PARAM_CLASS[name] for name, value in zip(param_names(code), params)
+                         if name in PARAM_CLASS and str(value).startswith("OpaqueRef:")}))
 
 
 def describe(code: str, params: list, name_of) -> list[str] | None:
-    """Lines for a known error code, or None. `name_of(cls, ref)` -> 'uuid (label)' or None."""
-    text = ERROR_TEXT.get(code)
-    if text is None:
+    """Lines for a registered error code (xe prints the datamodel's description of every
+    code it knows), None for any other. `name_of(cls, ref)` -> 'uuid (label)' or None."""
+    if not described(code):
         return None
+    text = ERROR_TEXT.get(code) or ERRORS[code].doc
     names = param_names(code)
     lines = [text]
     for i, value in enumerate(params):

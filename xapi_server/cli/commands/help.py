@@ -9,6 +9,7 @@ import textwrap
 from ...datamodel import CLASSES
 from ..records import field_index
 from ..table import COMMANDS
+from ..errors import CliExit
 
 USAGE = """Usage: xe <command> [-s server] [-p port] ([-u username] [-pw password] or [-pwf <password file>]) <other arguments>
 
@@ -59,10 +60,13 @@ def _visible():
 async def help_cmd(ctx):
     asked = [k for k, v in ctx.params.items() if v == "" and k not in ("all", "minimal")]
     if asked:
+        unknown = False
         for name in asked:
             cmd = COMMANDS.get(name)
             if cmd is None:
+                # xapi's words, on stdout; but status 1 (xapi: 0), so scripts notice
                 await ctx.message(f"Unknown command '{name}'")
+                unknown = True
                 continue
             optional = list(cmd.optional)
             description = cmd.help
@@ -75,6 +79,8 @@ async def help_cmd(ctx):
                               ("description", description)]])
             if cmd.cls and ctx.params.get("param-name"):
                 await _describe_fields(ctx, cmd.cls, ctx.params["param-name"].split(","))
+        if unknown:
+            raise CliExit(1)
         return
     if ctx.flag("all"):
         names = ["help", *_visible()]
