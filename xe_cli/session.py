@@ -116,9 +116,12 @@ def run(target, args, settings, debug=False) -> int:
                 ok = transfer(target, tag == proto.HTTP_PUT, params[0], params[1],
                               permitted, err)
                 chan.send(proto.response(proto.OK if ok else proto.FAILED))
-            else:  # HttpConnect (console) is not supported by this client
-                err.write("This client cannot open consoles.\n")
-                chan.send(proto.response(proto.FAILED))
+            elif tag == proto.HTTP_CONNECT:   # xe console
+                from .console import attach
+                out.flush()
+                ok = attach(target, params[0], err,
+                            heartbeat=lambda: chan.send(proto.response(proto.WAIT)))
+                chan.send(proto.response(proto.OK if ok else proto.FAILED))
     finally:
         sock.close()
 

@@ -25,6 +25,7 @@ from .. import hostinfo
 from ..backends.hypervisor import HALTED, DomainState, open_hypervisor
 from ..datamodel import NULL_REF
 from ..messages import PRIORITY_INFO, PRIORITY_WARNING, raise_message
+from ..services.vm import consoles
 from .vm_checks import update_allowed_operations
 
 log = logging.getLogger(__name__)
@@ -197,6 +198,7 @@ class VmRuntime:
         if changes:
             self.store.update("VM", ref, **changes)
         self._update_metrics(ref, rec, state)
+        consoles.follow_power_state(self.server, ref, live)   # records while it runs
         if changes:
             update_allowed_operations(self.store, ref)
             if not live:

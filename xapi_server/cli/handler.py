@@ -103,6 +103,15 @@ class WireIO(Output):
             if not (kind == proto.RESPONSE and tag == proto.WAIT):
                 return kind == proto.RESPONSE and tag == proto.OK
 
+    async def connect(self, url):
+        # An interactive console may stay open for hours: no deadline on the answer
+        # (the client's Wait heartbeats are skipped).
+        await self._write(proto.command(proto.HTTP_CONNECT, url))
+        while True:
+            kind, tag, _ = await self._message(deadline=False)
+            if not (kind == proto.RESPONSE and tag == proto.WAIT):
+                return kind == proto.RESPONSE and tag == proto.OK
+
 
 class BufferIO(Output):
     """Fallback without a raw connection: collect the command stream as a body."""
@@ -126,6 +135,9 @@ class BufferIO(Output):
         return None
 
     async def http(self, put, filename, url):
+        return False
+
+    async def connect(self, url):
         return False
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..rbac import HTTP_PERMISSIONS
-from . import audit_log, rpc, vm_transfer
+from . import audit_log, console, rpc, vm_transfer, vncsnapshot
 from .responses import plain_fault
 
 SESSION = "session"       # auth: a session from the cookie, the query or HTTP Basic
@@ -75,6 +75,14 @@ ROUTES = (
     Route("GET", ("/audit_log",), audit_log.get_audit_log,
           permission="http/get_audit_log", auth=SESSION, audited=False),
     Route("GET", ("/",), rpc.index_route),
+    # consoles, xapi's console.ml (http/console.py): raw RFB or a serial console after a
+    # CONNECT, the same in WebSocket frames after a GET upgrade; a picture of the screen
+    Route("CONNECT", ("/console",), console.connect_console,
+          permission="http/connect_console", auth=SESSION),
+    Route("GET", ("/console",), console.connect_console_ws,
+          permission="http/connect_console_ws", auth=SESSION),
+    Route("GET", ("/vncsnapshot",), vncsnapshot.get_vncsnapshot,
+          permission="http/get_vncsnapshot", auth=SESSION, task=True),
     # VM export/import (XVA), xapi's export.ml / import.ml: http/vm_transfer.py
     Route("GET", ("/export",), vm_transfer.get_export, permission="http/get_export",
           auth=SESSION, task=True),

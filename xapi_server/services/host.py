@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .storage.rawio import HostStorage
+from .vm.consoles import ConsoleSessions
 
 if TYPE_CHECKING:   # annotations only: the runtimes are built by the Server
     from ..api.vm_sync import VmRuntime
@@ -25,6 +26,7 @@ class HostRuntime:
     def __init__(self, host_ref: str, server):
         self.host_ref = host_ref
         self.storage = HostStorage(server)   # SR locks, VDI activations, raw views
+        self.consoles = ConsoleSessions()   # open console connections (http/console.py)
         # Made by Server.startup: they need the running loop, libvirt or the kernel.
         self.vms: VmRuntime | None = None
         self.net: NetRuntime | None = None

@@ -3,11 +3,11 @@ one. Drivers import the contract module, never this package, so the factory can 
 them without an import cycle."""
 from __future__ import annotations
 
-from .contract import (HALTED, METADATA_NS, METADATA_PREFIX, Capabilities, DomainState,
-                       EventHandler, Hypervisor, HypervisorError)
+from .contract import (HALTED, METADATA_NS, METADATA_PREFIX, Capabilities, ConsoleStream,
+                       DomainState, EventHandler, Hypervisor, HypervisorError)
 
-__all__ = ["HALTED", "METADATA_NS", "METADATA_PREFIX", "Capabilities", "DomainState",
-           "EventHandler", "Hypervisor", "HypervisorError", "open_hypervisor"]
+__all__ = ["HALTED", "METADATA_NS", "METADATA_PREFIX", "Capabilities", "ConsoleStream",
+           "DomainState", "EventHandler", "Hypervisor", "HypervisorError", "open_hypervisor"]
 
 
 def open_hypervisor(settings) -> Hypervisor:

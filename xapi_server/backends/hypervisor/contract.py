@@ -95,6 +95,23 @@ class Hypervisor(Protocol):
         """HALTED when no domain of ours has this uuid."""
     async def list(self) -> dict[str, DomainState]:
         """Every domain carrying our metadata, by uuid."""
+    # -- consoles (http/console.py) --------------------------------------------------
+    async def graphics_socket(self, uuid: str) -> str | None:
+        """The UNIX socket the running domain's VNC server listens on; None when no
+        domain runs or it has none."""
+    async def open_console(self, uuid: str) -> "ConsoleStream":
+        """The guest's serial console as a byte stream (HypervisorError when there is
+        none). A new stream takes the console over from an older one."""
+    async def screenshot(self, uuid: str) -> tuple[str, bytes]:
+        """(MIME type, image) of the running domain's first screen."""
+
+
+class ConsoleStream(Protocol):
+    """A guest's text console, both ways."""
+    async def read(self) -> bytes:
+        """What the guest wrote since the last read; b"" once the console is gone."""
+    async def write(self, data: bytes) -> None: ...
+    async def close(self) -> None: ...
 
 
 class HypervisorError(Exception):

@@ -7,6 +7,7 @@ ours only when it carries our metadata element: everything else is left alone.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import xml.etree.ElementTree as ET
 
@@ -14,6 +15,7 @@ import libvirt
 
 from .contract import HALTED, METADATA_NS, Capabilities, DomainState, HypervisorError
 from .libvirt_conn import Connection, Unreachable, kvm_usable
+from .libvirt_console import LibvirtConsole
 
 log = logging.getLogger(__name__)
 
@@ -270,6 +272,46 @@ class LibvirtHypervisor:
                     continue
             return out
         return await self._run(_list)
+
+    # -- consoles (http/console.py) ---------------------------------------------------
+
+    async def graphics_socket(self, uuid):
+        def _socket(c):
+            dom = _find(c, uuid)
+            if dom is None or not dom.isActive():
+                return None
+            for graphics in ET.fromstring(dom.XMLDesc(0)).iter("graphics"):
+                if graphics.get("type") != "vnc":
+                    continue
+                listen = graphics.find("listen[@type='socket']")
+                path = graphics.get("socket") or (listen.get("socket") if listen is not None
+                                                  else None)
+                if path:
+                    return path
+            return None
+        return await self._run(_socket)
+
+    async def open_console(self, uuid):
+        loop = asyncio.get_running_loop()
+        return await self._run(lambda c: LibvirtConsole.open(c, _need(c, uuid), loop))
+
+    async def screenshot(self, uuid):
+        def _shot(c):
+            stream = c.newStream(0)
+            try:
+                mime = _need(c, uuid).screenshot(stream, 0, 0)
+                chunks = []
+                while data := stream.recv(1 << 20):
+                    chunks.append(data)
+                stream.finish()
+            except BaseException:
+                try:
+                    stream.abort()
+                except libvirt.libvirtError:
+                    pass
+                raise
+            return mime or "application/octet-stream", b"".join(chunks)
+        return await self._run(_shot)
 
 
 def _exists(conn, uuid) -> bool:

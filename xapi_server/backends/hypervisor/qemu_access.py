@@ -130,8 +130,12 @@ async def unreachable(settings, hv, paths: list[str]) -> tuple[str, int] | None:
         return None
     uid, gid = ids
     blocked = await blocking_folders(paths, uid, gid)
-    if blocked and settings.qemu_search_fix == "acl":
-        await _grant_search(blocked, uid)
+    # Only the shallowest folder of a blocked chain shows at first (nothing below it
+    # can be tested): grant, look again, until nothing new turns up.
+    granted: set[str] = set()
+    while blocked and settings.qemu_search_fix == "acl" and not granted.issuperset(blocked):
+        await _grant_search([d for d in blocked if d not in granted], uid)
+        granted.update(blocked)
         blocked = await blocking_folders(paths, uid, gid)
     return (blocked[0], uid) if blocked else None
 

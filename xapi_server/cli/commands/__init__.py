@@ -1,2 +1,2 @@
 """Hand-written CLI commands, one module per family; importing registers them."""
-from . import event, help, host, network, storage, task, user, vm, vmdevices  # noqa: F401
+from . import console, event, help, host, network, storage, task, user, vm, vmdevices  # noqa: F401
