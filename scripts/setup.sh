@@ -15,6 +15,7 @@ PACKAGES=(
   iproute2 bridge-utils                                # bridges, VLANs, taps
   busybox-static linux-image-cloud-amd64 cpio genisoimage  # the tiny test guest, test ISOs
   wrk                                                  # load generator for bench/
+  librrd-dev rrdtool prometheus                        # metrics archives (pip rrdtool builds on librrd-dev); the Prometheus scrape test
 )
 
 # The PAM service for system-account logins (pam_service = "xapi-py"); see the file.

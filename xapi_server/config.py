@@ -77,6 +77,11 @@ class Settings:
     # bearer token a Prometheus server may scrape GET /metrics with ("": sessions only).
     metrics_interval: int = 5
     metrics_bearer_token: str = ""
+    # Metrics (services/metrics): seconds between samples of the host and its VMs (5, as
+    # xcp-rrdd; 1 for tests: the archives keep xapi's 5 s rows either way), and the
+    # bearer token a Prometheus server may scrape GET /metrics with ("": sessions only).
+    metrics_interval: int = 5
+    metrics_bearer_token: str = ""
     log_level: str = "INFO"
 
     @property

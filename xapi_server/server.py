@@ -25,6 +25,7 @@ from .http.tls import TlsIdentity
 from .ratelimit import RateLimiter
 from .services import host
 from .services.host import HostRuntime
+from .services.metrics import MetricsService
 from .services.network import guest
 from .services.network.runtime import NetRuntime
 from .services.storage import attach
@@ -63,6 +64,7 @@ class Server:
         self.certificate_checker: asyncio.Task | None = None   # daily expiry check
         # Kept so the task is not garbage-collected while it runs.
         self.storage_watcher: asyncio.Task | None = None       # disks follow power state
+        self.metrics: MetricsService | None = None   # samples and archives (from startup)
 
     async def startup(self):
         loop = asyncio.get_running_loop()
@@ -80,6 +82,8 @@ class Server:
         await local.vms.startup()   # hypervisor connection; VMs reconciled with it
         local.net = NetRuntime(self)
         await api.network.startup(self)   # internal network, PIF scan, kernel refresh
+        self.metrics = MetricsService(self)   # needs the hypervisor: after the VMs
+        await self.metrics.start()
         self.tasks.start_gc()
         await self.store.flush()
 
@@ -88,6 +92,8 @@ class Server:
         for task in (self.certificate_checker, self.storage_watcher):
             if task is not None:
                 task.cancel()
+        if self.metrics is not None:
+            await self.metrics.stop()
         for runtime in self.runtimes.values():
             if runtime.net is not None:
                 await runtime.net.stop()

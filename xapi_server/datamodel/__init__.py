@@ -11,13 +11,13 @@ from . import types
 from ._dsl import ANY_ROLE, RC, RO, ROLES, RW, ClassDef, Field, Message, Param, msg, role_allows
 from .types import NULL_REF, Enum, Map, Prim, Record, Ref, Set
 from . import costs
-from .classes import auth, event, pool, network, ratelimit, storage, task, vm
+from .classes import auth, event, metrics, pool, network, ratelimit, storage, task, vm
 from .enums import ENUMS
 
 __all__ = ["CLASSES", "METHODS", "RELATIONS", "ENUMS", "ROLES", "ClassDef", "Field", "Message",
            "Param", "NULL_REF", "RW", "RC", "RO", "role_allows", "parse_type", "lookup_method"]
 
-_MODULES = (pool, vm, storage, network, auth, task, event, ratelimit)
+_MODULES = (pool, vm, storage, network, auth, task, event, ratelimit, metrics)
 
 # One-to-many relations: the "many" side is a ref set the store keeps in step with the
 # ref field on the other side (VBD.VM = v  <=>  VBD in v.VBDs). Never written directly.

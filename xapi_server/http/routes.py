@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..rbac import HTTP_PERMISSIONS
-from . import audit_log, console, rpc, vm_transfer, vncsnapshot
+from . import audit_log, console, prometheus, rpc, rrd, vm_transfer, vncsnapshot
 from .responses import plain_fault
 
 SESSION = "session"       # auth: a session from the cookie, the query or HTTP Basic
@@ -75,6 +75,21 @@ ROUTES = (
     Route("GET", ("/audit_log",), audit_log.get_audit_log,
           permission="http/get_audit_log", auth=SESSION, audited=False),
     Route("GET", ("/",), rpc.index_route),
+    # metrics, xcp-rrdd's handlers (http/rrd.py); /metrics is ours (http/prometheus.py).
+    # Reads, polled every few seconds: not audited, as RPC reads are not.
+    Route("GET", ("/rrd_updates",), rrd.get_rrd_updates, permission="http/get_rrd_updates",
+          auth=SESSION, task=True, audited=False),
+    Route("GET", ("/host_rrd",), rrd.get_host_rrd, permission="http/get_host_rrd",
+          auth=SESSION, task=True, audited=False),
+    Route("GET", ("/host_rrds",), rrd.get_host_rrd, permission="http/get_host_rrds",
+          auth=SESSION, task=True, audited=False),
+    Route("GET", ("/vm_rrd",), rrd.get_vm_rrd, permission="http/get_vm_rrd",
+          auth=SESSION, task=True, audited=False),
+    Route("GET", ("/vm_rrds",), rrd.get_vm_rrd, permission="http/get_vm_rrds",
+          auth=SESSION, task=True, audited=False),
+    Route("GET", ("/sr_rrd",), rrd.get_sr_rrd, permission="http/get_sr_rrd",
+          auth=SESSION, task=True, audited=False),
+    Route("GET", ("/metrics",), prometheus.get_metrics),
     # consoles, xapi's console.ml (http/console.py): raw RFB or a serial console after a
     # CONNECT, the same in WebSocket frames after a GET upgrade; a picture of the screen
     Route("CONNECT", ("/console",), console.connect_console,

@@ -117,3 +117,28 @@ class ConsoleStream(Protocol):
 class HypervisorError(Exception):
     """A hypervisor call failed; `message` is the hypervisor's own text."""
 
+
+# -- metrics (services/metrics): one sample of every running domain's counters ----------
+
+@dataclass(frozen=True)
+class DomainStats:
+    """Cumulative counters of one running domain at one instant; the caller derives rates
+    from two samples. Devices are named by their target in the domain (vda, the tap)."""
+    cpu_time_ns: int = 0
+    vcpu_time_ns: tuple = ()         # per vCPU, by vCPU number
+    memory_kib: int = 0              # what the balloon leaves the guest now
+    memory_max_kib: int = 0          # the domain's maximum
+    memory_free_kib: int | None = None   # free memory the guest reports (balloon driver
+                                         # statistics), None when it reports none
+    nets: tuple = ()    # (target dev, rx bytes, tx bytes, rx errors, tx errors), host's view
+    disks: tuple = ()   # (target dev, read bytes, written bytes, read reqs, write reqs)
+
+
+class DomainStatsSource(Protocol):
+    """What the metrics sampler asks a hypervisor driver for (part of Hypervisor)."""
+
+    async def domain_stats(self) -> dict[str, DomainStats]:
+        """Counters of every running domain of ours, by uuid, in one bulk call."""
+
+    async def report_memory_stats(self, uuid: str, period: int) -> None:
+        """Ask the guest's balloon driver to report its free memory every `period` s."""

@@ -13,7 +13,8 @@ import xml.etree.ElementTree as ET
 
 import libvirt
 
-from .contract import HALTED, METADATA_NS, Capabilities, DomainState, HypervisorError
+from .contract import (HALTED, METADATA_NS, Capabilities, DomainState, DomainStats,
+                       HypervisorError)
 from .libvirt_conn import Connection, Unreachable, kvm_usable
 from .libvirt_console import LibvirtConsole
 
@@ -312,6 +313,50 @@ class LibvirtHypervisor:
                 raise
             return mime or "application/octet-stream", b"".join(chunks)
         return await self._run(_shot)
+
+    # -- metrics (services/metrics) ---------------------------------------------------
+
+    async def domain_stats(self) -> dict[str, DomainStats]:
+        def _stats(c):
+            # NOWAIT: a domain busy with a long job (a save) is reported without the
+            # counters that need its monitor rather than stalling the whole sample.
+            found = c.getAllDomainStats(
+                _STATS, libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE |
+                libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT)
+            out = {}
+            for dom, values in found:
+                try:
+                    if _ours(dom):
+                        out[dom.UUIDString()] = _domain_stats(values)
+                except libvirt.libvirtError:   # vanished while we looked
+                    continue
+            return out
+        return await self._run(_stats)
+
+    async def report_memory_stats(self, uuid, period):
+        await self._run(lambda c: _need(c, uuid).setMemoryStatsPeriod(
+            period, libvirt.VIR_DOMAIN_AFFECT_LIVE))
+
+
+_STATS = (libvirt.VIR_DOMAIN_STATS_CPU_TOTAL | libvirt.VIR_DOMAIN_STATS_VCPU |
+          libvirt.VIR_DOMAIN_STATS_BALLOON | libvirt.VIR_DOMAIN_STATS_INTERFACE |
+          libvirt.VIR_DOMAIN_STATS_BLOCK)
+
+
+def _domain_stats(v: dict) -> DomainStats:
+    """libvirt's flat bulk-stats keys (cpu.time, vcpu.0.time, net.1.rx.bytes ...)."""
+    vcpus = tuple(v.get(f"vcpu.{i}.time", 0) for i in range(v.get("vcpu.current", 0)))
+    nets = tuple((v.get(f"net.{i}.name", ""), v.get(f"net.{i}.rx.bytes", 0),
+                  v.get(f"net.{i}.tx.bytes", 0), v.get(f"net.{i}.rx.errs", 0),
+                  v.get(f"net.{i}.tx.errs", 0)) for i in range(v.get("net.count", 0)))
+    disks = tuple((v.get(f"block.{i}.name", ""), v.get(f"block.{i}.rd.bytes", 0),
+                   v.get(f"block.{i}.wr.bytes", 0), v.get(f"block.{i}.rd.reqs", 0),
+                   v.get(f"block.{i}.wr.reqs", 0)) for i in range(v.get("block.count", 0)))
+    return DomainStats(cpu_time_ns=v.get("cpu.time", 0), vcpu_time_ns=vcpus,
+                       memory_kib=v.get("balloon.current", 0),
+                       memory_max_kib=v.get("balloon.maximum", 0),
+                       memory_free_kib=v.get("balloon.unused"), nets=nets, disks=disks)
+
 
 
 def _exists(conn, uuid) -> bool:

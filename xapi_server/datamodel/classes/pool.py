@@ -3,6 +3,7 @@
 Field facts (names, types, qualifiers, defaults) follow xapi's datamodel."""
 from .._dsl import (FOLDER_KEYS, LOCAL_ROOT_ONLY, NO_DEFAULT, RC, RO, RW, cls, field, identity,
                     msg, names, operations, other_config, tags)
+from .metrics import data_source_messages
 
 POOL = cls(
     'pool', 'The pool: one host here, the master.',
@@ -212,6 +213,7 @@ HOST = cls(
             role=LOCAL_ROOT_ONLY),
         msg("get_server_certificate", "host ref host", "string",
             "The certificate the host serves, in PEM form.", mutates=False),
+        *data_source_messages("host", "host", "pool-operator"),
     ],
 )
 

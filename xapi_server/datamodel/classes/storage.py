@@ -3,6 +3,7 @@
 Field facts (names, types, qualifiers, defaults) follow xapi's datamodel."""
 from .._dsl import (FOLDER_KEYS, RC, RO, RW, cls, device_runtime, field, identity, names,
                     operations, other_config, snapshot_fields, tags)
+from .metrics import data_source_messages
 
 SR = cls(
     'SR', 'A storage repository.',
@@ -186,6 +187,8 @@ SR.messages.extend([
     msg("probe", f"host ref host, {_MAP} device_config, string type, {_MAP} sm_config={{}}",
         "string", "List (as XML) the SRs present on a device.", role="pool-operator"),
 ])
+
+SR.messages.extend(data_source_messages("SR", "sr", "pool-operator"))
 
 PBD.messages.extend([
     msg("plug", "PBD ref self", doc="Attach the SR on the PBD's host.",

@@ -3,6 +3,7 @@
 Field facts (names, types, qualifiers, defaults) follow xapi's datamodel."""
 from .._dsl import (FOLDER_KEYS, RC, RO, RW, cls, field, identity, msg, names, operations,
                     other_config, snapshot_fields, tags)
+from .metrics import data_source_messages
 
 # Errors xapi declares for the lifecycle messages (datamodel_vm.ml), in its order.
 _LIFECYCLE = ["VM_BAD_POWER_STATE", "OTHER_OPERATION_IN_PROGRESS", "OPERATION_NOT_ALLOWED",
@@ -258,7 +259,7 @@ VM = cls(
         field('groups', 'VM_group ref set', RO, setter='vm-admin'),
         field('secureboot_certificates_state', 'enum vm_secureboot_certificates_state', RO, default='ok'),
     ],
-    messages=VM_MESSAGES,
+    messages=VM_MESSAGES + data_source_messages("VM", "self", "vm-admin"),
 )
 
 VM_METRICS = cls(

@@ -1,0 +1,49 @@
+"""The data-source messages of VM, host and SR (services/metrics keeps the values):
+get_data_sources, record_data_source, query_data_source, forget_data_source_archives."""
+from __future__ import annotations
+
+from ..dispatch.registry import implements
+from ..errors import ApiError
+
+# class -> the kind of archive its objects own (services/metrics)
+_KIND = {"VM": "vm", "host": "host", "SR": "sr"}
+
+
+def _owner(ctx, cname: str, ref: str) -> tuple[str, str]:
+    return _KIND[cname], ctx.store.get(cname, ref, "uuid")   # HANDLE_INVALID if missing
+
+
+def _known(ctx, kind: str, uuid: str, name: str):
+    if not ctx.server.metrics.known(kind, uuid, name):
+        # xcp-rrdd's failure for a name the owner has no source of, as xapi reports it
+        raise ApiError("INTERNAL_ERROR", f"Invalid data source: {name}")
+
+
+def _register(cname: str):
+    @implements(f"{cname}.get_data_sources")
+    async def get_data_sources(ctx, owner):
+        return await ctx.server.metrics.data_sources(*_owner(ctx, cname, owner))
+
+    @implements(f"{cname}.record_data_source")
+    async def record_data_source(ctx, owner, data_source):
+        kind, uuid = _owner(ctx, cname, owner)
+        _known(ctx, kind, uuid, data_source)
+        await ctx.server.metrics.record(kind, uuid, data_source)
+
+    @implements(f"{cname}.query_data_source")
+    async def query_data_source(ctx, owner, data_source):
+        kind, uuid = _owner(ctx, cname, owner)
+        value = await ctx.server.metrics.query(kind, uuid, data_source)
+        if value is None:
+            raise ApiError("INTERNAL_ERROR", f"Invalid data source: {data_source}")
+        return value
+
+    @implements(f"{cname}.forget_data_source_archives")
+    async def forget_data_source_archives(ctx, owner, data_source):
+        kind, uuid = _owner(ctx, cname, owner)
+        _known(ctx, kind, uuid, data_source)
+        await ctx.server.metrics.forget(kind, uuid, data_source)
+
+
+for _cname in _KIND:
+    _register(_cname)
