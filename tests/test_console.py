@@ -22,6 +22,7 @@ import ssl
 import struct
 import subprocess
 import sys
+import termios
 import threading
 import time
 
@@ -413,6 +414,44 @@ def test_xe_console_runs_a_typed_command_and_ctrl_bracket_leaves(real, x, vm, tm
 def _pump(stream, out: bytearray):
     while data := stream.read1(4096):
         out.extend(data)
+
+
+def test_xe_console_on_a_terminal_is_raw_and_restores_it(real, x, vm, tmp_path):
+    """stdin and stdout a pseudo-terminal, as for a person: Enter sends \\r (raw mode:
+    the guest's own tty turns it into a newline), Ctrl-] leaves, the terminal's
+    settings are put back."""
+    master, slave = os.openpty()
+    before = termios.tcgetattr(slave)
+    proc = subprocess.Popen([XE, "-s", "127.0.0.1", "-p", str(real.port), "-pw",
+                             ROOT_PASSWORD, "--no-verify", "console", "vm=console-guest"],
+                            env=xe_env(tmp_path), stdin=slave, stdout=slave,
+                            stderr=subprocess.PIPE)
+    out = bytearray()
+
+    def pump():
+        while True:
+            try:
+                data = os.read(master, 4096)
+            except OSError:
+                return
+            if not data:
+                return
+            out.extend(data)
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        wait_for(lambda: not termios.tcgetattr(slave)[3] & termios.ICANON, 20,
+                 "raw mode on the terminal")
+        os.write(master, b"echo tty-$((5*5))-ok\r")
+        wait_for(lambda: b"tty-25-ok" in out, 30, "the command's output on the terminal")
+        os.write(master, b"\x1d")
+        assert proc.wait(20) == 0, proc.stderr.read().decode()
+        assert termios.tcgetattr(slave) == before
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(slave)
+        os.close(master)
 
 
 def test_xe_console_with_stdin_at_its_end(real, x, vm, uuid, tmp_path):

@@ -54,7 +54,10 @@ class LibvirtConsole:
             with self._lock:
                 self._ended = True
             self._stop_watching()
-        self._loop.call_soon_threadsafe(self._ready.set)
+        try:
+            self._loop.call_soon_threadsafe(self._ready.set)
+        except RuntimeError:    # the server's loop has closed: nobody is reading
+            pass
 
     def _drain(self, stream) -> bool:
         """Read what is there; True at the end of the stream."""
