@@ -18,6 +18,7 @@ import sys
 import tarfile
 import time
 import zlib
+import xml.etree.ElementTree as ET
 
 import pytest
 import xxhash
@@ -474,6 +475,31 @@ def test_disconnect_and_cancel_leave_nothing(x, srv, sid, sr):
     assert views_left(srv) == []
 
 
+def test_absurd_disk_size_in_ova_xml_is_refused(x, srv, sid, sr):
+    tar = xva_writer.Tar()
+    tar.add("ova.xml", xva_writer.ova_xml("hostile", [2 ** 62], []).encode())
+    before = counts(x)
+    rec = import_xva(x, srv, sid, sr, tar.bytes())
+    assert rec["status"] == "failure"
+    assert rec["error_info"][:2] == ["INVALID_VALUE", "virtual_size"], rec["error_info"]
+    assert counts(x) == before
+
+
+def test_export_to_a_client_that_leaves(x, srv, sid, sr, network):
+    vm = make_vm(x, sr, network, "xva big", [(48 * MiB, ["write -P 0x33 0 48M"])])
+    task = x.task.create("export", "")
+    with connect(srv) as s:
+        s.sendall(f"GET /export?ref={vm}&task_id={task}&session_id={sid} HTTP/1.0\r\n\r\n"
+                  .encode())
+        assert read_head(s)[0] == "HTTP/1.0 200 OK"
+    rec = wait_task(x, task)
+    assert rec["status"] == "failure" and rec["error_info"][0] == "INTERNAL_ERROR"
+    assert "client closed" in rec["error_info"][1]
+    assert x.VM.get_current_operations(vm) == {}
+    assert views_left(srv) == []
+    destroy_vm(x, vm)
+
+
 def test_refusals_before_the_body(x, srv, sid, sr, source_vm, tmp_path):
     host = x.host.get_all()[0]
     (tmp_path / "isos").mkdir()
@@ -505,6 +531,31 @@ def test_refusals_before_the_body(x, srv, sid, sr, source_vm, tmp_path):
     finally:
         x.VM.hard_shutdown(vm)
         destroy_vm(x, vm)
+
+
+def test_ova_xml_is_written_as_xapi_writes_it(x, srv, sid, source_vm):
+    _, _, body = get(srv, sid, f"/export_metadata?ref={source_vm}")
+    text = tarfile.open(fileobj=io.BytesIO(body)).extractfile("ova.xml").read().decode()
+    assert text.startswith("<value><struct><member><name>version</name>")  # no declaration
+    root = ET.fromstring(text)
+    top = root.find("struct")
+    assert [m.findtext("name") for m in top.findall("member")] == ["version", "objects"]
+    version = {m.findtext("name"): m.find("value") for m in top[0].find("value/struct")}
+    assert version["export_vsn"].text == "2" and len(version["export_vsn"]) == 0  # bare int
+    objects = top[1].find("value/array/data").findall("value")
+    classes, ids = [], set()
+    for obj in objects:
+        members = obj.find("struct").findall("member")
+        assert [m.findtext("name") for m in members] == ["class", "id", "snapshot"]
+        classes.append(members[0].find("value").text)
+        ids.add(members[1].find("value").text)
+    assert classes == ["VM", "VM_metrics", "VBD", "VBD", "VIF", "network", "VDI", "VDI",
+                       "SR"]
+    assert all(re.fullmatch(r"Ref:\d+", i) for i in ids)
+    # every reference is an exported object's id or NULL: nothing of this pool leaks out
+    refs = set(re.findall(r"OpaqueRef:[^<]*", text))
+    assert refs <= {"OpaqueRef:NULL"}
+    assert "<string>" not in text and "<boolean>1</boolean>" in text
 
 
 def test_metadata_export_and_import(x, srv, sid, sr, source_vm):

@@ -82,9 +82,21 @@ def _rewrite(t, value, ids: dict):
     return value
 
 
+# The host goes out blanked but for what names it (xapi export.ml make_host): its
+# configuration (auth, licensing, certificates ...) is nothing a VM needs elsewhere.
+_HOST_KEPT = {"uuid", "name_label", "name_description", "hostname", "address",
+              "API_version_major", "API_version_minor", "API_version_vendor",
+              "software_version", "capabilities", "cpu_info"}
+
+
 def _snapshot(store, cname: str, ref: str, ids: dict) -> dict:
     rec = store.record(cname, ref)
-    out = {f.name: _rewrite(f.type, rec[f.name], ids) for f in CLASSES[cname].fields}
+    out = {}
+    for f in CLASSES[cname].fields:
+        if cname == "host" and f.name not in _HOST_KEPT:
+            out[f.name] = f.default_value()
+        else:
+            out[f.name] = _rewrite(f.type, rec[f.name], ids)
     out.update(_RESET.get(cname, {}))
     return out
 
