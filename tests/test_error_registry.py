@@ -29,6 +29,8 @@ CODE_PARAMS = {"error", "code"}
 # ApiError calls whose code is neither written there nor a helper's code parameter.
 FORWARDED = {
     ("cli/commands/vm.py", "run_op"): "re-raises a finished task's error_info as it is",
+    ("cli/transfer.py", "track_http_operation"): "re-raises an HTTP transfer task's "
+                                                 "error_info as it is",
 }
 
 

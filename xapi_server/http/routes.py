@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..rbac import HTTP_PERMISSIONS
-from . import audit_log, console, prometheus, rpc, rrd, vm_transfer, vncsnapshot
+from . import (audit_log, console, prometheus, rpc, rrd, vdi_transfer, vm_transfer,
+               vncsnapshot)
 from .responses import plain_fault
 
 SESSION = "session"       # auth: a session from the cookie, the query or HTTP Basic
@@ -75,6 +76,28 @@ ROUTES = (
     Route("GET", ("/audit_log",), audit_log.get_audit_log,
           permission="http/get_audit_log", auth=SESSION, audited=False),
     Route("GET", ("/",), rpc.index_route),
+    # consoles, xapi's console.ml (http/console.py): raw RFB or a serial console after a
+    # CONNECT, the same in WebSocket frames after a GET upgrade; a picture of the screen
+    Route("CONNECT", ("/console",), console.connect_console,
+          permission="http/connect_console", auth=SESSION),
+    Route("GET", ("/console",), console.connect_console_ws,
+          permission="http/connect_console_ws", auth=SESSION),
+    Route("GET", ("/vncsnapshot",), vncsnapshot.get_vncsnapshot,
+          permission="http/get_vncsnapshot", auth=SESSION, task=True),
+    # a disk's bytes in and out, xapi's import_raw_vdi.ml / export_raw_vdi.ml
+    Route("PUT", ("/import_raw_vdi",), vdi_transfer.import_raw_vdi,
+          permission="http/put_import_raw_vdi", auth=SESSION, task=True),
+    Route("GET", ("/export_raw_vdi",), vdi_transfer.export_raw_vdi,
+          permission="http/get_export_raw_vdi", auth=SESSION, task=True),
+    # VM export/import (XVA), xapi's export.ml / import.ml: http/vm_transfer.py
+    Route("GET", ("/export",), vm_transfer.get_export, permission="http/get_export",
+          auth=SESSION, task=True),
+    Route("PUT", ("/import",), vm_transfer.put_import, permission="http/put_import",
+          auth=SESSION, task=True),
+    Route("GET", ("/export_metadata",), vm_transfer.get_export_metadata,
+          permission="http/get_export_metadata", auth=SESSION, task=True),
+    Route("PUT", ("/import_metadata",), vm_transfer.put_import_metadata,
+          permission="http/put_import_metadata", auth=SESSION, task=True),
     # metrics, xcp-rrdd's handlers (http/rrd.py); /metrics is ours (http/prometheus.py).
     # Reads, polled every few seconds: not audited, as RPC reads are not.
     Route("GET", ("/rrd_updates",), rrd.get_rrd_updates, permission="http/get_rrd_updates",
@@ -90,23 +113,6 @@ ROUTES = (
     Route("GET", ("/sr_rrd",), rrd.get_sr_rrd, permission="http/get_sr_rrd",
           auth=SESSION, task=True, audited=False),
     Route("GET", ("/metrics",), prometheus.get_metrics),
-    # consoles, xapi's console.ml (http/console.py): raw RFB or a serial console after a
-    # CONNECT, the same in WebSocket frames after a GET upgrade; a picture of the screen
-    Route("CONNECT", ("/console",), console.connect_console,
-          permission="http/connect_console", auth=SESSION),
-    Route("GET", ("/console",), console.connect_console_ws,
-          permission="http/connect_console_ws", auth=SESSION),
-    Route("GET", ("/vncsnapshot",), vncsnapshot.get_vncsnapshot,
-          permission="http/get_vncsnapshot", auth=SESSION, task=True),
-    # VM export/import (XVA), xapi's export.ml / import.ml: http/vm_transfer.py
-    Route("GET", ("/export",), vm_transfer.get_export, permission="http/get_export",
-          auth=SESSION, task=True),
-    Route("PUT", ("/import",), vm_transfer.put_import, permission="http/put_import",
-          auth=SESSION, task=True),
-    Route("GET", ("/export_metadata",), vm_transfer.get_export_metadata,
-          permission="http/get_export_metadata", auth=SESSION, task=True),
-    Route("PUT", ("/import_metadata",), vm_transfer.put_import_metadata,
-          permission="http/put_import_metadata", auth=SESSION, task=True),
 )
 
 

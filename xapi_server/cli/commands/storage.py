@@ -7,6 +7,7 @@ from ...datamodel import NULL_REF
 from .. import args
 from ..errors import CliFailure, MissingParam
 from ..table import command
+from ..transfer import track_http_operation
 from .vm import run_op, uuid_of
 
 VDI_TYPES = ("system", "user", "suspend", "crashdump", "ephemeral", "ha_statefile",
@@ -125,6 +126,30 @@ async def vdi_copy(ctx):
     if new.startswith("<"):          # an Async task's result is XML-RPC encoded
         new = re.search(r"OpaqueRef:[^<]+", new).group(0)
     await ctx.items([await uuid_of(ctx, "VDI", new)])
+
+
+@command("vdi-import", reqd=("uuid", "filename"), optional=("format", "progress"),
+         help="Write a file into the VDI (format raw, vhd, qcow2 or tar; raw by default). "
+              "The file is read where xe runs.")
+async def vdi_import(ctx):
+    params = {"vdi": await ctx.by_uuid("VDI", ctx.reqd("uuid"))}
+    if ctx.param("format"):
+        params["format"] = ctx.param("format")
+    await track_http_operation(ctx, "VDI import", True, ctx.reqd("filename"),
+                               "/import_raw_vdi", params)
+
+
+@command("vdi-export", reqd=("uuid", "filename"), optional=("format", "base", "progress"),
+         help="Write the VDI's contents to a file where xe runs (format raw, vhd, qcow2 "
+              "or tar; base=<vdi uuid>: only what differs from that VDI, vhd or qcow2).")
+async def vdi_export(ctx):
+    params = {"vdi": await ctx.by_uuid("VDI", ctx.reqd("uuid"))}
+    if ctx.param("format"):
+        params["format"] = ctx.param("format")
+    if ctx.param("base"):
+        params["base"] = await ctx.by_uuid("VDI", ctx.param("base"))
+    await track_http_operation(ctx, "VDI export", False, ctx.reqd("filename"),
+                               "/export_raw_vdi", params)
 
 
 @command("vbd-create", reqd=("vm-uuid", "device"),
