@@ -214,26 +214,28 @@ class _GzipSource:
 
     def read(self, n: int) -> bytes:
         while True:
-            if self._d.unconsumed_tail:
-                out = self._d.decompress(self._d.unconsumed_tail, n)
-            elif self._d.eof:
-                rest = self._d.unused_data
-                if not rest:
-                    rest = self.source.read(64 * 1024)
-                    if not rest:
-                        return b""
-                self._d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                out = self._d.decompress(rest, n)
-            else:
-                data = self.source.read(64 * 1024)
-                if not data:
-                    raise Truncated("the gzip stream ends early")
-                try:
-                    out = self._d.decompress(data, n)
-                except zlib.error as exc:
-                    raise XvaError(f"corrupt gzip data: {exc}") from None
+            try:
+                out = self._step(n)
+            except zlib.error as exc:
+                raise XvaError(f"corrupt gzip data: {exc}") from None
+            if out is None:
+                return b""
             if out:
                 return out
+
+    def _step(self, n: int) -> bytes | None:
+        if self._d.unconsumed_tail:
+            return self._d.decompress(self._d.unconsumed_tail, n)
+        if self._d.eof:            # another gzip member may follow (as `cat a.gz b.gz`)
+            rest = self._d.unused_data or self.source.read(64 * 1024)
+            if not rest:
+                return None
+            self._d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            return self._d.decompress(rest, n)
+        data = self.source.read(64 * 1024)
+        if not data:
+            raise Truncated("the gzip stream ends early")
+        return self._d.decompress(data, n)
 
 
 class _ZstdSource:
