@@ -56,10 +56,9 @@ def find_target(req: Request) -> Target:
     store = req.server.store
     uuid, ref = req.param("uuid"), req.param("ref")
     if uuid is not None:
-        matches = store.find("VM", uuid=uuid) or store.find("console", uuid=uuid)
-        if not matches:
+        ref = _by_uuid(store, "VM", uuid) or _by_uuid(store, "console", uuid)
+        if ref is None:
             raise ApiError("UUID_INVALID", "console", uuid)
-        ref = matches[0]
     elif ref is None:
         raise ApiError("INVALID_VALUE", "ref", "a console request needs ref= or uuid=")
     if store.exists("VM", ref):
@@ -90,6 +89,13 @@ def find_target(req: Request) -> Target:
     return Target(console, vm, running["uuid"], rec["protocol"])
 
 
+def _by_uuid(store, cname: str, uuid: str) -> str | None:
+    try:
+        return store.by_uuid(cname, uuid)
+    except ApiError:
+        return None
+
+
 class _SocketEnd:
     """The VNC server's UNIX socket, with the ConsoleStream's read/write/close."""
 
@@ -117,21 +123,22 @@ async def open_end(req: Request, target: Target):
             return await hv.open_console(target.vm_uuid)
         path = await hv.graphics_socket(target.vm_uuid)
         if path is None:
-            raise Refusal(404, ApiError("VM_BAD_POWER_STATE", target.vm, "Running", "no VNC"))
+            raise Refusal(404, ApiError("INTERNAL_ERROR", "the VM has no VNC server"))
         return _SocketEnd(*await asyncio.open_unix_connection(path))
     except (HypervisorError, OSError) as exc:
         raise Refusal(404, ApiError("INTERNAL_ERROR", f"console unavailable: {exc}")) from None
 
 
+def _pool(req: Request) -> dict:
+    return req.server.store.record("pool", req.server.pool_ref)
+
+
 def _idle_timeout(req: Request) -> float:
-    store = req.server.store
-    pools = list(store.tables["pool"])
-    return float(store.get("pool", pools[0], "vm_console_idle_timeout")) if pools else 0.0
+    return float(_pool(req)["vm_console_idle_timeout"])
 
 
 def _limit_on(req: Request) -> bool:
-    store = req.server.store
-    return any(rec["limit_console_sessions"] for rec in store.tables["pool"].values())
+    return bool(_pool(req)["limit_console_sessions"])
 
 
 def _user(req: Request) -> str:
