@@ -324,7 +324,8 @@ def ws_open(port, path, session):
 
 
 def test_websocket_gives_rfb_in_binary_frames(real, x, vm, uuid, ref):
-    sock, rest = ws_open(real.port, f"/console?uuid={uuid}", ref)
+    # The session in the query, as XO Lite and noVNC send it.
+    sock, rest = ws_open(real.port, f"/console?uuid={uuid}&session_id={ref}", None)
     try:
         io = WsIO(sock, rest)
         rfb = Rfb(io)
@@ -529,6 +530,14 @@ def test_auth_and_rbac(real, x, vm, uuid, readonly):
         assert b" 403 " in head.split(b"\r\n")[0], head
     head, _ = http_get(real.port, f"/vncsnapshot?uuid={uuid}", readonly)
     assert " 403 " in head.split("\r\n")[0]
+    # vm-operator is the weakest role that may connect; HTTP Basic works too.
+    add_local_user(x, "console-op", "vm-operator", "op-password-1")
+    basic = base64.b64encode(b"console-op:op-password-1").decode()
+    sock, head, rest = connect(real.port, f"/console?uuid={uuid}",
+                               headers=(f"Authorization: Basic {basic}",))
+    with sock:
+        assert head == OK_200
+        assert Rfb(Buffered(sock, rest)).width > 0
 
 
 def test_unknown_or_halted_vm_is_xapis_500(real, x, ref):
