@@ -402,6 +402,16 @@ def _bad_header_checksum() -> bytes:
     return bytes(good)
 
 
+def _with_ova(edit, disks=(b"\1" * MiB,)) -> bytes:
+    """An archive from the tests' writer whose ova.xml text `edit` changed."""
+    tar = xva_writer.Tar()
+    tar.add("ova.xml", edit(xva_writer.ova_xml("hostile", [len(d) for d in disks], []))
+            .encode())
+    for i, data in enumerate(disks):
+        xva_writer.add_disk(tar, f"Ref:{100 + i}", data)
+    return tar.bytes()
+
+
 HOSTILE = {
     "truncated": (lambda: _good()[:MiB], "IMPORT_ERROR_PREMATURE_EOF"),
     "bad chunk checksum": (lambda: _flip_chunk_byte(_good()),
@@ -416,6 +426,12 @@ HOSTILE = {
     "gnu long name": (lambda: tarfile.TarInfo("L" * 150).tobuf(tarfile.GNU_FORMAT)
                       + bytes(1024), "IMPORT_ERROR"),
     "not an archive": (lambda: os.urandom(4096), "IMPORT_ERROR"),
+    "dangling reference": (lambda: _with_ova(lambda t: t.replace("Ref:200", "Ref:999", 1)),
+                           "IMPORT_ERROR_FAILED_TO_FIND_OBJECT"),
+    "two disks on one device": (
+        lambda: _with_ova(lambda t: t.replace("<name>userdevice</name><value>1</value>",
+                                              "<name>userdevice</name><value>0</value>"),
+                          disks=(b"\1" * MiB, b"\2" * MiB)), "DEVICE_ALREADY_EXISTS"),
     "truncated zstd": (lambda: zstandard.ZstdCompressor().compress(_good())[:-200],
                        "IMPORT_ERROR_PREMATURE_EOF"),
 }
