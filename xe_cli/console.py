@@ -5,7 +5,8 @@ the server (the session is in the URL's query); on 200 the connection is a raw b
 stream both ways, the terminal is put in raw mode (when stdin is one) so every key,
 Ctrl-C included, goes to the guest, and Ctrl-] (0x1d) leaves; 404 means the console
 is not available. Stdin that is no terminal (a pipe, a file) is sent as it is; at its
-end the console's output is still shown until it has been quiet for LINGER seconds.
+end the console's output is still shown until it has been quiet for LINGER seconds
+(LINGER_MAX at most).
 """
 import os
 import select
@@ -17,6 +18,7 @@ from .transfer import _open, _read_head    # the same URL and reply handling as 
 
 ESCAPE = b"\x1d"          # Ctrl-]
 LINGER = 2.0              # seconds of console silence after stdin ended
+LINGER_MAX = 30.0         # ... but no longer than this after it ended (a chatty guest)
 HEARTBEAT = 300.0         # seconds between the Wait messages that keep /cli alive
 CHUNK = 64 * 1024
 
@@ -85,13 +87,13 @@ def _session(sock, first: bytes, heartbeat):
 
 def _relay(sock, stdin, stdout, heartbeat):
     sock_fd = _fileno(sock)
-    stdin_open, quiet_since, beat = True, None, time.monotonic()
+    stdin_open, quiet_since, ended_at, beat = True, None, None, time.monotonic()
     while True:
         now = time.monotonic()
         if heartbeat and now - beat >= HEARTBEAT:
             heartbeat()
             beat = now
-        if not stdin_open and now - quiet_since >= LINGER:
+        if not stdin_open and (now - quiet_since >= LINGER or now - ended_at >= LINGER_MAX):
             return
         watch = [sock_fd] + ([stdin] if stdin_open else [])
         wait = 0 if _pending(sock) else (0.5 if stdin_open else LINGER)
@@ -106,7 +108,8 @@ def _relay(sock, stdin, stdout, heartbeat):
         if stdin in readable:
             data = os.read(stdin, CHUNK)
             if not data:
-                stdin_open, quiet_since = False, time.monotonic()
+                stdin_open = False
+                quiet_since = ended_at = time.monotonic()
                 continue
             escape = data.find(ESCAPE)
             if escape >= 0:
