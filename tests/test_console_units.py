@@ -178,6 +178,12 @@ def test_records_follow_the_domain(api, inprocess):
         x.VM.destroy(vm)
 
 
+def test_api_callers_cannot_create_consoles(api):
+    vm = api.VM.get_all()[0]
+    with pytest.raises(Exception, match="NOT_IMPLEMENTED"):
+        api.console.create({"VM": vm, "other_config": {}})
+
+
 def test_connection_tracking():
     sessions = consoles.ConsoleSessions()
     assert sessions.try_add("vm", "alice", "s1", limit=False)

@@ -4,6 +4,6 @@ Importing this package registers every implementation with the dispatcher.
 """
 from . import certificate, event, host, message, ratelimit, rbac, session, task  # noqa: F401
 from . import metrics  # noqa: F401  (data sources of VM, host, SR)
-from . import vm, vm_clone, vm_config, vm_memory  # noqa: F401
+from . import console, vm, vm_clone, vm_config, vm_memory  # noqa: F401
 from . import pbd, sm, sr, vbd, vdi  # noqa: F401  (storage)
 from . import network, pif, vif, vlan  # noqa: F401  (networking)
