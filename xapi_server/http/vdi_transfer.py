@@ -326,13 +326,13 @@ async def _import_into(req: Request, fmt: str, vdi: str, sr: str, chunked: bool,
                 if fmt == "raw" and chunked:
                     await _read_chunked(req, body, sink, view.size)
                 elif fmt == "raw":
-                    await _read_raw(req, body, sink, view.size, length)
+                    await _read_raw(req, body, sink, length or view.size)
                 elif fmt == "vhd":
-                    await _read_vhd(req, body, sink, view.size, length, fresh)
+                    await _read_vhd(req, body, sink, view.size, length)
                 elif fmt == "qcow2":
                     await _read_qcow2(req, body, view, length)
                 else:
-                    await _read_tar(req, body, fd, view.size, length, fresh)
+                    await _read_tar(req, body, fd, view.size, fresh)
                 await sink.finish()
             except ClientGone as exc:
                 raise _io_error(str(exc)) from None
@@ -445,7 +445,8 @@ def _pwrite_all(fd: int, view, at: int):
         view, at = view[done:], at + done
 
 
-async def _read_raw(req, body: BodyReader, sink: DiskWriter, size: int, length):
+async def _read_raw(req, body: BodyReader, sink: DiskWriter, total: int, share=1.0):
+    """The body, in order from offset 0; progress is `share` of the way at the end."""
     at = 0
     while True:
         data = await body.read(PIECE)
@@ -453,7 +454,7 @@ async def _read_raw(req, body: BodyReader, sink: DiskWriter, size: int, length):
             break
         await sink.write(at, data)
         at += len(data)
-        req.progress(at / max(1, length or size))
+        req.progress(share * at / max(1, total))
 
 
 async def _read_chunked(req, body: BodyReader, sink: DiskWriter, size: int):
@@ -463,7 +464,7 @@ async def _read_chunked(req, body: BodyReader, sink: DiskWriter, size: int):
             req.progress(body.received / req.content_length)
 
 
-async def _read_vhd(req, body: BodyReader, sink: DiskWriter, size: int, length, fresh):
+async def _read_vhd(req, body: BodyReader, sink: DiskWriter, size: int, length):
     async for offset, data, n in vhdfmt.read_vhd(body.read, length):
         if offset < 0:
             if n > size:
@@ -486,15 +487,7 @@ async def _read_qcow2(req, body: BodyReader, view, length):
         fd = await asyncio.to_thread(os.open, path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             spool = DiskWriter(fd, 1 << 62, skip_zeros=False)
-            at = 0
-            while True:
-                data = await body.read(PIECE)
-                if not data:
-                    break
-                await spool.write(at, data)
-                at += len(data)
-                if length:
-                    req.progress(0.5 * at / length)
+            await _read_raw(req, body, spool, length or 1 << 62, share=0.5)
             await spool.finish()
         finally:
             await asyncio.to_thread(os.close, fd)
@@ -526,7 +519,7 @@ def _unlink(path: str):
         pass
 
 
-async def _read_tar(req, body: BodyReader, fd: int, size: int, length, fresh: bool):
+async def _read_tar(req, body: BodyReader, fd: int, size: int, fresh: bool):
     """format=tar: chunks `vdi/NNNNNNNN` + checksums (xva_chunks), end blocks after."""
     loop = asyncio.get_running_loop()
     bridge = xva_chunks.LoopBridge(loop, read_some=lambda: body.read(PIECE))
@@ -579,7 +572,7 @@ async def _import_iso(req: Request, sr: str, length: int):
             await req.start_stream(_header_lines(
                 req, ["content-type: application/octet-stream"]))
             sink = DiskWriter(fd, length, skip_zeros=False)
-            await _read_raw(req, BodyReader(req, length), sink, length, length)
+            await _read_raw(req, BodyReader(req, length), sink, length)
             await sink.finish()
         except ClientGone as exc:
             raise _io_error(str(exc)) from None

@@ -128,28 +128,31 @@ async def vdi_copy(ctx):
     await ctx.items([await uuid_of(ctx, "VDI", new)])
 
 
+async def _disk_transfer(ctx, put: bool):
+    """vdi-import / vdi-export: the VDI's bytes through /import_raw_vdi or
+    /export_raw_vdi, the file where xe runs."""
+    params = {"vdi": await ctx.by_uuid("VDI", ctx.reqd("uuid"))}
+    if ctx.param("format"):
+        params["format"] = ctx.param("format")
+    if ctx.param("base"):
+        params["base"] = await ctx.by_uuid("VDI", ctx.param("base"))
+    await track_http_operation(ctx, "VDI import" if put else "VDI export", put,
+                               ctx.reqd("filename"),
+                               "/import_raw_vdi" if put else "/export_raw_vdi", params)
+
+
 @command("vdi-import", reqd=("uuid", "filename"), optional=("format", "progress"),
          help="Write a file into the VDI (format raw, vhd, qcow2 or tar; raw by default). "
               "The file is read where xe runs.")
 async def vdi_import(ctx):
-    params = {"vdi": await ctx.by_uuid("VDI", ctx.reqd("uuid"))}
-    if ctx.param("format"):
-        params["format"] = ctx.param("format")
-    await track_http_operation(ctx, "VDI import", True, ctx.reqd("filename"),
-                               "/import_raw_vdi", params)
+    await _disk_transfer(ctx, put=True)
 
 
 @command("vdi-export", reqd=("uuid", "filename"), optional=("format", "base", "progress"),
          help="Write the VDI's contents to a file where xe runs (format raw, vhd, qcow2 "
               "or tar; base=<vdi uuid>: only what differs from that VDI, vhd or qcow2).")
 async def vdi_export(ctx):
-    params = {"vdi": await ctx.by_uuid("VDI", ctx.reqd("uuid"))}
-    if ctx.param("format"):
-        params["format"] = ctx.param("format")
-    if ctx.param("base"):
-        params["base"] = await ctx.by_uuid("VDI", ctx.param("base"))
-    await track_http_operation(ctx, "VDI export", False, ctx.reqd("filename"),
-                               "/export_raw_vdi", params)
+    await _disk_transfer(ctx, put=False)
 
 
 @command("vbd-create", reqd=("vm-uuid", "device"),
