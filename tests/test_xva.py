@@ -353,6 +353,41 @@ def test_xva_from_the_tests_own_writer_imports(x, srv, sid, sr, network, tmp_pat
     assert counts(x) == before
 
 
+def _ova_classes(body: bytes) -> list[str]:
+    text = tarfile.open(fileobj=io.BytesIO(body)).extractfile("ova.xml").read().decode()
+    return re.findall(r"<member><name>class</name><value>(\w+)</value>", text)
+
+
+def _forget_records(x, vm):
+    """Remove an imported metadata VM without touching the disks it shares."""
+    for vbd in x.VM.get_VBDs(vm):
+        x.VBD.destroy(vbd)
+    for vif in x.VM.get_VIFs(vm):
+        x.VIF.destroy(vif)
+    x.VM.destroy(vm)
+
+
+def test_metadata_with_snapshots_and_excluded_devices(x, srv, sid, sr, network):
+    vm = make_vm(x, sr, network, "xva snapshotted", [(MiB, ["write -P 7 0 4k"])])
+    snap = x.VM.snapshot(vm, "xva snap")
+    _, _, body = get(srv, sid, f"/export_metadata?ref={vm}")
+    assert _ova_classes(body).count("VM") == 2
+    rec = import_xva(x, srv, sid, sr, body, path="/import_metadata")
+    assert rec["status"] == "success", rec["error_info"]
+    [new] = new_vms(rec)                                 # the VM, not its snapshot
+    [new_snap] = x.VM.get_snapshots(new)
+    assert x.VM.get_is_a_snapshot(new_snap) and x.VM.get_name_label(new_snap) == "xva snap"
+    assert disks_of(x, new_snap) == disks_of(x, snap)
+    assert x.VM.get_snapshot_time(new_snap) == x.VM.get_snapshot_time(snap)
+    _forget_records(x, new_snap)
+    _forget_records(x, new)
+    _, _, body = get(srv, sid, f"/export_metadata?ref={vm}&export_snapshots=false"
+                               "&excluded_device_types=vif")
+    assert _ova_classes(body) == ["VM", "VM_metrics", "VBD", "VDI", "SR"]
+    destroy_vm(x, snap)
+    destroy_vm(x, vm)
+
+
 # -- refusals -------------------------------------------------------------------------
 
 def _tar_member(name: str, data: bytes, size=None) -> bytes:

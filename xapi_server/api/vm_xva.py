@@ -91,7 +91,8 @@ _HOST_KEPT = {"uuid", "name_label", "name_description", "hostname", "address",
               "software_version", "capabilities", "cpu_info"}
 
 
-def _snapshot(store, cname: str, ref: str, ids: dict) -> dict:
+def _snapshot(store, cname: str, ref: str, ids: dict, keep=frozenset()) -> dict:
+    """The record as ova.xml carries it; the fields in `keep` are not reset."""
     rec = store.record(cname, ref)
     out = {}
     for f in CLASSES[cname].fields:
@@ -99,7 +100,7 @@ def _snapshot(store, cname: str, ref: str, ids: dict) -> dict:
             out[f.name] = f.default_value()
         else:
             out[f.name] = _rewrite(f.type, rec[f.name], ids)
-    out.update(_RESET.get(cname, {}))
+    out.update({k: v for k, v in _RESET.get(cname, {}).items() if k not in keep})
     return out
 
 
@@ -118,9 +119,16 @@ def disk_vdis(store, vm: str) -> list[str]:
     return out
 
 
-def export_objects(store, vm: str) -> tuple[list, list]:
-    """ova.xml's objects for `vm`, and [(id, VDI ref)] of the disks to stream, in the
-    order their data follows (ids compared as strings, as xapi's for_each_vdi)."""
+_SNAPSHOT_FIELDS = {"is_a_snapshot", "snapshot_of", "snapshots", "snapshot_time",
+                    "transportable_snapshot_id", "parent"}
+
+
+def export_objects(store, vm: str, snapshots: bool = False,
+                   excluded: frozenset = frozenset()) -> tuple[list, list]:
+    """ova.xml's objects for `vm` (with `snapshots`: its snapshots too, keeping what ties
+    them to it, as a metadata export does; `excluded`: device classes left out, "vbd"
+    and "vif"), and [(id, VDI ref)] of the disks to stream, in the order their data
+    follows (ids compared as strings, as xapi's for_each_vdi)."""
     rec = store.record("VM", vm)
     order = []                              # (class, ref) in xapi's class order
 
@@ -128,13 +136,18 @@ def export_objects(store, vm: str) -> tuple[list, list]:
         if ref != NULL_REF and store.exists(cname, ref) and (cname, ref) not in order:
             order.append((cname, ref))
 
+    vms = [vm] + ([v for v in rec["snapshots"] if store.exists("VM", v)] if snapshots else [])
     host = rec["resident_on"] if rec["resident_on"] != NULL_REF else rec["affinity"]
     add("host", host)
-    add("VM", vm)
-    add("VM_metrics", rec["metrics"])
-    add("VM_guest_metrics", rec["guest_metrics"])
-    vbds = [v for v in rec["VBDs"] if store.exists("VBD", v)]
-    vifs = [v for v in rec["VIFs"] if store.exists("VIF", v)]
+    for v in vms:
+        add("VM", v)
+    for v in vms:
+        add("VM_metrics", store.get("VM", v, "metrics"))
+        add("VM_guest_metrics", store.get("VM", v, "guest_metrics"))
+    vbds = [] if "vbd" in excluded else [
+        b for v in vms for b in store.get("VM", v, "VBDs") if store.exists("VBD", b)]
+    vifs = [] if "vif" in excluded else [
+        i for v in vms for i in store.get("VM", v, "VIFs") if store.exists("VIF", i)]
     for vbd in vbds:
         add("VBD", vbd)
     for vif in vifs:
@@ -148,9 +161,12 @@ def export_objects(store, vm: str) -> tuple[list, list]:
         if store.exists("VDI", vdi):
             add("SR", store.get("VDI", vdi, "SR"))
     ids = {ref: f"Ref:{n}" for n, (_, ref) in enumerate(order)}
-    objects = [{"class": cname, "id": ids[ref], "snapshot": _snapshot(store, cname, ref, ids)}
+    keep = _SNAPSHOT_FIELDS if snapshots else frozenset()
+    objects = [{"class": cname, "id": ids[ref],
+                "snapshot": _snapshot(store, cname, ref, ids, keep)}
                for cname, ref in order]
-    disks = sorted(((ids[vdi], vdi) for vdi in disk_vdis(store, vm)), key=lambda d: d[0])
+    disks = [] if "vbd" in excluded else sorted(
+        ((ids[vdi], vdi) for vdi in disk_vdis(store, vm)), key=lambda d: d[0])
     return objects, disks
 
 
@@ -197,6 +213,7 @@ class Importer:
         self.vdi_map = vdi_map
         self.made: list[tuple[str, str]] = []      # (class, ref) in creation order
         self.vms: list[str] = []
+        self.new_ids: dict[str, str] = {}          # ova.xml VM id -> the new VM
         self.snapshots: list[str] = []
         self.read_only: list[str] = []             # VDIs to make read-only once written
 
@@ -225,6 +242,10 @@ class Importer:
         disks: dict[str, tuple[str, int]] = {}
         for vm_id in vm_ids:
             await self._import_vm(objects, vm_id, disks)
+        for vm_id in vm_ids:        # snapshots point at their VM once both exist
+            of = self.new_ids.get(objects[vm_id]["snapshot"].get("snapshot_of"))
+            if of is not None and vm_id in self.new_ids:
+                self.store.update("VM", self.new_ids[vm_id], snapshot_of=of)
         if self.task and self.store.exists("task", self.task):
             other = dict(self.store.record("task", self.task)["other_config"])
             other["object_creation"] = "complete"
@@ -243,13 +264,17 @@ class Importer:
         other = dict(fields.get("other_config", {}))
         other["import_task"] = self.task or ""
         fields["other_config"] = other
-        is_snapshot = snap.get("is_a_snapshot") in (True, "1", "true")
+        is_snapshot = snap.get("is_a_snapshot") is True
+        if is_snapshot:     # a snapshot stays one (metadata exports carry them)
+            fields.update(is_a_snapshot=True, is_a_template=True, **_field_values(
+                "VM", snap, ["snapshot_time", "transportable_snapshot_id"]))
         if self.restore and isinstance(snap.get("uuid"), str):
             if not uuid_free(self.store, "VM", snap["uuid"]):
                 raise ApiError("IMPORT_ERROR", f"a VM with uuid {snap['uuid']} exists already")
             fields["uuid"] = snap["uuid"]
         vm = new_vm(self.store, fields)
         self.made.append(("VM", vm))
+        self.new_ids[vm_id] = vm
         self.store.update("VM", vm, current_operations={self.task or vm: "import"})
         (self.snapshots if is_snapshot else self.vms).append(vm)
         for vbd_id in snap.get("VBDs") or []:

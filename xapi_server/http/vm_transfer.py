@@ -148,8 +148,11 @@ def _finish(tar: xva.TarWriter, sink: xva.CompressingSink):
 async def get_export_metadata(req: Request):
     store = req.server.store
     vm = _vm_of(req)
+    snapshots = req.param("export_snapshots") != "false"     # xapi: true unless "false"
+    excluded = frozenset(t.strip().lower() for t in
+                         (req.param("excluded_device_types") or "").split(",") if t.strip())
     async with _lock(req, vm, "metadata_export"):
-        objects, _ = vm_xva.export_objects(store, vm)
+        objects, _ = vm_xva.export_objects(store, vm, snapshots=snapshots, excluded=excluded)
         data = ova_xml.dumps(vm_xva.header(objects))
         body = (xva.tar_header("ova.xml", len(data), int(time.time())) + data
                 + xva.padding(len(data)) + xva.ZERO_BLOCK * 2)
