@@ -13,6 +13,7 @@ PACKAGES=(
   acl                                                  # setfacl: QEMU's user may search folders above disks
   libpam0g libpam-modules                              # PAM logins (python-pam, pam_unix)
   iproute2 bridge-utils                                # bridges, VLANs, taps
+  dnsmasq-base nftables                                # the host-internal NAT network: DHCP/DNS, masquerading
   busybox-static linux-image-cloud-amd64 cpio genisoimage  # the tiny test guest, test ISOs
   wrk                                                  # load generator for bench/
   librrd-dev rrdtool prometheus                        # metrics archives (pip rrdtool builds on librrd-dev); the Prometheus scrape test

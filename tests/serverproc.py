@@ -37,11 +37,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def tls_connect(port: int, timeout: float = 10) -> ssl.SSLSocket:
+def tls_connect(port: int, timeout: float = 10, host: str = "127.0.0.1") -> ssl.SSLSocket:
     """A raw TLS socket to the server on loopback (its certificate is self-signed)."""
     ctx = ssl.create_default_context()
     ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
-    return ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=timeout))
+    return ctx.wrap_socket(socket.create_connection((host, port), timeout=timeout))
 
 
 def add_local_user(admin, user: str, role: str, password: str) -> str:
@@ -57,11 +57,15 @@ def add_local_user(admin, user: str, role: str, password: str) -> str:
 
 class ServerProcess:
     def __init__(self, data_dir: str, port: int | None = None, env: dict | None = None,
-                 libvirt_uri: str = "test:///default", max_fds: int | None = None):
+                 libvirt_uri: str = "test:///default", max_fds: int | None = None,
+                 netns: str | None = None, host: str = "127.0.0.1"):
         self.data_dir = data_dir
         self.max_fds = max_fds   # the server's file descriptor limit (soft and hard)
         self.port = port or free_port()
-        self.url = f"https://127.0.0.1:{self.port}"
+        # netns: the server runs in that network namespace, listening on `host`, an
+        # address of that namespace this one can reach (a veth between the two)
+        self.netns, self.host = netns, host
+        self.url = f"https://{host}:{self.port}"
         self.env = {**os.environ, "XAPI_ROOT_PASSWORD": ROOT_PASSWORD,
                     "XAPI_AUTH_FAILURE_DELAY": "0.2", "XAPI_AUTH_FAILURE_MAX_DELAY": "1.6",
                     "XAPI_LIBVIRT_URI": libvirt_uri,
@@ -74,9 +78,10 @@ class ServerProcess:
     def start(self, timeout: float = 60):
         os.makedirs(self.data_dir, exist_ok=True)
         log = open(self.log_path, "ab")
+        inside = ["ip", "netns", "exec", self.netns] if self.netns else []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "xapi_server", "--data-dir", self.data_dir,
-             "--listen", "127.0.0.1", "--port", str(self.port)],
+            [*inside, sys.executable, "-m", "xapi_server", "--data-dir", self.data_dir,
+             "--listen", self.host, "--port", str(self.port)],
             env=self.env, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,   # see kill()
             preexec_fn=self._limit_fds if self.max_fds else None)
@@ -105,7 +110,7 @@ class ServerProcess:
 
     def _answers(self) -> bool:
         try:
-            with tls_connect(self.port, timeout=1) as s:
+            with tls_connect(self.port, timeout=1, host=self.host) as s:
                 s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
                 return s.recv(12).startswith(b"HTTP/1.1 200")
         except OSError:

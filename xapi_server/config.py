@@ -57,6 +57,10 @@ class Settings:
     # A data handler (disk/VM import and export, consoles: http/raw.py) drops a client
     # that neither sends nor reads for this long while the server waits on it.
     transfer_idle_timeout: float = 300.0
+    # The host-internal NAT network (services/network/nat.py): the host's address on it
+    # with the prefix ("10.213.0.1/24"); guests get the rest by DHCP. "": none (the
+    # default here; scripts/run-server.sh and the service's xapi.toml turn it on).
+    nat_network: str = ""
     max_auto_callers: int = 1000       # Caller records the rate limiter makes by itself
     max_pending_tasks_per_user: int = 500   # then TOO_MANY_PENDING_TASKS
     # Messages kept (xapi's message GC keeps message_limit, 10000): over a cap the oldest
@@ -72,11 +76,6 @@ class Settings:
     # "acl" gives that user alone search (x) permission by an ACL entry, as virt-install
     # does; "refuse" fails SR.create / VM.start with the folder named.
     qemu_search_fix: str = "acl"
-    # Metrics (services/metrics): seconds between samples of the host and its VMs (5, as
-    # xcp-rrdd; 1 for tests: the archives keep xapi's 5 s rows either way), and the
-    # bearer token a Prometheus server may scrape GET /metrics with ("": sessions only).
-    metrics_interval: int = 5
-    metrics_bearer_token: str = ""
     # Metrics (services/metrics): seconds between samples of the host and its VMs (5, as
     # xcp-rrdd; 1 for tests: the archives keep xapi's 5 s rows either way), and the
     # bearer token a Prometheus server may scrape GET /metrics with ("": sessions only).

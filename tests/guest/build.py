@@ -72,6 +72,7 @@ for arg in $(cat /proc/cmdline); do
     guestip=*) IPS="$IPS eth0=${arg#guestip=}" ;;
     guestip[0-9]*=*) n=${arg%%=*}; IPS="$IPS eth${n#guestip}=${arg#*=}" ;;
     guestping=*) PINGT="${arg#guestping=}" ;;
+    guestdhcp) DHCP=1 ;;
     esac
 done
 configure_net() {
@@ -110,6 +111,17 @@ case " $(cat /proc/cmdline) " in
 *" guestshell "*) setsid sh -c 'exec sh -i </dev/ttyS0 >/dev/ttyS0 2>&1' & ;;
 esac
 configure_net
+# guestdhcp: eth0 asks DHCP for its address and default route, and says what it got.
+if [ -n "$DHCP" ]; then
+    printf '%s\n' '#!/bin/sh' \
+        'case "$1" in bound|renew)' \
+        '  ifconfig $interface $ip netmask $subnet up' \
+        '  [ -n "$router" ] && route add default gw ${router%% *} dev $interface' \
+        '  echo "XAPI-TEST-GUEST DHCP $interface $ip" >/dev/console ;; esac' > /tmp/dhcp.sh
+    chmod +x /tmp/dhcp.sh
+    ip link set eth0 up
+    (udhcpc -i eth0 -s /tmp/dhcp.sh -t 30 -T 2 -n -q >/dev/null 2>&1 || m DHCP FAIL) &
+fi
 m BOOTED kernel=$(uname -r)
 m CMDLINE $(cat /proc/cmdline)
 oblk=-; onet=-; omed=""; oping=""

@@ -6,6 +6,7 @@ import asyncio
 
 from ...datamodel import NULL_REF
 from ...errors import ApiError
+from ...services.network.nat import NAT_KEY
 from .. import args
 from ..errors import CliFailure
 from ..generic import VIEWS
@@ -100,7 +101,21 @@ async def vm_install(ctx):
             await ctx.call("pool.set_default_SR", pool, sr)   # where provision puts disks
     await ctx.call("VM.provision", vm)
     await ctx.call("VM.set_is_a_template", vm, False)
+    await _default_nic(ctx, vm)
     await ctx.items([await uuid_of(ctx, "VM", vm)])
+
+
+async def _default_nic(ctx, vm):
+    """Beyond xapi: a VM installed from a template without NICs gets one on the host's
+    NAT network when there is one (setting nat_network), so it has an address at once."""
+    if await ctx.call("VM.get_VIFs", vm):
+        return
+    nat = [ref for ref, rec in (await ctx.all_records("network")).items()
+           if NAT_KEY in rec["other_config"]]
+    if nat:
+        await ctx.call("VIF.create", {"VM": vm, "network": nat[0], "device": "0", "MAC": "",
+                                      "MTU": "1500", "other_config": {},
+                                      "qos_algorithm_type": "", "qos_algorithm_params": {}})
 
 
 @_vm_cmd("vm-start", "Start the selected VM(s).", ("force", "on", "paused", "progress"),

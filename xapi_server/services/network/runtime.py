@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 
 from ...backends.network import Link, NetworkError, open_backend
 from .names import check_name
+from .nat import NatNetwork
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ class NetRuntime:
         self.ip = backend or open_backend()
         self._poller: asyncio.Task | None = None
         self._lock = asyncio.Lock()      # one bridge allocation/creation at a time
+        self.nat: NatNetwork | None = None   # setting nat_network (services/network/nat.py)
 
     @property
     def store(self):
@@ -202,10 +204,15 @@ class NetRuntime:
         except Exception:
             log.exception("network refresh failed")
         self._poller = asyncio.get_running_loop().create_task(self._poll())
+        if self.server.settings.nat_network:
+            self.nat = NatNetwork(self.server, self)
+            await self.nat.start()
 
     async def stop(self):
         if self._poller:
             self._poller.cancel()
+        if self.nat is not None:
+            await self.nat.stop()
 
     async def _poll(self):
         while True:

@@ -1,0 +1,154 @@
+"""The host-internal NAT network (setting nat_network; services/network/nat.py): a server
+in a network namespace of its own, an "outside" namespace behind a veth that has no
+route to the guests' subnet. A tiny guest installed with a NIC on the NAT network gets
+an address from the server's dnsmasq, reaches the outside through the host's
+masquerading, and its address shows in VM_guest_metrics.networks and `xe vm-list`."""
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from guest.harness import MARK, build_or_skip, console_text, guest_vm
+from serverproc import ROOT_PASSWORD, ServerProcess
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(   # slow: boots a real guest
+    not shutil.which("qemu-system-x86_64") or not shutil.which("dnsmasq")
+    or not shutil.which("nft") or os.geteuid() != 0,
+    reason="needs root, qemu-system-x86_64, dnsmasq and nft")]
+
+SUBNET = "10.213.50.1/24"
+OUTSIDE = "10.99.0.2"
+
+
+def sh(*argv, check=True):
+    return subprocess.run(argv, capture_output=True, text=True, check=check).stdout
+
+
+@pytest.fixture(scope="module")
+def nat_server(tmp_path_factory):
+    guest = build_or_skip(str(tmp_path_factory.mktemp("guest-cache")), catch=Exception,
+                          why="test guest cannot be built: ")
+    tag = f"{os.getpid() % 100000}"
+    host_ns, out_ns = f"xnath{tag}", f"xnato{tag}"
+    api_net = 200 + os.getpid() % 50
+    sh("ip", "netns", "add", host_ns)
+    sh("ip", "netns", "add", out_ns)
+    try:
+        sh("ip", "-n", host_ns, "link", "set", "lo", "up")
+        # the test reaches the server's API over one veth...
+        sh("ip", "link", "add", f"xnr{tag}", "type", "veth", "peer", "name", f"xnh{tag}",
+           "netns", host_ns)
+        sh("ip", "addr", "add", f"10.98.{api_net}.1/30", "dev", f"xnr{tag}")
+        sh("ip", "link", "set", f"xnr{tag}", "up")
+        sh("ip", "-n", host_ns, "addr", "add", f"10.98.{api_net}.2/30", "dev", f"xnh{tag}")
+        sh("ip", "-n", host_ns, "link", "set", f"xnh{tag}", "up")
+        # ...and the host reaches "the outside" over another
+        sh("ip", "-n", host_ns, "link", "add", "uplink", "type", "veth", "peer", "name",
+           "wan", "netns", out_ns)
+        sh("ip", "-n", host_ns, "addr", "add", "10.99.0.1/24", "dev", "uplink")
+        sh("ip", "-n", host_ns, "link", "set", "uplink", "up")
+        sh("ip", "-n", out_ns, "addr", "add", f"{OUTSIDE}/24", "dev", "wan")
+        sh("ip", "-n", out_ns, "link", "set", "wan", "up")
+        sh("ip", "-n", out_ns, "link", "set", "lo", "up")
+        data = str(tmp_path_factory.mktemp("xapi-nat"))
+        from xapi_server.backends.hypervisor.libvirt_conn import embedded_uri
+        proc = ServerProcess(data, libvirt_uri=embedded_uri(data), netns=host_ns,
+                             host=f"10.98.{api_net}.2",
+                             env={"XAPI_NAT_NETWORK": SUBNET,
+                                  "XAPI_BOOT_DIRS": os.path.dirname(guest["kernel"])})
+        proc.start()
+        try:
+            yield proc, guest, host_ns, out_ns
+        finally:
+            proc.remove_vms_and_kill()
+    finally:
+        sh("ip", "link", "del", f"xnr{tag}", check=False)
+        sh("ip", "netns", "del", host_ns, check=False)
+        sh("ip", "netns", "del", out_ns, check=False)
+
+
+def markers(data_dir, uuid):
+    return [line.split(MARK, 1)[1].strip()
+            for line in console_text(data_dir, uuid).splitlines() if MARK in line]
+
+
+def wait_for(what, timeout=120.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = what()
+        if found:
+            return found
+        time.sleep(0.5)
+    return None
+
+
+def test_a_guest_on_the_nat_network_gets_an_address_and_reaches_outside(nat_server):
+    proc, guest, host_ns, out_ns = nat_server
+    session = proc.session()
+    xapi = session.xenapi
+    try:
+        nets = [ref for ref, rec in xapi.network.get_all_records().items()
+                if "xapi-py:nat" in rec["other_config"]]
+        assert len(nets) == 1
+        net = nets[0]
+        assert "NAT" in xapi.network.get_name_label(net)
+        bridge = xapi.network.get_bridge(net)
+        # the bridge has the host's address; dnsmasq serves that bridge only
+        assert "10.213.50.1/24" in sh("ip", "-n", host_ns, "-o", "addr", "show", "dev", bridge)
+        # the outside has no way back to the guests' subnet: only masquerading can answer
+        assert "10.213.50" not in sh("ip", "-n", out_ns, "route")
+
+        vm = guest_vm(xapi, guest, "nat-guest", mib=192,
+                      args=f"guestdhcp guestping={OUTSIDE}")
+        xapi.VIF.create({"VM": vm, "network": net, "device": "0", "MAC": "", "MTU": "1500",
+                         "other_config": {}, "qos_algorithm_type": "",
+                         "qos_algorithm_params": {}})
+        uuid = xapi.VM.get_uuid(vm)
+        xapi.VM.start(vm, False, False)
+        leased = wait_for(lambda: [m for m in markers(proc.data_dir, uuid)
+                                   if m.startswith("DHCP ")])
+        assert leased and leased[0].startswith("DHCP eth0 10.213.50."), \
+            markers(proc.data_dir, uuid)[-10:]
+        address = leased[0].split()[-1]
+        assert wait_for(lambda: f"PING {OUTSIDE} OK" in markers(proc.data_dir, uuid)), \
+            markers(proc.data_dir, uuid)[-10:]
+
+        def shown():
+            metrics = xapi.VM.get_guest_metrics(vm)
+            return metrics != "OpaqueRef:NULL" and \
+                xapi.VM_guest_metrics.get_networks(metrics).get("0/ip") == address
+        assert wait_for(shown, timeout=20)
+        listed = subprocess.run(
+            [os.path.join(os.path.dirname(sys.executable), "xe"), "-s", proc.host, "-p",
+             str(proc.port), "-u", "root", "-pw", ROOT_PASSWORD, "--no-verify", "vm-list",
+             f"uuid={uuid}", "params=networks", "--minimal"],
+            capture_output=True, text=True, timeout=60)
+        assert f"0/ip: {address}" in listed.stdout, listed.stdout + listed.stderr
+        xapi.VM.hard_shutdown(vm)
+    finally:
+        session.xenapi.session.logout()
+
+
+def test_vm_install_gives_a_template_without_nics_one_on_the_nat_network(nat_server):
+    proc = nat_server[0]
+    session = proc.session()
+    xapi = session.xenapi
+    try:
+        template = next(ref for ref, rec in xapi.VM.get_all_records().items()
+                        if rec["is_a_template"] and not rec["VIFs"])
+        xe = os.path.join(os.path.dirname(sys.executable), "xe")
+        out = subprocess.run(
+            [xe, "-s", proc.host, "-p", str(proc.port), "-u", "root", "-pw", ROOT_PASSWORD,
+             "--no-verify", "vm-install", f"template-uuid={xapi.VM.get_uuid(template)}",
+             "new-name-label=from-template"], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        vm = xapi.VM.get_by_uuid(out.stdout.strip())
+        vifs = xapi.VM.get_VIFs(vm)
+        assert len(vifs) == 1
+        assert "xapi-py:nat" in xapi.network.get_other_config(xapi.VIF.get_network(vifs[0]))
+        xapi.VM.destroy(vm)
+    finally:
+        session.xenapi.session.logout()
