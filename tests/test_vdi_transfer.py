@@ -453,6 +453,22 @@ def test_cancel_mid_upload(x, sr, srv, sid):
     assert set(x.SR.get_VDIs(sr)) == before
 
 
+def test_cancel_while_a_tar_upload_waits_for_data(x, sr, srv, sid):
+    """The chunk tar is read in a worker thread: a cancel must end it at once, not
+    when the idle deadline (minutes) runs out."""
+    vdi = new_vdi(x, sr, 4 * MiB)
+    task = x.task.create("import", "")
+    sock = _start_put(srv, sid, task, 8 * MiB, vdi=vdi, format="tar")
+    with sock:
+        sock.sendall(bytes(100))                 # less than one tar header block
+        time.sleep(0.5)
+        started = time.time()
+        x.task.cancel(task)
+        rec = wait_task(x, task, timeout=15)
+        assert rec["status"] == "cancelled" and time.time() - started < 10
+    x.VDI.destroy(vdi)                           # nothing holds it any more
+
+
 def test_client_gone_mid_export(x, sr, srv, sid):
     vdi = new_vdi(x, sr, 512 * MiB)        # more than any socket buffer holds
     task = x.task.create("export", "")

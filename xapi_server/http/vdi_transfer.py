@@ -229,7 +229,39 @@ async def send_pieces(conn, pieces, fd: int, progress):
             progress(sent)
     finally:
         if isinstance(pending, asyncio.Future):
-            pending.cancel()
+            await _settled(pending)       # the fd closes after: no read left on it
+
+
+async def _settled(future):
+    """Wait for a worker thread's job even when we are being cancelled (again): the
+    file it uses is closed right after. The job is one bounded read or write, or a
+    chunk-tar job whose connection has been cut."""
+    cancelled = False
+    while not future.done():
+        try:
+            await asyncio.wait([future])
+        except asyncio.CancelledError:
+            cancelled = True
+    if not future.cancelled():
+        future.exception()                # retrieved: no "never retrieved" warning
+    if cancelled:
+        raise asyncio.CancelledError()
+
+
+async def _in_thread(job, bridge, conn):
+    """Run a chunk-tar job in a worker thread and return once it has ended. Cancelled,
+    the bridge refuses its next read or write and the connection is cut, so a read or
+    write it is waiting on ends too (a cancelled transfer closes the connection anyway)."""
+    future = asyncio.get_running_loop().run_in_executor(None, job)
+    try:
+        return await asyncio.shield(future)
+    except xva_chunks.ClientClosed as exc:
+        raise ClientGone(str(exc)) from None
+    finally:
+        bridge.cancel()
+        if not future.done():
+            conn.transport.abort()
+        await _settled(future)
 
 
 async def _export_tar(req: Request, conn, fd: int, size: int, ranges):
@@ -245,12 +277,7 @@ async def _export_tar(req: Request, conn, fd: int, size: int, ranges):
                               progress=lambda done: loop.call_soon_threadsafe(
                                   req.progress, done / max(1, size)))
         tar.finish()
-    try:
-        await asyncio.to_thread(produce)
-    except xva_chunks.ClientClosed as exc:
-        raise ClientGone(str(exc)) from None
-    finally:
-        bridge.cancel()
+    await _in_thread(produce, bridge, conn)
 
 
 # -- import ------------------------------------------------------------------------------
@@ -531,12 +558,7 @@ async def _read_tar(req, body: BodyReader, fd: int, size: int, fresh: bool):
             progress=lambda done: loop.call_soon_threadsafe(req.progress, done / max(1, size)))
         if tar.next() is not None:
             raise FormatError("the tar goes on after the disk's last chunk")
-    try:
-        await asyncio.to_thread(consume)
-    except xva_chunks.ClientClosed as exc:
-        raise ClientGone(str(exc)) from None
-    finally:
-        bridge.cancel()
+    await _in_thread(consume, bridge, body.conn)
 
 
 # -- ISO upload ----------------------------------------------------------------------------
