@@ -4,8 +4,8 @@
     GET /console?uuid=|ref=       the same in WebSocket binary frames (http/websocket.py)
 
 `uuid` is a VM's uuid, else a console's; `ref` a VM or a console. A VM means its rfb
-console: QEMU's VNC server, on the UNIX socket the domain XML gave it (no TCP port
-anywhere), spoken to as RFB 3.3 to 3.8 (XenCenter only speaks 3.3; QEMU accepts it). A
+console: QEMU's VNC server, on the UNIX socket libvirt made for it (the live domain
+XML names it; no TCP port anywhere), spoken to as RFB 3.3 to 3.8 (XenCenter only speaks 3.3; QEMU accepts it). A
 vt100 console is the guest's serial port, through libvirt's console stream
 (`xe console`). The VM must be Running on this host; a console that does not answer is
 404; an unknown VM or console, or a VM elsewhere, is xapi's 500 page.
@@ -14,7 +14,8 @@ pool.limit_console_sessions: a CONNECT to a VM someone is connected to gets 503
 "Connection Limit Exceeded" naming the users, a WebSocket always gets a 503 header
 block (xapi's wsproxy does not count). pool.vm_console_idle_timeout (seconds, 0 off)
 closes a session without a key press, pointer move or QEMU input message for that long
-(rfb_activity.py; for a vt100 console any typed byte counts).
+(rfb_activity.py; for a vt100 console any typed byte counts), WebSocket sessions too
+(xapi's wsproxy had no idle monitor).
 """
 from __future__ import annotations
 
