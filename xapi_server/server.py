@@ -49,7 +49,8 @@ class Server:
         self.cli_logins = Logins()       # xe's cached logins (cli/engine.py)
         # What storage and network add to a VM, in this order (services/vm/composition.py):
         # at boot the disks are made ready, then the VIFs' bridges; in the domain XML,
-        # after the serial console (and balloon), the disks and CD drives by userdevice,
+        # after the serial console (and graphics, video card and balloon of an emulated
+        # machine), the disks and CD drives by userdevice,
         # then the VIFs by device (tests/test_vm_domxml_order.py).
         self.vm_parts = VmComposition(
             start_hooks=(api.vbd.disks_ready, api.vif.vifs_ready),
