@@ -603,6 +603,9 @@ def test_no_vnc_tcp_port_is_open(real, x, uuid):
     xml = virsh("dumpxml", f"xapi-{uuid}")
     assert re.search(r"<graphics type='vnc' socket='/[^']+'", xml), xml
     assert "port=" not in re.search(r"<graphics[^>]*>", xml).group(0)
+    assert re.search(r"<video>\s*<model type='vga'", xml), xml
+    assert re.search(r"<serial type='pty'>.*?<log file='[^']+consoles/" + uuid +
+                     r"\.log' append='on'/>", xml, re.S), xml
 
 
 def test_consoles_go_when_the_vm_stops(real, x, vm, ref):
