@@ -97,7 +97,8 @@ def test_vhd_writer_qemu_reads_it(tmp_path, size, writes):
     cmp = qemu_img("compare", "-f", "raw", "-F", "vpc", str(raw), str(out))
     assert cmp.returncode == 0, cmp.stdout + cmp.stderr
     # sparse: only the 2 MiB blocks the writes touch are in the file
-    blocks = len({o // (2 * MiB) for o, n in writes} | {(o + n - 1) // (2 * MiB) for o, n in writes})
+    blocks = len({o // (2 * MiB) for o, n in writes}
+                 | {(o + n - 1) // (2 * MiB) for o, n in writes})
     assert os.path.getsize(out) <= 4 * 512 + size // (2 * MiB) * 4 + blocks * (2 * MiB + 512) + 512
 
 
