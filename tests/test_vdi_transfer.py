@@ -443,6 +443,7 @@ def test_cancel_mid_upload(x, sr, srv, sid):
         while float(x.task.get_progress(task)) <= 0 and time.time() < deadline:
             sock.sendall(os.urandom(MiB))
             time.sleep(0.2)
+        assert 0 < float(x.task.get_progress(task)) < 1     # progress while streaming
         x.task.cancel(task)
         rec = wait_task(x, task)
         assert rec["status"] == "cancelled"
