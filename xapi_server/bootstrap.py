@@ -9,6 +9,7 @@ import sys
 from datetime import datetime, timezone
 
 from . import __version__, hostinfo, templates
+from .api.host_maintenance import STAY_DISABLED, update_allowed_operations
 from .rbac import ensure_roles
 
 API_VERSION = (2, 21)  # XenServer 8 / XCP-ng 8.3
@@ -39,6 +40,7 @@ def start(server):
         store.set_meta("pool_ref", pool)
     ensure_roles(store)
     _refresh_host(store, host)
+    update_allowed_operations(store, host)
     store.update("pool", pool, cpu_info=hostinfo.cpu_info())
     if not server.auth.has_user("root"):
         _create_root(server, settings.data_dir)
@@ -63,7 +65,9 @@ def _refresh_host(store, host):
         "hostname": name, "address": hostinfo.primary_address(),
         "API_version_major": API_VERSION[0], "API_version_minor": API_VERSION[1],
         "API_version_vendor": "XenSource", "software_version": software_version(),
-        "cpu_info": hostinfo.cpu_info(), "metrics": metrics, "enabled": True,
+        "cpu_info": hostinfo.cpu_info(), "metrics": metrics,
+        # enabled again at every start, unless disabled with auto_enable=false
+        "enabled": store.meta.get(STAY_DISABLED) != "true",
         "capabilities": [f"hvm-3.0-{platform.machine()}"],
         "sched_policy": "", "edition": "free",
     }

@@ -61,6 +61,10 @@ class Settings:
     # with the prefix ("10.213.0.1/24"); guests get the rest by DHCP. "": none (the
     # default here; scripts/run-server.sh and the service's xapi.toml turn it on).
     nat_network: str = ""
+    # What host.reboot / host.shutdown run (a few seconds after they answer; tests set
+    # something harmless).
+    host_reboot_command: str = "/sbin/shutdown -r now"
+    host_shutdown_command: str = "/sbin/shutdown -h now"
     max_auto_callers: int = 1000       # Caller records the rate limiter makes by itself
     max_pending_tasks_per_user: int = 500   # then TOO_MANY_PENDING_TASKS
     # Messages kept (xapi's message GC keeps message_limit, 10000): over a cap the oldest

@@ -19,6 +19,7 @@ from ..services.vm.calls import hv_call
 from ..services.vm.reachable import ensure_reachable
 from ..wire.xmlrpc import encode_value
 from . import boot_files
+from .host_maintenance import assert_takes_new_vms
 from .vm_checks import update_allowed_operations, vm_operation
 from .vm_sync import ensure_metrics
 from .vm_memory import assert_memory_valid
@@ -102,6 +103,7 @@ async def _wait_halted(ctx, vm, timeout) -> bool:
 
 @implements("VM.start")
 async def start(ctx, vm, start_paused, force):
+    assert_takes_new_vms(ctx.store, ctx.server.host_ref, chosen_by_caller=False)
     async with vm_operation(ctx, vm, "start"):
         await boot(ctx, vm, start_paused, force)
 
@@ -110,6 +112,7 @@ async def start(ctx, vm, start_paused, force):
 async def start_on(ctx, vm, host, start_paused, force):
     ctx.store.record("VM", vm)
     _check_host(ctx, host)
+    assert_takes_new_vms(ctx.store, host, chosen_by_caller=True)
     async with vm_operation(ctx, vm, "start_on"):
         await boot(ctx, vm, start_paused, force)
 
@@ -198,6 +201,7 @@ async def _resume(ctx, vm, op, start_paused):
 
 @implements("VM.resume")
 async def resume(ctx, vm, start_paused, force):
+    assert_takes_new_vms(ctx.store, ctx.server.host_ref, chosen_by_caller=False)
     await _resume(ctx, vm, "resume", start_paused)
 
 
@@ -205,6 +209,7 @@ async def resume(ctx, vm, start_paused, force):
 async def resume_on(ctx, vm, host, start_paused, force):
     ctx.store.record("VM", vm)
     _check_host(ctx, host)
+    assert_takes_new_vms(ctx.store, host, chosen_by_caller=True)
     await _resume(ctx, vm, "resume_on", start_paused)
 
 

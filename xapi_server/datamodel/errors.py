@@ -117,6 +117,11 @@ _error("SUBJECT_ALREADY_EXISTS", "", "A subject with that identifier exists alre
 # --- hosts, HA, clustering ---------------------------------------------------------------
 _error("HOST_OFFLINE", "host", "The host cannot be reached.")
 _error("HOST_DISABLED", "host", "The host is disabled.")
+_error("HOST_NOT_DISABLED", "", "The host must be disabled (maintenance mode) first.")
+_error("HOST_IN_USE", "host, type, ref", "The host still runs this object (a VM).")
+_error("HOST_HAS_NO_MANAGEMENT_IP", "", "The host has no management interface.")
+_error("CANNOT_EVACUATE_HOST", "errors",
+       "Some VMs cannot leave the host: each as CODE,params, separated by |.")
 _error("HOST_NOT_ENOUGH_FREE_MEMORY", "needed, available",
        "The host lacks the free memory the operation needs.")
 _error("NO_HOSTS_AVAILABLE", "", "No host can run the operation.")

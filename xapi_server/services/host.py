@@ -27,6 +27,7 @@ class HostRuntime:
         self.host_ref = host_ref
         self.storage = HostStorage(server)   # SR locks, VDI activations, raw views
         self.consoles = ConsoleSessions()   # open console connections (http/console.py)
+        self.jobs: set = set()   # background work of the host's own (a delayed reboot)
         # Made by Server.startup: they need the running loop, libvirt or the kernel.
         self.vms: VmRuntime | None = None
         self.net: NetRuntime | None = None

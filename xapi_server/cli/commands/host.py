@@ -1,6 +1,7 @@
 """host-* commands beyond the generated host-list / host-param-*."""
 from __future__ import annotations
 
+from .. import args
 from ..errors import CliExit
 from ..generic import VIEWS
 from ..select import each, select
@@ -71,3 +72,47 @@ async def host_get_server_certificate(ctx):
     hosts = await select(ctx, VIEWS["host"])
     for host in hosts:
         await ctx.io.print((await ctx.call("host.get_server_certificate", host)).rstrip("\n"))
+
+
+# -- maintenance mode (api/host_maintenance.py) -------------------------------------------
+
+def _host_cmd(name: str, help: str, message: str, *extra):
+    """A host-selector command that calls `host.<message>` on each selected host."""
+    async def run(ctx):
+        hosts = await select(ctx, VIEWS["host"])
+        await each(ctx, "host", hosts, lambda host: ctx.call(message, host, *extra))
+    command(name, selectors="host", help=help)(run)
+
+
+@command("host-disable", optional=("auto-enable",), selectors="host",
+         help="Disable the host: it takes no new VMs (maintenance mode); the VMs running "
+              "there keep running. auto-enable=false keeps it disabled after a restart.")
+async def host_disable(ctx):
+    auto = args.boolean(ctx.param("auto-enable", "true"), "auto-enable")
+    hosts = await select(ctx, VIEWS["host"], used=("auto-enable",))
+    await each(ctx, "host", hosts, lambda host: ctx.call("host.disable", host, auto))
+
+
+@command("host-evacuate", optional=("network-uuid", "batch-size"), selectors="host",
+         help="Move every running VM off the host, to the pool's other hosts.")
+async def host_evacuate(ctx):
+    network = "OpaqueRef:NULL"
+    if ctx.param("network-uuid"):
+        network = await ctx.by_uuid("network", ctx.param("network-uuid"))
+    batch = int(args.size(ctx.param("batch-size", "0"), "batch-size"))
+    hosts = await select(ctx, VIEWS["host"], used=("network-uuid", "batch-size"))
+    await each(ctx, "host", hosts,
+               lambda host: ctx.call("host.evacuate", host, network, batch))
+
+
+_host_cmd("host-enable", "Enable the host: it takes new VMs again.", "host.enable")
+_host_cmd("host-reboot", "Reboot the host. It must be disabled and run no VMs.",
+          "host.reboot")
+_host_cmd("host-shutdown", "Shut the host down. It must be disabled and run no VMs.",
+          "host.shutdown")
+
+
+@command("host-dmesg", selectors="host", help="Print the host's kernel messages.")
+async def host_dmesg(ctx):
+    for host in await select(ctx, VIEWS["host"]):
+        await ctx.message((await ctx.call("host.dmesg", host)).rstrip("\n"))
