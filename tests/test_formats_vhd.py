@@ -156,6 +156,35 @@ def test_vhd_round_trip_through_our_writer_and_reader(tmp_path):
     assert sha(out) == sha(raw)
 
 
+def test_differencing_vhd_is_a_delta(tmp_path):
+    """With a parent, the writer makes a differencing VHD; the reader takes it only
+    when told to, and then writes its sectors and nothing else (no zero runs)."""
+    raw, image, out = tmp_path / "d.raw", tmp_path / "d.vhd", tmp_path / "d.out"
+    size = 8 * MiB
+    ranges = make_disk(raw, size, [(3 * MiB, 100)])
+    parent = "12345678-1234-1234-1234-123456789abc"
+    write_image(VhdWriter(size, ranges, parent=(parent, "base.vhd")), raw, image)
+    data = image.read_bytes()
+    assert struct.unpack(">I", data[60:64])[0] == vhdfmt.DIFFERENCING
+    assert data[512 + 40:512 + 56] == bytes.fromhex(parent.replace("-", ""))
+    assert data[512 + 64:512 + 64 + 16] == "base.vhd".encode("utf-16-be")
+    with pytest.raises(FormatError, match="differencing"):
+        apply(data, out, len(data))
+    out.write_bytes(b"\x55" * size)                     # the parent's contents
+
+    async def lay_over():
+        with open(out, "r+b") as f:
+            async for offset, piece, n in read_vhd(reader_of(data), len(data), True):
+                assert offset < 0 or piece is not None   # never a zero run
+                if piece is not None:
+                    os.pwrite(f.fileno(), piece, offset)
+    asyncio.run(lay_over())
+    expected = bytearray(b"\x55" * size)
+    block = raw.read_bytes()[2 * MiB:4 * MiB]
+    expected[2 * MiB:4 * MiB] = block                    # the whole 2 MiB block it holds
+    assert out.read_bytes() == bytes(expected)
+
+
 def _dynamic(tmp_path, size=4 * MiB):
     raw, image = tmp_path / "x.raw", tmp_path / "x.vhd"
     ranges = make_disk(raw, size, [(0, 512)])

@@ -308,8 +308,24 @@ def test_differential_export_against_a_snapshot(x, sr, srv, sid, tmp_path):
                     rebuilt[e["start"]:e["start"] + e["length"]] = \
                         flat[e["start"]:e["start"] + e["length"]]
             assert sha(bytes(rebuilt)) == sha(bytes(changed))
+            # a differencing VHD naming the base, as XO's delta chains require
+            assert struct.unpack(">I", body[60:64])[0] == 4
+            assert body[512 + 40:512 + 56] == bytes.fromhex(
+                x.VDI.get_uuid(base).replace("-", ""))
+            vhd_delta = body
     status, _, _ = get(srv, sid, vdi=vdi, base=base, format="raw")
     assert status.startswith("HTTP/1.1 400")   # raw has no way to say "unchanged"
+    # XO's incremental restore: the delta laid over a copy of the base gives the disk
+    restored = x.VDI.clone(base, {})
+    task = x.task.create("import", "")
+    assert put(srv, sid, vhd_delta, task=task, vdi=restored, format="vhd")[0].endswith("200 OK")
+    assert wait_task(x, task)["status"] == "success"
+    assert sha(get(srv, sid, vdi=restored)[2]) == sha(bytes(changed))
+    # into an empty disk it would leave holes where the base's data belongs
+    task = x.task.create("import", "")
+    put(srv, sid, vhd_delta, task=task, vdi=new_vdi(x, sr, SIZE), format="vhd")
+    rec = wait_task(x, task)
+    assert rec["error_info"][0] == "VDI_IO_ERROR" and "differencing" in rec["error_info"][1]
 
 
 # -- the protocol --------------------------------------------------------------------------

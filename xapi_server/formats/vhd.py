@@ -79,17 +79,26 @@ def footer(size: int, disk_type: int, data_offset: int, disk_uuid: bytes,
                    VERSION, b"Wi2k", size, size, cyl, heads, spt, disk_type, 0, disk_uuid, 0)
 
 
-def dynamic_header(table_offset: int, entries: int, block: int = BLOCK) -> bytes:
+def dynamic_header(table_offset: int, entries: int, block: int = BLOCK,
+                   parent: tuple[str, str] | None = None) -> bytes:
+    """`parent` (uuid, file name): a differencing disk's header names its parent."""
+    parent_uuid, parent_name = bytes(16), b""
+    if parent:
+        parent_uuid = uuidlib.UUID(parent[0]).bytes
+        parent_name = parent[1].encode("utf-16-be")[:512]
     return _sealed(_HEADER, HEADER_COOKIE, NO_OFFSET, table_offset, VERSION, entries, block,
-                   0, bytes(16), 0, 0, bytes(512), bytes(192))
+                   0, parent_uuid, 0, 0, parent_name.ljust(512, b"\0"), bytes(192))
 
 
 class VhdWriter:
     """A dynamic VHD of a disk of `size` bytes holding the 2 MiB blocks that
-    `ranges` [(offset, length)] touch; iterate `pieces()` for the file in order."""
+    `ranges` [(offset, length)] touch; iterate `pieces()` for the file in order.
+    With `parent` (uuid, file name) it is a differencing VHD instead, as xapi exports
+    a disk relative to a base and as XO chains its delta backups: the blocks that may
+    differ from the parent, whole (every sector bit set), and nothing else."""
 
     def __init__(self, size: int, ranges, disk_uuid: str | None = None,
-                 timestamp: float | None = None):
+                 timestamp: float | None = None, parent: tuple[str, str] | None = None):
         if size > MAX_SIZE:
             raise FormatError(f"a VHD holds at most {MAX_SIZE} bytes")
         self.virtual_size = size
@@ -102,7 +111,9 @@ class VhdWriter:
         self.first_block = self.bat_at + self.bat_bytes
         stamp = int(timestamp if timestamp is not None else time.time()) - EPOCH_2000
         ident = uuidlib.UUID(disk_uuid).bytes if disk_uuid else uuidlib.uuid4().bytes
-        self.footer = footer(self.size, DYNAMIC, SECTOR, ident, max(0, stamp))
+        self.parent = parent
+        self.footer = footer(self.size, DIFFERENCING if parent else DYNAMIC, SECTOR, ident,
+                             max(0, stamp))
 
     @property
     def length(self) -> int:
@@ -110,7 +121,7 @@ class VhdWriter:
 
     def pieces(self) -> Iterator[bytes | Extent]:
         yield self.footer
-        yield dynamic_header(self.bat_at, self.entries)
+        yield dynamic_header(self.bat_at, self.entries, parent=self.parent)
         yield from self._bat()
         bitmap = b"\xff" * SECTOR
         for first, end in self.runs:
@@ -179,7 +190,7 @@ class _Source:
             await self.exact(min(PIECE, offset - self.position))
 
 
-def parse_footer(raw: bytes) -> dict:
+def parse_footer(raw: bytes, differencing: bool = False) -> dict:
     (cookie, _features, version, data_offset, _stamp, _creator, _cv, _os, _orig, size,
      _cyl, _heads, _spt, disk_type, check, disk_uuid, _saved) = _FOOTER.unpack(raw)
     if cookie != FOOTER_COOKIE:
@@ -188,10 +199,10 @@ def parse_footer(raw: bytes) -> dict:
         raise FormatError("VHD footer checksum mismatch")
     if version >> 16 != 1:
         raise FormatError(f"unsupported VHD version {version:#x}")
-    if disk_type == DIFFERENCING:
-        raise FormatError("a differencing VHD needs its parent: upload a dynamic or "
-                          "fixed VHD")
-    if disk_type not in (FIXED, DYNAMIC):
+    if disk_type == DIFFERENCING and not differencing:
+        raise FormatError("a differencing VHD needs the disk it was made from: import it "
+                          "into a copy of its parent, or upload a dynamic or fixed VHD")
+    if disk_type not in (FIXED, DYNAMIC, DIFFERENCING):
         raise FormatError(f"unknown VHD disk type {disk_type}")
     if size > MAX_SIZE or size % SECTOR:
         raise FormatError(f"VHD size {size} is not a whole number of sectors up to "
@@ -215,22 +226,26 @@ def parse_header(raw: bytes, size: int) -> dict:
     return {"table": table, "entries": entries, "block": block}
 
 
-async def read_vhd(read: Read, length: int | None = None
+async def read_vhd(read: Read, length: int | None = None, differencing: bool = False
                    ) -> AsyncIterator[tuple[int, bytes | None, int]]:
     """Parse a VHD upload as it arrives, holding one block at a time. The first item is
     (-1, None, virtual size); then (offset, data, len(data)) to write and
     (offset, None, length) runs that read as zeros (unallocated blocks, sectors a
     block's bitmap leaves out). `length` is the upload's Content-Length: a fixed VHD
-    (the raw data, then its footer) needs it to know where the data ends."""
+    (the raw data, then its footer) needs it to know where the data ends.
+    `differencing`: a differencing VHD is accepted too, as a delta to lay over the disk
+    it was made from (XO's incremental restore): what it leaves out is its parent's,
+    so no zero runs are yielded for it."""
     src = _Source(read)
     first = await src.exact(SECTOR)
     if first[:8] != FOOTER_COOKIE:
         async for item in _read_fixed(src, first, length):
             yield item
         return
-    foot = parse_footer(first)
-    if foot["type"] != DYNAMIC:
+    foot = parse_footer(first, differencing)
+    if foot["type"] == FIXED:
         raise FormatError("a VHD that starts with its footer must be dynamic")
+    delta = foot["type"] == DIFFERENCING
     size = foot["size"]
     yield -1, None, size
     if foot["data_offset"] < SECTOR or foot["data_offset"] % SECTOR:
@@ -266,10 +281,10 @@ async def read_vhd(read: Read, length: int | None = None
             if present:
                 piece = data[start * SECTOR:end * SECTOR]
                 yield offset + start * SECTOR, piece, len(piece)
-            else:
+            elif not delta:
                 yield offset + start * SECTOR, None, (end - start) * SECTOR
         del data
-    for first_zero, end in _unused_runs(table, size, block):
+    for first_zero, end in (() if delta else _unused_runs(table, size, block)):
         yield first_zero * block, None, min(end * block, size) - first_zero * block
     tail = b""
     while True:
@@ -279,7 +294,7 @@ async def read_vhd(read: Read, length: int | None = None
         tail = (tail + data)[-SECTOR:]
     if len(tail) < SECTOR or tail[:8] != FOOTER_COOKIE:
         raise Truncated("the VHD ended without its closing footer")
-    parse_footer(tail)
+    parse_footer(tail, differencing)
 
 
 def _sector_runs(bitmap: bytes, sectors: int) -> Iterator[tuple[int, int, bool]]:

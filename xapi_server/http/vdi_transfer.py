@@ -130,14 +130,18 @@ async def export_raw_vdi(req: Request):
             async with storage_of(req, store.get("VDI", base, "SR")).raw_view(
                     base, writable=False) as base_view:
                 ranges = await view.allocated(base=base_view)
-            return await _export(req, fmt, view, ranges, lines, vdi)
+            return await _export(req, fmt, view, ranges, lines, vdi,
+                                 parent=store.get("VDI", base, "uuid"))
     except ApiError as exc:
         if req.conn is None:
             raise Refusal(500, exc) from None
         raise
 
 
-async def _export(req: Request, fmt: str, view, ranges, lines, vdi: str):
+async def _export(req: Request, fmt: str, view, ranges, lines, vdi: str,
+                  parent: str | None = None):
+    """`parent`: the base's uuid for a differential export (a differencing VHD names
+    it as its parent, as XO's delta chains expect)."""
     fd = await asyncio.to_thread(os.open, view.path, os.O_RDONLY)
     try:
         conn = await req.start_stream(lines)
@@ -147,8 +151,8 @@ async def _export(req: Request, fmt: str, view, ranges, lines, vdi: str):
         if fmt == "raw":
             pieces, total = _raw_pieces(view.size, ranges), view.size
         else:
-            writer = (vhdfmt.VhdWriter(view.size, ranges) if fmt == "vhd"
-                      else Qcow2Writer(view.size, ranges))
+            writer = (vhdfmt.VhdWriter(view.size, ranges, parent=parent and (
+                parent, f"{parent}.vhd")) if fmt == "vhd" else Qcow2Writer(view.size, ranges))
             pieces, total = writer.pieces(), writer.length
         await send_pieces(conn, pieces, fd, lambda done: req.progress(done / max(1, total)))
         return vdi
@@ -355,7 +359,7 @@ async def _import_into(req: Request, fmt: str, vdi: str, sr: str, chunked: bool,
                 elif fmt == "raw":
                     await _read_raw(req, body, sink, length or view.size)
                 elif fmt == "vhd":
-                    await _read_vhd(req, body, sink, view.size, length)
+                    await _read_vhd(req, body, sink, view.size, length, delta_ok=not fresh)
                 elif fmt == "qcow2":
                     await _read_qcow2(req, body, view, length)
                 else:
@@ -491,8 +495,11 @@ async def _read_chunked(req, body: BodyReader, sink: DiskWriter, size: int):
             req.progress(body.received / req.content_length)
 
 
-async def _read_vhd(req, body: BodyReader, sink: DiskWriter, size: int, length):
-    async for offset, data, n in vhdfmt.read_vhd(body.read, length):
+async def _read_vhd(req, body: BodyReader, sink: DiskWriter, size: int, length,
+                    delta_ok: bool):
+    """`delta_ok`: a differencing VHD (XO's delta) is laid over a disk that has data;
+    into an empty one it would leave holes where its parent's data belongs: refused."""
+    async for offset, data, n in vhdfmt.read_vhd(body.read, length, differencing=delta_ok):
         if offset < 0:
             if n > size:
                 raise FormatError(f"the VHD holds a {n}-byte disk; the VDI has {size} bytes")
