@@ -14,7 +14,7 @@ import pytest
 import xxhash
 import zstandard
 
-from xapi_server.formats import ova_xml
+from xapi_server.formats import ova_xml, streams
 from xapi_server.formats import xva_chunks as xva
 
 MiB = 1024 * 1024
@@ -192,7 +192,7 @@ def test_compressed_archives_are_detected_and_read_in_bounded_pieces():
     # a gzip bomb: 64 MiB of zeros in 64 KiB never comes out in one piece
     bomb = zlib.compressobj(9, zlib.DEFLATED, 31)
     packed = b"".join(bomb.compress(bytes(16 * MiB)) for _ in range(4)) + bomb.flush()
-    source = xva._GzipSource(Source(packed))
+    source = streams.GzipSource(Source(packed))
     assert max(len(source.read(MiB)) for _ in range(50)) <= MiB
 
 
