@@ -131,6 +131,7 @@ def main():
         sr_path = os.path.join(work, "sr")
         sr = x.SR.create(host, {"path": sr_path}, "0", "bench", "", "file", "user", False, {})
         rows = []
+        print(f"server RSS before: {rss_mib(server.proc.pid):.0f} MiB", flush=True)
         for run in range(args.runs):
             vdi = x.VDI.create({"SR": sr, "virtual_size": str(size), "type": "user",
                                 "sharable": False, "read_only": False, "other_config": {},
