@@ -13,6 +13,8 @@ JSON); with neither, XML, which is what XenCenter reads.
 """
 from __future__ import annotations
 
+import asyncio
+
 from ..errors import ApiError
 from ..services.metrics import NoData, formats
 from .dataplane import Refusal, Request
@@ -88,7 +90,9 @@ async def get_rrd_updates(req: Request):
     except NoData:
         raise Refusal(404, ApiError("INTERNAL_ERROR", "No_RRA_Available")) from None
     as_json = wants_json(req)
-    body = formats.updates_json(updates) if as_json else formats.updates_xml(updates)
+    # ~0.1 s of formatting for 100 VMs' 10 minutes: off the event loop.
+    body = await asyncio.to_thread(
+        formats.updates_json if as_json else formats.updates_xml, updates)
     await req.respond(200, body, _TYPES[as_json].encode(), _HEADERS)
 
 
@@ -98,7 +102,7 @@ async def _dump(req: Request, kind: str, uuid: str):
         cname = {"vm": "VM", "sr": "SR", "host": "host"}[kind]
         raise Refusal(404, ApiError("UUID_INVALID", cname, uuid), version="1.0")
     as_json = req.param("json") is not None
-    body = formats.dump_json(dumped) if as_json else formats.dump_xml(dumped)
+    body = await asyncio.to_thread(formats.dump_json if as_json else formats.dump_xml, dumped)
     # As xcp-rrdd: HTTP/1.0, no length, the connection closes after the body.
     conn = await req.start_stream([
         "HTTP/1.0 200 OK", "Connection: close", "Cache-Control: no-cache, no-store",

@@ -19,13 +19,14 @@ XML_DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>'
 
 
 def number(value) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    # The common case first: a poll of 100 VMs formats ~120 000 of these.
+    if value is None or value != value:
         return "NaN"
-    if math.isinf(value) or value >= UNBOUNDED:
-        return "Infinity" if value > 0 else "-Infinity"
     if value == 0:
         return "0.0"
-    return "%0.15g" % value
+    if -UNBOUNDED < value < UNBOUNDED:
+        return "%0.15g" % value
+    return "Infinity" if value > 0 else "-Infinity"
 
 
 # -- /rrd_updates -------------------------------------------------------------------------
@@ -37,20 +38,26 @@ def updates_xml(u) -> bytes:
     parts += [f"<entry>{escape(e)}</entry>" for e in u.legend]
     parts.append("</legend></meta><data>")
     for t, values in u.rows:
-        parts.append(f"<row><t>{t}</t>")
-        parts += [f"<v>{number(v)}</v>" for v in values]
-        parts.append("</row>")
+        parts.append(f"<row><t>{t}</t><v>")
+        parts.append("</v><v>".join([number(v) for v in values]))
+        parts.append("</v></row>")
     parts.append("</data></xport>")
     return "".join(parts).encode()
 
 
 def updates_json(u) -> bytes:
-    doc = {"meta": {"start": str(u.start), "step": str(u.step), "end": str(u.end),
-                    "rows": str(len(u.rows)), "columns": str(len(u.legend)),
-                    "legend": u.legend},
-           "data": [{"t": str(t), "values": [number(v) for v in values]}
-                    for t, values in u.rows]}
-    return json.dumps(doc, separators=(",", ":")).encode()
+    meta = json.dumps({"start": str(u.start), "step": str(u.step), "end": str(u.end),
+                       "rows": str(len(u.rows)), "columns": str(len(u.legend)),
+                       "legend": u.legend}, separators=(",", ":"))
+    # Rows by hand: number() never needs JSON escaping, and joining strings is several
+    # times faster than json.dumps over ~120 000 of them.
+    rows = ",".join('{"t":"%d","values":%s}' % (t, _strings([number(v) for v in values]))
+                    for t, values in u.rows)
+    return ('{"meta":%s,"data":[%s]}' % (meta, rows)).encode()
+
+
+def _strings(texts: list[str]) -> str:
+    return '["' + '","'.join(texts) + '"]' if texts else "[]"
 
 
 # -- /host_rrd, /vm_rrd, /sr_rrd -----------------------------------------------------------

@@ -1,0 +1,145 @@
+"""Metrics of a real guest (QEMU under libvirt): its vCPU's figure follows what it does.
+
+The tiny guest's first process is a shell (rdinit=/bin/sh, the kernel passes it the
+words after `--`) that starts a busy loop in the background BUSY_AFTER seconds later and
+then runs the guest's own /init: the guest is idle, then spins one vCPU. Its `cpu0` in
+/rrd_updates is low first and rises above 0.5 once the loop runs (under TCG a spinning
+vCPU takes a whole host CPU; on a host loaded by other work, less: the test waits for
+it). The same server then answers the VM's data-source messages, xe, /vm_rrd, and keeps
+the archive once the VM is halted."""
+import json
+import re
+import ssl
+import time
+import urllib.request
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from guest.harness import (guest, make_vm, wait_booted, wait_for,  # noqa: F401 (fixtures)
+                           URI)
+from serverproc import ServerProcess
+from test_metrics import xe
+
+pytestmark = pytest.mark.slow   # boots a real guest under QEMU; -m 'not slow' skips
+
+BUSY_AFTER = 45   # seconds from the guest's first process to its busy loop
+IDLE_AT = 25      # seconds from VM.start when the boot's own work is over
+BUSY_ARGS = ('rdinit=/bin/sh -- -c "/bin/busybox mknod /dev/null c 1 3; '
+             f'(/bin/busybox sleep {BUSY_AFTER}; while :; do :; done) & exec /init"')
+TLS = ssl._create_unverified_context()
+
+
+@pytest.fixture(scope="module")
+def busy(guest, tmp_path_factory):
+    """(server, vm, when it started): a guest with a disk and a NIC that turns busy."""
+    proc = ServerProcess(str(tmp_path_factory.mktemp("xapi-metrics-guest")), libvirt_uri=URI,
+                         env={"XAPI_METRICS_INTERVAL": "1"}).start()
+    session = proc.session()
+    x = session.xenapi
+    vm = make_vm(x, guest, "metrics-busy")
+    x.VM.set_PV_args(vm, f"{x.VM.get_PV_args(vm)} {BUSY_ARGS}")
+    sr = x.pool.get_default_SR(x.pool.get_all()[0])
+    vdi = x.VDI.create({"SR": sr, "virtual_size": str(16 << 20), "type": "user",
+                        "sharable": False, "read_only": False, "other_config": {},
+                        "name_label": "metrics disk"})
+    x.VBD.create({"VM": vm, "VDI": vdi, "userdevice": "0", "bootable": False, "mode": "RW",
+                  "type": "Disk", "empty": False, "other_config": {},
+                  "qos_algorithm_type": "", "qos_algorithm_params": {}})
+    net = x.network.create({"name_label": "metrics lan", "other_config": {}})
+    x.VIF.create({"VM": vm, "network": net, "device": "0", "MAC": "", "MTU": "1500",
+                  "other_config": {}, "qos_algorithm_type": "", "qos_algorithm_params": {}})
+    x.VM.start(vm, False, False)
+    started = time.monotonic()
+    wait_booted(proc, x, vm)
+    yield proc, vm, started
+    proc.remove_vms_and_kill()
+
+
+@pytest.fixture
+def session(busy):
+    """A session of the test's own: the SDK does not reconnect a connection the server
+    closed while another test ran (keep_alive_timeout)."""
+    s = busy[0].session()
+    yield s
+    try:
+        s.xenapi.session.logout()
+    except OSError:   # idle past keep_alive_timeout while the test polled over HTTP
+        pass
+
+
+def updates(proc, session, query):
+    url = f"{proc.url}/rrd_updates?session_id={session._session}&{query}"
+    with urllib.request.urlopen(url, context=TLS, timeout=30) as r:
+        return r.read()
+
+
+def newest_cpu0(proc, session, uuid) -> float:
+    """The VM's cpu0 in the newest 5 s row, read as XenCenter does (XML, vm_uuid=)."""
+    root = ET.fromstring(updates(proc, session, f"start=-10&cf=AVERAGE&interval=5"
+                                                f"&vm_uuid={uuid}"))
+    legend = [e.text for e in root.find("meta/legend")]
+    row = root.find("data/row")
+    return float(row.findall("v")[legend.index(f"AVERAGE:vm:{uuid}:cpu0")].text)
+
+
+def test_cpu0_rises_above_half_when_the_guest_spins(busy, session):
+    proc, vm, started = busy
+    uuid = session.xenapi.VM.get_uuid(vm)
+    # Idle: booted and settled, its loop not started yet.
+    time.sleep(max(0.0, IDLE_AT - (time.monotonic() - started)))
+    assert time.monotonic() - started < BUSY_AFTER - 5, "too slow to see the guest idle"
+    idle = newest_cpu0(proc, session, uuid)
+    assert 0.0 <= idle < 0.5
+    seen = []
+    wait_for(lambda: seen.append(newest_cpu0(proc, session, uuid)) or seen[-1] > 0.5,
+             BUSY_AFTER + 90, "cpu0 above 0.5")
+    assert seen[-1] <= 1.0
+
+
+def test_vm_data_sources_have_xapi_names_and_units(busy, session):
+    proc, vm, _ = busy
+    x = session.xenapi
+    sources = {d["name_label"]: d for d in x.VM.get_data_sources(vm)}
+    # The disk is VBD.device (vda: a virtio disk here), the NIC VIF.device.
+    assert x.VBD.get_device(x.VM.get_VBDs(vm)[0]) == "vda"
+    for name in ("cpu0", "cpu_usage", "memory", "memory_target", "vbd_vda_read",
+                 "vbd_vda_write", "vif_0_rx", "vif_0_tx"):
+        assert sources[name]["enabled"] and sources[name]["standard"], name
+    assert sources["memory"]["units"] == "B" and sources["vif_0_rx"]["units"] == "B/s"
+    assert x.VM.query_data_source(vm, "memory") == 128 * 2**20
+    assert 0.0 <= x.VM.query_data_source(vm, "cpu0") <= 1.0
+    # The guest reads its disk at boot: bytes were read, as a rate of the first seconds.
+    doc = json.loads(updates(proc, session, f"start=-300&json&vm_uuid={x.VM.get_uuid(vm)}"))
+    column = [e.split(":")[-1] for e in doc["meta"]["legend"]].index("vbd_vda_read")
+    assert any(float(r["values"][column]) > 0 for r in doc["data"]
+               if r["values"][column] != "NaN")
+
+
+def test_xe_vm_data_source_query(busy, session, tmp_path):
+    proc, vm, _ = busy
+    uuid = session.xenapi.VM.get_uuid(vm)
+    r = xe(proc, tmp_path, "vm-data-source-query", f"uuid={uuid}", "data-source=memory")
+    assert r.returncode == 0, r.stderr
+    assert float(r.stdout) == 128 * 2**20
+    r = xe(proc, tmp_path, "vm-data-source-list", f"uuid={uuid}")
+    assert re.search(r"name_label *: vif_0_tx\n", r.stdout)
+
+
+def test_halted_vm_keeps_its_archive(busy, session):
+    proc, vm, _ = busy
+    x = session.xenapi
+    uuid = x.VM.get_uuid(vm)
+    x.VM.hard_shutdown(vm)
+    with urllib.request.urlopen(f"{proc.url}/vm_rrd?session_id={session._session}"
+                                f"&uuid={uuid}", context=TLS, timeout=30) as r:
+        root = ET.fromstring(r.read())
+    names = [ds.findtext("name") for ds in root.findall("ds")]
+    assert "cpu0" in names and "vif_0_rx" in names
+    cpu = names.index("cpu0")
+    rows = root.find("rra/database").findall("row")
+    assert max(float(v) for v in (row.findall("v")[cpu].text for row in rows)
+               if v != "NaN") > 0.5
+    # The messages answer from the archive now that nothing samples it.
+    assert "cpu0" in {d["name_label"] for d in x.VM.get_data_sources(vm)}
+    assert x.VM.query_data_source(vm, "memory") == 128 * 2**20
