@@ -375,8 +375,8 @@ async def _import_into(req: Request, fmt: str, vdi: str, sr: str, chunked: bool,
                 await sink.drain()
         finally:
             await asyncio.to_thread(os.close, fd)
-    finally:
-        await view_cm.__aexit__(None, None, None)
+    finally:   # shielded: a second cancel must not leave the view's daemon behind
+        await asyncio.shield(view_cm.__aexit__(None, None, None))
 
 
 class BodyReader:
