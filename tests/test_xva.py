@@ -25,7 +25,7 @@ import xxhash
 import zstandard
 
 sys.path.insert(0, os.path.dirname(__file__))
-from serverproc import ROOT_PASSWORD, ServerProcess  # noqa: E402
+from serverproc import ServerProcess, add_local_user  # noqa: E402
 import xva_writer  # noqa: E402
 
 MiB = 1024 * 1024
@@ -383,6 +383,37 @@ def test_metadata_with_snapshots_and_excluded_devices(x, srv, sid, sr, network):
                                "&excluded_device_types=vif")
     assert _ova_classes(body) == ["VM", "VM_metrics", "VBD", "VDI", "SR"]
     destroy_vm(x, snap)
+    destroy_vm(x, vm)
+
+
+def test_paths_with_a_trailing_slash_and_roles(x, srv, sid, sr, network):
+    """XO calls /export/ and /import/; vm-admin may export, vm-operator may not."""
+    vm = make_vm(x, sr, network, "xva roles", [(MiB, ["write -P 9 0 4k"])])
+    add_local_user(x, "xva-admin", "vm-admin", "pw-admin")
+    add_local_user(x, "xva-operator", "vm-operator", "pw-operator")
+    admin = srv.session("xva-admin", "pw-admin")
+    task = admin.xenapi.task.create("export", "")
+    status, _, data = get(srv, admin._session, f"/export/?ref={vm}&task_id={task}")
+    assert status == "HTTP/1.0 200 OK"
+    assert wait_task(admin.xenapi, task)["status"] == "success"
+    rec = import_xva(admin.xenapi, srv, admin._session, sr, data, path="/import/")
+    assert rec["status"] == "success", rec["error_info"]
+    destroy_vm(x, new_vms(rec)[0])
+    operator = srv.session("xva-operator", "pw-operator")
+    for method, path in (("GET", f"/export?ref={vm}"), ("PUT", f"/import?sr_id={sr[0]}"),
+                         ("GET", f"/export_metadata?ref={vm}"),
+                         ("PUT", "/import_metadata?x=1")):
+        task = operator.xenapi.task.create("refused", "")
+        with connect(srv) as s:
+            s.sendall(f"{method} {path}&task_id={task}&session_id={operator._session} "
+                      "HTTP/1.0\r\nContent-Length: 0\r\n\r\n".encode())
+            assert read_head(s)[0].split()[1] == "403", path
+        error = wait_task(operator.xenapi, task)["error_info"]
+        assert error[0] == "RBAC_PERMISSION_DENIED", error
+        assert error[1] == "http/" + {"/export": "get_export", "/import": "put_import",
+                                      "/export_metadata": "get_export_metadata",
+                                      "/import_metadata": "put_import_metadata"}[
+                                          path.split("?")[0]]
     destroy_vm(x, vm)
 
 
