@@ -580,6 +580,28 @@ def test_export_to_a_client_that_leaves(x, srv, sid, sr, network):
     destroy_vm(x, vm)
 
 
+def test_cancel_as_soon_as_the_vm_exists_leaves_nothing(x, srv, sid, sr):
+    """The cancel lands while the disk's view is being opened, or just after: the view
+    is still closed and unmounted, the records removed."""
+    data = xva_writer.xva("hostile", [os.urandom(4 * MiB)])
+    before = counts(x)
+    for delay in (0, 0.05, 0.1, 0.15, 0.2, 0.3):      # spread over the view's opening
+        task = x.task.create("import", "")
+        with connect(srv) as s:
+            s.sendall(f"PUT /import?sr_id={sr[0]}&task_id={task}&session_id={sid} "
+                      f"HTTP/1.0\r\nContent-Length: {len(data)}\r\n\r\n".encode())
+            assert read_head(s)[0] == "HTTP/1.1 200 OK"
+            s.sendall(data[:len(data) // 2])
+            deadline = time.monotonic() + 30
+            while not x.task.get_other_config(task).get("object_creation"):
+                assert time.monotonic() < deadline
+            time.sleep(delay)
+            x.task.cancel(task)
+            assert wait_task(x, task)["status"] == "cancelled"
+        assert counts(x) == before
+        assert views_left(srv) == []
+
+
 def test_refusals_before_the_body(x, srv, sid, sr, source_vm, tmp_path):
     host = x.host.get_all()[0]
     (tmp_path / "isos").mkdir()

@@ -72,10 +72,34 @@ def _progress_from_thread(req: Request):
     return lambda fraction: loop.call_soon_threadsafe(req.progress, min(fraction, 1.0))
 
 
-def raw_view(server, vdi: str, writable: bool):
-    """The storage's plain-file view of a VDI (services/storage/rawio)."""
+@contextlib.asynccontextmanager
+async def raw_view(server, vdi: str, writable: bool):
+    """The storage's plain-file view of a VDI (services/storage/rawio), opened and
+    closed whole even when the transfer is cancelled meanwhile (task.cancel, or the
+    server stopping: a second cancel): a view left half-made or unclosed would keep
+    its qemu-storage-daemon and its mount."""
     sr = server.store.get("VDI", vdi, "SR")
-    return server.runtime_of_sr(sr).storage.raw_view(vdi, writable=writable)
+    manager = server.runtime_of_sr(sr).storage.raw_view(vdi, writable=writable)
+    opening = asyncio.ensure_future(manager.__aenter__())
+    try:
+        view = await asyncio.shield(opening)
+    except asyncio.CancelledError:
+        if not opening.cancelled() and await _settled(opening):
+            await asyncio.shield(manager.__aexit__(None, None, None))
+        raise
+    try:
+        yield view
+    except BaseException as exc:
+        if not await asyncio.shield(manager.__aexit__(type(exc), exc, exc.__traceback__)):
+            raise
+    else:
+        await asyncio.shield(manager.__aexit__(None, None, None))
+
+
+async def _settled(job) -> bool:
+    """Wait for `job` to end; True if it succeeded."""
+    await asyncio.gather(job, return_exceptions=True)
+    return not job.cancelled() and job.exception() is None
 
 
 async def fresh_zeroed(server, vdi: str) -> bool:
@@ -255,7 +279,7 @@ async def _undone_on_failure(imp: vm_xva.Importer):
     try:
         yield
     except BaseException as exc:
-        await imp.undo()
+        await asyncio.shield(imp.undo())     # a second cancel must not stop the cleanup
         if isinstance(exc, (xva.XvaError, ClientGone)):
             raise as_import_error(exc) from None
         raise
