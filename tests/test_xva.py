@@ -417,6 +417,36 @@ def test_paths_with_a_trailing_slash_and_roles(x, srv, sid, sr, network):
     destroy_vm(x, vm)
 
 
+def test_snapshot_export_into_the_default_sr(x, srv, sid, sr, network, tmp_path):
+    """A snapshot exports as xapi's do (it comes back a template, not a snapshot); no
+    sr_id means the pool's default SR, and without one DEFAULT_SR_NOT_FOUND."""
+    vm = make_vm(x, sr, network, "xva snap source", [(MiB, ["write -P 3 0 8k"])])
+    snap = x.VM.snapshot(vm, "xva exported snapshot")
+    data, _ = export(x, srv, sid, snap)
+    pool = x.pool.get_all()[0]
+    default = x.pool.get_default_SR(pool)
+    task = x.task.create("import", "")
+    put(srv, sid, f"/import?task_id={task}", data)
+    rec = wait_task(x, task)
+    assert rec["status"] == "success", rec["error_info"]
+    [new] = new_vms(rec)
+    assert x.VM.get_is_a_template(new) and not x.VM.get_is_a_snapshot(new)
+    assert x.VM.get_name_label(new) == "xva exported snapshot"
+    [disk] = disks_of(x, new)
+    assert x.VDI.get_SR(disk) == default
+    destroy_vm(x, new)
+    x.pool.set_default_SR(pool, "OpaqueRef:NULL")
+    try:
+        task = x.task.create("import", "")
+        status, _ = put(srv, sid, f"/import?task_id={task}", data)
+        assert status.split()[1] == "500"
+        assert wait_task(x, task)["error_info"][0] == "DEFAULT_SR_NOT_FOUND"
+    finally:
+        x.pool.set_default_SR(pool, default)
+    destroy_vm(x, snap)
+    destroy_vm(x, vm)
+
+
 # -- refusals -------------------------------------------------------------------------
 
 def _tar_member(name: str, data: bytes, size=None) -> bytes:
