@@ -107,6 +107,13 @@ def test_vm_data_sources_have_xapi_names_and_units(busy, session):
                  "vbd_vda_write", "vif_0_rx", "vif_0_tx"):
         assert sources[name]["enabled"] and sources[name]["standard"], name
     assert sources["memory"]["units"] == "B" and sources["vif_0_rx"]["units"] == "B/s"
+    # Its disk's SR: the host's per-SR sources (xapi's <first 8 chars of the SR uuid>).
+    sr = x.VDI.get_SR(x.VBD.get_VDI(x.VM.get_VBDs(vm)[0]))
+    host_sources = {d["name_label"] for d in x.host.get_data_sources(x.host.get_all()[0])}
+    sr8 = x.SR.get_uuid(sr)[:8]
+    assert {f"read_{sr8}", f"write_{sr8}", f"io_throughput_total_{sr8}",
+            f"iops_read_{sr8}"} <= host_sources
+    assert {"read", "write"} <= {d["name_label"] for d in x.SR.get_data_sources(sr)}
     assert x.VM.query_data_source(vm, "memory") == 128 * 2**20
     assert 0.0 <= x.VM.query_data_source(vm, "cpu0") <= 1.0
     # The guest reads its disk at boot: bytes were read, as a rate of the first seconds.

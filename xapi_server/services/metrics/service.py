@@ -104,7 +104,8 @@ class MetricsService:
     async def _sweep(self):
         self._swept = time.monotonic()
         store = self.server.store
-        gone = [key for key in self.archives
+        # list(): the worker may add an archive meanwhile (record_data_source)
+        gone = [key for key in list(self.archives)
                 if not _exists_uuid(store, KINDS[key[0]], key[1])]
         for key in gone:
             archive = self.archives.pop(key)
