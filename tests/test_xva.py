@@ -382,6 +382,14 @@ def test_metadata_with_snapshots_and_excluded_devices(x, srv, sid, sr, network):
     _, _, body = get(srv, sid, f"/export_metadata?ref={vm}&export_snapshots=false"
                                "&excluded_device_types=vif")
     assert _ova_classes(body) == ["VM", "VM_metrics", "VBD", "VDI", "SR"]
+    # all=true: every VM and template of the pool but the built-in templates, snapshots
+    # with their VMs
+    _, _, body = get(srv, sid, "/export_metadata?all=true")
+    records = x.VM.get_all_records().values()
+    assert _ova_classes(body).count("VM") == len(
+        [r for r in records if not r["is_default_template"]])
+    assert ">xva snap<" in tarfile.open(fileobj=io.BytesIO(body)).extractfile(
+        "ova.xml").read().decode()
     destroy_vm(x, snap)
     destroy_vm(x, vm)
 

@@ -123,22 +123,28 @@ _SNAPSHOT_FIELDS = {"is_a_snapshot", "snapshot_of", "snapshots", "snapshot_time"
                     "transportable_snapshot_id", "parent"}
 
 
-def export_objects(store, vm: str, snapshots: bool = False,
+def export_objects(store, vm, snapshots: bool = False,
                    excluded: frozenset = frozenset()) -> tuple[list, list]:
-    """ova.xml's objects for `vm` (with `snapshots`: its snapshots too, keeping what ties
-    them to it, as a metadata export does; `excluded`: device classes left out, "vbd"
-    and "vif"), and [(id, VDI ref)] of the disks to stream, in the order their data
-    follows (ids compared as strings, as xapi's for_each_vdi)."""
-    rec = store.record("VM", vm)
+    """ova.xml's objects for `vm` (a ref, or a list of them for a metadata export of
+    several; with `snapshots`: their snapshots too, keeping what ties them together, as
+    a metadata export does; `excluded`: device classes left out, "vbd" and "vif"), and
+    [(id, VDI ref)] of the first VM's disks to stream, in the order their data follows
+    (ids compared as strings, as xapi's for_each_vdi)."""
+    chosen = [vm] if isinstance(vm, str) else list(vm)
+    vm = chosen[0]
     order = []                              # (class, ref) in xapi's class order
 
     def add(cname, ref):
         if ref != NULL_REF and store.exists(cname, ref) and (cname, ref) not in order:
             order.append((cname, ref))
 
-    vms = [vm] + ([v for v in rec["snapshots"] if store.exists("VM", v)] if snapshots else [])
-    host = rec["resident_on"] if rec["resident_on"] != NULL_REF else rec["affinity"]
-    add("host", host)
+    vms = []
+    for v in chosen:
+        vms += [v] + ([s for s in store.get("VM", v, "snapshots") if store.exists("VM", s)]
+                      if snapshots else [])
+    for v in chosen:
+        rec = store.record("VM", v)
+        add("host", rec["resident_on"] if rec["resident_on"] != NULL_REF else rec["affinity"])
     for v in vms:
         add("VM", v)
     for v in vms:

@@ -169,14 +169,26 @@ def _finish(tar: xva.TarWriter, sink: xva.CompressingSink):
     sink.close()
 
 
+def _all_vms(store) -> list[str]:
+    """all=true: every VM and template but the built-in templates and snapshots (which
+    go with their VM), as xapi's metadata_handler."""
+    return sorted(ref for ref, rec in store.tables["VM"].items()
+                  if not rec["is_default_template"] and not rec["is_a_snapshot"]
+                  and not rec["is_control_domain"])
+
+
 async def get_export_metadata(req: Request):
     store = req.server.store
-    vm = _vm_of(req)
+    vms = _all_vms(store) if _flag(req, "all") else [_vm_of(req)]
+    if not vms:
+        raise Refusal(500, ApiError("INVALID_VALUE", "all", "true"))
     snapshots = req.param("export_snapshots") != "false"     # xapi: true unless "false"
     excluded = frozenset(t.strip().lower() for t in
                          (req.param("excluded_device_types") or "").split(",") if t.strip())
-    async with _lock(req, vm, "metadata_export"):
-        objects, _ = vm_xva.export_objects(store, vm, snapshots=snapshots, excluded=excluded)
+    async with contextlib.AsyncExitStack() as locks:
+        for vm in vms:
+            await locks.enter_async_context(_lock(req, vm, "metadata_export"))
+        objects, _ = vm_xva.export_objects(store, vms, snapshots=snapshots, excluded=excluded)
         data = ova_xml.dumps(vm_xva.header(objects))
         body = (xva.tar_header("ova.xml", len(data), int(time.time())) + data
                 + xva.padding(len(data)) + xva.ZERO_BLOCK * 2)
