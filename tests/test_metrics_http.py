@@ -198,6 +198,13 @@ def test_full_dumps(srv):
         assert [int(r.findtext("pdp_per_row")) * step for r in rras] == [5, 60, 3600, 86400]
         assert [len(r.find("database").findall("row")) for r in rras] == [120, 120, 168, 366]
         assert all(len(row.findall("v")) == len(names) for row in rras[0].find("database"))
+        prep = rras[0].find("cdp_prep").findall("ds")
+        assert len(prep) == len(names)
+        assert [child.tag for child in prep[0]] == ["primary_value", "secondary_value",
+                                                    "value", "unknown_datapoints"]
+        # A constant's row in consolidation is the constant (rrdtool's own state).
+        total = names.index("memory_total_kib")
+        assert float(prep[total].findtext("primary_value")) == mem_total_kib()
         newest = rras[0].find("database").findall("row")[-1]   # oldest first
         assert float(newest.findall("v")[names.index("memory_total_kib")].text) == \
             mem_total_kib()

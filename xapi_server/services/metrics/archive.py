@@ -22,6 +22,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import tempfile
+import xml.etree.ElementTree as ET
 
 import rrdtool
 
@@ -168,3 +170,16 @@ class Archive:
 
     def info(self) -> dict:
         return _rrd(rrdtool.info, self.path)
+
+    def consolidation_state(self) -> list[list[tuple[float, float]]]:
+        """Per archive, per source (file order): rrdtool's (primary, secondary) value of
+        the row being consolidated, which only `rrdtool dump` tells."""
+        fd, tmp = tempfile.mkstemp(suffix=".xml", dir=os.path.dirname(self.path))
+        os.close(fd)
+        try:
+            _rrd(rrdtool.dump, self.path, tmp)
+            root = ET.parse(tmp).getroot()   # rrdtool's own output, not a client's
+        finally:
+            os.unlink(tmp)
+        return [[(float(ds.findtext("primary_value")), float(ds.findtext("secondary_value")))
+                 for ds in rra.find("cdp_prep")] for rra in root.findall("rra")]

@@ -85,15 +85,17 @@ def _float(text):
         return math.nan
 
 
-def _rra_parts(archive, info, tables, sources):
-    """Per archive: (pdp_per_row, xff, cdp_prep [(value, unknown)], rows oldest first)."""
+def _rra_parts(archive, info, tables, state, sources):
+    """Per archive: (pdp_per_row, xff, cdp_prep [(primary, secondary, value, unknown)],
+    rows oldest first)."""
     out = []
     for k, (seconds, rows, names, data) in enumerate(tables):
         column = {n: i for i, n in enumerate(names)}
         prep = []
         for name, ds, _meta in sources:
             index = info[f"ds[{ds}].index"]
-            prep.append((info.get(f"rra[{k}].cdp_prep[{index}].value"),
+            primary, secondary = state[k][index]
+            prep.append((primary, secondary, info.get(f"rra[{k}].cdp_prep[{index}].value"),
                          info.get(f"rra[{k}].cdp_prep[{index}].unknown_datapoints", 0)))
         end = archive.last // seconds * seconds
         table = []
@@ -106,7 +108,7 @@ def _rra_parts(archive, info, tables, sources):
 
 
 def dump_xml(dumped) -> bytes:
-    archive, info, tables = dumped
+    archive, info, tables, state = dumped
     sources = _sources(archive, info)
     parts = [XML_DECLARATION, "<rrd><version>0003</version>",
              f"<step>{info['step']}</step><lastupdate>{int(archive.last)}</lastupdate>"]
@@ -115,11 +117,13 @@ def dump_xml(dumped) -> bytes:
         for key, value in _ds_fields(info, ds, meta):
             parts.append(f"<{key}>{escape(name) if key == 'name' else value}</{key}>")
         parts.append("</ds>")
-    for pdp, xff, prep, table in _rra_parts(archive, info, tables, sources):
+    for pdp, xff, prep, table in _rra_parts(archive, info, tables, state, sources):
         parts.append(f"<rra><cf>AVERAGE</cf><pdp_per_row>{pdp}</pdp_per_row>"
                      f"<params><xff>{number(xff)}</xff></params><cdp_prep>")
-        for value, unknown in prep:
-            parts.append(f"<ds><value>{number(value)}</value>"
+        for primary, secondary, value, unknown in prep:
+            parts.append(f"<ds><primary_value>{number(primary)}</primary_value>"
+                         f"<secondary_value>{number(secondary)}</secondary_value>"
+                         f"<value>{number(value)}</value>"
                          f"<unknown_datapoints>{unknown}</unknown_datapoints></ds>")
         parts.append("</cdp_prep><database>")
         for row in table:
@@ -130,7 +134,7 @@ def dump_xml(dumped) -> bytes:
 
 
 def dump_json(dumped) -> bytes:
-    archive, info, tables = dumped
+    archive, info, tables, state = dumped
     sources = _sources(archive, info)
     doc = {"version": "0003", "step": str(info["step"]), "lastupdate": str(int(archive.last)),
            "ds": [], "rra": []}
@@ -139,11 +143,12 @@ def dump_json(dumped) -> bytes:
                  for key, value in _ds_fields(info, ds, meta)}
         entry["last_updated"] = str(int(archive.last))
         doc["ds"].append(entry)
-    for pdp, xff, prep, table in _rra_parts(archive, info, tables, sources):
+    for pdp, xff, prep, table in _rra_parts(archive, info, tables, state, sources):
         doc["rra"].append({
             "cf": "AVERAGE", "pdp_per_row": str(pdp), "params": {"xff": number(xff)},
-            "cdp_prep": {"ds": [{"value": number(v), "unknown_datapoints": str(u)}
-                                for v, u in prep]},
+            "cdp_prep": {"ds": [{"primary_value": number(p), "secondary_value": number(s),
+                                 "value": number(v), "unknown_datapoints": str(u)}
+                                for p, s, v, u in prep]},
             "database": [[number(v) for v in row] for row in table]})
     return json.dumps(doc, separators=(",", ":")).encode()
 

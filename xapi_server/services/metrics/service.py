@@ -253,7 +253,8 @@ class MetricsService:
         return out
 
     async def dump(self, kind: str, uuid: str):
-        """(archive, its info, [(timescale, {time: values})]) for the full dump, or None."""
+        """(archive, its info, [(seconds, rows, names, {time: values})], rrdtool's
+        consolidation state) for the full dump, or None."""
         archive = self.archives.get((kind, uuid))
         if archive is None or not archive.exists:
             return None
@@ -265,9 +266,9 @@ class MetricsService:
                 end = archive.last // seconds * seconds
                 names, _step, data = archive.fetch(seconds, end - (rows - 1) * seconds, end)
                 tables.append((seconds, rows, names, data))
-            return info, tables
-        info, tables = await self.run(read)
-        return archive, info, tables
+            return info, tables, archive.consolidation_state()
+        info, tables, state = await self.run(read)
+        return archive, info, tables, state
 
 
 def _best_timescale(last: int, start: int, interval: int) -> tuple[int, int]:
