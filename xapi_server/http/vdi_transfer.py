@@ -17,6 +17,7 @@ or is cancelled; an existing one is left as consistent as a half-written disk ca
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import os
@@ -42,6 +43,7 @@ NULL = "OpaqueRef:NULL"
 FORMATS = {"raw": ("application/octet-stream", "raw"), "vhd": ("application/vhd", "vhd"),
            "tar": ("application/x-tar", "tar"), "qcow2": ("application/x-qemu-disk", "qcow2")}
 PIECE = 4 << 20                 # one read or write of the disk
+READ_AHEAD = 3                  # disk reads in flight while an export sends
 ZEROS = bytes(PIECE)
 _ZERO_VIEW = memoryview(ZEROS)
 SKIP_GRAIN = 64 << 10           # a fresh disk: all-zero 64 KiB (qcow2 clusters) not written
@@ -208,32 +210,41 @@ def _pread(fd: int, offset: int, length: int) -> bytes:
     return data
 
 
-async def send_pieces(conn, pieces, fd: int, progress):
-    """Send bytes, Extents (read from fd) and ints (that many zeros) in order; the read
-    of the next extent runs in a worker thread while the current piece is written."""
+async def send_pieces(conn, pieces, fd: int, progress, ahead: int = READ_AHEAD):
+    """Send bytes, Extents (read from fd) and ints (that many zeros) in order. Up to
+    `ahead` extents are being read by worker threads while the current piece is
+    written: the kernel then has several requests for the disk's view at once."""
     def start(item):
         if isinstance(item, Extent):
             return asyncio.ensure_future(asyncio.to_thread(_pread, fd, item.offset, item.length))
         return item
 
     it = iter(pieces)
-    pending = start(next(it, None))
+    queue = collections.deque()
     sent = 0
     try:
-        while pending is not None:
+        while True:
+            while len(queue) < ahead:
+                item = next(it, None)
+                if item is None:
+                    break
+                queue.append(start(item))
+            if not queue:
+                break
+            pending = queue.popleft()
             if isinstance(pending, asyncio.Future):
                 data = await pending
             elif isinstance(pending, int):
                 data = _ZERO_VIEW[:pending]
             else:
                 data = pending
-            pending = start(next(it, None))
             await conn.write(data)
             sent += len(data)
             progress(sent)
     finally:
-        if isinstance(pending, asyncio.Future):
-            await _settled(pending)       # the fd closes after: no read left on it
+        for pending in queue:
+            if isinstance(pending, asyncio.Future):
+                await _settled(pending)       # the fd closes after: no read left on it
 
 
 async def _settled(future):
