@@ -20,23 +20,29 @@ import xxhash
 CHUNK = 1024 * 1024
 
 
-def _v(value) -> str:
+def xml_value(value) -> str:
     """An XML-RPC value in ocaml-rpc's spelling."""
     if isinstance(value, bool):
         return f"<value><boolean>{int(value)}</boolean></value>"
     if isinstance(value, (int, str)):
         return f"<value>{escape(str(value))}</value>"
     if isinstance(value, dict):
-        members = "".join(f"<member><name>{escape(k)}</name>{_v(v)}</member>"
+        members = "".join(f"<member><name>{escape(k)}</name>{xml_value(v)}</member>"
                           for k, v in value.items())
         return f"<value><struct>{members}</struct></value>"
     if isinstance(value, list):
-        return f"<value><array><data>{''.join(_v(v) for v in value)}</data></array></value>"
+        items = "".join(xml_value(v) for v in value)
+        return f"<value><array><data>{items}</data></array></value>"
     raise TypeError(value)
 
 
-def ova_xml(vm_name: str, disk_sizes: list[int], networks: list[str],
-            ids=None) -> str:
+def ova_xml(vm_name: str, disk_sizes: list[int], networks: list[str], ids=None) -> str:
+    """The metadata as text (see ova_header)."""
+    return xml_value(ova_header(vm_name, disk_sizes, networks, ids))
+
+
+def ova_header(vm_name: str, disk_sizes: list[int], networks: list[str],
+               ids=None) -> dict:
     """The metadata: a VM with one VBD per disk and one VIF per network. `ids` gives
     the disk VDIs' ids (default Ref:100, Ref:101 ...)."""
     vdi_ids = ids or [f"Ref:{100 + i}" for i in range(len(disk_sizes))]
@@ -71,7 +77,7 @@ def ova_xml(vm_name: str, disk_sizes: list[int], networks: list[str],
     version = {"hostname": "localhost", "date": "2024-01-01", "product_version": "8.2.1",
                "product_brand": "XCP-ng", "build_number": "release/yangtze/master/58",
                "xapi_major": "1", "xapi_minor": "20", "export_vsn": "2"}
-    return _v({"version": version, "objects": objects})
+    return {"version": version, "objects": objects}
 
 
 class Tar:

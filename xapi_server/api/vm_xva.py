@@ -200,6 +200,16 @@ def _field_values(cname: str, snapshot: dict, names) -> dict:
     return out
 
 
+def _ident(value) -> str:
+    """An object id from the file; anything but a string names nothing."""
+    return value if isinstance(value, str) else NULL_REF
+
+
+def _ids(value) -> list:
+    """A set of object ids from the file (not a list: none)."""
+    return value if isinstance(value, list) else []
+
+
 def _is_ref_type(t) -> bool:
     return isinstance(t, Ref) or (isinstance(t, (Set, Map)) and (
         isinstance(getattr(t, "elem", None), Ref) or isinstance(getattr(t, "key", None), Ref)
@@ -233,7 +243,7 @@ class Importer:
         return objects
 
     def _find(self, objects: dict, ident, cname: str) -> dict:
-        obj = objects.get(ident)
+        obj = objects.get(_ident(ident))
         if obj is None or obj["class"] != cname:
             raise ApiError("IMPORT_ERROR_FAILED_TO_FIND_OBJECT", str(ident))
         return obj["snapshot"]
@@ -249,7 +259,7 @@ class Importer:
         for vm_id in vm_ids:
             await self._import_vm(objects, vm_id, disks)
         for vm_id in vm_ids:        # snapshots point at their VM once both exist
-            of = self.new_ids.get(objects[vm_id]["snapshot"].get("snapshot_of"))
+            of = self.new_ids.get(_ident(objects[vm_id]["snapshot"].get("snapshot_of")))
             if of is not None and vm_id in self.new_ids:
                 self.store.update("VM", self.new_ids[vm_id], snapshot_of=of)
         if self.task and self.store.exists("task", self.task):
@@ -283,22 +293,26 @@ class Importer:
         self.new_ids[vm_id] = vm
         self.store.update("VM", vm, current_operations={self.task or vm: "import"})
         (self.snapshots if is_snapshot else self.vms).append(vm)
-        for vbd_id in snap.get("VBDs") or []:
+        for vbd_id in _ids(snap.get("VBDs")):
             await self._import_vbd(objects, vm, self._find(objects, vbd_id, "VBD"), disks)
-        for vif_id in snap.get("VIFs") or []:
+        for vif_id in _ids(snap.get("VIFs")):
             self._import_vif(objects, vm, self._find(objects, vif_id, "VIF"))
         update_allowed_operations(self.store, vm)
 
     async def _import_vbd(self, objects, vm: str, snap: dict, disks: dict):
         fields = _field_values("VBD", snap, _VBD_COPIED)
-        vdi_id = snap.get("VDI", NULL_REF)
-        vdi = NULL_REF
-        if fields["type"] == "CD" or fields["empty"] or vdi_id == NULL_REF:
+        vdi_id = _ident(snap.get("VDI", NULL_REF))
+        if fields["type"] == "CD":
             vdi = self._local_cd(objects, vdi_id) if vdi_id != NULL_REF else NULL_REF
             fields["empty"] = vdi == NULL_REF
+        elif vdi_id == NULL_REF:
+            raise ApiError("IMPORT_ERROR", f"disk {fields['userdevice']} has no VDI")
         else:
+            # xapi's rule (import.ml non_cdrom_vdis): any VBD but a CD's is a disk whose
+            # bytes follow in the archive, whatever its `empty` says
+            fields["empty"] = False
             vdi_snap = self._find(objects, vdi_id, "VDI")
-            sr_obj = objects.get(vdi_snap.get("SR"))
+            sr_obj = objects.get(_ident(vdi_snap.get("SR")))
             if sr_obj is not None and sr_obj["snapshot"].get("content_type") == "iso":
                 vdi = self._local_cd(objects, vdi_id)
                 fields["empty"] = vdi == NULL_REF
@@ -320,7 +334,7 @@ class Importer:
         self.made.append(("VBD", self.store.create("VBD", fields)))
 
     def _existing_disk(self, snap: dict) -> str:
-        uuid = snap.get("uuid")
+        uuid = snap.get("uuid") if isinstance(snap.get("uuid"), str) else ""
         uuid = self.vdi_map.get(uuid, uuid)
         try:
             return self.store.by_uuid("VDI", uuid if isinstance(uuid, str) else "")
@@ -351,7 +365,7 @@ class Importer:
 
     def _import_vif(self, objects, vm: str, snap: dict):
         fields = _field_values("VIF", snap, _VIF_COPIED)
-        net_obj = objects.get(snap.get("network"))
+        net_obj = objects.get(_ident(snap.get("network")))
         name = net_obj["snapshot"].get("name_label") if net_obj else None
         network = self._network(name)
         if network == NULL_REF:
