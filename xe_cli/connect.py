@@ -110,8 +110,18 @@ class _TlsConn:
     def peer_der(self) -> bytes:
         return self.tls.getpeercert(True)
 
+    def shutdown(self, how):
+        """Half-close (the end of an upload of unknown length): TCP's, under TLS."""
+        self.raw.shutdown(how)
+
     def close(self):
         self.raw.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def _addresses(host: str, port: int):
