@@ -598,6 +598,30 @@ def test_malformed_ova_xml_fields_never_break_the_server(x, srv, sid, sr, networ
     assert "success" in outcomes and len(outcomes) > 2, outcomes
 
 
+def test_corrupted_bytes_never_break_the_server(x, srv, sid, sr):
+    """Bytes of a good archive overwritten at random (headers, ova.xml, chunks, the
+    compressed stream): a clear failure or a lenient success, never INTERNAL_ERROR."""
+    rng = random.Random(5)
+    good = xva_writer.xva("fuzzed", [os.urandom(MiB // 2) + bytes(MiB)],
+                          networks=["xva test network"])
+    packed = zstandard.ZstdCompressor().compress(good)
+    before = counts(x)
+    allowed = MALFORMED_OK | {"IMPORT_ERROR_SOME_CHECKSUMS_FAILED"}
+    for n in range(16):
+        data = bytearray(packed if n % 4 == 3 else good)
+        limit = len(data) if n % 2 else 4096          # half of them in the first blocks
+        for _ in range(rng.randint(1, 4)):
+            data[rng.randrange(limit)] = rng.randrange(256)
+        rec = import_xva(x, srv, sid, sr, bytes(data))
+        if rec["status"] == "success":
+            for vm in new_vms(rec):
+                destroy_vm(x, vm)
+        else:
+            assert rec["error_info"][0] in allowed, rec["error_info"]
+        x.task.destroy(rec["task"])
+        assert counts(x) == before
+
+
 def test_force_imports_past_a_bad_checksum(x, srv, sid, sr):
     before = counts(x)
     rec = import_xva(x, srv, sid, sr, _flip_chunk_byte(_good()), "&force=true")
