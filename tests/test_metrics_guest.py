@@ -23,7 +23,7 @@ from test_metrics import xe
 
 pytestmark = pytest.mark.slow   # boots a real guest under QEMU; -m 'not slow' skips
 
-BUSY_AFTER = 45   # seconds from the guest's first process to its busy loop
+BUSY_AFTER = 55   # seconds from the guest's first process to its busy loop
 IDLE_AT = 25      # seconds from VM.start when the boot's own work is over
 BUSY_ARGS = ('rdinit=/bin/sh -- -c "/bin/busybox mknod /dev/null c 1 3; '
              f'(/bin/busybox sleep {BUSY_AFTER}; while :; do :; done) & exec /init"')

@@ -18,6 +18,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from ...backends.hypervisor import HypervisorError
 from ...errors import ApiError
 from . import collect
 from .archive import TIMESCALES, Archive, ArchiveError
@@ -125,22 +126,24 @@ class MetricsService:
         if hv is not None:
             try:
                 domains = await hv.domain_stats()
-            except Exception as exc:   # libvirt away: the host is still sampled
+            except HypervisorError as exc:   # libvirt away: the host is still sampled
                 log.warning("domain statistics unavailable: %s", exc)
-        now = max(int(time.time()), self.last_sample + 1)
+        # Rates over the exact time between readings; the archives take whole seconds.
+        measured = time.time()
+        now = max(int(measured), self.last_sample + 1)
         samples = {}
         sr_io: dict[str, list] = {}
         for uuid, stats in domains.items():
             vm = _ref_of(store, "VM", uuid)
             if vm is None:
                 continue
-            samples[("vm", uuid)] = collect.vm_values(uuid, stats, self.rates, now, store,
-                                                      vm, sr_io)
+            samples[("vm", uuid)] = collect.vm_values(uuid, stats, self.rates, measured,
+                                                      store, vm, sr_io)
             if stats.memory_free_kib is None and uuid not in self.asked_memory_stats:
                 self.asked_memory_stats.add(uuid)
                 await _ask_memory_stats(hv, uuid, self.step)
         self.asked_memory_stats &= set(domains)
-        host = collect.host_values(raw, self.rates, now, store, host_ref, domains)
+        host = collect.host_values(raw, self.rates, measured, store, host_ref, domains)
         for sr in _local_srs(store, host_ref):
             io = sr_io.get(sr)
             samples[("sr", store.get("SR", sr, "uuid"))] = collect.sr_values(store, sr, io)
@@ -307,5 +310,5 @@ def _local_srs(store, host_ref: str) -> list[str]:
 async def _ask_memory_stats(hv, uuid: str, period: int):
     try:
         await hv.report_memory_stats(uuid, period)
-    except Exception as exc:   # no balloon device, or a guest without the driver
+    except HypervisorError as exc:   # no balloon device, or a guest without the driver
         log.debug("no balloon statistics for %s: %s", uuid, exc)
