@@ -287,3 +287,35 @@ scrape_configs:
         prom.wait(timeout=30)
 
 
+
+
+def test_archives_and_recorded_sources_survive_a_restart(srv):
+    """Last in the module: it restarts the server (the module's session ends with it)."""
+    proc, session = srv
+    x = session.xenapi
+    host = x.host.get_all()[0]
+    extra = next(d["name_label"] for d in x.host.get_data_sources(host)
+                 if d["name_label"].endswith("_tx_errors"))
+    x.host.record_data_source(host, extra)
+
+    def known_rows(sid):
+        root = ET.fromstring(get(proc, f"/host_rrd?session_id={sid}")[2])
+        names = [ds.findtext("name") for ds in root.findall("ds")]
+        column = names.index("memory_total_kib")
+        rows = root.find("rra").find("database").findall("row")
+        return {n for n, row in enumerate(reversed(rows))   # 0: the newest
+                if row.findall("v")[column].text != "NaN"}, names
+    before, _ = known_rows(session._session)
+    proc.stop()
+    proc.start()
+    again = proc.session()
+    try:
+        time.sleep(3)
+        after, names = known_rows(again._session)
+        # The rows from before the restart are still there, a few rows further back.
+        assert len(after) >= len(before) >= 2
+        assert extra in names
+        sources = {d["name_label"]: d for d in again.xenapi.host.get_data_sources(host)}
+        assert sources[extra]["enabled"]
+    finally:
+        again.xenapi.session.logout()
