@@ -146,8 +146,8 @@ class Archive:
     # -- reading ----------------------------------------------------------------------
     def fetch(self, row_seconds: int, first: int, last: int):
         """Rows of the archive with `row_seconds` per row, for the row end times
-        first..last (multiples of row_seconds): (names, {time: [values]})."""
-        start, _end, step = None, None, row_seconds
+        first..last (multiples of row_seconds): (names, step, {time: [values]}), the
+        values in the order of names (None: unknown)."""
         (start, _end, step), ds_ids, rows = _rrd(
             rrdtool.fetch, self.path, CF, "-r", str(row_seconds), "-s",
             str(first - row_seconds), "-e", str(last))
