@@ -55,8 +55,6 @@ HTTP_PERMISSIONS = {
     "http/get_sr_rrd": "read-only",
     # beyond xapi: GET /metrics, the Prometheus/OpenMetrics scrape (http/prometheus.py)
     "http/get_metrics": "read-only",
-    # beyond xapi: GET /metrics, the Prometheus/OpenMetrics scrape (http/prometheus.py)
-    "http/get_metrics": "read-only",
 }
 
 
