@@ -125,3 +125,38 @@ def test_views_a_crash_left_are_cleared_at_start(api, inprocess, sr, tmp_path):
     run(inprocess, rawio.clear_stale_views(server))
     assert not any(path in line for line in open("/proc/self/mountinfo"))
     assert os.listdir(rawio.views_dir(server)) == []
+
+
+def test_a_view_cancelled_while_it_opens_leaves_nothing(api, inprocess, sr):
+    """A cancel can land while qemu-storage-daemon is still starting: whenever it comes,
+    no daemon and no mount are left."""
+    import asyncio
+    server = inprocess.server
+    vdi = new_vdi(api, sr)
+    views = rawio.views_dir(server)
+
+    async def cancel_after(delay):
+        async def open_view():
+            async with rawio.raw_view(server, vdi):
+                await asyncio.sleep(10)
+        job = asyncio.ensure_future(open_view())
+        await asyncio.sleep(delay)
+        job.cancel()
+        await asyncio.gather(job, return_exceptions=True)
+    for delay in (0.0, 0.01, 0.03, 0.06, 0.1, 0.2, 0.5):
+        run(inprocess, cancel_after(delay))
+        assert not [line for line in open("/proc/self/mountinfo") if views in line], delay
+        assert not [p for p in os.listdir("/proc") if p.isdigit() and _is_view_daemon(p,
+                                                                                  views)]
+        assert os.listdir(views) == [] if os.path.isdir(views) else True
+
+
+def _is_view_daemon(pid, views) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read()
+        with open(f"/proc/{pid}/stat") as f:
+            zombie = f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return False
+    return argv.startswith(b"qemu-storage-daemon") and views.encode() in argv and not zombie

@@ -52,23 +52,35 @@ async def fuse_view(image: str, fmt: str, work_dir: str, writable: bool):
         blockdev["force-share"] = True
     export = {"type": "fuse", "id": "view", "node-name": "disk", "mountpoint": mountpoint,
               "writable": writable, "growable": False}
-    pid = None
     try:
         # --daemonize returns once the export is mounted (or failed)
         await run("qemu-storage-daemon", "--blockdev", json.dumps(blockdev),
                   "--export", json.dumps(export), "--pidfile", pidfile, "--daemonize",
                   timeout=60)
-        with open(pidfile) as f:
-            pid = int(f.read().strip())
         if not await _mounted(mountpoint):
             raise StorageError("EIO", "", f"qemu-storage-daemon did not mount {image}")
         yield mountpoint
     finally:
-        if pid is not None:
-            await _stop(pid, mountpoint)
-        for path in (mountpoint, pidfile):
-            with contextlib.suppress(OSError):
-                os.unlink(path)
+        # Also when cancelled while the daemon was starting: it may be up already. The
+        # clean-up is shielded, so a second cancel cannot leave it half done.
+        await asyncio.shield(_remove(mountpoint, pidfile))
+
+
+async def _remove(mountpoint: str, pidfile: str):
+    # The pid file, and any daemon naming this mount point that has not written it yet
+    # (a cancel can land while `--daemonize` is still starting the daemon).
+    pids = set(_daemons_for(mountpoint))
+    with contextlib.suppress(OSError, ValueError):
+        with open(pidfile) as f:
+            pids.add(int(f.read().strip()))
+    for pid in pids:
+        await _stop(pid, mountpoint)
+    if await _mounted(mountpoint):
+        with contextlib.suppress(StorageError):
+            await run("fusermount3", "-u", "-z", mountpoint, timeout=30)
+    for path in (mountpoint, pidfile):
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 async def _stop(pid: int, mountpoint: str):
@@ -106,6 +118,19 @@ async def clear_stale(work_dir: str):
                 await run("fusermount3", "-u", "-z", path, timeout=30)
         with contextlib.suppress(OSError):
             os.unlink(path)
+
+
+def _daemons_for(mountpoint: str) -> list[int]:
+    wanted = mountpoint.encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    argv = f.read()
+                if argv.startswith(b"qemu-storage-daemon") and wanted in argv:
+                    found.append(int(entry))
+    return found
 
 
 def _alive(pid: int) -> bool:
