@@ -354,6 +354,23 @@ def test_xva_from_the_tests_own_writer_imports(x, srv, sid, sr, network, tmp_pat
     assert counts(x) == before
 
 
+def test_an_unknown_network_maps_to_the_nat_network(x, srv, sid, sr):
+    """A VIF whose network has no namesake here goes on the host-internal NAT network
+    (services/network/nat.py) when there is one: the guest gets an address at once."""
+    nat = x.network.create({"name_label": "NAT for the test", "other_config":
+                            {"xapi-py:nat": "10.213.99.1/24"}})
+    try:
+        rec = import_xva(x, srv, sid, sr, xva_writer.xva(
+            "unknown net", [bytes(MiB)], networks=["no such network here"]))
+        assert rec["status"] == "success", rec["error_info"]
+        [vm] = new_vms(rec)
+        [vif] = x.VM.get_VIFs(vm)
+        assert x.VIF.get_network(vif) == nat
+        destroy_vm(x, vm)
+    finally:
+        x.network.destroy(nat)
+
+
 def _ova_classes(body: bytes) -> list[str]:
     text = tarfile.open(fileobj=io.BytesIO(body)).extractfile("ova.xml").read().decode()
     return re.findall(r"<member><name>class</name><value>(\w+)</value>", text)

@@ -24,6 +24,7 @@ from ..datamodel.types import Map, Ref, Set, TypeMismatch, BadEnum
 from ..errors import ApiError
 from ..services.storage import vdiops
 from ..services.storage.service import uuid_free
+from ..services.network.nat import find_network as find_nat_network
 from ..services.network.runtime import MTU_RANGE
 from .vbd import _userdevice
 from .vif import MAX_DEVICE, _check_mac as check_mac, new_mac
@@ -401,13 +402,17 @@ class Importer:
         return str(int(device))
 
     def _network(self, name) -> str:
-        """The network named as the exported one, else the management PIF's, else the
+        """The network named as the exported one, else the host-internal NAT network
+        (where a guest gets an address at once), else the management PIF's, else the
         first network that is not host-internal (by name, for a stable choice)."""
         store = self.store
         if isinstance(name, str) and name:
             found = store.find("network", name_label=name)
             if found:
                 return sorted(found)[0]
+        nat = find_nat_network(store)
+        if nat is not None:
+            return nat
         for pif in store.find("PIF", management=True):
             return store.get("PIF", pif, "network")
         candidates = sorted((rec["name_label"], ref) for ref, rec in store.tables["network"].items()
