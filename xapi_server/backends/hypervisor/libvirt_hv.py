@@ -358,7 +358,6 @@ def _domain_stats(v: dict) -> DomainStats:
                        memory_free_kib=v.get("balloon.unused"), nets=nets, disks=disks)
 
 
-
 def _exists(conn, uuid) -> bool:
     try:
         conn.lookupByUUIDString(uuid)
