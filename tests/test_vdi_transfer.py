@@ -85,7 +85,9 @@ def read_all(sock, first=b"", sink=None) -> bytes | int:
 
 def request(srv, method, target, headers=()):
     sock = tls_connect(srv.port, timeout=60)
-    head = f"{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    # Connection: close: a refusal is an ordinary reply, which would keep the
+    # connection open for the next request (keep-alive) while we read to EOF
+    head = f"{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
     head += "".join(f"{h}\r\n" for h in headers)
     sock.sendall(head.encode() + b"\r\n")
     return sock
