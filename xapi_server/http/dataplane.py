@@ -225,11 +225,25 @@ async def run(app, route, scope, receive, send, session: str):
         await req.server.store.flush()
 
 
+class _Job:
+    """What tasks.running holds for a handler's task: cancelling it first cuts the
+    connection, so nothing (a worker thread included) stays waiting on the client,
+    then cancels the handler."""
+
+    def __init__(self, req: Request, job: asyncio.Task):
+        self.req, self.job = req, job
+
+    def cancel(self):
+        if self.req.conn is not None:
+            self.req.conn.transport.abort()
+        return self.job.cancel()
+
+
 async def _drive(req: Request):
     """The handler as a job of its own, registered as the task's: task.cancel cancels
     the job, not the request; a cancelled request cancels the job."""
     job = asyncio.get_running_loop().create_task(req.route.handler(req))
-    req.server.tasks.running[req.task] = job
+    req.server.tasks.running[req.task] = _Job(req, job)
     try:
         return await asyncio.shield(job)
     except asyncio.CancelledError:
