@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..rbac import HTTP_PERMISSIONS
-from . import (audit_log, console, prometheus, rpc, rrd, vdi_transfer, vm_transfer,
+from . import (audit_log, console, prometheus, rpc, rrd, vdi_export, vdi_import, vm_transfer,
                vncsnapshot)
 from .responses import plain_fault
 
@@ -85,9 +85,9 @@ ROUTES = (
     Route("GET", ("/vncsnapshot",), vncsnapshot.get_vncsnapshot,
           permission="http/get_vncsnapshot", auth=SESSION, task=True),
     # a disk's bytes in and out, xapi's import_raw_vdi.ml / export_raw_vdi.ml
-    Route("PUT", ("/import_raw_vdi",), vdi_transfer.import_raw_vdi,
+    Route("PUT", ("/import_raw_vdi",), vdi_import.import_raw_vdi,
           permission="http/put_import_raw_vdi", auth=SESSION, task=True),
-    Route("GET", ("/export_raw_vdi",), vdi_transfer.export_raw_vdi,
+    Route("GET", ("/export_raw_vdi",), vdi_export.export_raw_vdi,
           permission="http/get_export_raw_vdi", auth=SESSION, task=True),
     # VM export/import (XVA), xapi's export.ml / import.ml: http/vm_transfer.py
     Route("GET", ("/export",), vm_transfer.get_export, permission="http/get_export",

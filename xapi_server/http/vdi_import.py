@@ -1,0 +1,369 @@
+"""`PUT /import_raw_vdi`: a disk's bytes in, as xapi's import_raw_vdi.ml (raw, xapi's
+chunked records, vhd, qcow2, tar), and an ISO uploaded into an ISO SR. The 200 goes out
+BEFORE the body is read (xe, XenCenter and XO's probe wait for it); an import writes a
+few MiB at a time, skipping zeros on a fresh disk. A qcow2 upload cannot be parsed in a
+stream: it is spooled to <data-dir>/tmp, checked and converted by qemu-img. A VDI made
+by an import is destroyed when it fails or is cancelled. Parameters and what the
+export shares: vdi_transfer.py.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import uuid as uuidlib
+
+from ..backends.storage import qcow
+from ..backends.storage.base import Refused
+from ..backends.storage.run import StorageError, run
+from ..errors import ApiError
+from ..formats import FormatError
+from ..formats import vhd as vhdfmt
+from ..formats import xva_chunks
+from ..formats.chunked import read_chunked
+from ..services.storage import service, vdiops
+from .dataplane import Refusal, Request
+from .raw import ClientGone
+from .vdi_transfer import (NULL, PIECE, SKIP_GRAIN, UNKNOWN_LENGTH, ZERO_GRAIN, ZEROS,
+                           format_of, header_lines, in_thread, io_error, sr_of, storage_of,
+                           vdi_of)
+
+log = logging.getLogger(__name__)
+
+
+async def import_raw_vdi(req: Request):
+    fmt = format_of(req)
+    vdi = vdi_of(req)
+    sr = sr_of(req, vdi)
+    if sr is None:
+        raise Refusal(400, ApiError("VDI_MISSING", NULL, NULL))
+    chunked = req.param("chunked") is not None
+    if chunked and fmt != "raw":
+        raise Refusal(404, ApiError("INTERNAL_ERROR", "Cannot handle chunked VHD"))
+    encoding = req.header("transfer-encoding")
+    if encoding is not None:
+        raise Refusal(404, ApiError("INTERNAL_ERROR", f"Cannot handle encoding: {encoding}"))
+    length = req.content_length
+    store = req.server.store
+    if vdi is None:
+        if fmt != "raw":
+            raise Refusal(400, ApiError("INTERNAL_ERROR",
+                                        f"Importing a {fmt} without a vdi is not yet supported"))
+        if chunked or not length:
+            raise Refusal(400, ApiError("INTERNAL_ERROR", "a new VDI needs a raw body "
+                                        "with a Content-Length"))
+        if store.get("SR", sr, "content_type") == "iso":
+            return await _import_iso(req, sr, length)
+    elif length is not None and length != UNKNOWN_LENGTH and fmt == "raw" and \
+            not chunked and length > store.get("VDI", vdi, "virtual_size"):
+        raise Refusal(400, ApiError("VDI_TOO_SMALL", vdi, str(length)))
+    made = None
+    if vdi is None:
+        try:
+            vdi = made = await vdiops.create(req.server, sr, length, {
+                "name_label": "Imported VDI", "name_description": "", "type": "user",
+                "sharable": False, "read_only": False, "other_config": {}})
+        except ApiError as exc:
+            raise Refusal(500, exc) from None
+    try:
+        await _import_into(req, fmt, vdi, sr, chunked, length)
+    except BaseException:
+        if made is not None:
+            await asyncio.shield(_forget_made(req, made))
+        raise
+    return vdi
+
+
+async def _forget_made(req: Request, vdi: str):
+    try:
+        await vdiops.destroy(req.server, vdi)
+        await req.server.store.flush()
+    except Exception:
+        log.exception("could not remove VDI %s made by a failed import", vdi)
+
+
+async def _import_into(req: Request, fmt: str, vdi: str, sr: str, chunked: bool,
+                       length: int | None):
+    storage = storage_of(req, sr)
+    try:
+        fresh = await storage.fresh_zeroed(vdi)
+        view_cm = storage.raw_view(vdi, writable=True)
+        view = await view_cm.__aenter__()
+    except ApiError as exc:
+        raise Refusal(500, exc) from None
+    try:
+        fd = await asyncio.to_thread(os.open, view.path, os.O_WRONLY)
+        try:
+            await req.start_stream(header_lines(
+                req, ["content-type: application/octet-stream"]))
+            body = BodyReader(req, length)
+            sink = DiskWriter(fd, view.size, skip_zeros=fresh)
+            try:
+                if fmt == "raw" and chunked:
+                    await _read_chunked(req, body, sink, view.size)
+                elif fmt == "raw":
+                    await _read_raw(req, body, sink, length or view.size)
+                elif fmt == "vhd":
+                    await _read_vhd(req, body, sink, view.size, length, delta_ok=not fresh)
+                elif fmt == "qcow2":
+                    await _read_qcow2(req, body, view, length)
+                else:
+                    await _read_tar(req, body, fd, view.size, fresh)
+                await sink.finish()
+            except ClientGone as exc:
+                with contextlib.suppress(OSError, FormatError):
+                    await sink.finish()     # what came before the cut is written (xapi)
+                raise io_error(str(exc)) from None
+            except (FormatError, xva_chunks.XvaError) as exc:
+                raise io_error(str(exc)) from None
+            except OSError as exc:
+                raise io_error(f"writing the disk failed: {exc}") from None
+            finally:
+                await sink.drain()
+        finally:
+            await asyncio.to_thread(os.close, fd)
+    finally:   # shielded: a second cancel must not leave the view's daemon behind
+        await asyncio.shield(view_cm.__aexit__(None, None, None))
+
+
+class BodyReader:
+    """The upload as `await read(n)` (up to n bytes, b"" at its end): Content-Length
+    bytes when given (ClientGone if fewer come), else until the client closes."""
+
+    def __init__(self, req: Request, length: int | None):
+        self.conn, self.left = req.conn, length
+        self.received = 0
+
+    async def read(self, n: int) -> bytes:
+        if self.left is not None:
+            if self.left <= 0:
+                return b""
+            n = min(n, self.left)
+        data = await self.conn.read_some(n)
+        if not data:
+            if self.left:
+                raise ClientGone(f"the upload ended {self.left} bytes short")
+            return b""
+        if self.left is not None:
+            self.left -= len(data)
+        self.received += len(data)
+        return data
+
+
+class DiskWriter:
+    """Writes to the disk in a worker thread, one write in flight while the next piece
+    is received; on a fresh disk all-zero 64 KiB pieces are skipped (they read as
+    zeros). Pieces are gathered in a list and joined once per write: one copy."""
+
+    def __init__(self, fd: int, size: int, skip_zeros: bool):
+        self.fd, self.size, self.skip_zeros = fd, size, skip_zeros
+        self.pending: asyncio.Future | None = None
+        self.parts: list = []
+        self.held = 0                     # bytes in parts
+        self.at = 0                       # disk offset of parts[0]
+
+    async def write(self, offset: int, data) -> None:
+        if offset + len(data) > self.size:
+            raise FormatError(f"data at {offset} goes past the disk's {self.size} bytes")
+        if self.parts and offset != self.at + self.held:
+            await self._flush()
+        if not self.parts:
+            self.at = offset
+        self.parts.append(data)
+        self.held += len(data)
+        if self.held >= PIECE:
+            await self._flush()
+
+    async def zeros(self, offset: int, length: int) -> None:
+        """A run that must read as zeros: written unless the disk is fresh."""
+        if self.skip_zeros:
+            return
+        end = offset + length
+        while offset < end:
+            step = min(PIECE, end - offset)
+            await self.write(offset, ZEROS if step == PIECE else ZEROS[:step])
+            offset += step
+
+    async def _flush(self):
+        if self.pending is not None:
+            await self.pending
+            self.pending = None
+        if self.parts:
+            data = self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
+            at, self.parts, self.held = self.at, [], 0
+            self.pending = asyncio.ensure_future(asyncio.to_thread(self._write, data, at))
+
+    def _write(self, data: bytes, at: int):
+        if not self.skip_zeros:
+            return _pwrite_all(self.fd, memoryview(data), at)
+        for start in range(0, len(data), SKIP_GRAIN):
+            piece = data[start:start + SKIP_GRAIN]    # bytes == bytes is a memcmp
+            if piece != (ZERO_GRAIN if len(piece) == SKIP_GRAIN else bytes(len(piece))):
+                _pwrite_all(self.fd, memoryview(piece), at + start)
+
+    async def finish(self):
+        await self._flush()
+        await self.drain()
+        await asyncio.to_thread(os.fsync, self.fd)
+
+    async def drain(self):
+        """Wait for the write in flight (also when failing: no thread left behind)."""
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            try:
+                await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                await asyncio.wait([pending])
+                raise
+
+
+def _pwrite_all(fd: int, view, at: int):
+    while len(view):
+        done = os.pwrite(fd, view, at)
+        view, at = view[done:], at + done
+
+
+async def _read_raw(req, body: BodyReader, sink: DiskWriter, total: int, share=1.0):
+    """The body, in order from offset 0; progress is `share` of the way at the end."""
+    at = 0
+    while True:
+        data = await body.read(PIECE)
+        if not data:
+            break
+        await sink.write(at, data)
+        at += len(data)
+        req.progress(share * at / max(1, total))
+
+
+async def _read_chunked(req, body: BodyReader, sink: DiskWriter, size: int):
+    async for offset, data in read_chunked(body.read, size):
+        await sink.write(offset, data)
+        if req.content_length:
+            req.progress(body.received / req.content_length)
+
+
+async def _read_vhd(req, body: BodyReader, sink: DiskWriter, size: int, length,
+                    delta_ok: bool):
+    """`delta_ok`: a differencing VHD (XO's delta) is laid over a disk that has data;
+    into an empty one it would leave holes where its parent's data belongs: refused."""
+    async for offset, data, n in vhdfmt.read_vhd(body.read, length, differencing=delta_ok):
+        if offset < 0:
+            if n > size:
+                raise FormatError(f"the VHD holds a {n}-byte disk; the VDI has {size} bytes")
+            continue
+        if data is None:
+            await sink.zeros(offset, n)
+        else:
+            await sink.write(offset, data)
+        if length:
+            req.progress(body.received / length)
+
+
+async def _read_qcow2(req, body: BodyReader, view, length):
+    """Spool, check (no backing file, no external data file, fits), convert."""
+    spool_dir = os.path.join(req.server.settings.data_dir, "tmp")
+    await asyncio.to_thread(os.makedirs, spool_dir, 0o700, True)
+    path = os.path.join(spool_dir, f"import-{uuidlib.uuid4()}.qcow2")
+    try:
+        fd = await asyncio.to_thread(os.open, path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            spool = DiskWriter(fd, 1 << 62, skip_zeros=False)
+            await _read_raw(req, body, spool, length or 1 << 62, share=0.5)
+            await spool.finish()
+        finally:
+            await asyncio.to_thread(os.close, fd)
+        try:
+            await asyncio.to_thread(qcow.read_header, path)
+            info = json.loads(await run("qemu-img", "info", "-f", "qcow2", "--output=json", path))
+        except (Refused, StorageError, ValueError) as exc:
+            raise FormatError(f"not an acceptable qcow2 image: {exc}") from None
+        if info.get("backing-filename") or info.get("full-backing-filename"):
+            raise FormatError("a qcow2 image with a backing file cannot be imported")
+        if (info.get("format-specific") or {}).get("data", {}).get("data-file"):
+            raise FormatError("a qcow2 image with an external data file cannot be imported")
+        if info.get("virtual-size", 0) > view.size:
+            raise FormatError(f"the qcow2 image holds a {info['virtual-size']}-byte disk; "
+                              f"the VDI has {view.size} bytes")
+        try:
+            await qcow.convert(path, "qcow2", view.path, "raw", existing=True,
+                               progress=lambda f: req.progress(0.5 + 0.5 * f))
+        except StorageError as exc:
+            raise io_error(f"qemu-img convert failed: {exc}") from None
+    finally:
+        await asyncio.to_thread(_unlink, path)
+
+
+def _unlink(path: str):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+async def _read_tar(req, body: BodyReader, fd: int, size: int, fresh: bool):
+    """format=tar: chunks `vdi/NNNNNNNN` + checksums (xva_chunks), end blocks after."""
+    loop = asyncio.get_running_loop()
+    bridge = xva_chunks.LoopBridge(loop, read_some=lambda: body.read(PIECE))
+
+    def consume():
+        tar = xva_chunks.TarReader(bridge)
+        xva_chunks.read_disk(tar, "vdi", size, lambda off, data: _pwrite_all(
+            fd, memoryview(data), off), xva_chunks.ImportState(), zeros_written=fresh,
+            progress=lambda done: loop.call_soon_threadsafe(req.progress, done / max(1, size)))
+        if tar.next() is not None:
+            raise FormatError("the tar goes on after the disk's last chunk")
+    await in_thread(consume, bridge, body.conn)
+
+
+# -- ISO upload ----------------------------------------------------------------------------
+
+async def _import_iso(req: Request, sr: str, length: int):
+    """An ISO into an ISO SR: the SR is a directory of *.iso files and each file is a
+    VDI named after it. The upload goes to a hidden file in that directory and takes
+    its name only when whole, so a failed upload leaves no ISO behind."""
+    store = req.server.store
+    try:
+        drv = service.driver_for(req.server, sr)
+    except ApiError as exc:
+        raise Refusal(500, exc) from None
+    name = req.param("filename") or req.param("name") or f"{uuidlib.uuid4()}.iso"
+    if not name.lower().endswith(".iso"):
+        name += ".iso"
+    try:        # the driver refuses a name with a directory, a dot first, a NUL
+        target = drv.path(name)
+    except Refused as exc:
+        raise Refusal(400, ApiError("INTERNAL_ERROR", f"bad ISO name: {exc}")) from None
+    if store.find("VDI", SR=sr, location=name) or await asyncio.to_thread(
+            os.path.lexists, target):
+        raise Refusal(400, ApiError("LOCATION_NOT_UNIQUE", sr, name))
+    partial = os.path.join(os.path.dirname(target), f".upload-{uuidlib.uuid4()}.part")
+    try:
+        fd = await asyncio.to_thread(os.open, partial,
+                                     os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except OSError as exc:
+        raise Refusal(500, ApiError("SR_BACKEND_FAILURE", "EACCES", "",
+                                    f"cannot write into the ISO SR: {exc}")) from None
+    try:
+        try:
+            await req.start_stream(header_lines(
+                req, ["content-type: application/octet-stream"]))
+            sink = DiskWriter(fd, length, skip_zeros=False)
+            await _read_raw(req, BodyReader(req, length), sink, length)
+            await sink.finish()
+        except ClientGone as exc:
+            raise io_error(str(exc)) from None
+        finally:
+            await asyncio.to_thread(os.close, fd)
+        try:   # link, not rename: never replaces an ISO that appeared meanwhile
+            await asyncio.to_thread(os.link, partial, target)
+        except FileExistsError:
+            raise ApiError("LOCATION_NOT_UNIQUE", sr, name) from None
+    finally:
+        await asyncio.to_thread(_unlink, partial)
+    with service.errors(sr):
+        vol = await drv.volume(name)
+    ref = service.record_volume(store, sr, vol)
+    await service.refresh(req.server, sr, drv)
+    return ref
