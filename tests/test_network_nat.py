@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+import XenAPI
 
 from guest.harness import MARK, build_or_skip, console_text, guest_vm
 from serverproc import ROOT_PASSWORD, ServerProcess
@@ -106,8 +107,22 @@ def test_a_guest_on_the_nat_network_gets_an_address_and_reaches_outside(nat_serv
         xapi.VIF.create({"VM": vm, "network": net, "device": "0", "MAC": "", "MTU": "1500",
                          "other_config": {}, "qos_algorithm_type": "",
                          "qos_algorithm_params": {}})
+        # a second guest asks for a fixed address: a DHCP reservation on this network
+        fixed = guest_vm(xapi, guest, "nat-fixed", mib=192, args="guestdhcp")
+        fixed_vif = xapi.VIF.create({
+            "VM": fixed, "network": net, "device": "0", "MAC": "", "MTU": "1500",
+            "other_config": {}, "qos_algorithm_type": "", "qos_algorithm_params": {}})
+        for bad, code in (("10.213.50.77", "INVALID_CIDR_ADDRESS_SPECIFIED"),
+                          ("10.213.50.1/24", "INVALID_IP_ADDRESS_SPECIFIED"),
+                          ("10.213.51.9/24", "INVALID_IP_ADDRESS_SPECIFIED")):
+            with pytest.raises(XenAPI.Failure) as caught:
+                xapi.VIF.configure_ipv4(fixed_vif, "Static", bad, "")
+            assert caught.value.details[0] == code, bad
+        xapi.VIF.configure_ipv4(fixed_vif, "Static", "10.213.50.77/24", "")
+        assert xapi.VIF.get_ipv4_addresses(fixed_vif) == ["10.213.50.77/24"]
         uuid = xapi.VM.get_uuid(vm)
         xapi.VM.start(vm, False, False)
+        xapi.VM.start(fixed, False, False)
         leased = wait_for(lambda: [m for m in markers(proc.data_dir, uuid)
                                    if m.startswith("DHCP ")])
         assert leased and leased[0].startswith("DHCP eth0 10.213.50."), \
@@ -127,7 +142,40 @@ def test_a_guest_on_the_nat_network_gets_an_address_and_reaches_outside(nat_serv
              f"uuid={uuid}", "params=networks", "--minimal"],
             capture_output=True, text=True, timeout=60)
         assert f"0/ip: {address}" in listed.stdout, listed.stdout + listed.stderr
+        fixed_uuid = xapi.VM.get_uuid(fixed)
+        assert wait_for(lambda: "DHCP eth0 10.213.50.77" in markers(proc.data_dir,
+                                                                     fixed_uuid)), \
+            markers(proc.data_dir, fixed_uuid)[-10:]
         xapi.VM.hard_shutdown(vm)
+        xapi.VM.hard_shutdown(fixed)
+    finally:
+        session.xenapi.session.logout()
+
+
+def test_addresses_off_the_nat_network_need_a_guest_agent(nat_server):
+    """As xapi without a guest agent: VM_LACKS_FEATURE (after the address checks)."""
+    proc = nat_server[0]
+    session = proc.session()
+    xapi = session.xenapi
+    try:
+        template = next(r for r, rec in xapi.VM.get_all_records().items()
+                        if rec["is_a_template"])
+        vm = xapi.VM.clone(template, "agentless")
+        lan = xapi.network.create({"name_label": "plain lan", "other_config": {}})
+        vif = xapi.VIF.create({"VM": vm, "network": lan, "device": "0", "MAC": "",
+                               "MTU": "1500", "other_config": {}, "qos_algorithm_type": "",
+                               "qos_algorithm_params": {}})
+        for call, address in ((xapi.VIF.configure_ipv4, "192.0.2.5/24"),
+                              (xapi.VIF.configure_ipv6, "2001:db8::5/64")):
+            with pytest.raises(XenAPI.Failure) as caught:
+                call(vif, "Static", address, "")
+            assert caught.value.details == ["VM_LACKS_FEATURE", vm]
+        with pytest.raises(XenAPI.Failure) as caught:
+            xapi.VIF.configure_ipv6(vif, "Static", "2001:db8::5", "")
+        assert caught.value.details == ["INVALID_CIDR_ADDRESS_SPECIFIED", "address"]
+        xapi.VIF.destroy(vif)
+        xapi.VM.destroy(vm)
+        xapi.network.destroy(lan)
     finally:
         session.xenapi.session.logout()
 

@@ -9,6 +9,7 @@ bridges exist first.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import re
 import secrets
 
@@ -241,3 +242,56 @@ async def vifs_ready(ctx, vm):
         await _bridge(ctx.server.runtime_of_vm(vm), rec["network"])
     for vif in store.get("VM", vm, "VIFs"):
         store.update("VIF", vif, currently_attached=True)
+
+
+# -- the guest's addresses (xapi_vif.ml configure_ipv4/6) ---------------------------------
+
+def _check_cidr(address: str, version: int):
+    try:
+        iface = ipaddress.ip_interface(address)
+    except ValueError:
+        iface = None
+    if iface is None or iface.version != version or "/" not in address:
+        raise ApiError("INVALID_CIDR_ADDRESS_SPECIFIED", "address")
+
+
+def _check_gateway(gateway: str, version: int):
+    try:
+        if gateway and ipaddress.ip_address(gateway).version != version:
+            raise ValueError
+    except ValueError:
+        raise ApiError("INVALID_IP_ADDRESS_SPECIFIED", "gateway") from None
+
+
+@implements("VIF.configure_ipv4")
+async def configure_ipv4(ctx, self, mode, address, gateway):
+    """Static on the host-internal NAT network: a DHCP reservation for the VIF's MAC
+    (the host plays xapi's guest agent); anywhere else the VM would need an agent."""
+    store = ctx.store
+    rec = store.record("VIF", self)
+    if mode == "Static":
+        _check_cidr(address, 4)
+        _check_gateway(gateway, 4)
+    nat = ctx.server.runtime_of_vm(rec["VM"]).net.nat
+    if nat is None or nat.network != rec["network"]:
+        raise ApiError("VM_LACKS_FEATURE", rec["VM"])
+    if mode == "Static":
+        host_part = address.split("/")[0]
+        taken = {a for mac, a in nat.reservations().items() if mac != rec["MAC"].lower()}
+        if not nat.reservable(host_part) or host_part in taken:
+            raise ApiError("INVALID_IP_ADDRESS_SPECIFIED", "address")
+    store.update("VIF", self, ipv4_configuration_mode=mode,
+                 ipv4_addresses=[address] if mode == "Static" else [],
+                 ipv4_gateway=gateway if mode == "Static" else "")
+    await nat.apply_reservations()
+
+
+@implements("VIF.configure_ipv6")
+def configure_ipv6(ctx, self, mode, address, gateway):
+    """Checked as xapi checks it; applying it takes a guest agent, which no VM has here
+    (the NAT network is IPv4 only)."""
+    rec = ctx.store.record("VIF", self)
+    if mode == "Static":
+        _check_cidr(address, 6)
+        _check_gateway(gateway, 6)
+    raise ApiError("VM_LACKS_FEATURE", rec["VM"])

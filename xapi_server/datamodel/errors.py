@@ -228,6 +228,9 @@ _error("BRIDGE_NAME_EXISTS", "bridge", "A bridge of that name exists already.")
 _error("VIF_IN_USE", "network, VIF", "The network has VIFs in use.")
 _error("MAC_INVALID", "MAC", "The MAC address is not valid.")
 _error("INVALID_IP_ADDRESS_SPECIFIED", "parameter", "A parameter holds an invalid IP address.")
+_error("INVALID_CIDR_ADDRESS_SPECIFIED", "parameter",
+       "A parameter is no valid address/prefix (CIDR).")
+_error("VM_LACKS_FEATURE", "vm", "The VM (its guest agent) cannot do this.")
 _error("DUPLICATE_PIF_DEVICE_NAME", "device", "A PIF for that device exists already.")
 _error("COULD_NOT_FIND_NETWORK_INTERFACE_WITH_SPECIFIED_DEVICE_NAME_AND_MAC_ADDRESS",
        "device, mac", "No interface has that device name and MAC address.")

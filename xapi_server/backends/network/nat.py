@@ -98,23 +98,26 @@ def _dnsmasq_user() -> str:
     return "root"
 
 
-def dnsmasq_argv(plan: NatPlan, state_dir: str) -> list[str]:
+def dnsmasq_argv(plan: NatPlan, state_dir: str, reserved: dict[str, str]) -> list[str]:
     """dnsmasq on the bridge alone: no config file of the system's, no /etc/hosts of
-    the host, the leases in our own file."""
+    the host, the leases in our own file, and the reserved addresses (MAC -> address)
+    on the command line: dnsmasq reads files only after it dropped to its own user,
+    who may not reach the data dir."""
     return ["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--bind-interfaces",
             f"--interface={plan.bridge}", "--except-interface=lo",
             f"--listen-address={plan.address}", "--strict-order", "--no-hosts",
             f"--dhcp-range={plan.first},{plan.last},12h", "--dhcp-authoritative",
             "--dhcp-no-override", f"--dhcp-leasefile={os.path.join(state_dir, 'leases')}",
             f"--pid-file={os.path.join(state_dir, 'dnsmasq.pid')}",
-            f"--user={_dnsmasq_user()}", "--log-facility=-", "--quiet-dhcp"]
+            f"--user={_dnsmasq_user()}", "--log-facility=-", "--quiet-dhcp",
+            *(f"--dhcp-host={mac},{address}" for mac, address in sorted(reserved.items()))]
 
 
-async def start_dnsmasq(plan: NatPlan, state_dir: str):
+async def start_dnsmasq(plan: NatPlan, state_dir: str, reserved: dict[str, str]):
     """A running dnsmasq (the asyncio process); NetworkError if it exits at once."""
     os.makedirs(state_dir, mode=0o755, exist_ok=True)
     proc = await asyncio.create_subprocess_exec(
-        *dnsmasq_argv(plan, state_dir), stdin=asyncio.subprocess.DEVNULL,
+        *dnsmasq_argv(plan, state_dir, reserved), stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
     try:
         await asyncio.wait_for(proc.wait(), 0.5)
@@ -122,6 +125,17 @@ async def start_dnsmasq(plan: NatPlan, state_dir: str):
         return proc           # still running: it bound its sockets
     err = (await proc.stderr.read()).decode(errors="replace").strip()
     raise NetworkError(f"dnsmasq: {err or f'exited with {proc.returncode}'}")
+
+
+def in_pool(plan: NatPlan, address: str) -> bool:
+    """An address DHCP may hand out on this network (not the host's, not the subnet's
+    own addresses)."""
+    try:
+        ip = ipaddress.IPv4Address(address)
+    except ValueError:
+        return False
+    return ipaddress.IPv4Address(plan.first) <= ip <= ipaddress.IPv4Address(plan.last) \
+        and str(ip) != plan.address
 
 
 def read_leases(state_dir: str) -> dict[str, str]:

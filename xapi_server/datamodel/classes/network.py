@@ -181,6 +181,19 @@ VIF = cls(
             'Move the VIF to another network (live when attached).', role='vm-admin'),
         msg('set_locking_mode', 'VIF ref self, enum vif_locking_mode value', 'void',
             'Set the locking mode (disabled: the link is down).', role='pool-operator'),
+        msg('configure_ipv4', 'VIF ref self, enum vif_ipv4_configuration_mode mode, '
+            "string address='', string gateway=''", 'void',
+            "The guest's IPv4 address on this interface (Static: address/prefix). On the "
+            "host-internal NAT network the host's DHCP server hands it out; elsewhere it "
+            "needs a guest agent (VM_LACKS_FEATURE, as xapi without one).",
+            errors=['INVALID_CIDR_ADDRESS_SPECIFIED', 'INVALID_IP_ADDRESS_SPECIFIED',
+                    'VM_LACKS_FEATURE'], role='vm-operator'),
+        msg('configure_ipv6', 'VIF ref self, enum vif_ipv6_configuration_mode mode, '
+            "string address='', string gateway=''", 'void',
+            "The guest's IPv6 address on this interface; needs a guest agent "
+            "(VM_LACKS_FEATURE without one, as xapi).",
+            errors=['INVALID_CIDR_ADDRESS_SPECIFIED', 'INVALID_IP_ADDRESS_SPECIFIED',
+                    'VM_LACKS_FEATURE'], role='vm-operator'),
     ],
 )
 

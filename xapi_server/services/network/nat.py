@@ -60,6 +60,7 @@ class NatNetwork:
         self.network: str | None = None
         self.plan: nat.NatPlan | None = None
         self.dnsmasq = None
+        self._reserved: dict[str, str] | None = None   # what dnsmasq was last given
         self._task: asyncio.Task | None = None
 
     @property
@@ -84,8 +85,30 @@ class NatNetwork:
         await nat.apply_masquerade(self.plan)
         await self._start_dnsmasq()
 
+    def reservations(self) -> dict[str, str]:
+        """MAC -> address of the VIFs on this network configured Static (VIF.configure_ipv4)."""
+        found = {}
+        for vif in self.store.tables["VIF"].values():
+            if vif["network"] == self.network and vif["ipv4_configuration_mode"] == "Static" \
+                    and vif["ipv4_addresses"] and vif["MAC"]:
+                found[vif["MAC"].lower()] = vif["ipv4_addresses"][0].split("/")[0]
+        return found
+
+    async def apply_reservations(self):
+        """dnsmasq hands each reserved MAC its address from now on (at the guest's next
+        DHCP request): it is started again with them (the leases are kept in its
+        file). Also from the watch loop: a destroyed VIF's reservation goes."""
+        if self.reservations() == self._reserved or self.dnsmasq is None:
+            return
+        await self._stop_dnsmasq()
+        await self._start_dnsmasq()
+
+    def reservable(self, address: str) -> bool:
+        return self.plan is not None and nat.in_pool(self.plan, address)
+
     async def _start_dnsmasq(self):
-        self.dnsmasq = await nat.start_dnsmasq(self.plan, self.state_dir)
+        self._reserved = self.reservations()
+        self.dnsmasq = await nat.start_dnsmasq(self.plan, self.state_dir, self._reserved)
         asyncio.get_running_loop().create_task(self._drain(self.dnsmasq))
 
     @staticmethod
@@ -97,12 +120,16 @@ class NatNetwork:
     async def stop(self):
         if self._task:
             self._task.cancel()
+        await self._stop_dnsmasq()
+
+    async def _stop_dnsmasq(self):
         if self.dnsmasq is not None and self.dnsmasq.returncode is None:
             self.dnsmasq.terminate()
             try:
                 await asyncio.wait_for(self.dnsmasq.wait(), 5)
             except asyncio.TimeoutError:
                 self.dnsmasq.kill()
+                await self.dnsmasq.wait()
 
     async def _watch(self):
         while True:
@@ -110,6 +137,7 @@ class NatNetwork:
             try:
                 if self.dnsmasq is None or self.dnsmasq.returncode is not None:
                     await self._set_up()      # first start failed, or dnsmasq died
+                await self.apply_reservations()
                 self.publish_leases(nat.read_leases(self.state_dir))
                 await self.store.flush()
             except asyncio.CancelledError:
