@@ -150,3 +150,15 @@ def test_xe_host_disable_enable(proc, x):
     out = subprocess.run([*xe, "host-reboot", f"uuid={uuid}"], capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 1 and "disabled" in out.stderr.lower()
+
+
+def test_workload_balancing_answers_as_xapi_without_an_appliance(x):
+    """No WLB server can be configured here: xapi's answers for a pool without one."""
+    pool = x.pool.get_all()[0]
+    host = x.host.get_all()[0]
+    assert x.pool.get_wlb_url(pool) == ""
+    for call, args in ((x.pool.deconfigure_wlb, ()), (x.pool.send_wlb_configuration, ({},)),
+                       (x.pool.retrieve_wlb_configuration, ()),
+                       (x.pool.retrieve_wlb_recommendations, ()),
+                       (x.host.retrieve_wlb_evacuate_recommendations, (host,))):
+        assert failure(call, *args) == ["WLB_NOT_INITIALIZED"], call

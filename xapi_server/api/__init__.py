@@ -4,6 +4,7 @@ Importing this package registers every implementation with the dispatcher.
 """
 from . import certificate, event, host, message, ratelimit, rbac, session, task  # noqa: F401
 from . import host_maintenance  # noqa: F401  (disable/enable, evacuate, reboot, logs)
+from . import wlb  # noqa: F401  (workload balancing: xapi's answers without an appliance)
 from . import metrics  # noqa: F401  (data sources of VM, host, SR)
 from . import console, vm, vm_clone, vm_config, vm_memory  # noqa: F401
 from . import pbd, sm, sr, vbd, vdi  # noqa: F401  (storage)

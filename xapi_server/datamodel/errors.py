@@ -119,6 +119,8 @@ _error("HOST_OFFLINE", "host", "The host cannot be reached.")
 _error("HOST_DISABLED", "host", "The host is disabled.")
 _error("HOST_NOT_DISABLED", "", "The host must be disabled (maintenance mode) first.")
 _error("HOST_IN_USE", "host, type, ref", "The host still runs this object (a VM).")
+_error("WLB_NOT_INITIALIZED", "", "No workload-balancing server is configured.")
+_error("WLB_DISABLED", "", "Workload balancing is configured but switched off.")
 _error("HOST_HAS_NO_MANAGEMENT_IP", "", "The host has no management interface.")
 _error("CANNOT_EVACUATE_HOST", "errors",
        "Some VMs cannot leave the host: each as CODE,params, separated by |.")

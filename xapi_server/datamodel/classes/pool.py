@@ -81,6 +81,22 @@ POOL = cls(
         field('vm_console_idle_timeout', 'int', RW, default=0),
         field('auto_update_vm_secureboot_certificates', 'bool', RW, default=False),
     ],
+    messages=[
+        # Workload balancing needs a WLB appliance, which cannot be set up here
+        # (initialize_wlb is absent): these answer as xapi does without one (api/wlb.py).
+        msg('deconfigure_wlb', '', doc='Forget the workload-balancing server.',
+            errors=['WLB_NOT_INITIALIZED'], role='pool-operator'),
+        msg('send_wlb_configuration', '(string -> string) map config',
+            doc='Send settings to the workload-balancing server.',
+            errors=['WLB_NOT_INITIALIZED'], role='pool-operator'),
+        msg('retrieve_wlb_configuration', '', '(string -> string) map',
+            "The workload-balancing server's settings.",
+            errors=['WLB_NOT_INITIALIZED'], role='read-only', mutates=False),
+        msg('retrieve_wlb_recommendations', '', '(VM ref -> string set) map',
+            "Where the workload-balancing server would move VMs.",
+            errors=['WLB_NOT_INITIALIZED', 'WLB_DISABLED'], role='read-only',
+            mutates=False),
+    ],
 )
 
 # What host.install_server_certificate checks, in xapi's order (see api/certificate.py).
@@ -246,6 +262,11 @@ HOST = cls(
             "The kernel's message buffer, which is then emptied.", role="pool-operator"),
         msg("get_log", "host ref host", "string",
             "The server's recent log lines (its own log, as xapi's xensource.log).",
+            mutates=False),
+        msg("retrieve_wlb_evacuate_recommendations", "host ref self",
+            "(VM ref -> string set) map",
+            "Where the workload-balancing server would move the host's VMs.",
+            errors=["WLB_NOT_INITIALIZED", "WLB_DISABLED"], role="read-only",
             mutates=False),
         msg("get_management_interface", "host ref host", "PIF ref",
             "The PIF the host is managed through.", errors=["HOST_HAS_NO_MANAGEMENT_IP"],
