@@ -116,6 +116,9 @@ def test_vm_data_sources_have_xapi_names_and_units(busy, session):
     assert {"read", "write"} <= {d["name_label"] for d in x.SR.get_data_sources(sr)}
     assert x.VM.query_data_source(vm, "memory") == 128 * 2**20
     assert 0.0 <= x.VM.query_data_source(vm, "cpu0") <= 1.0
+    # xapi's older per-vCPU view of the same archive
+    used = x.VM_metrics.get_VCPUs_utilisation(x.VM.get_metrics(vm))
+    assert list(used) == ["0"] and 0.0 <= used["0"] <= 1.0
     # The guest reads its disk at boot: bytes were read, as a rate of the first seconds.
     doc = json.loads(updates(proc, session, f"start=-300&json&vm_uuid={x.VM.get_uuid(vm)}"))
     column = [e.split(":")[-1] for e in doc["meta"]["legend"]].index("vbd_vda_read")

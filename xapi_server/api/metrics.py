@@ -47,3 +47,21 @@ def _register(cname: str):
 
 for _cname in _KIND:
     _register(_cname)
+
+
+@implements("VM_metrics.get_VCPUs_utilisation")
+async def get_vcpus_utilisation(ctx, self):
+    """xapi's older view of the cpu<N> data sources: vCPU number -> its latest use
+    (sources the archive does not have yet are left out)."""
+    ctx.store.record("VM_metrics", self)
+    owners = ctx.store.find("VM", metrics=self)
+    if not owners:
+        return {}
+    vm = ctx.store.record("VM", owners[0])
+    count = ctx.store.get("VM_metrics", self, "VCPUs_number") or vm["VCPUs_at_startup"]
+    found = {}
+    for n in range(count):
+        value = await ctx.server.metrics.query("vm", vm["uuid"], f"cpu{n}")
+        if value is not None:
+            found[n] = value
+    return found

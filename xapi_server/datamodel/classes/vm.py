@@ -285,6 +285,11 @@ VM_METRICS = cls(
         field('numa_nodes', 'int', RC, default=0),
         field('numa_node_memory', '(int -> int) map', RO, default={}),
     ],
+    messages=[
+        msg('get_VCPUs_utilisation', 'VM_metrics ref self', '(int -> float) map',
+            "Each vCPU's latest use (0..1), from the VM's metrics archive (cpu<N>).",
+            **_READ),
+    ],
 )
 
 VM_GUEST_METRICS = cls(
