@@ -9,7 +9,7 @@ import pytest
 
 from guest.harness import (block_devices, console, guest, make_vm, real,  # noqa: F401
                            wait_booted, wait_for, x)
-from test_xva import disk_sha, export, get, import_xva, new_vms, qemu_io, wait_task
+from xva_server import disk_sha, export, get, import_xva, new_vms, qemu_io, wait_task
 
 pytestmark = pytest.mark.slow   # boots real guests under QEMU: minutes; -m 'not slow' skips
 

@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 from serverproc import ROOT_PASSWORD  # noqa: E402
-from test_xva import destroy_vm, make_vm, network, sr, srv, x  # noqa: E402,F401
+from xva_server import destroy_vm, make_vm, network, sr, srv, x  # noqa: E402,F401
 
 XE = os.path.join(os.path.dirname(sys.executable), "xe")
 MiB = 1024 * 1024
