@@ -25,6 +25,7 @@ WANTED_MODULES = [
     "button", "evdev",                       # ACPI power button -> /dev/input/event*
     "virtio_pci", "virtio_blk", "virtio_scsi",
     "virtio_net",                            # pulls net_failover, failover
+    "virtio_balloon",                        # the host can take memory back
     "ata_piix", "ata_generic", "sd_mod", "sr_mod", "cdrom", "isofs",
 ]
 # Recommended base kernel command line (the domain XML adds guest* params).
@@ -73,6 +74,10 @@ for arg in $(cat /proc/cmdline); do
     guestip[0-9]*=*) n=${arg%%=*}; IPS="$IPS eth${n#guestip}=${arg#*=}" ;;
     guestping=*) PINGT="${arg#guestping=}" ;;
     guestdhcp) DHCP=1 ;;
+    guestburn) (while :; do :; done) & ;;
+    guestrecv=*) (while :; do nc -l -p ${arg#guestrecv=} >/dev/null; done) & ;;
+    guestread=*) (while :; do dd if=/dev/${arg#guestread=} of=/dev/null bs=64k iflag=direct \
+                      2>/dev/null || sleep 1; done) & ;;
     esac
 done
 configure_net() {
@@ -119,14 +124,18 @@ if [ -n "$DHCP" ]; then
         '  [ -n "$router" ] && route add default gw ${router%% *} dev $interface' \
         '  echo "XAPI-TEST-GUEST DHCP $interface $ip" >/dev/console ;; esac' > /tmp/dhcp.sh
     chmod +x /tmp/dhcp.sh
+    # The NIC's driver may still be probing (booted from a CD it comes later): wait.
+    i=0; while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
     ip link set eth0 up
     (udhcpc -i eth0 -s /tmp/dhcp.sh -t 30 -T 2 -n -q >/dev/null 2>&1 || m DHCP FAIL) &
 fi
 m BOOTED kernel=$(uname -r)
 m CMDLINE $(cat /proc/cmdline)
-oblk=-; onet=-; omed=""; oping=""
+oblk=-; onet=-; omed=""; oping=""; omem=""
 while :; do
     configure_net
+    mt=$(grep MemTotal /proc/meminfo | tr -s ' ' | cut -d' ' -f2)
+    [ "$mt" != "$omem" ] && { m MEM total_kib=$mt; omem=$mt; }
     b=$(block_list); [ "$b" != "$oblk" ] && { m BLOCK $b; oblk=$b; }
     n=$(net_list); [ "$n" != "$onet" ] && { m NET $n; onet=$n; }
     md=$(media_state); [ "$md" != "$omed" ] && { for e in $md; do m MEDIA $(echo $e | tr , " "); done; omed=$md; }

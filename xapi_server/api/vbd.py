@@ -7,6 +7,11 @@ from ..dispatch.registry import implements
 from ..errors import ApiError
 from ..services.storage import attach, service, vdiops, vmdisks
 from ..services.storage.service import NULL
+from ..services.vm import qos
+from .device_qos import register_qos_setters
+
+
+FORCE_UNPLUG_WAIT = 5.0   # seconds a guest gets to let go of a device on unplug_force
 
 
 def _power(store, vm) -> str:
@@ -56,6 +61,7 @@ def create(ctx, args):
         if cd:
             _assert_cd_media(store, vdi)
     fields["userdevice"] = _userdevice(store, vm, fields.get("userdevice", ""), cd)
+    qos.check_vbd({"qos_algorithm_type": "", "qos_algorithm_params": {}, **fields})
     fields.update(currently_attached=False, device="")
     return store.create("VBD", fields)
 
@@ -76,6 +82,11 @@ async def plug(ctx, self):
     if rec["currently_attached"]:
         raise ApiError("DEVICE_ALREADY_ATTACHED", self)
     await attach.hotplug(ctx.server, self)
+    await qos.apply_vbd(ctx.server, self)    # its I/O limits (services/vm/qos.py)
+
+
+# qos_algorithm_type "iotune" (limits, live too) or xapi's "ionice" (checked only).
+register_qos_setters("VBD", qos.check_vbd, qos.apply_vbd)
 
 
 @implements("VBD.unplug")
@@ -88,6 +99,21 @@ async def unplug(ctx, self):
     if not rec["unpluggable"]:
         raise ApiError("VBD_NOT_UNPLUGGABLE", self)
     await attach.hotunplug(ctx.server, self)
+
+
+@implements("VBD.unplug_force")
+async def unplug_force(ctx, self):
+    """As xapi: not refused for a VBD marked not unpluggable, and the guest is given
+    a short time only. QEMU cannot pull a device a guest holds (the PCI unplug needs the
+    guest's consent): one it keeps is DEVICE_DETACH_REJECTED, as from xapi."""
+    store = ctx.store
+    rec = store.record("VBD", self)
+    _require_running(store, rec["VM"])
+    if not rec["currently_attached"]:
+        raise ApiError("DEVICE_ALREADY_DETACHED", self)
+    if rec["type"] == "CD":   # IDE drives of a "pc" machine cannot be unplugged at all
+        raise ApiError("DEVICE_DETACH_REJECTED", "VBD", self, "IDE devices cannot be unplugged")
+    await attach.hotunplug(ctx.server, self, timeout=FORCE_UNPLUG_WAIT)
 
 
 @implements("VBD.assert_attachable")
@@ -176,11 +202,15 @@ async def copy_disks(ctx, mode, src, new, sr):
 
 
 async def _revert_disks(ctx, snapshot, vm):
-    """The VM gets clones of the snapshot's disks; its current disks go unless
-    something else (another VM, a snapshot record) still uses them."""
+    """The VM gets clones of the snapshot's disks (and of its memory image, if it has
+    one); its current disks go unless something else (another VM, a snapshot record)
+    still uses them."""
     store = ctx.store
     old = list(store.get("VM", vm, "VBDs"))
     await vmdisks.copy_vm_disks(ctx.server, snapshot, vm, "clone")
+    memory = store.get("VM", snapshot, "suspend_VDI")
+    if memory != NULL:   # a checkpoint's memory image: the VM gets a copy of it
+        store.update("VM", vm, suspend_VDI=await vdiops.clone(ctx.server, memory))
     for vbd in old:
         vdi = store.get("VBD", vbd, "VDI")
         store.delete("VBD", vbd)

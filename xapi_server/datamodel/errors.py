@@ -132,6 +132,8 @@ _error("HA_OPERATION_WOULD_BREAK_FAILOVER_PLAN", "",
 _error("CLUSTERING_ENABLED", "cluster_host", "Clustering is enabled on the cluster host.")
 _error("MEMORY_CONSTRAINT_VIOLATION", "constraint",
        "The memory settings break the constraint named.")
+_error("VM_MEMORY_TARGET_WAIT_TIMEOUT", "task",
+       "The VM's memory did not reach its balloon target in time.")
 
 # --- server certificates -----------------------------------------------------------------
 _error("SERVER_CERTIFICATE_KEY_INVALID", "", "The key is not an unencrypted PKCS#8 PEM key.")

@@ -3,11 +3,13 @@ one. Drivers import the contract module, never this package, so the factory can 
 them without an import cycle."""
 from __future__ import annotations
 
-from .contract import (HALTED, METADATA_NS, METADATA_PREFIX, Capabilities, ConsoleStream,
-                       DomainState, EventHandler, Hypervisor, HypervisorError)
+from .contract import (CPU_PERIOD_US, HALTED, IOTUNE_NAMES, METADATA_NS, METADATA_PREFIX,
+                       Capabilities, ConsoleStream, DomainState, EventHandler, Hypervisor,
+                       HypervisorError)
 
-__all__ = ["HALTED", "METADATA_NS", "METADATA_PREFIX", "Capabilities", "ConsoleStream",
-           "DomainState", "EventHandler", "Hypervisor", "HypervisorError", "open_hypervisor"]
+__all__ = ["CPU_PERIOD_US", "HALTED", "IOTUNE_NAMES", "METADATA_NS", "METADATA_PREFIX",
+           "Capabilities", "ConsoleStream", "DomainState", "EventHandler", "Hypervisor",
+           "HypervisorError", "open_hypervisor"]
 
 
 def open_hypervisor(settings) -> Hypervisor:

@@ -23,6 +23,11 @@ class DomainState:
 
 
 HALTED = DomainState("Halted")
+# The scheduling period a CPU quota is given in (100 ms: the kernel's CFS default).
+CPU_PERIOD_US = 100_000
+# A disk's I/O limits, libvirt's <iotune> names (bytes or operations per second).
+IOTUNE_NAMES = ("total_bytes_sec", "read_bytes_sec", "write_bytes_sec",
+                "total_iops_sec", "read_iops_sec", "write_iops_sec")
 
 # Our metadata namespace: a domain carrying <xapi:vm> in it belongs to this server
 # (the domain XML writes it, the driver lists only domains that carry it).
@@ -52,6 +57,11 @@ class Capabilities:
     needs_qemu_access_check: bool = True
     # Domains are emulated machines: the XML names a machine type and a memory balloon.
     emulates_machine: bool = True
+    # Scheduler, disk and NIC limits reach real guests (cgroups, QEMU throttling, tc).
+    tunes_resources: bool = True
+    # The hypervisor applies a NIC's <bandwidth> from the domain XML (else the XML
+    # names the rate in our metadata and the driver applies what it can itself).
+    nic_bandwidth_in_xml: bool = True
 
 
 # An event handler gets the domain uuid and a kind: "lifecycle" (started, stopped,
@@ -90,7 +100,27 @@ class Hypervisor(Protocol):
     async def device_targets(self, uuid: str) -> set[str]:
         """The target names (vda, hdc ...) of the running domain's devices now."""
     async def set_vcpus(self, uuid: str, count: int) -> None: ...
+    # -- a running guest beyond its power cycle (libvirt_guestops.py) -----------------
+    async def save_memory(self, uuid: str, path: str) -> None:
+        """Memory and device state to `path`; the domain stays as it is."""
+    async def saved_image_xml(self, path: str) -> str: ...
+    async def restore(self, path: str, xml: str, paused: bool = False) -> None:
+        """Run the domain from a memory image with `xml` as its definition."""
+    async def send_keys(self, uuid: str, keycodes: list[int]) -> None:
+        """Linux input key codes pressed together."""
+    async def inject_nmi(self, uuid: str) -> None: ...
+    async def reset(self, uuid: str) -> None: ...
+    async def wakeup(self, uuid: str) -> None: ...
+    async def resize_disk(self, uuid: str, target: str, size_bytes: int) -> None: ...
     async def set_memory(self, uuid: str, size_bytes: int) -> None: ...
+    # -- resource controls of a running domain (services/vm/qos.py) --------------------
+    async def set_cpu_tune(self, uuid: str, shares: int, quota_us: int | None) -> None:
+        """CPU shares and a quota (microseconds per CPU_PERIOD_US, the whole domain's;
+        None: no cap) of the running domain."""
+    async def set_disk_iotune(self, uuid: str, target: str, limits: dict) -> None:
+        """I/O limits of one disk (libvirt iotune names; 0 or absent: unlimited)."""
+    async def set_interface_bandwidth(self, uuid: str, mac: str, kib_per_s: int) -> None:
+        """Average rate of one NIC both ways, KiB/s (0: unlimited)."""
     async def state(self, uuid: str) -> DomainState:
         """HALTED when no domain of ours has this uuid."""
     async def list(self) -> dict[str, DomainState]:

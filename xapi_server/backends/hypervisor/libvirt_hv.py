@@ -8,6 +8,7 @@ ours only when it carries our metadata element: everything else is left alone.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import xml.etree.ElementTree as ET
 
@@ -17,6 +18,7 @@ from .contract import (HALTED, METADATA_NS, Capabilities, DomainState, DomainSta
                        HypervisorError)
 from .libvirt_conn import Connection, Unreachable, kvm_usable
 from .libvirt_console import LibvirtConsole
+from .libvirt_qos import QosCalls, kernel_shapes_like_libvirt
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +76,10 @@ GUEST_CAPABILITIES = Capabilities()
 TEST_DRIVER_CAPABILITIES = Capabilities(
     reads_boot_files=False, uses_host_memory=False, reboot_reported_by_event=False,
     nics_are_host_taps=False, guest_releases_devices=False, needs_qemu_access_check=False,
-    emulates_machine=False)
+    emulates_machine=False, tunes_resources=False, nic_bandwidth_in_xml=False)
 
 
-class LibvirtHypervisor:
+class LibvirtHypervisor(QosCalls):
     def __init__(self, settings):
         self.settings = settings
         self.conn = Connection(settings.libvirt_uri, settings.data_dir)
@@ -87,6 +89,8 @@ class LibvirtHypervisor:
         # (uri, domain type) -> (uid, gid) QEMU runs as, or None: read once from the
         # capabilities of the libvirt this connection reaches (qemu_access.qemu_identity).
         self.qemu_identities: dict[tuple[str, str], tuple[int, int] | None] = {}
+        # Can libvirt's NIC bandwidth recipe run on this kernel? (probed once, libvirt_qos)
+        self.shapes_like_libvirt: bool | None = None
 
     @property
     def uri(self) -> str:
@@ -94,7 +98,10 @@ class LibvirtHypervisor:
 
     @property
     def capabilities(self) -> Capabilities:
-        return TEST_DRIVER_CAPABILITIES if self._test_driver else GUEST_CAPABILITIES
+        if self._test_driver:
+            return TEST_DRIVER_CAPABILITIES
+        return dataclasses.replace(GUEST_CAPABILITIES,
+                                   nic_bandwidth_in_xml=self.shapes_like_libvirt is not False)
 
     async def open(self):
         """Connect (the connection keeps reconnecting by itself from then on: events
@@ -120,6 +127,8 @@ class LibvirtHypervisor:
             wanted = self.settings.domain_type
             self.domain_type = wanted if wanted != "auto" else (
                 "kvm" if kvm_usable() else "qemu")
+        if self.shapes_like_libvirt is None and not self._test_driver:
+            self.shapes_like_libvirt = kernel_shapes_like_libvirt()
         if missed:
             self._emit("*", "resync")
 
@@ -196,6 +205,11 @@ class LibvirtHypervisor:
             dom.suspend()
         else:
             dom.createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED if paused else 0)
+            self._shape_started(dom)
+
+    async def _on_domain(self, uuid, fn):
+        """fn(our domain with this uuid) in a worker thread (QosCalls)."""
+        return await self._run(lambda c: fn(_need(c, uuid)))
 
     async def shutdown(self, uuid):
         flag = 0 if self._test_driver else libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN

@@ -10,6 +10,8 @@ which the caller passes to `build` in the order the Server composed them
 A contributor returns elements for <devices> (it may raise ApiError to refuse the
 start, e.g. VM_REQUIRES_SR). They run in the order given, at every start, after the
 serial console (and the graphics, video card and balloon of an emulated machine).
+The resource controls (services/vm/qos.py) are added last, to the domain and to the
+contributed disks and NICs.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from ...backends.hypervisor import METADATA_NS, METADATA_PREFIX, Capabilities
+from . import qos
 
 # XenAPI on_crash_behaviour -> libvirt <on_crash>
 _ON_CRASH = {"destroy": "destroy", "coredump_and_destroy": "coredump-destroy",
@@ -70,7 +73,8 @@ def build(ctx: BuildContext, contributors: Iterable[DeviceContributor] = ()) -> 
     _sub(ours, f"{{{METADATA_NS}}}uuid", vm["uuid"])
 
     _sub(dom, "memory", vm["memory_static_max"], unit="b")
-    _sub(dom, "currentMemory", vm["memory_dynamic_max"], unit="b")
+    # What the balloon leaves the guest (services/vm/qos.py: the target, in the range).
+    _sub(dom, "currentMemory", qos.balloon_target(vm), unit="b")
     _sub(dom, "vcpu", vm["VCPUs_max"], placement="static", current=vm["VCPUs_at_startup"])
 
     _os(dom, ctx)
@@ -107,6 +111,7 @@ def build(ctx: BuildContext, contributors: Iterable[DeviceContributor] = ()) -> 
         _sub(devices, "memballoon", model="virtio")
     for contribute in contributors:
         devices.extend(contribute(ctx) or ())
+    qos.decorate(ctx, dom, ours, devices)   # CPU shares and cap, NIC and disk limits
     ET.register_namespace(METADATA_PREFIX, METADATA_NS)
     return ET.tostring(dom, encoding="unicode")
 
