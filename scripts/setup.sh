@@ -15,6 +15,7 @@ PACKAGES=(
   iproute2 bridge-utils                                # bridges, VLANs, taps
   dnsmasq-base nftables                                # the host-internal NAT network: DHCP/DNS, masquerading
   busybox-static linux-image-cloud-amd64 cpio genisoimage  # the tiny test guest, test ISOs
+  isolinux syslinux-common                             # a bootable test ISO (the day-one walk-through test)
   wrk                                                  # load generator for bench/
   librrd-dev rrdtool prometheus                        # metrics archives (pip rrdtool builds on librrd-dev); the Prometheus scrape test
 )

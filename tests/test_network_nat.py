@@ -13,7 +13,8 @@ import pytest
 import XenAPI
 
 from guest.harness import MARK, build_or_skip, console_text, guest_vm
-from serverproc import ROOT_PASSWORD, ServerProcess
+from nat_server import OUTSIDE, nat_host, sh
+from serverproc import ROOT_PASSWORD
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(   # slow: boots a real guest
     not shutil.which("qemu-system-x86_64") or not shutil.which("dnsmasq")
@@ -21,54 +22,14 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(   # slow: boots a real guest
     reason="needs root, qemu-system-x86_64, dnsmasq and nft")]
 
 SUBNET = "10.213.50.1/24"
-OUTSIDE = "10.99.0.2"
-
-
-def sh(*argv, check=True):
-    return subprocess.run(argv, capture_output=True, text=True, check=check).stdout
 
 
 @pytest.fixture(scope="module")
 def nat_server(tmp_path_factory):
     guest = build_or_skip(str(tmp_path_factory.mktemp("guest-cache")), catch=Exception,
                           why="test guest cannot be built: ")
-    tag = f"{os.getpid() % 100000}"
-    host_ns, out_ns = f"xnath{tag}", f"xnato{tag}"
-    api_net = 200 + os.getpid() % 50
-    sh("ip", "netns", "add", host_ns)
-    sh("ip", "netns", "add", out_ns)
-    try:
-        sh("ip", "-n", host_ns, "link", "set", "lo", "up")
-        # the test reaches the server's API over one veth...
-        sh("ip", "link", "add", f"xnr{tag}", "type", "veth", "peer", "name", f"xnh{tag}",
-           "netns", host_ns)
-        sh("ip", "addr", "add", f"10.98.{api_net}.1/30", "dev", f"xnr{tag}")
-        sh("ip", "link", "set", f"xnr{tag}", "up")
-        sh("ip", "-n", host_ns, "addr", "add", f"10.98.{api_net}.2/30", "dev", f"xnh{tag}")
-        sh("ip", "-n", host_ns, "link", "set", f"xnh{tag}", "up")
-        # ...and the host reaches "the outside" over another
-        sh("ip", "-n", host_ns, "link", "add", "uplink", "type", "veth", "peer", "name",
-           "wan", "netns", out_ns)
-        sh("ip", "-n", host_ns, "addr", "add", "10.99.0.1/24", "dev", "uplink")
-        sh("ip", "-n", host_ns, "link", "set", "uplink", "up")
-        sh("ip", "-n", out_ns, "addr", "add", f"{OUTSIDE}/24", "dev", "wan")
-        sh("ip", "-n", out_ns, "link", "set", "wan", "up")
-        sh("ip", "-n", out_ns, "link", "set", "lo", "up")
-        data = str(tmp_path_factory.mktemp("xapi-nat"))
-        from xapi_server.backends.hypervisor.libvirt_conn import embedded_uri
-        proc = ServerProcess(data, libvirt_uri=embedded_uri(data), netns=host_ns,
-                             host=f"10.98.{api_net}.2",
-                             env={"XAPI_NAT_NETWORK": SUBNET,
-                                  "XAPI_BOOT_DIRS": os.path.dirname(guest["kernel"])})
-        proc.start()
-        try:
-            yield proc, guest, host_ns, out_ns
-        finally:
-            proc.remove_vms_and_kill()
-    finally:
-        sh("ip", "link", "del", f"xnr{tag}", check=False)
-        sh("ip", "netns", "del", host_ns, check=False)
-        sh("ip", "netns", "del", out_ns, check=False)
+    with nat_host(tmp_path_factory, SUBNET, guest) as (proc, host_ns, out_ns):
+        yield proc, guest, host_ns, out_ns
 
 
 def markers(data_dir, uuid):

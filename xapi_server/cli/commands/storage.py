@@ -1,6 +1,7 @@
 """sr-create/-scan/-destroy/-forget, pbd-plug/-unplug, vdi-*, vbd-* actions."""
 from __future__ import annotations
 
+import os
 import re
 
 from ...datamodel import NULL_REF
@@ -9,6 +10,7 @@ from ..errors import CliFailure, MissingParam
 from ..table import command
 from ..transfer import track_http_operation
 from .vm import run_op, uuid_of
+from .vmdevices import record_pairs
 
 VDI_TYPES = ("system", "user", "suspend", "crashdump", "ephemeral", "ha_statefile",
              "metadata", "redo_log", "rrd", "pvs_cache", "cbt_metadata")
@@ -141,11 +143,33 @@ async def _disk_transfer(ctx, put: bool):
                                "/import_raw_vdi" if put else "/export_raw_vdi", params)
 
 
-@command("vdi-import", reqd=("uuid", "filename"), optional=("format", "progress"),
+@command("vdi-import", reqd=("filename",), optional=("uuid", "sr-uuid", "format", "progress"),
          help="Write a file into the VDI (format raw, vhd, qcow2 or tar; raw by default). "
-              "The file is read where xe runs.")
+              "The file is read where xe runs. With sr-uuid= instead of uuid= (beyond "
+              "xapi's xe): a new VDI of the file's size, or into an ISO SR an ISO under "
+              "the file's name; prints the new VDI's uuid.")
 async def vdi_import(ctx):
-    await _disk_transfer(ctx, put=True)
+    if ctx.param("uuid") or not ctx.param("sr-uuid"):
+        await _disk_transfer(ctx, put=True)
+        return
+    filename = ctx.reqd("filename")
+    params = {"sr_id": await ctx.by_uuid("SR", ctx.param("sr-uuid")),
+              "filename": os.path.basename(filename)}
+    result = await track_http_operation(ctx, "VDI import", True, filename,
+                                        "/import_raw_vdi", params)
+    await ctx.items([await uuid_of(ctx, "VDI", re.search(r"OpaqueRef:[^<]+", result)[0])])
+
+
+@command("cd-list", optional=("params",), std=True,
+         help="The ISOs a VM's CD drive can take: the VDIs of the ISO SRs.")
+async def cd_list(ctx):
+    isos = [sr for sr, rec in (await ctx.call("SR.get_all_records")).items()
+            if rec["content_type"] == "iso"]
+    vdis = await ctx.call("VDI.get_all_records")
+    chosen = sorted((rec for rec in vdis.values() if rec["SR"] in isos),
+                    key=lambda r: r["name_label"])
+    await ctx.table([await record_pairs(ctx, "VDI", rec, ctx.param("params"),
+                                        ("uuid", "name-label")) for rec in chosen])
 
 
 @command("vdi-export", reqd=("uuid", "filename"), optional=("format", "base", "progress"),
