@@ -31,6 +31,8 @@ FORWARDED = {
     ("cli/commands/vm.py", "run_op"): "re-raises a finished task's error_info as it is",
     ("cli/transfer.py", "track_http_operation"): "re-raises an HTTP transfer task's "
                                                  "error_info as it is",
+    ("api/host_plugins.py", "_plugin_result"): "raises a host plugin's own Failure "
+                                               "(XenAPIPlugin) as it is, as xapi",
 }
 
 

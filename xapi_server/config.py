@@ -65,6 +65,35 @@ class Settings:
     # something harmless).
     host_reboot_command: str = "/sbin/shutdown -r now"
     host_shutdown_command: str = "/sbin/shutdown -h now"
+    # What host.enable_ssh / disable_ssh, set_servertime ("{time}": ISO 8601, UTC) and
+    # restart_agent run; pool.set_console_idle_timeout writes TMOUT to this shell
+    # profile ("": the field only). Tests set harmless ones.
+    ssh_enable_command: str = "systemctl enable --now ssh"
+    ssh_disable_command: str = "systemctl disable --now ssh"
+    set_time_command: str = "date -u -s {time}"
+    agent_restart_command: str = "systemctl restart xapi-py"
+    console_timeout_profile: str = "/etc/profile.d/xapi-py-console-timeout.sh"
+    # host.call_plugin runs executables of plugins_dir (xapi's /etc/xapi.d/plugins),
+    # host.call_extension those of extensions_dir, each for at most plugin_timeout
+    # seconds, its output capped at plugin_max_output bytes.
+    plugins_dir: str = "/etc/xapi.d/plugins"
+    extensions_dir: str = "/etc/xapi.d/extensions"
+    plugin_timeout: float = 300.0
+    plugin_max_output: int = 16 * 1024 * 1024
+    max_blob_bytes: int = 64 * 1024 * 1024     # one blob's bytes (PUT /blob)
+    # The management NIC under its network's bridge (services/network/uplink.py): at
+    # every start when true (else only when host.management_reconfigure / PIF.plug asks),
+    # its addresses and routes move to the bridge and back again unless the probe address
+    # (default: the gateway) answers ping within management_probe_timeout seconds.
+    management_bridge: bool = False
+    management_probe: str = ""
+    management_probe_timeout: float = 15.0
+    # host.set_hostname_live runs this with the new name appended.
+    hostname_command: str = "hostnamectl set-hostname"
+    # host.syslog_reconfigure: the rsyslog drop-in that forwards to
+    # host.logging[syslog_destination] (removed when there is none), then this command.
+    syslog_forward_file: str = "/etc/rsyslog.d/60-xapi-py-forward.conf"
+    syslog_restart_command: str = "systemctl restart rsyslog"
     max_auto_callers: int = 1000       # Caller records the rate limiter makes by itself
     max_pending_tasks_per_user: int = 500   # then TOO_MANY_PENDING_TASKS
     # Messages kept (xapi's message GC keeps message_limit, 10000): over a cap the oldest
@@ -86,6 +115,8 @@ class Settings:
     metrics_interval: int = 5
     metrics_bearer_token: str = ""
     log_level: str = "INFO"
+    # The built web console served at GET / (http/webui.py); "": ui/dist beside the package.
+    web_dir: str = ""
 
     @property
     def db_path(self) -> str:
@@ -105,6 +136,14 @@ def make_data_dir(path: str):
 
 
 def _coerce(kind, value):
+    if kind is bool or kind == "bool":
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in ("1", "true", "yes", "on"):
+            return True
+        if str(value).lower() in ("0", "false", "no", "off", ""):
+            return False
+        raise ValueError(f"not a boolean: {value!r}")
     if kind is int or kind == "int":
         return int(value)
     if kind is float or kind == "float":

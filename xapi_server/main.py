@@ -61,7 +61,10 @@ def main(argv=None):
     uv.load()
     print(f"xapi-server: serving https://{settings.listen}:{settings.port}", file=sys.stderr,
           flush=True)
-    redirect.run(_Server(uv), settings)  # + the plain-HTTP redirect port, if set
+    server = app.server
+    redirect.run(_Server(uv), settings,  # + the plain-HTTP redirect port, if set
+                 closed=lambda: server.host_ref is not None and
+                 server.store.get("host", server.host_ref, "https_only"))
 
 
 if __name__ == "__main__":

@@ -55,6 +55,8 @@ HTTP_PERMISSIONS = {
     "http/get_sr_rrd": "read-only",
     # beyond xapi: GET /metrics, the Prometheus/OpenMetrics scrape (http/prometheus.py)
     "http/get_metrics": "read-only",
+    "http/get_blob": "read-only",          # xapi: blobs, read (public ones: anyone)
+    "http/put_blob": "vm-power-admin",     # and written
 }
 
 

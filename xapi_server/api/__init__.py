@@ -7,5 +7,10 @@ from . import host_maintenance  # noqa: F401  (disable/enable, evacuate, reboot,
 from . import wlb  # noqa: F401  (workload balancing: xapi's answers without an appliance)
 from . import metrics  # noqa: F401  (data sources of VM, host, SR)
 from . import console, vm, vm_clone, vm_config, vm_memory  # noqa: F401
+from . import vm_checkpoint, vm_misc, vdi_misc  # noqa: F401  (checkpoints, the rest)
 from . import pbd, sm, sr, vbd, vdi  # noqa: F401  (storage)
 from . import network, pif, vif, vlan  # noqa: F401  (networking)
+from . import management, pif_config, host_services  # noqa: F401  (host networking, name, log)
+from . import blob, ha, licensing, sr_features  # noqa: F401  (issue 15: blobs, HA, licences)
+from . import external_auth, host_admin, host_clock, host_info, host_plugins  # noqa: F401
+from . import pool_admin, pool_trust, pool_updates  # noqa: F401  (pool-wide settings)

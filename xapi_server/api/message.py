@@ -1,5 +1,6 @@
 """message: alerts raised by clients or by the server itself (kept to caps: messages.py)."""
 from ..datamodel import CLASSES
+from ..datamodel.types import TypeMismatch, parse_datetime
 from ..dispatch.registry import implements
 from ..errors import ApiError
 from ..messages import raise_message
@@ -45,3 +46,28 @@ def get(ctx, cls, obj_uuid, since):
 def get_since(ctx, since):
     return {ref: rec for ref, rec in ctx.store.tables["message"].items()
             if rec["timestamp"] > since}
+
+
+def _filter(key: str, text: str):
+    try:
+        return int(text) if key == "priority" else parse_datetime(text)
+    except (ValueError, TypeMismatch):
+        raise ApiError("INVALID_VALUE", key, text) from None
+
+
+@implements("message.destroy_all")
+def destroy_all(ctx, filters):
+    """All conditions given must hold (before/after: timestamps, zone-less = UTC;
+    priority); an unknown filter is refused rather than ignored, so that a typo does
+    not dismiss every message."""
+    unknown = sorted(set(filters) - {"before", "after", "priority"})
+    if unknown:
+        raise ApiError("INVALID_VALUE", unknown[0], filters[unknown[0]])
+    wanted = {key: _filter(key, text) for key, text in filters.items()}
+
+    def matches(rec) -> bool:
+        return (("before" not in wanted or rec["timestamp"] < wanted["before"]) and
+                ("after" not in wanted or rec["timestamp"] > wanted["after"]) and
+                ("priority" not in wanted or rec["priority"] == wanted["priority"]))
+    for ref in [r for r, rec in ctx.store.tables["message"].items() if matches(rec)]:
+        ctx.store.delete("message", ref)

@@ -6,6 +6,7 @@ here, where they enter, before anything logs or stores them (bounds.py)."""
 from __future__ import annotations
 
 import logging
+import os
 from datetime import datetime, timezone
 
 from ..auth import SUPERUSER
@@ -154,3 +155,13 @@ def logout_subject_identifier(ctx, subject_identifier):
     for ref in ctx.store.find("session", auth_user_sid=subject_identifier):
         if ref != ctx.session:
             ctx.store.delete("session", ref)
+
+
+@implements("session.create_from_db_file")
+def create_from_db_file(ctx, filename):
+    """xapi opens a database dump (its XML state file) read-only behind a new session.
+    This server's database is SQLite and it has no second, read-only store to put
+    behind a session: a missing file is said as such, any other is not supported."""
+    if not os.path.isfile(filename):
+        raise ApiError("INTERNAL_ERROR", f"{filename}: no such file")
+    raise ApiError("NOT_IMPLEMENTED", "session.create_from_db_file")

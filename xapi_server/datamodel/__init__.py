@@ -12,12 +12,14 @@ from ._dsl import ANY_ROLE, RC, RO, ROLES, RW, ClassDef, Field, Message, Param, 
 from .types import NULL_REF, Enum, Map, Prim, Record, Ref, Set
 from . import costs
 from .classes import auth, event, metrics, pool, network, ratelimit, storage, task, vm
+from .classes import blob, pool_host_features, vm_more
 from .enums import ENUMS
 
 __all__ = ["CLASSES", "METHODS", "RELATIONS", "ENUMS", "ROLES", "ClassDef", "Field", "Message",
            "Param", "NULL_REF", "RW", "RC", "RO", "role_allows", "parse_type", "lookup_method"]
 
-_MODULES = (pool, vm, storage, network, auth, task, event, ratelimit, metrics)
+_MODULES = (pool, vm, storage, network, auth, task, event, ratelimit, metrics, blob,
+            pool_host_features, vm_more)
 
 # One-to-many relations: the "many" side is a ref set the store keeps in step with the
 # ref field on the other side (VBD.VM = v  <=>  VBD in v.VBDs). Never written directly.

@@ -74,6 +74,15 @@ ENUMS = {
         'exchange_ca_certificates_on_join', 'copy_primary_host_certs', 'eject',
         'exchange_crls_on_join',
     ),
+    'pool_guest_secureboot_readiness': (
+        'ready', 'ready_no_dbx', 'not_ready',
+    ),
+    'host_sched_gran': (
+        'core', 'cpu', 'socket',
+    ),
+    'sr_health': (
+        'healthy', 'recovering', 'unreachable', 'unavailable',
+    ),
     'primary_address_type': (
         'IPv4', 'IPv6',
     ),
@@ -154,5 +163,10 @@ ENUMS = {
     ),
     'vm_secureboot_certificates_state': (
         'ok', 'update_available', 'update_on_boot',
+    ),
+    'vm_uefi_mode': ('setup', 'user'),
+    'vm_secureboot_readiness': (
+        'not_supported', 'disabled', 'first_boot', 'ready', 'ready_no_dbx', 'setup_mode',
+        'certs_incomplete',
     ),
 }

@@ -51,9 +51,13 @@ def _response(status: str, location: str | None = None) -> bytes:
 
 
 class RedirectServer:
-    def __init__(self, https_port: int, header_timeout: float, max_connections: int):
+    def __init__(self, https_port: int, header_timeout: float, max_connections: int,
+                 closed=None):
         self.https_port, self.header_timeout = https_port, header_timeout
         self.max_connections, self.open = max_connections, 0
+        # closed() true: the port answers nothing (pool.set_https_only), as xapi's
+        # firewall closing port 80; connections are accepted and closed at once.
+        self.closed = closed or (lambda: False)
 
     async def start(self, host: str, port: int) -> asyncio.AbstractServer:
         return await asyncio.start_server(self._handle, host, port, limit=MAX_HEAD)
@@ -61,7 +65,7 @@ class RedirectServer:
     async def _handle(self, reader, writer):
         self.open += 1
         try:
-            if self.open <= self.max_connections:
+            if self.open <= self.max_connections and not self.closed():
                 await self._answer(reader, writer)
         except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError):
             pass   # client went away, too slow, or sent lines longer than MAX_HEAD
@@ -112,15 +116,16 @@ class RedirectServer:
             dropped += len(chunk)
 
 
-def run(https, settings):
+def run(https, settings, closed=None):
     """Serve `https` (a uvicorn.Server) and, when settings.http_redirect_port is set,
-    the redirect port on the same event loop; both stop when HTTPS stops."""
+    the redirect port on the same event loop; both stop when HTTPS stops. `closed()`
+    says when the redirect port must answer nothing (https_only)."""
     if not settings.http_redirect_port:
         return https.run()
 
     async def both():
         redirect = await RedirectServer(settings.port, settings.header_timeout,
-                                        settings.max_connections).start(
+                                        settings.max_connections, closed).start(
             settings.listen, settings.http_redirect_port)
         try:
             await https.serve()

@@ -14,7 +14,7 @@ lists it; a route naming a permission that table lacks fails at import.
 
 Paths are prefixes, as in xapi's server: among the routes of the request's method the
 longest path that starts the request's path wins (`/export/` and `/exportfoo` reach
-`/export`; every other POST is XML-RPC and every other GET the index). A method no route
+`/export`; every other POST is XML-RPC and every other GET the web console's files). A method no route
 has gets 501; a known method no path matches, 403. The routes without `auth` are
 xapi's public ones, which check the session inside (the RPC calls).
 """
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..rbac import HTTP_PERMISSIONS
-from . import (audit_log, console, prometheus, rpc, rrd, vdi_export, vdi_import, vm_transfer,
-               vncsnapshot)
+from . import (audit_log, blob, console, prometheus, rpc, rrd, vdi_export, vdi_import,
+               vm_transfer, vncsnapshot, webui)
 from .responses import plain_fault
 
 SESSION = "session"       # auth: a session from the cookie, the query or HTTP Basic
@@ -75,7 +75,8 @@ ROUTES = (
     Route("OPTIONS", ("/",), rpc.options_route),
     Route("GET", ("/audit_log",), audit_log.get_audit_log,
           permission="http/get_audit_log", auth=SESSION, audited=False),
-    Route("GET", ("/",), rpc.index_route),
+    # the web console (ui/ built into ui/dist) and any other file of it: http/webui.py
+    Route("GET", ("/",), webui.get_root),
     # consoles, xapi's console.ml (http/console.py): raw RFB or a serial console after a
     # CONNECT, the same in WebSocket frames after a GET upgrade; a picture of the screen
     Route("CONNECT", ("/console",), console.connect_console,
@@ -113,6 +114,9 @@ ROUTES = (
     Route("GET", ("/sr_rrd",), rrd.get_sr_rrd, permission="http/get_sr_rrd",
           auth=SESSION, task=True, audited=False),
     Route("GET", ("/metrics",), prometheus.get_metrics),
+    # blobs, xapi's blob handler (http/blob.py): public ones readable without a session
+    Route("GET", ("/blob",), blob.get_blob),
+    Route("PUT", ("/blob",), blob.put_blob),
 )
 
 
