@@ -19,6 +19,7 @@ from ..services.vm.calls import hv_call
 from ..services.vm.reachable import ensure_reachable
 from ..wire.xmlrpc import encode_value
 from . import boot_files
+from .vm_image import discard_image, has_image, resume_from_image
 from .host_maintenance import assert_takes_new_vms
 from .vm_checks import update_allowed_operations, vm_operation
 from .vm_sync import ensure_metrics
@@ -139,6 +140,7 @@ async def hard_shutdown(ctx, vm):
 async def _hard_shutdown(ctx, vm):
     rt = _runtime(ctx, vm)
     await hv_call(rt.hv.destroy(ctx.store.record("VM", vm)["uuid"]))
+    await discard_image(ctx, vm)
     await rt.refresh(vm)
 
 
@@ -196,7 +198,10 @@ async def suspend(ctx, vm):
 
 
 async def _resume(ctx, vm, op, start_paused):
-    await _domain_op(ctx, vm, op, "resume", start_paused)
+    if not has_image(ctx.store, vm):   # libvirt's managed save
+        return await _domain_op(ctx, vm, op, "resume", start_paused)
+    async with vm_operation(ctx, vm, op):
+        await resume_from_image(ctx, vm, start_paused)
 
 
 @implements("VM.resume")

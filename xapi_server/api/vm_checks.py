@@ -52,7 +52,8 @@ CONSIDERED = ("snapshot", "clone", "copy", "revert", "provision", "start", "star
               "power_state_reset", "hard_reboot", "suspend", "resume", "resume_on",
               "shutdown", "changing_memory_live", "changing_dynamic_range",
               "changing_static_range", "changing_memory_limits", "changing_VCPUs",
-              "changing_VCPUs_live", "destroy", "make_into_template")
+              "changing_VCPUs_live", "destroy", "make_into_template", "checkpoint",
+              "send_sysrq", "send_trigger")
 
 
 def allowed_power_states(rec: dict, op: str) -> tuple:

@@ -105,6 +105,10 @@ async def revert(ctx, snapshot):
                       name_description=current["name_description"])
         store.update("VM", vm, **fields)
         await _run_disk_hooks(ctx, "revert", snapshot, vm)
+        if store.record("VM", vm)["suspend_VDI"] != NULL_REF:
+            # A checkpoint: the disk hook gave the VM a copy of its memory image; the
+            # VM is left Suspended, as xapi leaves it (VM.resume runs the guest on).
+            store.update("VM", vm, power_state="Suspended")
         update_allowed_operations(store, vm)
 
 

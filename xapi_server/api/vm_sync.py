@@ -189,6 +189,9 @@ class VmRuntime:
         if ticket < self._applied.get(uuid, 0):
             return  # an older observation than one already applied
         self._applied[uuid] = ticket
+        if state.power_state == "Halted" and rec["power_state"] == "Suspended" \
+                and rec["suspend_VDI"] != NULL_REF:
+            state = DomainState("Suspended")   # its memory image is in a VDI (vm_image.py)
         live = state.power_state in ("Running", "Paused")
         changes = {"power_state": state.power_state, "domid": state.domid,
                    "resident_on": self.server.host_ref if live else NULL_REF}

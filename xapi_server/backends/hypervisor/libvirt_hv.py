@@ -18,6 +18,7 @@ from .contract import (HALTED, METADATA_NS, Capabilities, DomainState, DomainSta
                        HypervisorError)
 from .libvirt_conn import Connection, Unreachable, kvm_usable
 from .libvirt_console import LibvirtConsole
+from .libvirt_guestops import GuestOps
 from .libvirt_qos import QosCalls, kernel_shapes_like_libvirt
 
 log = logging.getLogger(__name__)

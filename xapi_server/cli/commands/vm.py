@@ -187,7 +187,12 @@ async def _owned_vdis(ctx, vm: str) -> list[str]:
 @command("vm-uninstall", optional=("force",), selectors="vm", std=True,
          help="Uninstall the VM(s): destroy them, their snapshots and their own disks.")
 async def vm_uninstall(ctx):
-    vms = await select(ctx, VIEWS["vm"])
+    await uninstall(ctx, await select(ctx, VIEWS["vm"]))
+
+
+async def uninstall(ctx, vms: list[str]):
+    """Destroy `vms`, their snapshots and their own disks (asking first unless --force):
+    vm-uninstall, snapshot-uninstall."""
     plan = []
     for vm in vms:
         rec = await ctx.call("VM.get_record", vm)

@@ -168,3 +168,60 @@ async def resize(server, vdi: str, size: int) -> None:
             vol = await drv.resize_volume(rec["location"], size)
         service.update_volume(store, vdi, vol)
     await service.refresh(server, sr, drv)
+
+
+async def revert(server, snapshot: str) -> str:
+    """VDI.revert: the VDI `snapshot` was taken of gets the snapshot's contents (and
+    size) back; it keeps its record, uuid and location. Returns that VDI."""
+    store = server.store
+    snap = store.record("VDI", snapshot)
+    target = snap["snapshot_of"]
+    if not snap["is_a_snapshot"] or target == NULL or not store.exists("VDI", target):
+        raise ApiError("OPERATION_NOT_ALLOWED", "the VDI is not a snapshot of an existing VDI")
+    rec, sr, drv = _writable(server, target)
+    if snap["SR"] != sr:
+        raise ApiError("UNIMPLEMENTED_IN_SM_BACKEND", sr)   # the SR driver's own revert
+    if is_live(store, target):
+        raise ApiError("VDI_IN_USE", target, "revert")
+    async with lock(server, sr):
+        with errors(sr, target):
+            # A fresh volume at the same location, the snapshot's size, then its data.
+            await drv.destroy_volume(rec["location"])
+            await drv.create_volume(rec["location"], snap["virtual_size"])
+        src = await service.activate(server, snapshot)
+        try:
+            dst = await service.activate(server, target)
+            try:
+                with errors(sr, target):
+                    await qcow.convert(src, drv.disk_format, dst, drv.disk_format,
+                                       existing=True)
+            finally:
+                await service.deactivate(server, target)
+        finally:
+            await service.deactivate(server, snapshot)
+        with errors(sr, target):
+            service.update_volume(store, target, await drv.volume(rec["location"]))
+    await service.refresh(server, sr, drv)
+    return target
+
+
+async def resize_online(server, vdi: str, size: int, grow_in_guests) -> None:
+    """VDI.resize_online: grow the volume, then tell each running guest that has it
+    attached (`grow_in_guests(vbds, size)`, the hypervisor's block resize)."""
+    store = server.store
+    rec, sr, drv = _writable(server, vdi)
+    if rec["read_only"]:
+        raise ApiError("VDI_READONLY", vdi)
+    if not 0 < size <= drv.max_volume_size:
+        raise ApiError("INVALID_VALUE", "size", size)
+    if size < rec["virtual_size"]:
+        raise ApiError("VDI_TOO_SMALL", vdi, rec["virtual_size"])
+    live = service.attached_vbds(store, vdi)
+    if not live:
+        return await resize(server, vdi, size)
+    async with lock(server, sr):
+        # The guest's QEMU holds the image: it grows it (and the guest sees it at once).
+        await grow_in_guests(live, size)
+        with errors(sr, vdi):
+            service.update_volume(store, vdi, await drv.volume(rec["location"]))
+    await service.refresh(server, sr, drv)

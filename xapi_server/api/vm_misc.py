@@ -1,0 +1,113 @@
+"""The rest of the VM messages: keys and triggers for a running guest, BIOS strings,
+agility, guest plugins, and what xapi itself answers only with an error (removed or
+unimplemented messages)."""
+from __future__ import annotations
+
+from ..datamodel import NULL_REF
+from ..dispatch.registry import implements
+from ..errors import ApiError
+from ..services.vm.calls import hv_call
+from .vm_checks import vm_operation
+
+# Linux input key codes (linux/input-event-codes.h): what the guest's keyboard sends.
+KEY_LEFTALT, KEY_SYSRQ = 56, 99
+_KEYS = {**{c: code for c, code in zip("1234567890", range(2, 12))},
+         **{c: code for c, code in zip("qwertyuiop", range(16, 26))},
+         **{c: code for c, code in zip("asdfghjkl", range(30, 39))},
+         **{c: code for c, code in zip("zxcvbnm", range(44, 51))}}
+
+# send_trigger's names (xapi's Xen triggers that have a counterpart under QEMU) and the
+# hypervisor call each makes.
+_TRIGGERS = {"power": "shutdown", "reset": "reset", "nmi": "inject_nmi",
+             "s3resume": "wakeup"}
+
+
+def _hv(ctx, vm):
+    return ctx.server.runtime_of_vm(vm).vms.hv
+
+
+@implements("VM.send_sysrq")
+async def send_sysrq(ctx, vm, key):
+    async with vm_operation(ctx, vm, "send_sysrq"):
+        code = _KEYS.get(key.lower()) if len(key) == 1 else None
+        if code is None:
+            raise ApiError("INVALID_VALUE", "key", key)
+        uuid = ctx.store.get("VM", vm, "uuid")
+        await hv_call(_hv(ctx, vm).send_keys(uuid, [KEY_LEFTALT, KEY_SYSRQ, code]))
+
+
+@implements("VM.send_trigger")
+async def send_trigger(ctx, vm, trigger):
+    async with vm_operation(ctx, vm, "send_trigger"):
+        method = _TRIGGERS.get(trigger)
+        if method is None:
+            raise ApiError("INVALID_VALUE", "trigger", trigger)
+        uuid = ctx.store.get("VM", vm, "uuid")
+        await hv_call(getattr(_hv(ctx, vm), method)(uuid))
+
+
+@implements("VM.get_cooperative")
+def get_cooperative(ctx, self):
+    ctx.store.record("VM", self)
+    return True   # xapi: deprecated, and true for every VM since ballooning left squeezed
+
+
+@implements("VM.copy_bios_strings")
+def copy_bios_strings(ctx, vm, host):
+    store = ctx.store
+    store.record("VM", vm)
+    store.record("host", host)   # HANDLE_INVALID for NULL too
+    if store.get("VM", vm, "bios_strings"):
+        raise ApiError("VM_BIOS_STRINGS_ALREADY_SET")
+    # As xapi: the VM now prefers the host whose strings it carries.
+    store.update("VM", vm, bios_strings=dict(store.get("host", host, "bios_strings")),
+                 affinity=host)
+
+
+@implements("VM.query_services")
+def query_services(ctx, self):
+    ctx.store.record("VM", self)
+    raise ApiError("NOT_IMPLEMENTED", "query_services")   # as xapi
+
+
+@implements("VM.snapshot_with_quiesce", "VM.get_is_snapshot_from_vmpp", "VBD.get_metrics",
+            "VIF.get_metrics")
+def removed(ctx, *_args):
+    raise ApiError("MESSAGE_REMOVED")   # xapi answers so for a removed message
+
+
+_GUEST_AGENT_FNS = ("request-rdp-on", "request-rdp-off", "run-script")
+
+
+@implements("VM.call_plugin")
+def call_plugin(ctx, vm, plugin, fn, args):
+    """xapi's guest plugin: one plugin, whose functions ask the guest agent; there is
+    no agent here, so a known function fails as xapi's does without one."""
+    ctx.store.record("VM", vm)
+    if plugin != "guest-agent-operation":
+        raise ApiError("XENAPI_MISSING_PLUGIN", plugin)
+    if fn not in _GUEST_AGENT_FNS:
+        text = f'The requested fn "{fn}" could not be found in plugin "{plugin}".'
+        raise ApiError("XENAPI_PLUGIN_FAILURE", "failed to find fn", text, text)
+    text = (f'The requested fn "{fn}" of plugin "{plugin}" could not be executed for lack '
+            "of guest agent control feature.")
+    raise ApiError("XENAPI_PLUGIN_FAILURE", "failed to execute fn", text, text)
+
+
+@implements("VM.assert_agile")
+def assert_agile(ctx, self):
+    """As xapi: every disk on a shared SR, every network on a PIF of every host."""
+    store = ctx.store
+    for vbd in store.get("VM", self, "VBDs"):
+        rec = store.record("VBD", vbd)
+        if rec["empty"] or rec["VDI"] == NULL_REF:
+            continue
+        sr = store.get("VDI", rec["VDI"], "SR")
+        if not store.get("SR", sr, "shared"):
+            raise ApiError("VM_REQUIRES_SR", self, sr)
+    hosts = set(store.tables["host"])
+    for vif in store.get("VM", self, "VIFs"):
+        network = store.get("VIF", vif, "network")
+        on = {store.get("PIF", p, "host") for p in store.get("network", network, "PIFs")}
+        if not hosts <= on:
+            raise ApiError("VM_REQUIRES_NETWORK", self, network)

@@ -1,0 +1,58 @@
+"""snapshot-* actions and vm-checkpoint. A snapshot is chosen by `snapshot-uuid=` (or
+`uuid=`), as xe does."""
+from __future__ import annotations
+
+from ..errors import CliFailure
+from ..table import command
+from .vm import _copy_like, uninstall
+
+_WHICH = ("uuid", "snapshot-uuid")
+
+
+async def _snapshot(ctx) -> str:
+    uuid = ctx.param("snapshot-uuid") or ctx.param("uuid")
+    if not uuid:
+        raise CliFailure("Required parameter not found: snapshot-uuid")
+    ref = await ctx.by_uuid("VM", uuid)
+    if not await ctx.call("VM.get_is_a_snapshot", ref):
+        raise CliFailure(f"{uuid} is not a snapshot")
+    return ref
+
+
+@command("vm-checkpoint", reqd=("new-name-label",), optional=("new-name-description",),
+         selectors="vm", std=True,
+         help="Checkpoint the VM(s): a snapshot with the memory of the running guest; "
+              "prints the checkpoint's uuid.")
+async def vm_checkpoint(ctx):
+    await _copy_like(ctx, "VM.checkpoint")
+
+
+@command("snapshot-revert", optional=_WHICH,
+         help="Revert the VM to the snapshot (a checkpoint leaves it suspended).")
+async def snapshot_revert(ctx):
+    await ctx.call("VM.revert", await _snapshot(ctx))
+
+
+@command("snapshot-destroy", optional=_WHICH,
+         help="Destroy the snapshot's record (its memory image too); its disks stay.")
+async def snapshot_destroy(ctx):
+    snap = await _snapshot(ctx)
+    if await ctx.call("VM.get_power_state", snap) != "Halted":
+        await ctx.call("VM.hard_shutdown", snap)
+    await ctx.call("VM.destroy", snap)
+
+
+@command("snapshot-uninstall", optional=(*_WHICH, "force"),
+         help="Destroy the snapshot and its own disks (asks first unless --force).")
+async def snapshot_uninstall(ctx):
+    await uninstall(ctx, [await _snapshot(ctx)])
+
+
+@command("snapshot-reset-powerstate", optional=(*_WHICH, "force"),
+         help="Force the snapshot's recorded power state to Halted (needs --force).")
+async def snapshot_reset_powerstate(ctx):
+    snap = await _snapshot(ctx)
+    if not ctx.flag("force"):
+        raise CliFailure("This operation is extremely dangerous and may cause data loss. "
+                         "This operation must be forced (use --force).")
+    await ctx.call("VM.power_state_reset", snap)

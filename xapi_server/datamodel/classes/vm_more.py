@@ -1,0 +1,89 @@
+"""Messages: VM checkpoints, keys and triggers, and the rest of xapi's VM, VDI, VBD and VIF
+messages (issue 15). Params, results, errors and roles as xapi declares them; kept apart
+from the class declarations (vm.py, storage.py, network.py), which they extend."""
+from .._dsl import msg
+from .network import VIF
+from .storage import VBD, VDI
+from .vm import VM
+
+_READ = dict(role="read-only", mutates=False)
+_MAP = "(string -> string) map"
+
+VM.messages.extend([
+    msg("checkpoint", "VM ref vm, string new_name", "VM ref",
+        "Snapshots the VM with its memory: the snapshot is Suspended, its memory image in "
+        "its suspend_VDI; a running VM runs on.",
+        result_doc="the checkpoint",
+        errors=["VM_BAD_POWER_STATE", "SR_FULL", "OPERATION_NOT_ALLOWED",
+                "VM_CHECKPOINT_SUSPEND_FAILED", "VM_CHECKPOINT_RESUME_FAILED",
+                "VM_REQUIRES_SR"], role="vm-power-admin"),
+    msg("snapshot_with_quiesce", "VM ref vm, string new_name", "VM ref",
+        "Removed from xapi (needs a VSS agent in the guest): MESSAGE_REMOVED.",
+        errors=["MESSAGE_REMOVED"], role="vm-power-admin"),
+    msg("get_is_snapshot_from_vmpp", "VM ref self", "bool",
+        "Removed from xapi with protection policies: MESSAGE_REMOVED.",
+        errors=["MESSAGE_REMOVED"], **_READ),
+    msg("send_sysrq", "VM ref vm, string key", "void",
+        "Presses Alt+SysRq+key on the running guest's keyboard.",
+        params_doc={"key": "one character: a letter or digit"},
+        errors=["VM_BAD_POWER_STATE", "INVALID_VALUE"], role="pool-admin"),
+    msg("send_trigger", "VM ref vm, string trigger", "void",
+        "Sends a hardware event to the running guest: power (the ACPI power button), "
+        "reset, nmi or s3resume.",
+        errors=["VM_BAD_POWER_STATE", "INVALID_VALUE"], role="pool-admin"),
+    msg("get_cooperative", "VM ref self", "bool",
+        "Deprecated in xapi, which always answers true.", **_READ),
+    msg("copy_bios_strings", "VM ref vm, host ref host", "void",
+        "Gives the VM the host's BIOS strings (and the host as its affinity).",
+        errors=["VM_BIOS_STRINGS_ALREADY_SET"], role="vm-admin"),
+    msg("query_services", "VM ref self", _MAP,
+        "Not implemented in xapi either: NOT_IMPLEMENTED.",
+        errors=["NOT_IMPLEMENTED"], role="pool-admin"),
+    msg("call_plugin", f"VM ref vm, string plugin, string fn, {_MAP} args", "string",
+        "Calls a guest plugin: only guest-agent-operation exists, whose functions need a "
+        "guest agent.",
+        errors=["XENAPI_MISSING_PLUGIN", "XENAPI_PLUGIN_FAILURE"], role="vm-operator"),
+    msg("assert_agile", "VM ref self", "void",
+        "Fails if the VM is tied to this host: a disk on an unshared SR, a network "
+        "without a PIF on every host.",
+        errors=["VM_REQUIRES_SR", "VM_REQUIRES_NETWORK"], **_READ),
+])
+
+VDI.messages.extend([
+    msg("revert", "VDI ref snapshot", "void",
+        "Puts the snapshot's contents back into the VDI it is a snapshot of; that VDI "
+        "keeps its identity (uuid, location), the snapshot stays.",
+        errors=["UNIMPLEMENTED_IN_SM_BACKEND", "VDI_IN_USE", "OPERATION_NOT_ALLOWED"],
+        role="vm-power-admin"),
+    msg("resize_online", "VDI ref vdi, int size", "void",
+        "Grows the disk, also while running guests have it attached.",
+        errors=["VDI_TOO_SMALL", "VDI_READONLY"], role="vm-admin"),
+    *(msg(name, "VDI ref self", "void", doc,
+          errors=["SR_OPERATION_NOT_SUPPORTED", "VDI_MISSING"], role="vm-admin")
+      for name, doc in (("enable_cbt", "Changed-block tracking on (SR drivers that offer it)."),
+                        ("disable_cbt", "Changed-block tracking off."),
+                        ("data_destroy", "Drop a CBT snapshot's data, keeping its metadata."))),
+    msg("list_changed_blocks", "VDI ref vdi_from, VDI ref vdi_to", "string",
+        "The blocks that differ between two VDIs with changed-block tracking.",
+        errors=["SR_OPERATION_NOT_SUPPORTED", "VDI_MISSING"], role="vm-operator"),
+    msg("get_nbd_info", "VDI ref self", "vdi_nbd_server_info record set",
+        "Where the VDI can be read over NBD: one entry per NBD address; none when no "
+        "network has the nbd purpose.",
+        errors=["VDI_INCOMPATIBLE_TYPE", "NOT_IMPLEMENTED"], role="vm-admin", mutates=False),
+])
+
+VBD.messages.extend([
+    msg("unplug_force", "VBD ref self", "void",
+        "Hot-unplugs the device even when it is not unpluggable, with a short wait for "
+        "the guest.",
+        errors=["DEVICE_DETACH_REJECTED", "DEVICE_ALREADY_DETACHED"], role="vm-admin"),
+    msg("get_metrics", "VBD ref self", "VBD_metrics ref",
+        "Removed from xapi with the metrics field: MESSAGE_REMOVED.",
+        errors=["MESSAGE_REMOVED"], **_READ),
+])
+
+VIF.messages.extend([
+    msg("get_metrics", "VIF ref self", "VIF_metrics ref",
+        "Removed from xapi with the metrics field: MESSAGE_REMOVED.",
+        errors=["MESSAGE_REMOVED"], **_READ),
+])
