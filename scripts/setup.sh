@@ -13,12 +13,38 @@ PACKAGES=(
   acl                                                  # setfacl: QEMU's user may search folders above disks
   libpam0g libpam-modules                              # PAM logins (python-pam, pam_unix)
   iproute2 bridge-utils                                # bridges, VLANs, taps
+  ethtool iputils-ping                                 # PIF properties (gro); the uplink move's connectivity probe
   dnsmasq-base nftables                                # the host-internal NAT network: DHCP/DNS, masquerading
   busybox-static linux-image-cloud-amd64 cpio genisoimage  # the tiny test guest, test ISOs
   isolinux syslinux-common                             # a bootable test ISO (the day-one walk-through test)
   wrk                                                  # load generator for bench/
   librrd-dev rrdtool prometheus                        # metrics archives (pip rrdtool builds on librrd-dev); the Prometheus scrape test
+  chromium                                             # the web console's browser tests (Playwright drives it)
 )
+# The web console (ui/) is built with Node: Debian's when the machine has none (a Node
+# from elsewhere, with its own npm, is used as it is: Debian's npm would conflict with it).
+if ! command -v node >/dev/null; then
+  PACKAGES+=(nodejs npm)
+fi
+
+# Build the web console into ui/dist when its sources or lockfile changed since the last
+# build (`npm ci` only when the lockfile did). The built files are not committed.
+UI_STAMP=.venv/.ui-built
+build_ui() {
+  local want lock
+  want=$(cd ui && find package.json package-lock.json index.html vite.config.ts tsconfig.json \
+           scripts src -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)
+  if [ -f ui/dist/index.html ] && [ "$(cat "$UI_STAMP" 2>/dev/null)" = "$want" ]; then
+    return 0
+  fi
+  lock=$(sha256sum ui/package-lock.json | cut -d' ' -f1)
+  if [ "$(cat ui/node_modules/.xapi-lock 2>/dev/null)" != "$lock" ]; then
+    (cd ui && npm ci --no-audit --no-fund --loglevel=error)
+    echo "$lock" > ui/node_modules/.xapi-lock
+  fi
+  (cd ui && npm run build --silent)
+  echo "$want" > "$UI_STAMP"
+}
 
 # The PAM service for system-account logins (pam_service = "xapi-py"); see the file.
 install -m 0644 scripts/pam.d/xapi-py /etc/pam.d/xapi-py
@@ -29,6 +55,7 @@ install -m 0644 scripts/pam.d/xapi-py /etc/pam.d/xapi-py
 STAMP=.venv/.setup-done
 WANT=$(cat scripts/setup.sh pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ -x .venv/bin/xapi-server ] && [ "$(cat "$STAMP" 2>/dev/null)" = "$WANT" ]; then
+  build_ui
   exit 0
 fi
 
@@ -47,4 +74,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/pip install -q --upgrade pip >/dev/null
 .venv/bin/pip install -q -e '.[test]'
+build_ui
 echo "$WANT" > "$STAMP"

@@ -1,21 +1,25 @@
 """PIF: the host's NICs (and VLAN devices, see vlan.py). scan/introduce/forget,
-plug/unplug (the NIC joins or leaves its network's bridge: only when the admin asks),
-reconfigure_ip where safe, and PIF_metrics from the kernel.
+plug/unplug (the NIC joins or leaves its network's bridge with its addresses and
+routes: only when the admin asks), db_introduce/db_forget (records alone), and
+PIF_metrics from the kernel. IP configuration and properties: pif_config.py; the
+management interface: management.py.
 
-The management PIF (the NIC of the host's default route) is never changed by us:
-it is attached as it is, and reconfigure_ip, unplug and forget refuse it.
+The management PIF (the NIC of the host's default route) is attached as it is until
+host.management_reconfigure moves it under its bridge; unplug and forget refuse it.
 """
 from __future__ import annotations
 
-import ipaddress
-
 from ..backends.network import NetworkError
+from ..dispatch.generic import check_ref
 from ..dispatch.registry import implements, implements_fresh_reads
 from ..errors import ApiError
-from ..services.network.errors import kernel_error
+from ..services.network.bridging import (MANAGEMENT_DISABLED, bridge_pif, device_of,
+                                         unbridge_pif)
 from ..services.network.names import check_name
-from ..services.network.runtime import NULL, now, vlan_device_name
-from .vlan import create_vlan as make_vlan, destroy_vlan
+from ..services.network.runtime import NULL, now
+from .vlan import create_vlan as make_vlan, destroy_vlan, pif_of_device
+
+DEFAULT_PROPERTIES = {"gro": "on"}    # xapi's, for physical PIFs and bond masters
 
 
 def _resolv_dns() -> str:
@@ -35,22 +39,35 @@ async def _introduce(server, host: str, link, managed: bool = True) -> str:
         "name_label": f"Pool-wide network associated with {link.name}",
         "bridge": await rt.allocate_bridge_name(), "MTU": link.mtu, "managed": managed})
     metrics = store.create("PIF_metrics", {"last_updated": now()})
-    management = link.name == mgmt_dev
+    management = link.name == mgmt_dev and not store.meta.get(MANAGEMENT_DISABLED)
     pif = store.create("PIF", {
         "device": link.name, "network": network, "host": host, "MAC": link.mac,
         "MTU": link.mtu, "VLAN": -1, "metrics": metrics, "physical": True,
         "management": management, "managed": managed, "currently_attached": False,
         "DNS": _resolv_dns() if management else "",
-        "gateway": await rt.ip.gateway(link.name) if management else ""})
+        "gateway": await rt.ip.gateway(link.name) if management else "",
+        "properties": await _kernel_properties(rt, link.name)})
     await rt.refresh_pif(pif)
     return pif
 
 
-def _pif_of_device(store, host, device):
-    for ref, rec in store.tables["PIF"].items():
-        if rec["host"] == host and rec["device"] == device and rec["VLAN"] < 0:
-            return ref
-    return None
+async def _kernel_properties(rt, dev: str) -> dict:
+    """The device's own GRO setting where ethtool can read it, else xapi's default."""
+    try:
+        return {**DEFAULT_PROPERTIES, **await rt.tools.features(dev)}
+    except NetworkError:
+        return dict(DEFAULT_PROPERTIES)
+
+
+async def apply_properties(server, pif: str):
+    """properties (gro) to the device, as xapi does when it brings a PIF up."""
+    rec = server.store.record("PIF", pif)
+    tools = server.runtime_of_pif(pif).net.tools
+    for name, value in rec["properties"].items():
+        try:
+            await tools.set_feature(device_of(rec), name, value)
+        except NetworkError as exc:
+            raise ApiError("PIF_CONFIGURATION_ERROR", pif, str(exc)) from None
 
 
 async def scan_host(server):
@@ -64,7 +81,7 @@ async def scan_host(server):
         if not link.mac or link.kind not in ("", "veth") or link.vlan_id >= 0:
             continue
         if (link.physical or link.name == mgmt) and \
-                _pif_of_device(server.store, host, link.name) is None:
+                pif_of_device(server.store, host, link.name) is None:
             await _introduce(server, host, link)
     await rt.refresh()
 
@@ -85,7 +102,7 @@ async def scan(ctx, host):
 async def introduce(ctx, host, MAC, device, managed):
     _this_host(ctx, host)
     check_name("device", device)
-    if _pif_of_device(ctx.store, host, device) is not None:
+    if pif_of_device(ctx.store, host, device) is not None:
         raise ApiError("DUPLICATE_PIF_DEVICE_NAME", device)
     link = await ctx.server.runtime(host).net.ip.link(device)
     if link is None or not link.mac or (MAC and MAC.lower() != link.mac.lower()):
@@ -110,108 +127,89 @@ async def forget(ctx, self):
     if rec["VLAN_master_of"] != NULL:
         await destroy_vlan(ctx, rec["VLAN_master_of"])
         return
-    if rec["currently_attached"]:
-        await _release(ctx, self)
+    if rec["managed"]:
+        await unbridge_pif(ctx.server, self, link_down=False)   # the NIC keeps its addresses
     if store.exists("PIF_metrics", rec["metrics"]):
         store.delete("PIF_metrics", rec["metrics"])
     store.delete("PIF", self)
 
 
-def _device(rec) -> str:
-    return rec["device"] if rec["VLAN"] < 0 else vlan_device_name(rec["device"], rec["VLAN"])
+def assert_managed(rec, pif):
+    if not rec["managed"]:
+        raise ApiError("PIF_UNMANAGED", pif)
 
 
 @implements("PIF.plug")
 async def plug(ctx, self):
-    """The NIC (or VLAN device) becomes a port of its network's bridge. Static IPv4
-    addresses move to the bridge, as xapi's bridge does."""
-    store, rt = ctx.store, ctx.server.runtime_of_pif(self).net
-    rec = store.record("PIF", self)
+    """The NIC (or VLAN device) is brought up as a port of its network's bridge; its
+    addresses and routes move to the bridge (services/network/bridging.py). The
+    management PIF is attached as it is (host.management_reconfigure bridges it)."""
+    rec = ctx.store.record("PIF", self)
+    assert_managed(rec, self)
+    if rec["bond_slave_of"] != NULL:
+        raise ApiError("CANNOT_PLUG_BOND_SLAVE", self)
     if rec["management"]:
-        return   # attached as it is: we never re-plumb the management NIC
-    dev = _device(rec)
-    link = await rt.ip.link(dev)
-    if link is None:
-        raise ApiError("INTERNAL_ERROR", f"network: device {dev} does not exist")
-    try:
-        bridge, made = await rt.ensure_bridge(rec["network"])
-    except NetworkError as exc:
-        raise kernel_error(exc) from None
-    try:
-        await rt.ip.set_up(dev)
-        await rt.ip.set_master(dev, bridge)
-        v4 = [a for a in link.addresses if a[0] == "inet" and not a[3]]
-        if v4:
-            await rt.ip.set_ipv4(bridge, v4[0][1], v4[0][2])
-            await rt.ip.set_ipv4(dev, None)
-    except NetworkError as exc:
-        if made:
-            await rt.delete_bridge(bridge)
-        elif (await rt.ip.link(dev) or link).master == bridge:
-            await rt.ip.set_master(dev, None)
-        raise kernel_error(exc) from None
-    await rt.refresh_pif(self)
+        return
+    if await ctx.server.runtime_of_pif(self).net.ip.link(device_of(rec)) is None:
+        raise ApiError("INTERNAL_ERROR", f"network: device {device_of(rec)} does not exist")
+    await bridge_pif(ctx.server, self)
+    await apply_properties(ctx.server, self)
 
 
-async def _release(ctx, pif):
-    rt = ctx.server.runtime_of_pif(pif).net
-    dev = _device(ctx.store.record("PIF", pif))
-    if await rt.ip.link(dev) is not None:
-        try:
-            await rt.ip.set_master(dev, None)
-        except NetworkError as exc:
-            raise kernel_error(exc) from None
-    await rt.refresh_pif(pif)
+def assert_no_vifs_in_use(store, network: str, host: str):
+    """Unplugging the NIC would cut guests of this host off (xapi: VIF_IN_USE)."""
+    for vif in store.get("network", network, "VIFs"):
+        rec = store.record("VIF", vif)
+        if rec["currently_attached"] and store.exists("VM", rec["VM"]) and \
+                store.get("VM", rec["VM"], "resident_on") == host:
+            raise ApiError("VIF_IN_USE", network, vif)
 
 
 @implements("PIF.unplug")
 async def unplug(ctx, self):
+    """The device leaves the bridge, taking its addresses back, and its link goes down."""
     rec = ctx.store.record("PIF", self)
+    assert_managed(rec, self)
     _refuse_management(rec, self)
+    assert_no_vifs_in_use(ctx.store, rec["network"], rec["host"])
     if rec["disallow_unplug"]:
         raise ApiError("PIF_DOES_NOT_ALLOW_UNPLUG", self)
-    await _release(ctx, self)
+    await unbridge_pif(ctx.server, self)
 
 
-@implements("PIF.reconfigure_ip")
-async def reconfigure_ip(ctx, self, mode, IP, netmask, gateway, DNS):
-    """Static or None on a PIF that is not the management interface. The gateway is
-    recorded only: a default route belongs to the management interface alone."""
-    store, rt = ctx.store, ctx.server.runtime_of_pif(self).net
-    rec = store.record("PIF", self)
-    _refuse_management(rec, self)
-    if mode == "DHCP":
-        raise ApiError("VALUE_NOT_SUPPORTED", "mode", mode, "this server runs no DHCP client")
-    prefix = 0
-    if mode == "Static":
-        try:
-            ipaddress.IPv4Address(IP)
-            prefix = ipaddress.IPv4Network(f"0.0.0.0/{netmask}").prefixlen
-        except ValueError:
-            raise ApiError("INVALID_IP_ADDRESS_SPECIFIED", "IP" if not _is_v4(IP)
-                           else "netmask") from None
-        if gateway and not _is_v4(gateway):
-            raise ApiError("INVALID_IP_ADDRESS_SPECIFIED", "gateway")
-    dev = _device(rec)
-    link = await rt.ip.link(dev)
-    if link is None:
-        raise ApiError("INTERNAL_ERROR", f"network: device {dev} does not exist")
-    carrier = link.master or dev      # a bridged NIC's address lives on the bridge
-    try:
-        await rt.ip.set_ipv4(carrier, IP if mode == "Static" else None, prefix)
-    except NetworkError as exc:
-        raise kernel_error(exc) from None
-    store.update("PIF", self, gateway=gateway if mode == "Static" else "",
-                 DNS=DNS if mode == "Static" else "")
-    await rt.refresh_pif(self)
+@implements("PIF.db_introduce")
+def db_introduce(ctx, device, network, host, MAC, MTU, VLAN, physical, ip_configuration_mode,
+                 IP, netmask, gateway, DNS, bond_slave_of, VLAN_master_of, management,
+                 other_config, disallow_unplug, ipv6_configuration_mode, IPv6, ipv6_gateway,
+                 primary_address_type, managed, properties):
+    """A PIF record as given, nothing done to the kernel (xapi uses it when a host joins
+    a pool); not attached until plugged."""
+    store = ctx.store
+    for cls, ref in (("network", network), ("host", host)):
+        check_ref(ctx, cls, ref)
+        store.record(cls, ref)
+    check_ref(ctx, "Bond", bond_slave_of)
+    check_ref(ctx, "VLAN", VLAN_master_of)
+    metrics = store.create("PIF_metrics", {"last_updated": now()})
+    return store.create("PIF", {
+        "device": device, "network": network, "host": host, "MAC": MAC, "MTU": MTU,
+        "VLAN": VLAN, "metrics": metrics, "physical": physical, "currently_attached": False,
+        "ip_configuration_mode": ip_configuration_mode, "IP": IP, "netmask": netmask,
+        "gateway": gateway, "DNS": DNS, "bond_slave_of": bond_slave_of,
+        "VLAN_master_of": VLAN_master_of, "management": management,
+        "other_config": other_config, "disallow_unplug": disallow_unplug,
+        "ipv6_configuration_mode": ipv6_configuration_mode, "IPv6": IPv6,
+        "ipv6_gateway": ipv6_gateway, "primary_address_type": primary_address_type,
+        "managed": managed, "properties": properties})
 
 
-def _is_v4(text) -> bool:
-    try:
-        ipaddress.IPv4Address(text)
-        return True
-    except ValueError:
-        return False
+@implements("PIF.db_forget")
+def db_forget(ctx, self):
+    """The record alone goes (and its metrics); the kernel is left as it is."""
+    rec = ctx.store.record("PIF", self)
+    if ctx.store.exists("PIF_metrics", rec["metrics"]):
+        ctx.store.delete("PIF_metrics", rec["metrics"])
+    ctx.store.delete("PIF", self)
 
 
 @implements("PIF.destroy")
@@ -225,7 +223,7 @@ async def destroy(ctx, self):
 @implements("PIF.create_VLAN")
 async def create_vlan(ctx, device, network, host, VLAN):
     _this_host(ctx, host)
-    tagged = _pif_of_device(ctx.store, host, device)
+    tagged = pif_of_device(ctx.store, host, device)
     if tagged is None:
         raise ApiError("INVALID_VALUE", "device", device)
     vlan = await make_vlan(ctx, tagged, VLAN, network)

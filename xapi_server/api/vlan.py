@@ -79,3 +79,50 @@ async def create(ctx, tagged_PIF, tag, network):
 @implements("VLAN.destroy")
 async def destroy(ctx, self):
     await destroy_vlan(ctx, self)
+
+
+def pif_of_device(store, host, device):
+    """The host's PIF of that NIC (not a VLAN), else None."""
+    for ref, rec in store.tables["PIF"].items():
+        if rec["host"] == host and rec["device"] == device and rec["VLAN"] < 0:
+            return ref
+    return None
+
+
+async def _on_each(ctx, tagged_pifs, tag, network) -> list[str]:
+    """A VLAN on each tagged PIF, all or none (made ones are destroyed on a failure);
+    the untagged PIFs."""
+    made = []
+    try:
+        for tagged in tagged_pifs:
+            made.append(await create_vlan(ctx, tagged, tag, network))
+    except BaseException:
+        for vlan in made:
+            await destroy_vlan(ctx, vlan)
+        raise
+    return [ctx.store.get("VLAN", vlan, "untagged_PIF") for vlan in made]
+
+
+@implements("pool.create_VLAN")
+async def pool_create_vlan(ctx, device, network, VLAN):
+    """The VLAN on the NIC named `device` of every host (deprecated in xapi)."""
+    tagged = []
+    for host in ctx.store.tables["host"]:
+        pif = pif_of_device(ctx.store, host, device)
+        if pif is None:
+            raise ApiError("INVALID_VALUE", "device", device)
+        tagged.append(pif)
+    return await _on_each(ctx, tagged, VLAN, network)
+
+
+@implements("pool.create_VLAN_from_PIF")
+async def pool_create_vlan_from_pif(ctx, pif, network, VLAN):
+    """The VLAN on every live host's PIF of the same network as `pif`."""
+    store = ctx.store
+    base = store.get("PIF", pif, "network")
+    tagged = []
+    for other in store.get("network", base, "PIFs"):
+        metrics = store.get("host", store.get("PIF", other, "host"), "metrics")
+        if store.exists("host_metrics", metrics) and store.get("host_metrics", metrics, "live"):
+            tagged.append(other)
+    return await _on_each(ctx, tagged, VLAN, network)

@@ -3,11 +3,12 @@ opens one. Drivers import the contract module, never this package, so the factor
 imports them at module level without an import cycle."""
 from __future__ import annotations
 
-from .contract import (IFNAMSIZ, Link, NetworkBackend, NetworkError, NicInfo, valid_name)
+from .contract import (IFNAMSIZ, Link, NetworkBackend, NetworkError, NicInfo, Route,
+                       valid_name)
 from .iproute import IpRoute
 
-__all__ = ["IFNAMSIZ", "Link", "NetworkBackend", "NetworkError", "NicInfo", "valid_name",
-           "open_backend"]
+__all__ = ["IFNAMSIZ", "Link", "NetworkBackend", "NetworkError", "NicInfo", "Route",
+           "valid_name", "open_backend"]
 
 
 def open_backend(netns: str | None = None) -> NetworkBackend:

@@ -55,6 +55,34 @@ class NicInfo:
     driver: str = ""
 
 
+@dataclass
+class Route:
+    """One route of the main table, enough to make it again on another device."""
+    family: str                 # inet | inet6
+    dst: str                    # "default" or a prefix
+    gateway: str = ""
+    metric: int = 0
+    protocol: str = ""          # boot, static, dhcp ... ("" : the kernel's default)
+    scope: str = ""
+    src: str = ""
+
+    def spec(self, dev: str) -> list[str]:
+        """`ip route` arguments for this route through `dev` (no family option: they
+        also serve `ip -batch`, whose lines take none; the addresses say it)."""
+        dst = self.dst
+        if dst == "default":
+            dst = "::/0" if self.family == "inet6" else "0.0.0.0/0"
+        args = ["route", "add", dst]
+        if self.gateway:
+            args += ["via", self.gateway]
+        args += ["dev", dev]
+        for key, value in (("metric", self.metric), ("proto", self.protocol),
+                           ("scope", self.scope), ("src", self.src)):
+            if value:
+                args += [key, str(value)]
+        return args
+
+
 class NetworkError(Exception):
     """A host networking command failed; the text is what the tool said."""
 
@@ -77,4 +105,12 @@ class NetworkBackend(Protocol):
     async def set_ipv4(self, name: str, address: str | None, prefix: int = 0) -> None:
         """Replace the device's IPv4 addresses by address/prefix (None: remove all)."""
     async def nic_info(self, name: str) -> NicInfo: ...
+    async def routes(self, name: str) -> list[Route]:
+        """The device's main-table routes that do not come back by themselves with its
+        addresses (connected, router-advertised and link-local ones do)."""
+    async def batch(self, commands: list[list[str]], force: bool = False) -> None:
+        """Several `ip` commands in one process (`ip -batch`): no process start-up
+        between them. force: go on past a failing line (still NetworkError after)."""
+    async def set_ipv6(self, name: str, address: str | None, prefix: int = 0) -> None:
+        """Replace the device's global IPv6 addresses (None: remove them)."""
 

@@ -8,10 +8,11 @@ their own.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import os
 
-from .contract import Link, NetworkError, NicInfo, valid_name
+from .contract import Link, NetworkError, NicInfo, Route, valid_name
 
 _ENV = {**os.environ, "LC_ALL": "C"}
 TIMEOUT = 30.0
@@ -21,14 +22,14 @@ class IpRoute:
     def __init__(self, netns: str | None = None):
         self.netns = netns
 
-    async def _ip(self, *args: str, parse: bool = False):
+    async def _ip(self, *args: str, parse: bool = False, stdin: bytes | None = None):
         argv = ["ip"] + (["-n", self.netns] if self.netns else []) + \
             (["-j"] if parse else []) + list(args)
         proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, env=_ENV)
+            *argv, stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=_ENV)
         try:
-            out, err = await asyncio.wait_for(proc.communicate(), TIMEOUT)
+            out, err = await asyncio.wait_for(proc.communicate(stdin), TIMEOUT)
         except (asyncio.TimeoutError, asyncio.CancelledError):
             if proc.returncode is None:   # never leave a child behind
                 proc.kill()
@@ -82,6 +83,23 @@ class IpRoute:
         rows = await self._ip("-4", "route", "show", "default", "dev", name, parse=True)
         return rows[0].get("gateway", "") if rows else ""
 
+    async def routes(self, name: str) -> list[Route]:
+        found = []
+        for family in ("inet", "inet6"):
+            flag = "-6" if family == "inet6" else "-4"
+            for row in await self._ip(flag, "route", "show", "table", "main", "dev", name,
+                                      parse=True):
+                route = _route_of(family, row)
+                if route is not None:
+                    found.append(route)
+        return found
+
+    async def batch(self, commands: list[list[str]], force: bool = False) -> None:
+        if not commands:
+            return
+        text = "".join(" ".join(cmd) + "\n" for cmd in commands)
+        await self._ip(*(["-force"] if force else []), "-batch", "-", stdin=text.encode())
+
     async def nic_info(self, name: str) -> NicInfo:
         if self.netns:      # sysfs shows the root namespace's devices only
             return NicInfo()
@@ -134,6 +152,25 @@ class IpRoute:
         await self._ip("-4", "address", "flush", "dev", name)
         if address:
             await self._ip("address", "add", f"{address}/{int(prefix)}", "dev", name)
+
+    async def set_ipv6(self, name: str, address: str | None, prefix: int = 0) -> None:
+        await self._ip("-6", "address", "flush", "dev", name, "scope", "global")
+        if address:
+            await self._ip("-6", "address", "add", f"{address}/{int(prefix)}", "dev", name)
+
+
+def _route_of(family: str, row: dict) -> Route | None:
+    """None for what the kernel makes by itself with an address or router advert."""
+    dst = row.get("dst", "")
+    if row.get("protocol") in ("kernel", "ra") or row.get("type") not in (None, "unicast"):
+        return None
+    if family == "inet6" and dst != "default" and \
+            ipaddress.ip_network(dst, strict=False).is_link_local:
+        return None
+    return Route(family=family, dst=dst, gateway=row.get("gateway", ""),
+                 metric=int(row.get("metric", 0) or 0), protocol=row.get("protocol", ""),
+                 scope=row.get("scope", "") if row.get("scope") != "global" else "",
+                 src=row.get("prefsrc", ""))
 
 
 def _link_of(row: dict) -> Link:

@@ -99,15 +99,44 @@ PIF = cls(
         msg('forget', 'PIF ref self', 'void', 'Forget a PIF (the NIC is left alone).',
             errors=['PIF_TUNNEL_STILL_EXISTS', 'CLUSTERING_ENABLED'], **_PIF_OP),
         msg('plug', 'PIF ref self', 'void',
-            'Attach the PIF: its NIC joins the bridge of its network.',
-            errors=['TRANSPORT_PIF_NOT_CONFIGURED'], **_PIF_OP),
-        msg('unplug', 'PIF ref self', 'void', 'Detach the PIF from its network\'s bridge.',
+            'Attach the PIF: its NIC comes up as a port of its network\'s bridge, and its '
+            'addresses and routes move to the bridge.',
+            errors=['TRANSPORT_PIF_NOT_CONFIGURED', 'PIF_UNMANAGED', 'CANNOT_PLUG_BOND_SLAVE',
+                    'PIF_CONFIGURATION_ERROR'], **_PIF_OP),
+        msg('unplug', 'PIF ref self', 'void',
+            'Detach the PIF: its NIC leaves the bridge, taking its addresses and routes '
+            'back, and its link goes down.',
             errors=['HA_OPERATION_WOULD_BREAK_FAILOVER_PLAN', 'VIF_IN_USE',
-                    'PIF_DOES_NOT_ALLOW_UNPLUG', 'PIF_HAS_FCOE_SR_IN_USE'], **_PIF_OP),
+                    'PIF_DOES_NOT_ALLOW_UNPLUG', 'PIF_HAS_FCOE_SR_IN_USE',
+                    'PIF_IS_MANAGEMENT_INTERFACE', 'PIF_UNMANAGED'], **_PIF_OP),
         msg('reconfigure_ip', 'PIF ref self, enum ip_configuration_mode mode, string IP, '
             'string netmask, string gateway, string DNS', 'void',
-            'Set the IPv4 configuration of a (non-management) PIF.',
-            errors=['CLUSTERING_ENABLED'], **_PIF_OP),
+            'Set the IPv4 configuration of a (non-management) PIF, on its bridge when it '
+            'is plugged, else on the NIC.',
+            errors=['CLUSTERING_ENABLED', 'INVALID_IP_ADDRESS_SPECIFIED',
+                    'PIF_IS_MANAGEMENT_INTERFACE', 'PIF_UNMANAGED', 'HA_IS_ENABLED'],
+            **_PIF_OP),
+        msg('reconfigure_ipv6', 'PIF ref self, enum ipv6_configuration_mode mode, '
+            'string IPv6, string gateway, string DNS', 'void',
+            'Set the IPv6 configuration (Static: IPv6 as address/prefix; Autoconf: router '
+            'adverts; None).',
+            errors=['CLUSTERING_ENABLED', 'INVALID_IP_ADDRESS_SPECIFIED',
+                    'INVALID_CIDR_ADDRESS_SPECIFIED', 'PIF_IS_MANAGEMENT_INTERFACE',
+                    'PIF_UNMANAGED', 'HA_IS_ENABLED'], **_PIF_OP),
+        msg('set_property', 'PIF ref self, string name, string value', 'void',
+            'Set a property of the NIC and apply it (gro: on or off).',
+            errors=['INVALID_VALUE', 'CANNOT_CHANGE_PIF_PROPERTIES'], **_PIF_OP),
+        msg('db_introduce', 'string device, network ref network, host ref host, string MAC, '
+            'int MTU, int VLAN, bool physical, enum ip_configuration_mode '
+            'ip_configuration_mode, string IP, string netmask, string gateway, string DNS, '
+            'Bond ref bond_slave_of, VLAN ref VLAN_master_of, bool management, '
+            '(string -> string) map other_config, bool disallow_unplug, '
+            'enum ipv6_configuration_mode ipv6_configuration_mode, string set IPv6, '
+            'string ipv6_gateway, enum primary_address_type primary_address_type, '
+            'bool managed, (string -> string) map properties', 'PIF ref',
+            'Create a PIF record as given; nothing is done to the host.', **_PIF_OP),
+        msg('db_forget', 'PIF ref self', 'void',
+            'Delete a PIF record; nothing is done to the host.', **_PIF_OP),
         msg('destroy', 'PIF ref self', 'void', 'Destroy a VLAN PIF (deprecated: VLAN.destroy).',
             errors=['PIF_IS_PHYSICAL'], **_PIF_OP),
         msg('create_VLAN', 'string device, network ref network, host ref host, int VLAN',

@@ -96,6 +96,19 @@ POOL = cls(
             "Where the workload-balancing server would move VMs.",
             errors=['WLB_NOT_INITIALIZED', 'WLB_DISABLED'], role='read-only',
             mutates=False),
+        # networking across the pool's hosts (api/management.py, api/vlan.py)
+        msg('management_reconfigure', 'network ref network',
+            doc="Make each host's PIF on the network its management interface.",
+            errors=['HA_IS_ENABLED', 'PIF_NOT_PRESENT', 'CANNOT_PLUG_BOND_SLAVE',
+                    'PIF_INCOMPATIBLE_PRIMARY_ADDRESS_TYPE',
+                    'PIF_HAS_NO_NETWORK_CONFIGURATION', 'PIF_HAS_NO_V6_NETWORK_CONFIGURATION'],
+            role='pool-operator'),
+        msg('create_VLAN', 'string device, network ref network, int VLAN', 'PIF ref set',
+            "A VLAN on every host's NIC of that name (deprecated: create_VLAN_from_PIF).",
+            errors=['VLAN_TAG_INVALID'], role='pool-operator'),
+        msg('create_VLAN_from_PIF', 'PIF ref pif, network ref network, int VLAN',
+            'PIF ref set', "A VLAN on each host's PIF of the same network as the PIF.",
+            errors=['VLAN_TAG_INVALID'], role='pool-operator'),
     ],
 )
 
@@ -271,6 +284,27 @@ HOST = cls(
         msg("get_management_interface", "host ref host", "PIF ref",
             "The PIF the host is managed through.", errors=["HOST_HAS_NO_MANAGEMENT_IP"],
             role="pool-operator", mutates=False),
+        # the management interface and the host's name and log (api/management.py,
+        # api/host_services.py)
+        msg("management_reconfigure", "PIF ref pif",
+            doc="Make the PIF the management interface: its NIC goes under its network's "
+                "bridge with the host's addresses and routes, and back again if the "
+                "gateway (setting management_probe) stops answering.",
+            errors=["HA_IS_ENABLED", "PIF_HAS_NO_NETWORK_CONFIGURATION",
+                    "PIF_HAS_NO_V6_NETWORK_CONFIGURATION", "CANNOT_PLUG_BOND_SLAVE",
+                    "PIF_INCOMPATIBLE_PRIMARY_ADDRESS_TYPE", "PIF_CONFIGURATION_ERROR"],
+            role="pool-operator"),
+        msg("local_management_reconfigure", "string interface",
+            doc="For a pool member in emergency mode only.",
+            errors=["POOL_NOT_IN_EMERGENCY_MODE"], role="pool-operator"),
+        msg("management_disable", "", doc="Leave the host without a management interface.",
+            errors=["HA_IS_ENABLED"], role="pool-operator"),
+        msg("set_hostname_live", "host ref host, string hostname",
+            doc="Rename the host now (setting hostname_command) and in its record.",
+            errors=["HOST_NAME_INVALID"], role="pool-operator"),
+        msg("syslog_reconfigure", "host ref host",
+            doc="Forward the system log to host.logging[syslog_destination] (none: stop).",
+            role="pool-operator"),
     ],
 )
 

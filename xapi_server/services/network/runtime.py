@@ -18,6 +18,7 @@ import logging
 from datetime import datetime, timezone
 
 from ...backends.network import Link, NetworkError, open_backend
+from ...backends.network.hosttools import HostTools
 from .names import check_name
 from .nat import NatNetwork
 
@@ -55,6 +56,7 @@ class NetRuntime:
     def __init__(self, server, backend=None):
         self.server = server
         self.ip = backend or open_backend()
+        self.tools = HostTools()         # ethtool, ping, sysctl
         self._poller: asyncio.Task | None = None
         self._lock = asyncio.Lock()      # one bridge allocation/creation at a time
         self.nat: NatNetwork | None = None   # setting nat_network (services/network/nat.py)
@@ -100,6 +102,10 @@ class NetRuntime:
             await self.ip.bridge_create(name, rec["MTU"] if rec["MTU"] != 1500 else None)
             self._set_owned(self.owned() | {name})
             return name, True
+
+    def mark_owned(self, name: str):
+        """A bridge made here by other means (services/network/uplink.py)."""
+        self._set_owned(self.owned() | {name})
 
     async def delete_bridge(self, name: str):
         """Delete a bridge we own (the admin's own bridges are left alone)."""
