@@ -5,7 +5,7 @@
     POST anything else     XML-RPC (as xapi: /, /RPC2, ...)
     OPTIONS                CORS pre-flight
     GET /audit_log         the audit log (a session with http/get_audit_log)
-    GET /                  a short page saying what this is (any other GET: 404)
+    GET /                  the web console (http/webui.py; any other GET: its files or 404)
     ... and xapi's data handlers: see routes.py
 
 Paths are prefixes (the longest wins); a method no route has gets 501, a path no route

@@ -1,5 +1,5 @@
-"""The RPC routes: XML-RPC, JSON-RPC, xe's thin-CLI protocol, their CORS pre-flight and
-the page GET / shows. None of them authenticates at the HTTP level (xapi's
+"""The RPC routes: XML-RPC, JSON-RPC, xe's thin-CLI protocol and their CORS pre-flight.
+None of them authenticates at the HTTP level (xapi's
 public_http_actions_with_no_rbac_check): the session is a parameter of each call and the
 dispatcher checks it.
 
@@ -95,15 +95,6 @@ async def cli_route(app, scope, receive, send):
 async def options_route(app, scope, receive, send):
     await respond(send, 200, b"", b"text/plain",
                   [(b"access-control-allow-methods", b"POST, OPTIONS")])
-
-
-async def index_route(app, scope, receive, send):
-    if scope["path"] != "/":   # every GET no other route claims comes here, as in xapi
-        return await respond(send, 404, b"<html><body><h1>HTTP 404 not found</h1>"
-                             b"</body></html>", b"text/html")
-    body = (b"<html><body><p>xapi-py: a XenAPI server. Speak XML-RPC (POST /) or "
-            b"JSON-RPC (POST /jsonrpc) to it, or use xe.</p></body></html>")
-    await respond(send, 200, body, b"text/html")
 
 
 # -- INTERNAL_ERROR in each protocol: (content type, body) for an escaped exception --

@@ -1,0 +1,233 @@
+"""The web console (ui/, served at GET / by http/webui.py) in Debian's Chromium against
+the real server on libvirt's test driver: how it is served (CSP, cache headers, gzip, no
+escape from ui/dist, a page saying how to build it when it is not), the login page
+(labels, the certificate's fingerprint, a wrong password), the live tree (an `xe`
+rename shows without reload), the VM view (tabs, lifecycle buttons from
+allowed_operations, editable properties), a read-only user, logout and an expired
+session. The guest's screen in the Console tab: test_webui_guest.py."""
+import asyncio
+import re
+import time
+import types
+
+import httpx
+import pytest
+
+from guest.harness import guest_vm
+from serverproc import ServerProcess, add_local_user, tls_connect
+from webui_harness import Page, browser, built_ui, certificate_fingerprint, login, screenshot, xe
+from xapi_server.config import Settings
+from xapi_server.http import webui
+
+__all__ = ["browser", "built_ui"]   # fixtures
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    proc = ServerProcess(str(tmp_path_factory.mktemp("webui"))).start()
+    yield proc
+    proc.kill()
+
+
+@pytest.fixture(scope="module")
+def x(server):
+    session = server.session()
+    yield session.xenapi
+    session.xenapi.session.logout()
+
+
+@pytest.fixture(scope="module")
+def users(x):
+    add_local_user(x, "web-reader", "read-only", "reader-pw-1")
+    add_local_user(x, "web-admin", "pool-admin", "admin-pw-1")
+    return {"reader": ("web-reader", "reader-pw-1"), "admin": ("web-admin", "admin-pw-1")}
+
+
+@pytest.fixture
+def page(browser, server):
+    opened = Page(browser, server)
+    yield opened
+    violations = opened.csp_violations()
+    opened.close()
+    assert not violations, violations
+
+
+def vm_named(x, name):
+    vm = guest_vm(x, None, name)
+    return vm
+
+
+# -- how it is served -------------------------------------------------------------------
+
+def test_index_and_assets_carry_csp_cache_headers_and_the_fingerprint(server, built_ui):
+    with httpx.Client(verify=False, timeout=30) as http:
+        index = http.get(f"{server.url}/")
+        assert index.status_code == 200
+        csp = index.headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "style-src 'self'" in csp
+        assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
+        assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp
+        assert index.headers["cache-control"] == "no-cache"
+        assert index.headers["x-content-type-options"] == "nosniff"
+        meta = re.search(r'name="xapi-certificate-sha256" content="([^"]*)"', index.text)
+        assert meta and meta.group(1) == certificate_fingerprint(server)
+        assert "<script>" not in index.text and "<style" not in index.text   # nothing inline
+        assets = re.findall(r'(?:src|href)="(/assets/[^"]+)"', index.text)
+        assert any(a.endswith(".js") for a in assets) and any(a.endswith(".css") for a in assets)
+        for asset in assets:
+            plain = http.get(f"{server.url}{asset}", headers={"accept-encoding": "identity"})
+            assert plain.status_code == 200
+            assert plain.headers["cache-control"] == "public, max-age=31536000, immutable"
+            assert "content-encoding" not in plain.headers
+            kind = "text/javascript" if asset.endswith(".js") else "text/css"
+            assert plain.headers["content-type"] == kind
+            packed = http.get(f"{server.url}{asset}", headers={"accept-encoding": "gzip"})
+            assert packed.headers["content-encoding"] == "gzip"   # the build-time .gz
+            assert packed.content == plain.content    # httpx undid the gzip
+            assert int(packed.headers["content-length"]) < len(plain.content)
+        assert http.get(f"{server.url}/assets/nothing.js").status_code == 404
+        assert http.get(f"{server.url}/index.html").status_code == 200
+
+
+def raw_get(server, path: str) -> bytes:
+    sock = tls_connect(server.port)
+    try:
+        sock.sendall(f"GET {path} HTTP/1.0\r\n\r\n".encode())
+        out = b""
+        while chunk := sock.recv(65536):
+            out += chunk
+        return out
+    finally:
+        sock.close()
+
+
+def test_nothing_outside_ui_dist_and_no_hidden_files(server, built_ui):
+    for path in ("/../pyproject.toml", "/assets/../../pyproject.toml",
+                 "/%2e%2e/pyproject.toml", "/assets/", "/.vite/manifest.json",
+                 "/..%2fpyproject.toml"):
+        reply = raw_get(server, path)
+        assert reply.startswith(b"HTTP/1.1 404"), (path, reply[:80])
+        assert b"[project]" not in reply
+
+
+def test_without_a_build_the_page_says_how_to_build_it(tmp_path):
+    """The server runs without ui/dist: GET / says how to build the console, any other
+    GET is 404 (and the API never depends on it)."""
+    app = types.SimpleNamespace(server=types.SimpleNamespace(
+        settings=Settings(web_dir=str(tmp_path / "no-dist")),
+        tls=types.SimpleNamespace(cert_path=str(tmp_path / "none.crt"))))
+    for path, status in (("/", 200), ("/assets/index.js", 404)):
+        sent = []
+
+        async def send(message):
+            sent.append(message)
+        asyncio.run(webui.get_root(app, {"path": path, "headers": []}, None, send))
+        assert sent[0]["status"] == status
+        headers = dict(sent[0]["headers"])
+        assert b"default-src 'none'" in headers[b"content-security-policy"]
+        if status == 200:
+            assert b"npm run build" in sent[1]["body"] and b"scripts/setup.sh" in sent[1]["body"]
+
+
+# -- in the browser ---------------------------------------------------------------------
+
+def test_login_page_shows_labels_fingerprint_and_refuses_a_wrong_password(page, server):
+    p = page.goto()
+    assert p.get_by_test_id("fingerprint").inner_text() == certificate_fingerprint(server)
+    p.get_by_label("Username").fill("root")
+    p.get_by_label("Password").fill("not-the-password")
+    screenshot(p, "login")
+    p.get_by_role("button", name="Log in").click()
+    assert "wrong" in p.get_by_role("alert").inner_text()
+    assert p.get_by_label("Password").input_value() == ""
+
+
+def test_tree_shows_vms_by_name_and_follows_an_xe_rename_live(page, server, x):
+    vm = vm_named(x, "web-alpha")
+    p = login(page)
+    item = p.get_by_role("treeitem", name="web-alpha", exact=True)
+    item.wait_for()
+    assert item.get_attribute("aria-description") == "Halted"   # not by colour only
+    for name in ("Templates", "Storage", "Networks"):
+        assert p.get_by_role("treeitem", name=name, exact=True).count() == 1
+    uuid = x.VM.get_uuid(vm)
+    xe(server, "vm-param-set", f"uuid={uuid}", "name-label=web-beta")
+    start = time.monotonic()    # xe has returned: the change is committed
+    p.get_by_role("treeitem", name="web-beta", exact=True).wait_for(timeout=5000)
+    seen_after = time.monotonic() - start
+    assert p.get_by_role("treeitem", name="web-alpha", exact=True).count() == 0
+    assert seen_after < 1.0, seen_after
+    # the session is in the page's memory, never in its storage
+    stored = p.evaluate("JSON.stringify([localStorage, sessionStorage, document.cookie])")
+    assert "OpaqueRef" not in stored
+    screenshot(p, "tree")
+
+
+def test_vm_view_tabs_buttons_from_allowed_operations_and_properties(page, server, x):
+    vm = vm_named(x, "web-gamma")
+    p = login(page)
+    p.get_by_role("treeitem", name="web-gamma", exact=True).click()
+    tabs = p.get_by_role("tab")
+    assert tabs.all_inner_texts() == ["General", "Console", "Storage", "Network", "Snapshots",
+                                      "Performance"]
+    button = lambda name: p.get_by_role("button", name=name, exact=True)  # noqa: E731
+    assert button("Start").is_enabled() and button("Delete").is_enabled()
+    for name in ("Shut down", "Force shut down", "Reboot", "Suspend", "Resume", "Pause",
+                 "Unpause"):
+        assert button(name).is_disabled(), name
+    screenshot(p, "vm-general")
+    button("Start").click()
+    p.get_by_role("status").filter(has_text="Running").wait_for()
+    assert x.VM.get_power_state(vm) == "Running"
+    assert button("Shut down").is_enabled() and button("Force shut down").is_enabled()
+    assert button("Start").is_disabled() and button("Delete").is_disabled()
+    # General: name, description and tags, saved through the API
+    p.get_by_label("Name", exact=True).fill("web-gamma-2")
+    p.get_by_label("Description").fill("made in a browser")
+    p.get_by_label("Tags").fill("web, test")
+    p.get_by_role("button", name="Save").click()
+    p.get_by_role("status").filter(has_text="Saved.").wait_for()
+    assert x.VM.get_name_label(vm) == "web-gamma-2"
+    assert x.VM.get_name_description(vm) == "made in a browser"
+    assert x.VM.get_tags(vm) == ["web", "test"]
+    p.get_by_role("treeitem", name="web-gamma-2", exact=True).wait_for()
+    button("Force shut down").click()
+    p.get_by_role("status").filter(has_text="Halted").wait_for()
+    assert x.VM.get_power_state(vm) == "Halted"
+    for tab in ("Storage", "Network", "Snapshots"):
+        p.get_by_role("tab", name=tab).click()
+        p.get_by_role("table").first.wait_for()
+        screenshot(p, f"vm-{tab.lower()}")
+
+
+def test_a_read_only_user_sees_no_enabled_mutating_control(page, server, x, users):
+    vm_named(x, "web-delta")
+    p = login(page, *users["reader"])
+    p.get_by_role("treeitem", name="web-delta", exact=True).click()
+    toolbar = p.get_by_role("toolbar", name="VM actions")
+    buttons = toolbar.get_by_role("button")
+    assert buttons.count() == 10
+    for i in range(buttons.count()):
+        assert buttons.nth(i).is_disabled(), buttons.nth(i).inner_text()
+    assert p.get_by_label("Name", exact=True).get_attribute("readonly") is not None
+    assert p.get_by_role("button", name="Save").is_disabled()
+    screenshot(p, "read-only")
+
+
+def test_logout_ends_the_session_and_an_expired_one_is_said(page, server, x, users):
+    name, password = users["admin"]
+    vm = vm_named(x, "web-epsilon")
+    p = login(page, name, password)
+    p.get_by_role("button", name="Log out").click()
+    p.get_by_role("button", name="Log in").wait_for()
+    assert p.get_by_role("alert").count() == 0
+    assert x.session.get_all_subject_identifiers().count(f"local:{name}") == 0
+    # again, and this time the server ends the session behind the page's back
+    login(page, name, password)
+    x.session.logout_subject_identifier(f"local:{name}")
+    x.VM.set_name_label(vm, "web-epsilon-2")    # the page's event.from wakes and finds out
+    alert = p.get_by_role("alert")
+    alert.wait_for(timeout=10000)
+    assert "session has expired" in alert.inner_text()
+    assert p.get_by_role("button", name="Log in").is_visible()
+    screenshot(p, "expired")
