@@ -197,3 +197,21 @@ def test_management_calls_answer_as_xapi(uplink, x):
     x.host.management_reconfigure(pif)
     assert x.PIF.get_management(pif)
     x.network.destroy(other)
+
+
+def test_the_move_is_made_again_at_the_next_start(uplink, x):
+    """The kernel forgets at a reboot; the server remembers and moves it again."""
+    proc, host_ns, gw_ns = uplink
+    host, pif = management(x)
+    bridge = x.network.get_bridge(x.PIF.get_network(pif))
+    proc.kill()
+    # as after a reboot: the NIC holds the addresses and routes, no bridge
+    sh("ip", "-n", host_ns, "link", "del", bridge)
+    sh("ip", "-n", host_ns, "addr", "add", f"{HOST_IP}/24", "dev", "nic0")
+    sh("ip", "-n", host_ns, "addr", "add", f"{HOST_IP6}/64", "dev", "nic0", "nodad")
+    sh("ip", "-n", host_ns, "route", "add", "default", "via", GW, "dev", "nic0")
+    proc.start()
+    state = kernel_state(host_ns)
+    assert state["links"]["nic0"] == (bridge, [])
+    assert ("default", GW, bridge) in state["routes"]
+    assert in_ns(host_ns, "ping", "-c1", "-W2", GW, check=False).returncode == 0

@@ -4,7 +4,9 @@ MTU, locking mode, purposes; the "Host internal management network" from the fir
 start on.
 
 Server.startup calls `startup(server)`: the internal network record, a PIF.scan of
-the host's NICs, the first refresh and the refresh poller (services/network/runtime).
+the host's NICs, the management NIC under its bridge when asked (setting
+management_bridge, or done before: services/network/bridging.py), the first refresh
+and the refresh poller (services/network/runtime).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from ..backends.network import NetworkError
 from ..dispatch.generic import constructor_fields
 from ..dispatch.registry import implements
 from ..errors import ApiError
+from ..services.network.bridging import bridge_management_at_start
 from ..services.network.errors import kernel_error
 from ..services.network.names import check_name
 from ..services.network.runtime import MTU_RANGE, NetRuntime
@@ -129,6 +132,7 @@ async def startup(server):
     ensure_internal_network(server.store)
     try:
         await pif.scan_host(server)
+        await bridge_management_at_start(server)
     except Exception as exc:   # the API stays up without host networking
         log.warning("PIF scan failed: %s", exc)
     await server.runtime(server.host_ref).net.start()
