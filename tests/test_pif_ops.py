@@ -257,6 +257,11 @@ def test_xe_pif_commands(proc, x, veth):
         assert "fd52::1/64" in addresses(veth)
         out = xe(proc, "pif-reconfigure-ip", f"uuid={uuid}", "mode=sometimes")
         assert out.returncode != 0 and "sometimes" in out.stdout + out.stderr
+        out = xe(proc, "pif-param-set", f"uuid={uuid}", "properties:gro=off")
+        assert out.returncode == 0, out.stderr
+        assert gro(veth) == "off" and x.PIF.get_properties(pif)["gro"] == "off"
+        out = xe(proc, "pif-param-set", f"uuid={uuid}", "properties:gro=perhaps")
+        assert out.returncode != 0 and "gro = perhaps" in out.stdout + out.stderr
         assert xe(proc, "pif-plug", f"uuid={uuid}").returncode == 0
         assert link(veth)["master"] == bridge and "10.251.9.1/24" in addresses(bridge)
         assert xe(proc, "pif-unplug", f"uuid={uuid}").returncode == 0
