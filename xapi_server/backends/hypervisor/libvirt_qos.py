@@ -73,8 +73,9 @@ def wanted_rates(dom) -> dict[str, int]:
         meta = ET.fromstring(dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS))
     except libvirt.libvirtError:
         return {}
+    # libvirt hands our element back without its namespace
     return {el.get("mac", "").lower(): int(el.get("kib_per_s", "0"))
-            for el in meta.iter(f"{{{METADATA_NS}}}bandwidth")}
+            for el in meta.iter("bandwidth")}
 
 
 class QosCalls:
