@@ -38,7 +38,7 @@ class Server:
     def __init__(self, settings: Settings):
         self.settings = settings
         make_data_dir(settings.data_dir)
-        self.store = Store(settings.db_path)
+        self.store = Store(settings.database)   # DatabaseUnavailable: cannot start
         self.auth = Auth(self.store, settings)   # passwords, failed-login throttle
         self.audit = Audit(settings)
         self.tasks = Tasks(self)
@@ -65,6 +65,7 @@ class Server:
         self.certificate_checker: asyncio.Task | None = None   # daily expiry check
         # Kept so the task is not garbage-collected while it runs.
         self.storage_watcher: asyncio.Task | None = None       # disks follow power state
+        self.storage_operations: asyncio.Task | None = None    # SR/VDI allowed_operations
         self.metrics: MetricsService | None = None   # samples and archives (from startup)
 
     async def startup(self):
@@ -79,6 +80,7 @@ class Server:
         api.sm.sync_sm_records(self.store)
         self.storage_watcher = loop.create_task(attach.watch_power_states(self))
         await api.sm.storage_start(self)  # first start: Local storage SR
+        self.storage_operations = loop.create_task(api.storage_checks.keep_current(self))
         local.vms = VmRuntime(self)
         await local.vms.startup()   # hypervisor connection; VMs reconciled with it
         local.net = NetRuntime(self)
@@ -90,7 +92,8 @@ class Server:
 
     async def shutdown(self):
         self.tasks.stop_gc()
-        for task in (self.certificate_checker, self.storage_watcher):
+        for task in (self.certificate_checker, self.storage_watcher,
+                     self.storage_operations):
             if task is not None:
                 task.cancel()
         if self.metrics is not None:
