@@ -3,3 +3,4 @@ from . import console, event, help, host, network, storage, task, transfer, user
 from . import vmdevices  # noqa: F401
 from . import snapshot  # noqa: F401  (snapshot-*, vm-checkpoint)
 from . import metrics  # noqa: F401  (data sources of VM, host, SR)
+from . import pool_features  # noqa: F401  (plugins, editions, HA, display ...)
