@@ -1,0 +1,296 @@
+"""Scale (issue 19): one server holding N VMs, every figure of the issue beside its goal.
+
+Starts the real server on libvirt's test driver, makes a base VM (a clone of a
+template, given a CD VBD and a VIF) and clones it until N VMs exist, each with its
+own VBD, VIF and VM_metrics, as real ones have. Then prints:
+
+- VM.get_all_records over JSON-RPC and XML-RPC (ms, MB)           goal <= 150 ms
+- event.from(["*"], "") in full                                   goal <= 400 ms
+- an incremental event.from (one change) at 100 VMs and at N      goal: the same
+- VM.clone and VM.create per call at 100 VMs and at N             goal: the same
+- restart: SIGTERM, start, until the TLS port answers             goal <= 3 s
+- the server's RSS per 1000 VMs (after the big reads)
+- p99 of host.get_record from 32 clients (wrk) while one client
+  loops VM.get_all_records, and without it                        goal < 50 ms
+- host.get_record vs a bare ASGI app (bench_rpc.py), same run     goal >= 0.6
+
+    .venv/bin/python bench/bench_scale.py [--vms 10000] [--clients 4]
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import re
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import xmlrpc.client
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+sys.path.insert(0, HERE)
+from bench_rpc import start_bare, wrk  # noqa: E402
+from serverproc import ServerProcess  # noqa: E402
+
+_TLS = ssl._create_unverified_context()
+
+
+class Raw:
+    """One keep-alive HTTPS connection posting ready-made bodies; the reply's bytes are
+    read, not parsed, so the figures are the server's (and the transfer's)."""
+
+    def __init__(self, port: int):
+        self.conn = http.client.HTTPSConnection("127.0.0.1", port, context=_TLS, timeout=300)
+
+    def post(self, path: str, body: bytes) -> bytes:
+        self.conn.request("POST", path, body, {"Content-Type": "text/xml" if path == "/"
+                                               else "application/json"})
+        reply = self.conn.getresponse()
+        data = reply.read()
+        if reply.status != 200:
+            raise RuntimeError(f"HTTP {reply.status}: {data[:200]!r}")
+        return data
+
+    def json(self, method: str, *params):
+        body = json.dumps({"jsonrpc": "2.0", "method": method, "params": list(params),
+                           "id": 1}).encode()
+        reply = json.loads(self.post("/jsonrpc", body))
+        if "error" in reply:
+            raise RuntimeError(reply["error"])
+        return reply["result"]
+
+
+def jsonrpc_body(method: str, *params) -> bytes:
+    return json.dumps({"jsonrpc": "2.0", "method": method, "params": list(params),
+                       "id": 1}).encode()
+
+
+def xmlrpc_body(method: str, *params) -> bytes:
+    return xmlrpc.client.dumps(tuple(params), method).encode()
+
+
+def timed(fn, repeat: int = 3) -> tuple[float, object]:
+    """Median wall time in ms over `repeat` calls, and the last result."""
+    times, result = [], None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = fn()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times), result
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
+
+
+def make_base(x) -> str:
+    template = next(v for v, r in x.VM.get_all_records().items()
+                    if r["is_a_template"] and not r["other_config"].get("disks"))
+    base = x.VM.clone(template, "scale-base")
+    x.VM.set_is_a_template(base, False)
+    x.VBD.create({"VM": base, "VDI": "OpaqueRef:NULL", "userdevice": "3", "bootable": False,
+                  "mode": "RO", "type": "CD", "empty": True, "unpluggable": True,
+                  "other_config": {}, "qos_algorithm_type": "", "qos_algorithm_params": {}})
+    return base
+
+
+def add_vif(raw: Raw, session: str, vm: str, network: str):
+    raw.json("VIF.create", session, {
+        "device": "0", "network": network, "VM": vm, "MAC": "", "MTU": 1500,
+        "other_config": {}, "qos_algorithm_type": "", "qos_algorithm_params": {}})
+
+
+def grow(server, session: str, base: str, network: str, target: int, clients: int):
+    """Clone `base` (and give each clone a VIF) until `target` non-template VMs exist."""
+    probe = Raw(server.port)
+    have = sum(1 for r in probe.json("VM.get_all_records", session).values()
+               if not r["is_a_template"])
+    todo = max(0, target - have)
+    if not todo:
+        return
+    errors: list = []
+
+    def worker(count: int, tag: int):
+        raw = Raw(server.port)
+        try:
+            for i in range(count):
+                vm = raw.json("VM.clone", session, base, f"scale-{tag}-{have + i}")
+                add_vif(raw, session, vm, network)
+        except Exception as exc:   # reported below: the run is void
+            errors.append(exc)
+    share = [todo // clients + (1 if i < todo % clients else 0) for i in range(clients)]
+    threads = [threading.Thread(target=worker, args=(n, i)) for i, n in enumerate(share)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise SystemExit(f"creating VMs failed: {errors[0]}")
+
+
+def per_call_costs(server, session: str, base: str, calls: int = 40) -> tuple[float, float]:
+    """ms per VM.clone and per VM.create (each made VM destroyed afterwards)."""
+    raw = Raw(server.port)
+    record = raw.json("VM.get_record", session, base)
+    made = []
+    start = time.perf_counter()
+    for i in range(calls):
+        made.append(raw.json("VM.clone", session, base, f"cost-{i}"))
+    clone_ms = (time.perf_counter() - start) * 1000 / calls
+    start = time.perf_counter()
+    for i in range(calls):
+        made.append(raw.json("VM.create", session, {**record, "name_label": f"made-{i}"}))
+    create_ms = (time.perf_counter() - start) * 1000 / calls
+    for vm in made:
+        for vbd in raw.json("VM.get_VBDs", session, vm):
+            raw.json("VBD.destroy", session, vbd)
+        raw.json("VM.destroy", session, vm)
+    return clone_ms, create_ms
+
+
+def incremental_event_ms(server, session: str, base: str, repeat: int = 20) -> float:
+    """One change, then event.from from the token just before it: median ms."""
+    raw = Raw(server.port)
+    token = raw.json("event.from", session, ["*"], "", 0.0)["token"]
+    times = []
+    for i in range(repeat):
+        raw.json("VM.set_name_description", session, base, f"step {i}")
+        start = time.perf_counter()
+        reply = raw.json("event.from", session, ["*"], token, 0.0)
+        times.append((time.perf_counter() - start) * 1000)
+        token = reply["token"]
+    return statistics.median(times)
+
+
+P99_LUA = r"""
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = BODY
+function done(summary, latency, requests)
+  io.write(string.format("RESULT %d %.1f %.1f\n", summary.requests,
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000))
+end
+"""
+
+
+def small_call_latency(server, session: str, host: str, seconds: int,
+                       with_reader: bool) -> tuple[float, float, int]:
+    """(p50 ms, p99 ms, big reads made) of host.get_record from 32 wrk connections,
+    optionally while one client loops VM.get_all_records."""
+    body = json.dumps({"jsonrpc": "2.0", "method": "host.get_record",
+                       "params": [session, host], "id": 1})
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(f"BODY = {json.dumps(body)}\n" + P99_LUA)
+    stop, reads = threading.Event(), [0]
+
+    def reader():
+        raw = Raw(server.port)
+        big = jsonrpc_body("VM.get_all_records", session)
+        while not stop.is_set():
+            raw.post("/jsonrpc", big)
+            reads[0] += 1
+    thread = threading.Thread(target=reader)
+    if with_reader:
+        thread.start()
+        time.sleep(0.5)
+    try:
+        out = subprocess.run(["wrk", "-t1", "-c32", f"-d{seconds}s", "-s", f.name,
+                              f"{server.url}/jsonrpc"], capture_output=True, text=True,
+                             check=True).stdout
+    finally:
+        stop.set()
+        if with_reader:
+            thread.join()
+        os.unlink(f.name)
+    match = re.search(r"RESULT (\d+) ([\d.]+) ([\d.]+)", out)
+    return float(match.group(2)), float(match.group(3)), reads[0]
+
+
+def line(label: str, figure: str, goal: str = ""):
+    print(f"{label:<52} {figure:<28} {goal}", flush=True)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--vms", type=int, default=10000)
+    parser.add_argument("--clients", type=int, default=4, help="parallel creators")
+    parser.add_argument("--seconds", type=int, default=8, help="each wrk run")
+    args = parser.parse_args()
+    n = args.vms
+    with tempfile.TemporaryDirectory() as data:
+        server = ServerProcess(data).start(timeout=120)
+        x = server.session().xenapi
+        session = server.session()._session
+        base = make_base(x)
+        network = x.network.get_all()[0]
+        add_vif(Raw(server.port), session, base, network)
+        host = x.host.get_all()[0]
+        grow(server, session, base, network, 100, args.clients)
+        small_clone, small_create = per_call_costs(server, session, base)
+        small_event = incremental_event_ms(server, session, base)
+        rss_small = rss_kib(server.proc.pid)
+        start = time.perf_counter()
+        grow(server, session, base, network, n, args.clients)
+        line(f"made {n} VMs (clone + VIF.create)", f"{time.perf_counter() - start:.0f} s")
+        raw = Raw(server.port)
+        ms, reply = timed(lambda: raw.post("/jsonrpc", jsonrpc_body("VM.get_all_records",
+                                                                    session)))
+        line(f"VM.get_all_records, {n} VMs, JSON-RPC", f"{ms:.0f} ms, {len(reply) / 1e6:.1f} MB",
+             "goal <= 150 ms")
+        ms, reply = timed(lambda: raw.post("/", xmlrpc_body("VM.get_all_records", session)))
+        line(f"VM.get_all_records, {n} VMs, XML-RPC", f"{ms:.0f} ms, {len(reply) / 1e6:.1f} MB",
+             "goal <= 150 ms")
+        ms, reply = timed(lambda: raw.post("/jsonrpc", jsonrpc_body(
+            "event.from", session, ["*"], "", 0.0)))
+        line('event.from(["*"], "") in full', f"{ms:.0f} ms, {len(reply) / 1e6:.1f} MB",
+             "goal <= 400 ms")
+        big_event = incremental_event_ms(server, session, base)
+        line("incremental event.from, 100 VMs vs N", f"{small_event:.1f} vs {big_event:.1f} ms",
+             "goal: the same")
+        big_clone, big_create = per_call_costs(server, session, base)
+        line("VM.clone per call, 100 VMs vs N", f"{small_clone:.1f} vs {big_clone:.1f} ms",
+             "goal: the same")
+        line("VM.create per call, 100 VMs vs N", f"{small_create:.1f} vs {big_create:.1f} ms",
+             "goal: the same")
+        rss = rss_kib(server.proc.pid)
+        line("server RSS after the reads",
+             f"{rss / 1024:.0f} MiB; {(rss - rss_small) / 1024 / (n - 100) * 1000:.1f} MiB"
+             " per 1000 VMs", "")
+        quiet = small_call_latency(server, session, host, args.seconds, False)
+        loaded = small_call_latency(server, session, host, args.seconds, True)
+        line("host.get_record p50/p99, 32 clients, quiet",
+             f"{quiet[0]:.1f} / {quiet[1]:.1f} ms")
+        line("  ... while 1 client loops VM.get_all_records",
+             f"{loaded[0]:.1f} / {loaded[1]:.1f} ms ({loaded[2]} reads)", "goal p99 < 50 ms")
+        cert = os.path.join(data, "certs", "server.crt")
+        key = os.path.join(data, "certs", "server.key")
+        bare, bare_url = start_bare(cert, key)
+        try:
+            constant = json.dumps({"jsonrpc": "2.0", "method": "x", "params": [], "id": 1})
+            get_record = jsonrpc_body("host.get_record", session, host).decode()
+            wrk(bare_url, constant, 2, 32)
+            a = wrk(bare_url, constant, args.seconds, 32)
+            wrk(f"{server.url}/jsonrpc", get_record, 2, 32)
+            b = wrk(f"{server.url}/jsonrpc", get_record, args.seconds, 32)
+        finally:
+            bare.terminate()
+        line("host.get_record vs bare ASGI app", f"{b:.0f} vs {a:.0f}/s: {b / a:.2f}",
+             "goal >= 0.6")
+        server.stop()
+        start = time.perf_counter()
+        server.start(timeout=300)
+        line(f"restart with {n} VMs until the TLS port answers",
+             f"{time.perf_counter() - start:.1f} s", "goal <= 3 s")
+        line("server RSS after restart", f"{rss_kib(server.proc.pid) / 1024:.0f} MiB")
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
