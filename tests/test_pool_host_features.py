@@ -8,6 +8,7 @@ import base64
 import datetime
 import io
 import os
+import socket
 import tarfile
 import time
 import xmlrpc.client
@@ -18,7 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from serverproc import ServerProcess
+from serverproc import ServerProcess, free_port
 
 
 @pytest.fixture(scope="module")
@@ -319,3 +320,24 @@ def test_local_root_only_and_db_file(proc, x):
     x.host.emergency_reenable_tls_verification()
     x.host.emergency_clear_mandatory_guidance()
     time.sleep(0)
+
+
+def test_https_only_closes_the_redirect_port(tmp_path):
+    port = free_port()
+    p = ServerProcess(str(tmp_path), env={"XAPI_HTTP_REDIRECT_PORT": str(port)}).start()
+
+    def ask() -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n")
+            return s.recv(4096)
+    try:
+        x = p.session().xenapi
+        pool = x.pool.get_all()[0]
+        assert ask().startswith(b"HTTP/1.1 301")
+        x.pool.set_https_only(pool, True)
+        assert x.host.get_https_only(x.host.get_all()[0])
+        assert ask() == b""
+        x.pool.set_https_only(pool, False)
+        assert ask().startswith(b"HTTP/1.1 301")
+    finally:
+        p.stop()
