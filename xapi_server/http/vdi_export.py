@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import os
 
 from ..errors import ApiError
 from ..formats import Extent
@@ -45,7 +44,7 @@ async def export_raw_vdi(req: Request):
                                 f'content-disposition: attachment; filename="'
                                 f'{store.get("VDI", vdi, "uuid")}.{ext}"'])
     try:
-        async with storage_of(req, sr).raw_view(vdi, writable=False) as view:
+        async with storage_of(req, sr).raw_view(vdi, writable=False, bulk=True) as view:
             if base is None:
                 ranges = await view.allocated()
                 return await _export(req, fmt, view, ranges, lines, vdi)
@@ -64,11 +63,14 @@ async def _export(req: Request, fmt: str, view, ranges, lines, vdi: str,
                   parent: str | None = None):
     """`parent`: the base's uuid for a differential export (a differencing VHD names
     it as its parent, as XO's delta chains expect)."""
-    fd = await asyncio.to_thread(os.open, view.path, os.O_RDONLY)
+    try:
+        disk = await view.open_disk()
+    except OSError as exc:
+        raise io_error(f"opening the disk failed: {exc}") from None
     try:
         conn = await req.start_stream(lines)
         if fmt == "tar":
-            await _export_tar(req, conn, fd, view.size, ranges)
+            await _export_tar(req, conn, disk, view.size, ranges)
             return vdi
         if fmt == "raw":
             pieces, total = _raw_pieces(view.size, ranges), view.size
@@ -76,10 +78,10 @@ async def _export(req: Request, fmt: str, view, ranges, lines, vdi: str,
             writer = (vhdfmt.VhdWriter(view.size, ranges, parent=parent and (
                 parent, f"{parent}.vhd")) if fmt == "vhd" else Qcow2Writer(view.size, ranges))
             pieces, total = writer.pieces(), writer.length
-        await send_pieces(conn, pieces, fd, lambda done: req.progress(done / max(1, total)))
+        await send_pieces(conn, pieces, disk, lambda done: req.progress(done / max(1, total)))
         return vdi
     finally:
-        await asyncio.to_thread(os.close, fd)
+        await asyncio.to_thread(disk.close)
 
 
 def _raw_pieces(size: int, ranges):
@@ -123,20 +125,21 @@ def _extents(offset: int, length: int):
         offset += step
 
 
-def _pread(fd: int, offset: int, length: int) -> bytes:
-    data = os.pread(fd, length, offset)
+def _pread(disk, offset: int, length: int) -> bytes:
+    data = disk.pread(length, offset)
     if len(data) != length:
         raise io_error(f"the disk read short at {offset}")
     return data
 
 
-async def send_pieces(conn, pieces, fd: int, progress, ahead: int = READ_AHEAD):
-    """Send bytes, Extents (read from fd) and ints (that many zeros) in order. Up to
-    `ahead` extents are being read by worker threads while the current piece is
-    written: the kernel then has several requests for the disk's view at once."""
+async def send_pieces(conn, pieces, disk, progress, ahead: int = READ_AHEAD):
+    """Send bytes, Extents (read from the disk) and ints (that many zeros) in order. Up
+    to `ahead` extents are being read by worker threads while the current piece is
+    written: the disk then has several requests at once."""
     def start(item):
         if isinstance(item, Extent):
-            return asyncio.ensure_future(asyncio.to_thread(_pread, fd, item.offset, item.length))
+            return asyncio.ensure_future(asyncio.to_thread(_pread, disk, item.offset,
+                                                           item.length))
         return item
 
     it = iter(pieces)
@@ -167,7 +170,7 @@ async def send_pieces(conn, pieces, fd: int, progress, ahead: int = READ_AHEAD):
                 await settled(pending)       # the fd closes after: no read left on it
 
 
-async def _export_tar(req: Request, conn, fd: int, size: int, ranges):
+async def _export_tar(req: Request, conn, disk, size: int, ranges):
     """format=tar: xapi's chunk stream with prefix `vdi` (formats/xva_chunks), written
     by a worker thread (hashing is CPU work) through a bridge to the connection."""
     loop = asyncio.get_running_loop()
@@ -175,7 +178,7 @@ async def _export_tar(req: Request, conn, fd: int, size: int, ranges):
 
     def produce():
         tar = xva_chunks.TarWriter(bridge)
-        xva_chunks.write_disk(tar, "vdi", lambda off, n: os.pread(fd, n, off), size,
+        xva_chunks.write_disk(tar, "vdi", lambda off, n: disk.pread(n, off), size,
                               allocated=ranges,
                               progress=lambda done: loop.call_soon_threadsafe(
                                   req.progress, done / max(1, size)))

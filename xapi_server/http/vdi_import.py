@@ -9,6 +9,7 @@ export shares: vdi_transfer.py.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -24,9 +25,10 @@ from ..formats import vhd as vhdfmt
 from ..formats import xva_chunks
 from ..formats.chunked import read_chunked
 from ..services.storage import service, vdiops
+from ..services.storage.rawio import FileDisk
 from .dataplane import Refusal, Request
 from .raw import ClientGone
-from .vdi_transfer import (NULL, PIECE, SKIP_GRAIN, UNKNOWN_LENGTH, ZERO_GRAIN, ZEROS,
+from .vdi_transfer import (IN_FLIGHT, NULL, PIECE, SKIP_GRAIN, UNKNOWN_LENGTH, ZERO_GRAIN,
                            format_of, header_lines, in_thread, io_error, sr_of, storage_of,
                            vdi_of)
 
@@ -89,17 +91,22 @@ async def _import_into(req: Request, fmt: str, vdi: str, sr: str, chunked: bool,
     storage = storage_of(req, sr)
     try:
         fresh = await storage.fresh_zeroed(vdi)
-        view_cm = storage.raw_view(vdi, writable=True)
+        # qemu-img converts a qcow2 upload into the view's file; the rest goes through
+        # the image's NBD export (several large writes in flight)
+        view_cm = storage.raw_view(vdi, writable=True, bulk=fmt != "qcow2")
         view = await view_cm.__aenter__()
     except ApiError as exc:
         raise Refusal(500, exc) from None
     try:
-        fd = await asyncio.to_thread(os.open, view.path, os.O_WRONLY)
+        try:
+            disk = await view.open_disk()
+        except OSError as exc:
+            raise io_error(f"opening the disk failed: {exc}") from None
         try:
             await req.start_stream(header_lines(
                 req, ["content-type: application/octet-stream"]))
             body = BodyReader(req, length)
-            sink = DiskWriter(fd, view.size, skip_zeros=fresh)
+            sink = DiskWriter(disk, view.size, skip_zeros=fresh)
             try:
                 if fmt == "raw" and chunked:
                     await _read_chunked(req, body, sink, view.size)
@@ -110,7 +117,7 @@ async def _import_into(req: Request, fmt: str, vdi: str, sr: str, chunked: bool,
                 elif fmt == "qcow2":
                     await _read_qcow2(req, body, view, length)
                 else:
-                    await _read_tar(req, body, fd, view.size, fresh)
+                    await _read_tar(req, body, disk, view.size, fresh)
                 await sink.finish()
             except ClientGone as exc:
                 with contextlib.suppress(OSError, FormatError):
@@ -123,7 +130,7 @@ async def _import_into(req: Request, fmt: str, vdi: str, sr: str, chunked: bool,
             finally:
                 await sink.drain()
         finally:
-            await asyncio.to_thread(os.close, fd)
+            await asyncio.to_thread(disk.close)
     finally:   # shielded: a second cancel must not leave the view's daemon behind
         await asyncio.shield(view_cm.__aexit__(None, None, None))
 
@@ -151,15 +158,30 @@ class BodyReader:
         self.received += len(data)
         return data
 
+    async def read_into(self, into: memoryview) -> int:
+        """Fill `into` (fewer bytes only at the body's end); how many bytes came. A body
+        cut short still gives what came (it is written, as xapi does); the call after
+        that raises ClientGone."""
+        if self.left is not None:
+            into = into[:max(0, self.left)]
+        n = await self.conn.read_into(into) if len(into) else 0
+        if self.left is not None:
+            self.left -= n
+        self.received += n
+        if n == 0 and self.left:
+            raise ClientGone(f"the upload ended {self.left} bytes short")
+        return n
+
 
 class DiskWriter:
-    """Writes to the disk in a worker thread, one write in flight while the next piece
-    is received; on a fresh disk all-zero 64 KiB pieces are skipped (they read as
-    zeros). Pieces are gathered in a list and joined once per write: one copy."""
+    """Writes to the disk from worker threads, up to IN_FLIGHT writes of up to PIECE
+    bytes at once while the next piece is received (a disk whose writes do not overlap
+    each other's ranges); on a fresh disk all-zero 64 KiB grains are skipped (they read
+    as zeros). Small pieces are gathered in a list and joined once per write."""
 
-    def __init__(self, fd: int, size: int, skip_zeros: bool):
-        self.fd, self.size, self.skip_zeros = fd, size, skip_zeros
-        self.pending: asyncio.Future | None = None
+    def __init__(self, disk, size: int, skip_zeros: bool):
+        self.disk, self.size, self.skip_zeros = disk, size, skip_zeros
+        self.pending: collections.deque = collections.deque()   # (future, start, end)
         self.parts: list = []
         self.held = 0                     # bytes in parts
         self.at = 0                       # disk offset of parts[0]
@@ -177,63 +199,82 @@ class DiskWriter:
             await self._flush()
 
     async def zeros(self, offset: int, length: int) -> None:
-        """A run that must read as zeros: written unless the disk is fresh."""
-        if self.skip_zeros:
+        """A run that must read as zeros: written (as zeroes, no data sent to an NBD
+        disk) unless the disk is fresh."""
+        if self.skip_zeros or not length:
             return
-        end = offset + length
-        while offset < end:
-            step = min(PIECE, end - offset)
-            await self.write(offset, ZEROS if step == PIECE else ZEROS[:step])
-            offset += step
+        await self._flush()
+        await self._start(self.disk.write_zeroes, offset, length, offset, offset + length)
 
     async def _flush(self):
-        if self.pending is not None:
-            await self.pending
-            self.pending = None
         if self.parts:
             data = self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
             at, self.parts, self.held = self.at, [], 0
-            self.pending = asyncio.ensure_future(asyncio.to_thread(self._write, data, at))
+            await self._start(self._write, data, at, at, at + len(data))
 
-    def _write(self, data: bytes, at: int):
+    async def _start(self, job, a, b, start: int, end: int):
+        # a write never overtakes one to the same bytes (chunked records may repeat
+        # an offset); the oldest is waited for when IN_FLIGHT are out
+        while self.pending and (len(self.pending) >= IN_FLIGHT or any(
+                s < end and start < e for _, s, e in self.pending)):
+            future, _, _ = self.pending.popleft()
+            await future
+        future = asyncio.ensure_future(asyncio.to_thread(job, a, b))
+        self.pending.append((future, start, end))
+
+    def _write(self, data, at: int):
         if not self.skip_zeros:
-            return _pwrite_all(self.fd, memoryview(data), at)
-        for start in range(0, len(data), SKIP_GRAIN):
-            piece = data[start:start + SKIP_GRAIN]    # bytes == bytes is a memcmp
-            if piece != (ZERO_GRAIN if len(piece) == SKIP_GRAIN else bytes(len(piece))):
-                _pwrite_all(self.fd, memoryview(piece), at + start)
+            return self.disk.pwrite(data, at)
+        # runs of grains that are not all zero, each written at once
+        view = memoryview(data).cast("B")
+        run_start = None
+        for start in range(0, len(view), SKIP_GRAIN):
+            piece = bytes(view[start:start + SKIP_GRAIN])    # bytes == bytes: a memcmp
+            zero = piece == (ZERO_GRAIN if len(piece) == SKIP_GRAIN else bytes(len(piece)))
+            if zero and run_start is not None:
+                self.disk.pwrite(view[run_start:start], at + run_start)
+                run_start = None
+            elif not zero and run_start is None:
+                run_start = start
+        if run_start is not None:
+            self.disk.pwrite(view[run_start:], at + run_start)
 
     async def finish(self):
         await self._flush()
         await self.drain()
-        await asyncio.to_thread(os.fsync, self.fd)
+        await asyncio.to_thread(self.disk.flush)
 
     async def drain(self):
-        """Wait for the write in flight (also when failing: no thread left behind)."""
-        if self.pending is not None:
-            pending, self.pending = self.pending, None
+        """Wait for the writes in flight (also when failing: no thread left behind);
+        the first failure is raised once all have ended."""
+        failure = None
+        while self.pending:
+            future, _, _ = self.pending.popleft()
             try:
-                await asyncio.shield(pending)
+                await asyncio.shield(future)
             except asyncio.CancelledError:
-                await asyncio.wait([pending])
+                await asyncio.wait([future])
+                for rest, _, _ in self.pending:
+                    await asyncio.wait([rest])
+                self.pending.clear()
                 raise
-
-
-def _pwrite_all(fd: int, view, at: int):
-    while len(view):
-        done = os.pwrite(fd, view, at)
-        view, at = view[done:], at + done
+            except Exception as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
 
 
 async def _read_raw(req, body: BodyReader, sink: DiskWriter, total: int, share=1.0):
-    """The body, in order from offset 0; progress is `share` of the way at the end."""
+    """The body, in order from offset 0; progress is `share` of the way at the end.
+    Each piece is received into a buffer of its own, handed to the writer as it is."""
     at = 0
     while True:
-        data = await body.read(PIECE)
-        if not data:
+        piece = memoryview(bytearray(PIECE))
+        n = await body.read_into(piece)
+        if not n:
             break
-        await sink.write(at, data)
-        at += len(data)
+        await sink.write(at, piece[:n])
+        at += n
         req.progress(share * at / max(1, total))
 
 
@@ -267,13 +308,17 @@ async def _read_qcow2(req, body: BodyReader, view, length):
     await asyncio.to_thread(os.makedirs, spool_dir, 0o700, True)
     path = os.path.join(spool_dir, f"import-{uuidlib.uuid4()}.qcow2")
     try:
-        fd = await asyncio.to_thread(os.open, path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        spool_file = FileDisk(await asyncio.to_thread(
+            os.open, path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         try:
-            spool = DiskWriter(fd, 1 << 62, skip_zeros=False)
-            await _read_raw(req, body, spool, length or 1 << 62, share=0.5)
-            await spool.finish()
+            spool = DiskWriter(spool_file, 1 << 62, skip_zeros=False)
+            try:
+                await _read_raw(req, body, spool, length or 1 << 62, share=0.5)
+                await spool.finish()
+            finally:
+                await spool.drain()
         finally:
-            await asyncio.to_thread(os.close, fd)
+            await asyncio.to_thread(spool_file.close)
         try:
             await asyncio.to_thread(qcow.read_header, path)
             info = json.loads(await run("qemu-img", "info", "-f", "qcow2", "--output=json", path))
@@ -302,15 +347,15 @@ def _unlink(path: str):
         pass
 
 
-async def _read_tar(req, body: BodyReader, fd: int, size: int, fresh: bool):
+async def _read_tar(req, body: BodyReader, disk, size: int, fresh: bool):
     """format=tar: chunks `vdi/NNNNNNNN` + checksums (xva_chunks), end blocks after."""
     loop = asyncio.get_running_loop()
     bridge = xva_chunks.LoopBridge(loop, read_some=lambda: body.read(PIECE))
 
     def consume():
         tar = xva_chunks.TarReader(bridge)
-        xva_chunks.read_disk(tar, "vdi", size, lambda off, data: _pwrite_all(
-            fd, memoryview(data), off), xva_chunks.ImportState(), zeros_written=fresh,
+        xva_chunks.read_disk(tar, "vdi", size, lambda off, data: disk.pwrite(
+            data, off), xva_chunks.ImportState(), zeros_written=fresh,
             progress=lambda done: loop.call_soon_threadsafe(req.progress, done / max(1, size)))
         if tar.next() is not None:
             raise FormatError("the tar goes on after the disk's last chunk")
@@ -346,16 +391,20 @@ async def _import_iso(req: Request, sr: str, length: int):
         raise Refusal(500, ApiError("SR_BACKEND_FAILURE", "EACCES", "",
                                     f"cannot write into the ISO SR: {exc}")) from None
     try:
+        iso = FileDisk(fd)
+        sink = DiskWriter(iso, length, skip_zeros=False)
         try:
             await req.start_stream(header_lines(
                 req, ["content-type: application/octet-stream"]))
-            sink = DiskWriter(fd, length, skip_zeros=False)
             await _read_raw(req, BodyReader(req, length), sink, length)
             await sink.finish()
         except ClientGone as exc:
             raise io_error(str(exc)) from None
         finally:
-            await asyncio.to_thread(os.close, fd)
+            try:
+                await sink.drain()
+            finally:
+                await asyncio.to_thread(iso.close)
         try:   # link, not rename: never replaces an ISO that appeared meanwhile
             await asyncio.to_thread(os.link, partial, target)
         except FileExistsError:

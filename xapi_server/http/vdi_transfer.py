@@ -9,9 +9,11 @@ out, the outcome is the task's (xapi writes its 500 page into the body, see
 dataplane). An upload's 200 goes out BEFORE its body is read: xe, XenCenter and XO's
 probe wait for it.
 
-Memory stays bounded whatever the disk's size: an export reads one piece at a time
-(the next one while the current one is written: disk and network overlap), an import
-writes a few MiB at a time, and the format modules (xapi_server/formats) stream. A
+Memory stays bounded whatever the disk's size: an export reads a few pieces ahead
+of the one being sent (disk and network overlap), an import has a few pieces being
+written while the next arrives, and the format modules (xapi_server/formats) stream.
+Both reach a qcow2 image through its NBD export (rawio's bulk views: several
+multi-MiB requests in flight), not the FUSE view's one 128 KiB request at a time. A
 qcow2 upload cannot be parsed in a stream, so it is spooled to <data-dir>/tmp, checked
 and converted by qemu-img. A VDI made by an import is destroyed when the import fails
 or is cancelled; an existing one is left as consistent as a half-written disk can be.
@@ -34,6 +36,7 @@ FORMATS = {"raw": ("application/octet-stream", "raw"), "vhd": ("application/vhd"
            "tar": ("application/x-tar", "tar"), "qcow2": ("application/x-qemu-disk", "qcow2")}
 PIECE = 4 << 20                 # one read or write of the disk
 READ_AHEAD = 3                  # disk reads in flight while an export sends
+IN_FLIGHT = 3                   # disk writes in flight while an import receives
 ZEROS = bytes(PIECE)
 # XO sends a stream of unknown length with this Content-Length and cuts the connection
 # after the data (it then ignores the VDI_IO_ERROR): not a body too big for the disk.

@@ -4,7 +4,8 @@ The data handlers (disk and VM import/export) read and write a VDI's bytes at of
 whatever the volume is: a raw LV is already such a file; a qcow2 image (with its
 backing chain) is shown as one by qemu-storage-daemon's FUSE export, so every block
 goes through QEMU's own qcow2 code, as it does for a running guest. Nothing is copied
-and nothing is held in memory.
+and nothing is held in memory. Bulk transfers use the same daemon's NBD export instead
+(nbd_view): FUSE requests are served one 128 KiB piece at a time.
 
 `allocated` asks `qemu-img map` which ranges hold data (everything else reads as
 zeros), so sparse formats send only those and an importer into a fresh volume can skip
@@ -18,6 +19,7 @@ import json
 import logging
 import os
 import signal
+import tempfile
 import uuid as uuidlib
 
 from .run import StorageError, run
@@ -36,6 +38,14 @@ async def _mounted(mountpoint: str) -> bool:
     return await asyncio.to_thread(scan)
 
 
+def _blockdev(image: str, fmt: str, writable: bool, **options) -> str:
+    blockdev = {"driver": fmt, "node-name": "disk", "read-only": not writable,
+                "file": {"driver": "file", "filename": image}, **options}
+    if not writable:
+        blockdev["force-share"] = True
+    return json.dumps(blockdev)
+
+
 @contextlib.asynccontextmanager
 async def fuse_view(image: str, fmt: str, work_dir: str, writable: bool):
     """The image's guest-visible contents as a regular file (yielded path) while the
@@ -46,15 +56,11 @@ async def fuse_view(image: str, fmt: str, work_dir: str, writable: bool):
     mountpoint = os.path.join(work_dir, f"{name}.img")
     pidfile = os.path.join(work_dir, f"{name}.pid")
     open(mountpoint, "wb").close()
-    blockdev = {"driver": fmt, "node-name": "disk", "read-only": not writable,
-                "file": {"driver": "file", "filename": image}}
-    if not writable:
-        blockdev["force-share"] = True
     export = {"type": "fuse", "id": "view", "node-name": "disk", "mountpoint": mountpoint,
               "writable": writable, "growable": False}
     try:
         # --daemonize returns once the export is mounted (or failed)
-        await run("qemu-storage-daemon", "--blockdev", json.dumps(blockdev),
+        await run("qemu-storage-daemon", "--blockdev", _blockdev(image, fmt, writable),
                   "--export", json.dumps(export), "--pidfile", pidfile, "--daemonize",
                   timeout=60)
         if not await _mounted(mountpoint):
@@ -66,9 +72,42 @@ async def fuse_view(image: str, fmt: str, work_dir: str, writable: bool):
         await asyncio.shield(_remove(mountpoint, pidfile))
 
 
+NBD_EXPORT = "disk"
+_SOCKET_PATH_MAX = 100   # sun_path holds 108 bytes
+
+
+@contextlib.asynccontextmanager
+async def nbd_view(image: str, fmt: str, work_dir: str, writable: bool, **options):
+    """The image's guest-visible contents as NBD export NBD_EXPORT on a UNIX socket
+    (yielded path), for bulk transfers (backends/storage/nbd.py): same sharing rules
+    as fuse_view. The daemon's pid file is in work_dir, so clear_stale finds it; the
+    socket is there too unless that path is too long for a socket."""
+    os.makedirs(work_dir, mode=0o700, exist_ok=True)
+    name = uuidlib.uuid4().hex[:16]
+    pidfile = os.path.join(work_dir, f"{name}.pid")
+    sock = os.path.join(work_dir, f"{name}.sock")
+    short_dir = None
+    if len(sock.encode()) > _SOCKET_PATH_MAX:
+        short_dir = tempfile.mkdtemp(prefix="xapi-nbd-")
+        sock = os.path.join(short_dir, "disk.sock")
+    export = {"type": "nbd", "id": "view", "node-name": "disk", "name": NBD_EXPORT,
+              "writable": writable}
+    try:
+        await run("qemu-storage-daemon", "--blockdev", _blockdev(image, fmt, writable, **options),
+                  "--nbd-server", f"addr.type=unix,addr.path={sock.replace(',', ',,')}",
+                  "--export", json.dumps(export), "--pidfile", pidfile, "--daemonize",
+                  timeout=60)
+        yield sock
+    finally:
+        await asyncio.shield(_remove(sock, pidfile))
+        if short_dir is not None:
+            with contextlib.suppress(OSError):
+                os.rmdir(short_dir)
+
+
 async def _remove(mountpoint: str, pidfile: str):
-    # The pid file, and any daemon naming this mount point that has not written it yet
-    # (a cancel can land while `--daemonize` is still starting the daemon).
+    # The pid file, and any daemon naming this mount point (or NBD socket) that has not
+    # written it yet (a cancel can land while `--daemonize` is still starting it).
     pids = set(_daemons_for(mountpoint))
     with contextlib.suppress(OSError, ValueError):
         with open(pidfile) as f:
