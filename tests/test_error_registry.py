@@ -33,6 +33,8 @@ FORWARDED = {
                                                  "error_info as it is",
     ("api/host_plugins.py", "_plugin_result"): "raises a host plugin's own Failure "
                                                "(XenAPIPlugin) as it is, as xapi",
+    ("api/vm_url_import.py", "import_"): "re-raises the error_info of the /import task "
+                                          "it drove as it is",
 }
 
 

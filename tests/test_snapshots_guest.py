@@ -9,16 +9,26 @@ import subprocess
 import tempfile
 import time
 
-import libvirt
 import pytest
 import XenAPI
 
-from guest.harness import (URI, MARK, console, guest, guest_vm, real,  # noqa: F401 (fixtures)
-                           wait_booted, wait_for, x)
+from guest.harness import (MARK, console, guest, guest_vm, real,  # noqa: F401 (fixtures)
+                           wait_booted, wait_for)
+from serverproc import tls_connect
 
 pytestmark = pytest.mark.slow
 MIB = 1 << 20
 NULL = "OpaqueRef:NULL"
+
+
+@pytest.fixture(scope="module")
+def sdk(real):
+    return real.session()
+
+
+@pytest.fixture(scope="module")
+def x(sdk):
+    return sdk.xenapi
 
 
 @pytest.fixture(scope="module")
@@ -48,51 +58,61 @@ def vbd(x, vm, vdi, userdevice="0"):
 
 
 @pytest.fixture(scope="module")
-def booted(real, guest, sr):  # noqa: F811
-    api = real.session().xenapi
+def booted(real, x, guest, sr):  # noqa: F811
+    api = x
     vm = guest_vm(api, guest, "snapguest", args="guestshell")
     vbd(api, vm, disk(api, sr[0]))
     api.VM.start(vm, False, False)
-    wait_booted(real, api, vm)
+    wait_booted(real, api, vm, timeout=180)   # the machine may be busy
     return vm
 
 
-def type_line(api, vm, line: str):
-    """Type a shell line on the guest's serial console (its guestshell)."""
-    conn = libvirt.open(URI)
+def run_in_guest(real, sdk, vm, command: str, expect: str, timeout=30) -> str:
+    """Type `command` into the guest's serial shell (its `guestshell`) through the
+    server's vt100 console (CONNECT /console, as xe console does) and read what the
+    guest answers until `expect` shows; that output."""
+    x = sdk.xenapi
+    text = next(c for c in x.VM.get_consoles(vm) if x.console.get_protocol(c) == "vt100")
+    sock = tls_connect(real.port, timeout=timeout)
     try:
-        dom = conn.lookupByUUIDString(api.VM.get_uuid(vm))
-        stream = conn.newStream(0)
-        dom.openConsole(None, stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE)
-        stream.send((line + "\n").encode())
-        time.sleep(0.3)
-        stream.finish()
+        sock.sendall((f"CONNECT /console?uuid={x.console.get_uuid(text)} HTTP/1.0\r\n"
+                      f"Host: 127.0.0.1\r\nCookie: session_id={sdk._session}\r\n\r\n")
+                     .encode())
+        out = b""
+        while b"\r\n\r\n" not in out:
+            piece = sock.recv(4096)
+            assert piece, f"console refused: {out!r}"
+            out += piece
+        head, _, out = out.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), head
+        sock.sendall(command.encode() + b"\n")
+        deadline = time.monotonic() + timeout
+        while expect.encode() not in out:
+            assert time.monotonic() < deadline, f"no {expect!r} in {out[-500:]!r}"
+            sock.settimeout(max(0.1, deadline - time.monotonic()))
+            piece = sock.recv(65536)
+            assert piece, f"console closed before {expect!r}: {out[-500:]!r}"
+            out += piece
+        return out.decode(errors="replace")
     finally:
-        conn.close()
+        sock.close()
 
 
-def say(real, api, vm, command: str, expect: str, timeout=30):
-    """Run `command` in the guest and wait for `expect` to appear after this point."""
-    start = len(console(real, api, vm))
-    type_line(api, vm, command)
-    wait_for(lambda: expect in console(real, api, vm)[start:], timeout, expect)
-
-
-def test_checkpoint_revert_resume_continues_the_guest(real, x, booted, sr):
+def test_checkpoint_revert_resume_continues_the_guest(real, sdk, x, booted, sr):
     vm = booted
-    say(real, x, vm, "echo before > /tmp/mark; echo DISKBEFORE | dd of=/dev/vda conv=fsync "
-        "2>/dev/null; echo MARK1-$(cat /tmp/mark)", "MARK1-before")
+    run_in_guest(real, sdk, vm, "echo before > /tmp/mark; echo DISKBEFORE | dd of=/dev/vda "
+                 "conv=fsync 2>/dev/null; echo MARK1-$(cat /tmp/mark)", "MARK1-before")
     cp = x.VM.checkpoint(vm, "cp1")
     rec = x.VM.get_record(cp)
     assert x.VM.get_power_state(vm) == "Running"
     assert rec["power_state"] == "Suspended" and rec["is_a_snapshot"]
     assert rec["snapshot_of"] == vm and rec["snapshot_info"]["power-state-at-snapshot"] == "Running"
     assert rec["suspend_VDI"] != NULL and x.VDI.get_type(rec["suspend_VDI"]) == "suspend"
-    assert x.VDI.get_virtual_size(rec["suspend_VDI"]) >= 32 * MIB   # a 128 MiB guest's memory
+    assert int(x.VDI.get_virtual_size(rec["suspend_VDI"])) >= 32 * MIB   # a 128 MiB guest's memory
     assert cp in x.VM.get_snapshots(vm)
     # The guest runs on after the checkpoint and changes its file and disk.
-    say(real, x, vm, "echo after > /tmp/mark; echo DISKAFTER | dd of=/dev/vda conv=fsync "
-        "2>/dev/null; echo MARK2-$(cat /tmp/mark)", "MARK2-after")
+    run_in_guest(real, sdk, vm, "echo after > /tmp/mark; echo DISKAFTER | dd of=/dev/vda "
+                 "conv=fsync 2>/dev/null; echo MARK2-$(cat /tmp/mark)", "MARK2-after")
 
     x.VM.revert(cp)
     assert x.VM.get_power_state(vm) == "Suspended"
@@ -106,8 +126,8 @@ def test_checkpoint_revert_resume_continues_the_guest(real, x, booted, sr):
     assert x.VM.get_power_state(vm) == "Running"
     assert x.VM.get_suspend_VDI(vm) == NULL and memory not in x.VDI.get_all()
     # The guest continues from the checkpoint: its tmpfs and its disk as they were then.
-    say(real, x, vm, "echo MARK3-$(cat /tmp/mark) $(head -c 10 /dev/vda)",
-        "MARK3-before DISKBEFORE")
+    run_in_guest(real, sdk, vm, "echo MARK3-$(cat /tmp/mark) $(head -c 10 /dev/vda)",
+                 "MARK3-before DISKBEFORE")
     assert console(real, x, vm).count(MARK + "BOOTED") == boots   # no new boot
     assert all(x.VBD.get_currently_attached(b) for b in x.VM.get_VBDs(vm))
 

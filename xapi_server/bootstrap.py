@@ -40,6 +40,8 @@ def start(server):
         store.set_meta("pool_ref", pool)
     ensure_roles(store)
     _refresh_host(store, host)
+    store.update("host", host, bios_strings=hostinfo.bios_strings(settings.dmi_dir,
+                                                                  settings.dmi_entries_dir))
     update_allowed_operations(store, host)
     store.update("pool", pool, cpu_info=hostinfo.cpu_info())
     if not server.auth.has_user("root"):

@@ -17,6 +17,10 @@ DEFAULT_CONFIG_FILE = "/etc/xapi-py/xapi.toml"
 @dataclass
 class Settings:
     data_dir: str = "/var/lib/xapi-py"
+    # Where the records are kept: "" is the standalone host's SQLite file in data_dir;
+    # a postgresql:// URL (libpq's form; a password may also come from PGPASSWORD or
+    # ~/.pgpass) keeps them in PostgreSQL, the pool database (README "Pool database").
+    database_url: str = ""
     listen: str = "0.0.0.0"
     port: int = 8443
     libvirt_uri: str = "auto"          # auto | qemu:///system | qemu:///embed?... | test:///default
@@ -40,13 +44,18 @@ class Settings:
     audit_group: str = ""              # "": audit files 0600; else 0640 and this group's
     audit_flood_window: float = 60.0   # failed logins past 20 in this many seconds are
                                        # summarised (audit.py)
-    # Limits (issue 8). Connections beyond max_connections get HTTP 503; a client that has
-    # not sent its request line and headers within header_timeout seconds, or its body
-    # within body_timeout, is disconnected (slowloris).
+    # Limits (issue 8). At max_connections open, a new connection replaces the one idle
+    # longest; when all are busy, it gets HTTP 503. A client that has not sent its
+    # request line and headers within header_timeout seconds, or its body within
+    # body_timeout, is disconnected (slowloris).
     max_connections: int = 1000
     header_timeout: float = 10.0
     body_timeout: float = 60.0
-    keep_alive_timeout: float = 30.0   # an idle connection between requests is closed
+    # An idle connection between requests is closed after this: 12 h, stunnel's default
+    # idle timeout (xapi's TLS front). SDKs reuse a kept-alive connection after any pause
+    # and Python's xmlrpc does not retry an SSLEOFError; idle connections give way to new
+    # ones when max_connections is reached (http/sockets.py), so they cost no budget.
+    keep_alive_timeout: float = 12 * 3600.0
     # Every accepted socket counts from accept to close (http/sockets.py): a TLS handshake
     # (and the TLS goodbye at close) must finish within tls_timeout; request line and
     # headers over max_header_bytes get HTTP 431; an xe (/cli) client that neither sends
@@ -80,6 +89,10 @@ class Settings:
     extensions_dir: str = "/etc/xapi.d/extensions"
     plugin_timeout: float = 300.0
     plugin_max_output: int = 16 * 1024 * 1024
+    # Where host.bios_strings are read at every start: the kernel's named DMI strings
+    # and its raw SMBIOS structures (for the OEM strings).
+    dmi_dir: str = "/sys/class/dmi/id"
+    dmi_entries_dir: str = "/sys/firmware/dmi/entries"
     max_blob_bytes: int = 64 * 1024 * 1024     # one blob's bytes (PUT /blob)
     # The management NIC under its network's bridge (services/network/uplink.py): at
     # every start when true (else only when host.management_reconfigure / PIF.plug asks),
@@ -121,6 +134,11 @@ class Settings:
     @property
     def db_path(self) -> str:
         return os.path.join(self.data_dir, "xapi.db")
+
+    @property
+    def database(self) -> str:
+        """What the store opens: the PostgreSQL URL when one is set, else the file."""
+        return self.database_url or self.db_path
 
     @property
     def cert_dir(self) -> str:

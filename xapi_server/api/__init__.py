@@ -8,6 +8,7 @@ from . import wlb  # noqa: F401  (workload balancing: xapi's answers without an 
 from . import metrics  # noqa: F401  (data sources of VM, host, SR)
 from . import console, vm, vm_clone, vm_config, vm_memory  # noqa: F401
 from . import vm_checkpoint, vm_misc, vdi_misc  # noqa: F401  (checkpoints, the rest)
+from . import vm_platform, vm_recovery, vm_url_import  # noqa: F401  (device model, DR)
 from . import pbd, sm, sr, vbd, vdi  # noqa: F401  (storage)
 from . import network, pif, vif, vlan  # noqa: F401  (networking)
 from . import management, pif_config, host_services  # noqa: F401  (host networking, name, log)

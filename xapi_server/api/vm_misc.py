@@ -7,7 +7,9 @@ from ..datamodel import NULL_REF
 from ..dispatch.registry import implements
 from ..errors import ApiError
 from ..services.vm.calls import hv_call
+from .host_plugins import call_plugin as call_host_plugin_on
 from .vm_checks import vm_operation
+from .wlb import _assert_enabled as assert_wlb_enabled
 
 # Linux input key codes (linux/input-event-codes.h): what the guest's keyboard sends.
 KEY_LEFTALT, KEY_SYSRQ = 56, 99
@@ -111,3 +113,29 @@ def assert_agile(ctx, self):
         on = {store.get("PIF", p, "host") for p in store.get("network", network, "PIFs")}
         if not hosts <= on:
             raise ApiError("VM_REQUIRES_NETWORK", self, network)
+
+
+@implements("VM.call_host_plugin")
+async def call_host_plugin(ctx, vm, plugin, fn, args):
+    """host.call_plugin on the VM's host: where it runs, else this one (xapi forwards
+    the call to the VM's resident host)."""
+    host = ctx.store.get("VM", vm, "resident_on")
+    if host == NULL_REF:
+        host = ctx.server.host_ref
+    return await call_host_plugin_on(ctx, host, plugin, fn, args)
+
+
+@implements("VM.retrieve_wlb_recommendations")
+def retrieve_wlb_recommendations(ctx, vm):
+    ctx.store.record("VM", vm)
+    assert_wlb_enabled(ctx)   # WLB_NOT_INITIALIZED / WLB_DISABLED: no appliance here
+    return {}
+
+
+@implements("VM.import_convert")
+def import_convert(ctx, type, username, password, sr, remote_config):
+    """xapi hands this to a conversion service (XenServer Conversion Manager's vpxd);
+    none runs here, so the import fails as xapi's does when it cannot reach one."""
+    ctx.store.record("SR", sr)
+    raise ApiError("IMPORT_ERROR", f"no conversion service for {type!r} imports runs on "
+                                   "this host")

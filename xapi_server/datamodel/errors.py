@@ -306,5 +306,10 @@ _error("VM_CHECKPOINT_RESUME_FAILED", "vm", "The VM could not run on after its c
 _error("VM_BIOS_STRINGS_ALREADY_SET", "", "The VM has BIOS strings already; they stay.")
 _error("UNIMPLEMENTED_IN_SM_BACKEND", "message", "The SR's driver cannot do this.")
 _error("VDI_INCOMPATIBLE_TYPE", "vdi, type", "The VDI's type does not allow this.")
+# VM.sysprep, the disaster-recovery messages (api/vm_platform.py, api/vm_recovery.py).
+_error("SYSPREP", "vm, message", "VM.sysprep could not run; the message says why.")
+_error("VM_IS_PART_OF_AN_APPLIANCE", "vm, appliance",
+       "The VM belongs to an appliance: recover the appliance instead.")
+_error("COULD_NOT_IMPORT_DATABASE", "reason", "The database on the VDI could not be read.")
 _error("NOT_ALLOWED_WHEN_NTP_IS_ENABLED", "host", "Not while NTP keeps the host's clock.")
 _error("WLB_URL_INVALID", "url", "The workload-balancing URL is not host:port.")

@@ -106,6 +106,8 @@ class Hypervisor(Protocol):
     async def saved_image_xml(self, path: str) -> str: ...
     async def restore(self, path: str, xml: str, paused: bool = False) -> None:
         """Run the domain from a memory image with `xml` as its definition."""
+    async def restart_device_model(self, uuid: str, path: str) -> None:
+        """A fresh device model for the running domain (state saved to `path` and back)."""
     async def send_keys(self, uuid: str, keycodes: list[int]) -> None:
         """Linux input key codes pressed together."""
     async def inject_nmi(self, uuid: str) -> None: ...

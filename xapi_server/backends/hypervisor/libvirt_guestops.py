@@ -43,6 +43,16 @@ class GuestOps:
         flags = libvirt.VIR_DOMAIN_SAVE_PAUSED if paused else libvirt.VIR_DOMAIN_SAVE_RUNNING
         await self._run(lambda c: c.restoreFlags(path, xml, flags))
 
+    async def restart_device_model(self, uuid: str, path: str) -> None:
+        """Replace the domain's QEMU process: its whole state saved to `path` (a file
+        that must not exist), then restored from it, running or paused as before."""
+        def _restart(c):
+            # The image remembers whether the domain ran or was paused; restore
+            # brings it back so (no flags: the test driver knows none).
+            self._domain(c, uuid).save(path)
+            c.restore(path)
+        await self._run(_restart)
+
     async def send_keys(self, uuid: str, keycodes: list[int]) -> None:
         """Press `keycodes` (Linux input codes) together, as a keyboard would."""
         await self._run(lambda c: self._domain(c, uuid).sendKey(

@@ -80,7 +80,7 @@ TEST_DRIVER_CAPABILITIES = Capabilities(
     emulates_machine=False, tunes_resources=False, nic_bandwidth_in_xml=False)
 
 
-class LibvirtHypervisor(QosCalls):
+class LibvirtHypervisor(QosCalls, GuestOps):
     def __init__(self, settings):
         self.settings = settings
         self.conn = Connection(settings.libvirt_uri, settings.data_dir)
@@ -207,6 +207,11 @@ class LibvirtHypervisor(QosCalls):
         else:
             dom.createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED if paused else 0)
             self._shape_started(dom)
+
+    @staticmethod
+    def _domain(c, uuid):
+        """Our domain with this uuid, on connection `c` (GuestOps)."""
+        return _need(c, uuid)
 
     async def _on_domain(self, uuid, fn):
         """fn(our domain with this uuid) in a worker thread (QosCalls)."""
