@@ -18,6 +18,7 @@ PACKAGES=(
   busybox-static linux-image-cloud-amd64 cpio genisoimage  # the tiny test guest, test ISOs
   isolinux syslinux-common                             # a bootable test ISO (the day-one walk-through test)
   wrk                                                  # load generator for bench/
+  postgresql-15                                        # the pool database; tests start their own cluster
   librrd-dev rrdtool prometheus                        # metrics archives (pip rrdtool builds on librrd-dev); the Prometheus scrape test
   chromium                                             # the web console's browser tests (Playwright drives it)
 )
@@ -33,7 +34,7 @@ UI_STAMP=.venv/.ui-built
 build_ui() {
   local want lock
   want=$(cd ui && find package.json package-lock.json index.html vite.config.ts tsconfig.json \
-           scripts src -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)
+           scripts src public -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)
   if [ -f ui/dist/index.html ] && [ "$(cat "$UI_STAMP" 2>/dev/null)" = "$want" ]; then
     return 0
   fi

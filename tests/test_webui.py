@@ -14,8 +14,9 @@ import httpx
 import pytest
 
 from guest.harness import guest_vm
-from serverproc import ServerProcess, add_local_user, tls_connect
-from webui_harness import Page, browser, built_ui, certificate_fingerprint, login, screenshot, xe
+from serverproc import ServerProcess, add_local_user, logged_in, tls_connect
+from webui_harness import (browser, built_ui, certificate_fingerprint, checked_page, login,
+                          screenshot, xe)
 from xapi_server.config import Settings
 from xapi_server.http import webui
 
@@ -31,9 +32,7 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def x(server):
-    session = server.session()
-    yield session.xenapi
-    session.xenapi.session.logout()
+    yield from logged_in(server.session())
 
 
 @pytest.fixture(scope="module")
@@ -45,16 +44,11 @@ def users(x):
 
 @pytest.fixture
 def page(browser, server):
-    opened = Page(browser, server)
-    yield opened
-    violations = opened.csp_violations()
-    opened.close()
-    assert not violations, violations
+    yield from checked_page(browser, server)
 
 
 def vm_named(x, name):
-    vm = guest_vm(x, None, name)
-    return vm
+    return guest_vm(x, None, name)   # a halted VM from "Other install media"
 
 
 # -- how it is served -------------------------------------------------------------------

@@ -111,3 +111,13 @@ def xe(server, *argv, user="root", password=ROOT_PASSWORD):
                           env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
+
+
+def checked_page(browser, server):
+    """For a fixture: a Page, closed after its test(s), which then fail on any
+    Content-Security-Policy violation the page reported."""
+    opened = Page(browser, server)
+    yield opened
+    violations = opened.csp_violations()
+    opened.close()
+    assert not violations, violations

@@ -77,9 +77,18 @@ function apply(ev: { class: string; operation: string; ref: Ref; snapshot?: XRec
 
 export type Row = XRecord & { ref: Ref }
 
+// One Row per record object: an unchanged record keeps its Row, so the components
+// showing it are not re-rendered when another object changes.
+const rowOf = new WeakMap<XRecord, Row>()
+
 /** The class's records (with their refs) that pass `keep`. */
 export function rows(cls: ClassName, keep: (r: XRecord) => boolean = () => true): Row[] {
   const out: Row[] = []
-  for (const [ref, r] of tables[cls]) if (keep(r)) out.push(Object.assign({ ref }, r))
+  for (const [ref, r] of tables[cls]) {
+    if (!keep(r)) continue
+    let row = rowOf.get(r)
+    if (!row) rowOf.set(r, row = Object.freeze(Object.assign({ ref }, r)))
+    out.push(row)
+  }
   return out
 }
