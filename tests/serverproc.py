@@ -58,7 +58,8 @@ def add_local_user(admin, user: str, role: str, password: str) -> str:
 class ServerProcess:
     def __init__(self, data_dir: str, port: int | None = None, env: dict | None = None,
                  libvirt_uri: str = "test:///default", max_fds: int | None = None,
-                 netns: str | None = None, host: str = "127.0.0.1"):
+                 netns: str | None = None, host: str = "127.0.0.1",
+                 database_url: str = ""):
         self.data_dir = data_dir
         self.max_fds = max_fds   # the server's file descriptor limit (soft and hard)
         self.port = port or free_port()
@@ -72,6 +73,8 @@ class ServerProcess:
                     "XAPI_LOG_LEVEL": "WARNING",
                     # The tiny test guest's kernels (tests/guest) may be booted.
                     "XAPI_BOOT_DIRS": GUEST_CACHE, **(env or {})}
+        if database_url:   # the records in PostgreSQL (tests/pg_server.py), not data_dir
+            self.env["XAPI_DATABASE_URL"] = database_url
         self.proc: subprocess.Popen | None = None
         self.log_path = os.path.join(data_dir, "server.log")
 

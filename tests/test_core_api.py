@@ -1,7 +1,9 @@
-"""The core API through the official XenAPI SDK (XML-RPC) against the real server."""
+"""The core API through the official XenAPI SDK (XML-RPC) against the real server,
+with its records in SQLite and again in PostgreSQL (pg_server.py)."""
 import pytest
 import XenAPI
 
+from pg_server import server, store_backend  # noqa: F401 (fixtures: both backends)
 from serverproc import ROOT_PASSWORD
 
 

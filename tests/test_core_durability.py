@@ -1,13 +1,15 @@
-"""Every acknowledged write survives SIGKILL; refs and uuids are stable across restarts."""
+"""Every acknowledged write survives SIGKILL; refs and uuids are stable across restarts
+(records in SQLite, and in PostgreSQL: pg_server.py)."""
 import concurrent.futures
 
+from pg_server import database_url, store_backend  # noqa: F401 (fixtures: both backends)
 from serverproc import ServerProcess
 
 N = 200
 
 
-def test_acknowledged_writes_survive_sigkill(tmp_path):
-    proc = ServerProcess(str(tmp_path / "data")).start()
+def test_acknowledged_writes_survive_sigkill(tmp_path, database_url):  # noqa: F811
+    proc = ServerProcess(str(tmp_path / "data"), database_url=database_url).start()
     try:
         session = proc.session()
         x = session.xenapi

@@ -1,10 +1,13 @@
-"""event.from, legacy event.next, inject and messages against the live server."""
+"""event.from, legacy event.next, inject and messages against the live server, with
+its records in SQLite and again in PostgreSQL (pg_server.py)."""
 import concurrent.futures
 import threading
 import time
 
 import pytest
 import XenAPI
+
+from pg_server import server, store_backend  # noqa: F401 (fixtures: both backends)
 
 
 def event_from(x, classes, token, timeout):

@@ -14,6 +14,7 @@ from .http.app import XapiApp
 from .http.guard import guarded_protocol
 from .http.sockets import SocketTable, socket_cap, tls_protocol
 from .server import Server
+from .store import DatabaseUnavailable
 
 
 def build_app(settings):
@@ -34,7 +35,10 @@ def main(argv=None):
     print(f"xapi-server: {'created' if created else 'using'} certificate {cert}", file=sys.stderr)
     print(f"xapi-server: certificate SHA-256 fingerprint {tls.fingerprint(cert)}",
           file=sys.stderr, flush=True)
-    app = build_app(settings)
+    try:
+        app = build_app(settings)
+    except DatabaseUnavailable as exc:   # nothing to serve without the records
+        sys.exit(f"xapi-server: {exc}")
     # uvicorn gets no SSL context: TLS is wrapped per accepted socket (http/sockets.py),
     # so that a connection counts, and has a deadline, from accept, handshake included.
     table = SocketTable(socket_cap(settings.max_connections))

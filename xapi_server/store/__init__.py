@@ -10,6 +10,12 @@ hold (commits.py).
 Each change bumps a global generation and stamps the object with it; deleted objects
 leave a tombstone. `event.from` reads changes since a generation from these, up to
 `durable_generation` only, so no client is told of a change the disk may still refuse.
+
+Two backends behind one interface (writer.py): a SQLite file for a standalone host
+(_sqlite.py), PostgreSQL for a pool (_postgres.py), chosen by the location given.
+The database also holds a generation ceiling, reserved ahead in steps and committed
+before any token above it is handed out, so a server that loads the database again
+(after a restart, or a new coordinator) resumes above every token given before.
 """
 from __future__ import annotations
 
@@ -19,26 +25,45 @@ import uuid as uuidlib
 from ..datamodel import CLASSES, RELATIONS
 from ..datamodel.types import Row
 from ..errors import ApiError, handle_invalid
-from ._sqlite import Database, Unstorable, row_values, storable_text
+from ._postgres import PgDatabase, display_name, is_postgres_url
+from ._sqlite import Database
+from .codec import Unstorable, row_values, storable_text
 from .commits import CommitQueue
+from .writer import DatabaseUnavailable
 
+__all__ = ["Store", "DatabaseUnavailable", "display_name", "is_postgres_url", "new_ref"]
 
 LOG_LIMIT = 200_000  # change-log entries kept for event.from before trimming
+# Generations reserved in the database at a time; a new reservation is made when half
+# of the last one is used, so the ceiling is committed well before tokens reach it.
+GEN_RESERVE = 1 << 14
 
 
 def new_ref() -> str:
     return f"OpaqueRef:{uuidlib.uuid4()}"
 
 
+def open_database(location: str):
+    """PostgreSQL for a postgresql:// URL, else a SQLite file at that path."""
+    return PgDatabase(location) if is_postgres_url(location) else Database(location)
+
+
 class Store:
-    def __init__(self, path: str | None = None):
-        self._db = Database(path) if path else None
-        self._commits = CommitQueue(self._db, self._undo, self._wake) if path else None
+    def __init__(self, location: str | None = None):
+        """`location`: a SQLite file's path, a postgresql:// URL, or None (memory only).
+        An unreachable database raises DatabaseUnavailable."""
+        self._db = open_database(location) if location else None
+        self._commits = CommitQueue(self._db, self._undo, self._wake,
+                                    self._committed) if location else None
         self.tables: dict[str, dict[str, dict]] = {c: {} for c in CLASSES}
         self.gens: dict[str, dict[str, int]] = {c: {} for c in CLASSES}
         self._by_uuid: dict[str, dict[str, str]] = {c: {} for c in CLASSES}
         self.meta: dict[str, str] = {}
         self.generation = 0
+        self._ceiling = float("inf")      # tokens up to here are safe across a restart
+        self._asked = 0                   # the ceiling last asked of the database
+        self._reserve_at = float("inf")   # generation that asks for the next one
+        self._undoing = False
         # The change log event.from reads: (generation, class, ref), oldest first.
         # `created` remembers when each live object was made; `deleted` when each
         # deleted one was made, so a reader can tell add from mod and drop objects
@@ -62,11 +87,15 @@ class Store:
         self._loop = asyncio.get_running_loop()
         if not self._db:
             return
-        rows, self.meta = self._db.load()
-        for cname, table in rows.items():
+        loaded = self._db.load()
+        self.meta = loaded.meta
+        # Above every token a previous writer handed out; older tokens read everything.
+        self.generation = self.log_floor = self._ceiling = self._asked = loaded.generation
+        for cname, table in loaded.rows.items():
             for ref, record in table.items():
                 self._install(cname, ref, record)
         self._commits.start(self._loop)
+        self._reserve()
 
     def close(self):
         if self._db:
@@ -161,7 +190,7 @@ class Store:
     def durable_generation(self) -> int:
         """Every change up to this generation is on disk (or needs not be)."""
         first = self._commits.first_unresolved_gen() if self._commits else None
-        return self.generation if first is None else first - 1
+        return min(self.generation if first is None else first - 1, self._ceiling)
 
     async def wait_change(self, since: int, timeout: float, durable: bool = False) -> bool:
         """Wait until the generation (or the durable one) passes `since` or `timeout`
@@ -226,7 +255,7 @@ class Store:
         if new is None:
             table.pop(ref, None)
             self.gens[cname].pop(ref, None)
-            self.generation += 1
+            self._next_generation()
             self.log.append((self.generation, cname, ref))
             self.deleted[(cname, ref)] = self.created[cname].pop(ref, 0)
         else:
@@ -285,8 +314,26 @@ class Store:
         self._apply(cname, ref, record)
         self._rebuild_derived_for(cname, ref)
 
-    def _bump(self, cname, ref):
+    def _next_generation(self):
         self.generation += 1
+        if self.generation >= self._reserve_at and not self._undoing:
+            self._reserve()
+
+    def _reserve(self):
+        """Ask the database for generations up to GEN_RESERVE ahead (its own ticket:
+        no caller is failed if this alone is refused)."""
+        old, self._asked = self._asked, self.generation + GEN_RESERVE
+        self._reserve_at = self.generation + GEN_RESERVE // 2
+        self._commits.add(self.generation + 1, ("gen", self._asked), ("gen", old),
+                          detached=True)
+
+    def _committed(self, ops):
+        for entry in ops:
+            if entry.op[0] == "gen":
+                self._ceiling = max(self._ceiling, entry.op[1])
+
+    def _bump(self, cname, ref):
+        self._next_generation()
         self.gens[cname][ref] = self.generation
         self.log.append((self.generation, cname, ref))
         if len(self.log) > LOG_LIMIT:
@@ -305,10 +352,34 @@ class Store:
                 future.set_result(None)
         self._waiters.clear()
 
-    def _undo(self, ops):
+    def _undo(self, ops) -> list[tuple]:
         """Take refused ops back, newest first. An object brought back keeps its
-        creation generation, so event clients see it as modified, not new."""
+        creation generation, so event clients see it as modified, not new. Returns
+        the ops that write what memory now holds for everything they touched."""
+        self._undoing = True
+        try:
+            self._take_back(ops)
+        finally:
+            self._undoing = False
+        repairs = {}
+        for entry in ops:
+            kind = entry.op[0]
+            if kind == "meta":
+                key = entry.op[1]
+                repairs[key] = ("meta", key, self.meta.get(key))
+            elif kind in ("put", "del"):
+                cname, ref = entry.undo[:2]
+                record = self.tables[cname].get(ref)
+                repairs[(cname, ref)] = (("del", cname, ref) if record is None
+                                         else ("put", cname, self._row(cname, ref, record)))
+        return list(repairs.values())
+
+    def _take_back(self, ops):
         for entry in reversed(ops):
+            if entry.op[0] == "gen":
+                self._asked = entry.undo[1]   # asked again at the next generation
+                self._reserve_at = self.generation
+                continue
             if entry.op[0] == "meta":
                 _, key, old = entry.undo
                 if old is None:

@@ -30,7 +30,7 @@ from ..datamodel import CLASSES, NULL_REF, RELATIONS
 from ..datamodel.types import INT, Enum, Map, Prim, Record, Ref, Set, TypeMismatch, \
     parse_datetime
 from . import Store
-from ._sqlite import _quote, decode, stored_fields
+from .codec import decode, quote, stored_fields
 
 DB_NAME = "xapi.db"   # as Settings.db_path
 _INT64 = (-(2**63), 2**63 - 1)
@@ -225,10 +225,10 @@ def _read_rows(conn):
         rows[cdef.name] = table = {}
         if cdef.name not in have:   # a class newer than the database: made at next start
             continue
-        columns = {row[1] for row in conn.execute(f"PRAGMA table_info({_quote(cdef.name)})")}
+        columns = {row[1] for row in conn.execute(f"PRAGMA table_info({quote(cdef.name)})")}
         fields = [f for f in stored_fields(cdef) if f.name in columns]  # new fields: default
-        cols = ", ".join(["ref"] + [_quote(f.name) for f in fields])
-        for row in conn.execute(f"SELECT {cols} FROM {_quote(cdef.name)}"):
+        cols = ", ".join(["ref"] + [quote(f.name) for f in fields])
+        for row in conn.execute(f"SELECT {cols} FROM {quote(cdef.name)}"):
             ref, record = row[0], {}
             for f, text in zip(fields, row[1:]):
                 record[f.name] = _field_value(cdef.name, ref, f, text, problems)

@@ -50,10 +50,13 @@ def refused_error(reason: str) -> ApiError:
 
 
 class CommitQueue:
-    def __init__(self, db, undo, wake):
+    def __init__(self, db, undo, wake, committed):
         self._db = db
-        self._undo = undo              # undo(ops): take ops back in memory, newest first
+        # undo(ops): take ops back in memory, newest first; returns the ops that write
+        # what memory holds now for everything they touched (writer.py: resume)
+        self._undo = undo
         self._wake = wake              # tell event waiters the durable generation moved
+        self._committed = committed    # committed(ops): these are in the database
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: list[Op] = []   # not yet handed to the writer
         self._inflight: dict[int, list[Op]] = {}   # batch id -> ops, oldest batch first
@@ -68,11 +71,13 @@ class CommitQueue:
 
     # -- the store's side ---------------------------------------------------------
 
-    def add(self, gen: int, op: tuple, undo: tuple):
-        ticket = _TICKET.get()
+    def add(self, gen: int, op: tuple, undo: tuple, detached: bool = False):
+        """Queue an op; `detached`: the store's own, whose refusal fails no caller."""
+        ticket = None if detached else _TICKET.get()
         if ticket is None:
             ticket = _Ticket()
-            _TICKET.set(ticket)
+            if not detached:
+                _TICKET.set(ticket)
         self._seq += 1
         if not self._pending and self._loop is not None:
             self._loop.call_soon(self.submit)
@@ -119,6 +124,7 @@ class CommitQueue:
             return   # already undone with an earlier refused batch
         if reason is None:
             self._resolved = ops[-1].seq
+            self._committed(ops)
             self._release(lambda target: None)
         else:
             self._refuse(ops, reason)
@@ -129,13 +135,13 @@ class CommitQueue:
         undone = first_ops + later + self._pending
         self._inflight.clear()
         self._pending = []
-        self._undo(undone)
+        repairs = self._undo(undone)
         for op in undone:
             op.ticket.refused = reason
         self._resolved = self._seq
         first = first_ops[0].seq
         self._release(lambda target: reason if target >= first else None)
-        self._db.resume()   # everything it still holds was undone above
+        self._db.resume(repairs)   # everything it still holds was undone above
 
     def _release(self, failure):
         """Answer the flushers whose ops are all resolved now, each with None or the

@@ -1,0 +1,93 @@
+"""How records become database rows and back, the same for every backend.
+
+One table per persistent class, one column per stored field holding the value as JSON
+text, `ref` as the key. Values are encoded and checked on the caller's side
+(`row_values`), before a change joins a commit batch: a value refused by the writer
+would fail the whole batch, that is every other caller's writes in it.
+"""
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from ..datamodel import CLASSES, Map, Prim, Set
+from ..datamodel.types import format_datetime, parse_datetime
+
+
+def stored_fields(c):
+    return [f for f in c.fields if f.derived_from is None]
+
+
+def stored_classes():
+    """The classes that have a table."""
+    return [c for c in CLASSES.values() if c.persist and c.stored]
+
+
+def _json_default(value):
+    if isinstance(value, datetime):
+        return format_datetime(value)
+    raise TypeError(type(value).__name__)
+
+
+def encode(value) -> str:
+    return json.dumps(value, default=_json_default, ensure_ascii=False, separators=(",", ":"))
+
+
+class Unstorable(ValueError):
+    """A value the database cannot hold (a string that is no valid Unicode)."""
+    def __init__(self, where: str, reason: str):
+        super().__init__(f"{where}: {reason}")
+        self.where, self.reason = where, reason
+
+
+def storable_text(text: str, where: str) -> str:
+    """`text` if every backend can store it as UTF-8 text, else Unstorable. JSON
+    escapes control characters, so only raw keys (refs, meta) can meet the NUL
+    character PostgreSQL's text refuses."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise Unstorable(where, f"not valid Unicode at character {exc.start}") from None
+    if "\0" in text:
+        raise Unstorable(where, f"NUL character at {text.index(chr(0))}")
+    return text
+
+
+def row_values(cname: str, ref: str, record: dict) -> list[str]:
+    """The column values of a `put` (ref first), encoded and checked on the caller's
+    side, so that the writer only runs SQL on text it can store."""
+    values = [storable_text(ref, f"{cname} ref")]
+    for f in stored_fields(CLASSES[cname]):
+        try:
+            text = encode(record.get(f.name))
+        except (TypeError, ValueError) as exc:   # a programming error: a non-JSON value
+            raise TypeError(f"{cname}.{f.name}: cannot store {exc}") from None
+        values.append(storable_text(text, f"{cname}.{f.name}"))
+    return values
+
+
+def decode(ftype, text):
+    """JSON column text back to the internal value of `ftype` (datetimes re-parsed)."""
+    return _revive(ftype, json.loads(text))
+
+
+def _revive(ftype, value):
+    if isinstance(ftype, Prim) and ftype.name == "datetime" and isinstance(value, str):
+        return parse_datetime(value)
+    if isinstance(ftype, Set) and isinstance(value, list):
+        return [_revive(ftype.elem, v) for v in value]
+    if isinstance(ftype, Map) and isinstance(value, dict):
+        return {k: _revive(ftype.value, v) for k, v in value.items()}
+    return value
+
+
+def decode_row(fields, texts) -> dict:
+    """A record from a row's column texts (NULL: a column added after the row)."""
+    return {f.name: f.default_value() if text is None else decode(f.type, text)
+            for f, text in zip(fields, texts)}
+
+
+def quote(name: str) -> str:
+    """An SQL identifier (class and field names keep their case)."""
+    return '"' + name.replace('"', '""') + '"'
