@@ -1,6 +1,6 @@
 """Connection limits on a real server: slowloris and silent clients are cut off, idle
-keep-alive connections are not, and connections beyond the cap get HTTP 503 while the
-server keeps answering everyone else. Every connection counts from accept: a flood of
+keep-alive connections are not, and connections beyond the cap, all busy, get HTTP 503
+while the server keeps answering everyone else. Every connection counts from accept: a flood of
 TLS handshakes that never start neither exhausts the server's file descriptors nor
 locks a client out, and is closed after tls_timeout; oversized headers get 431; a
 silent xe (/cli) client is dropped."""
@@ -127,15 +127,18 @@ def test_idle_keep_alive_between_requests_is_not_a_slowloris(proc):
 
 
 def test_connections_beyond_the_cap_get_503_then_service_returns(proc):
-    # uvicorn refuses a request when the open connections, its own included, reach the
-    # cap. Each held one is served once, so the server surely counts it (with TLS 1.3
-    # the client's handshake can end before the server's, and under load a connection
-    # opened later could otherwise be counted first).
-    held = [connect(proc) for _ in range(MAX_CONNECTIONS - 1)]
-    for sock in held:
+    # At the cap a new connection replaces the one idle longest (test_idle_connections);
+    # when every one is busy, its request is refused with 503. Each held one is in the
+    # middle of a request (its body not yet sent: the body deadline is still running;
+    # each sends its head at once, before the header deadline can cut it).
+    held = []
+    for _ in range(MAX_CONNECTIONS):
+        sock = connect(proc)
+        sock.sendall(b"POST /jsonrpc HTTP/1.1\r\nHost: x\r\ncontent-type: application/json"
+                     b"\r\ncontent-length: 100\r\n\r\n{")
         sock.settimeout(10)
-        assert request(sock) == 200
-    # The connections are open; the one that reaches the cap is refused with 503.
+        held.append(sock)
+    time.sleep(0.1)
     extra = connect(proc)
     assert request(extra) == 503
     extra.close()

@@ -1,7 +1,6 @@
 """`xapi-server`: read the settings, make sure the certificate exists, serve HTTPS."""
 from __future__ import annotations
 
-import os
 import sys
 
 import uvicorn
@@ -41,7 +40,7 @@ def main(argv=None):
         sys.exit(f"xapi-server: {exc}")
     # uvicorn gets no SSL context: TLS is wrapped per accepted socket (http/sockets.py),
     # so that a connection counts, and has a deadline, from accept, handshake included.
-    table = SocketTable(socket_cap(settings.max_connections))
+    table = SocketTable(socket_cap(settings.max_connections), budget=settings.max_connections)
     http = tls_protocol(guarded_protocol(settings.header_timeout, settings.body_timeout,
                                          settings.max_header_bytes),
                         app.server.tls.context,  # ours: TLS 1.2+, replaceable live
@@ -52,7 +51,9 @@ def main(argv=None):
                         timeout_keep_alive=settings.keep_alive_timeout,
                         timeout_graceful_shutdown=3,  # idle keep-alive clients must not
                                                       # hold up a stop
-                        limit_concurrency=settings.max_connections,  # beyond: HTTP 503
+                        # the table keeps max_connections open while one is idle;
+                        # uvicorn counts the newcomer too: beyond that, all busy, 503
+                        limit_concurrency=settings.max_connections + 1,
                         # X-Forwarded-For is not believed: the rate limiter and the audit
                         # log record the address the connection really comes from.
                         proxy_headers=False,

@@ -4,9 +4,11 @@ is closed. Without them a client that trickles a header byte every few seconds
 (slowloris), or connects and says nothing, holds a connection for ever.
 
 Idle keep-alive connections between requests stay uvicorn's business
-(timeout_keep_alive); the header deadline starts with the first byte of a request
-and, on a new connection, when the TLS handshake is done (the handshake has its own
-deadline, tls_timeout: see sockets.py).
+(timeout_keep_alive, hours: an idle one gives way to a new connection when the
+budget is reached, see sockets.py); the header deadline starts with the first byte
+of a request and, on a new connection, when the TLS handshake is done (the handshake
+has its own deadline, tls_timeout: see sockets.py), so a connection that never sends
+a request is cut after header_timeout whatever the keep-alive.
 
 A request line and headers larger than `max_header_bytes` get HTTP 431. httptools
 buffers a header until it is complete, so the bytes are counted as they arrive, not
@@ -55,9 +57,11 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     _head_bytes = 0       # bytes received since the request head began
     _head_size = 0        # URL and header bytes the parser handed over for this head
     _refused = False      # a 431 was sent: input is dropped until the connection closes
+    idle_since = 0.0      # loop time since which no request has been running
 
     def connection_made(self, transport):
         super().connection_made(transport)
+        self.idle_since = self.loop.time()
         self._arm(self.header_timeout, "request headers")
         self._start_head()
         state = self.server_state
@@ -128,6 +132,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._deadline = None
 
     def on_response_complete(self):
+        self.idle_since = self.loop.time()
         super().on_response_complete()
         # The next request's headers: counted from the answer, not from the request (a
         # long call must not cost the client its kept-alive connection); an idle

@@ -9,11 +9,17 @@ protocol of our own: the event loop's own SSLProtocol (uvloop's or asyncio's, ma
 the loop would make it), subclassed only to count the socket while it is open and to
 drop it on demand.
 
-At `cap` open sockets a new connection replaces the oldest idle one (still in its TLS
-handshake, or waiting for request headers with no request running): a flood of silent
-connections pushes out its own members, not a client that is being served. When every
-open socket is busy, the new one is closed at once. The cap sits above
-max_connections, so a request over that limit still gets uvicorn's HTTP 503.
+Idle keep-alive connections are kept for hours (settings.keep_alive_timeout), as xapi
+behind stunnel keeps them: SDKs reuse a connection after any pause and do not retry
+every way a closed one can fail. So the budget is protected here instead: at `budget`
+(max_connections) open sockets, a new connection replaces the one that has been idle
+longest (still in its TLS handshake, or between requests with none running): a flood
+of silent connections pushes out its own members, and a crowd of idle SDK sessions
+makes room for a new client, never a client that is being served. An idle HTTP
+connection is closed politely (TLS close_notify), so its client's next request finds
+a closed connection and opens a new one, as after a keep-alive timeout. When every
+open socket is busy, the new one is let in up to `cap` (a margin above the budget)
+and uvicorn answers its request with HTTP 503; beyond `cap` it is closed at once.
 """
 from __future__ import annotations
 
@@ -50,16 +56,19 @@ def socket_cap(max_connections: int) -> int:
 class SocketTable:
     """The open sockets of the listener, oldest first."""
 
-    def __init__(self, cap: int):
+    def __init__(self, cap: int, budget: int | None = None):
         self.cap = cap
+        self.budget = cap if budget is None else min(budget, cap)
         self.open: dict = {}     # CountedTls -> None; a dict keeps accept order
 
     def admit(self, conn) -> bool:
+        if len(self.open) >= self.budget:
+            victim = min((c for c in self.open if c.idle()), key=lambda c: c.idle_since(),
+                         default=None)
+            if victim is not None:
+                victim.drop()
         if len(self.open) >= self.cap:
-            victim = next((c for c in self.open if c.idle()), None)
-            if victim is None:
-                return False
-            victim.drop()
+            return False
         self.open[conn] = None
         return True
 
@@ -72,9 +81,11 @@ def _counted(base: type) -> type:
         def __init__(self, table: SocketTable, app, *args, **kwargs):
             super().__init__(*args, **kwargs)
             self.table, self.app, self.raw = table, app, None
+            self.accepted = 0.0
 
         def connection_made(self, transport):
             self.raw = transport
+            self.accepted = self.app.loop.time()
             super().connection_made(transport)     # starts the handshake and its timer
             if not self.table.admit(self):
                 log.warning("connection cap (%d) reached with every connection busy: "
@@ -90,9 +101,22 @@ def _counted(base: type) -> type:
                 return True
             return self.app.awaiting_request()
 
+        def idle_since(self) -> float:
+            if self.app.transport is None:
+                return self.accepted
+            return self.app.idle_since
+
         def drop(self):
             self.table.forget(self)
-            self.raw.abort()
+            app = self.app
+            if app.transport is None or app.transport.is_closing():
+                self.raw.abort()
+                return
+            log.info("connection budget (%d) reached: closing the connection idle longest, "
+                     "from %s", self.table.budget, app.client[0] if app.client else "?")
+            # uvicorn counts it until the TLS goodbye is over: not against the new one
+            app.connections.discard(app)
+            app.transport.close()
 
     return CountedTls
 
