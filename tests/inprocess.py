@@ -19,7 +19,7 @@ import xmlrpc.client
 import pytest
 import XenAPI
 
-from serverproc import ROOT_PASSWORD as ROOT
+from serverproc import HOST_COMMANDS, ROOT_PASSWORD as ROOT
 from xapi_server.config import Settings
 from xapi_server.http.app import XapiApp
 from xapi_server.server import Server
@@ -51,7 +51,8 @@ class InProcess:
         os.environ.setdefault("XAPI_ROOT_PASSWORD", ROOT)
         self.loop = asyncio.new_event_loop()
         self.server = Server(Settings(data_dir=tempfile.mkdtemp(prefix="xapi-fuzz-"),
-                                      libvirt_uri="test:///default", auth_failure_delay=0.0))
+                                      libvirt_uri="test:///default", auth_failure_delay=0.0,
+                                      **{name: "true" for name in HOST_COMMANDS}))
         self.app = XapiApp(self.server)
         self.loop.run_until_complete(self.server.startup())
         self.session = self.loop.run_until_complete(self.server.dispatcher.call(

@@ -55,6 +55,12 @@ def add_local_user(admin, user: str, role: str, password: str) -> str:
     return subject
 
 
+# Settings naming a command that acts on the machine itself (xapi_server/config.py).
+HOST_COMMANDS = ("host_reboot_command", "host_shutdown_command", "ssh_enable_command",
+                 "ssh_disable_command", "set_time_command", "agent_restart_command",
+                 "hostname_command", "syslog_restart_command")
+
+
 class ServerProcess:
     def __init__(self, data_dir: str, port: int | None = None, env: dict | None = None,
                  libvirt_uri: str = "test:///default", max_fds: int | None = None,
@@ -72,7 +78,12 @@ class ServerProcess:
                     "XAPI_LIBVIRT_URI": libvirt_uri,
                     "XAPI_LOG_LEVEL": "WARNING",
                     # The tiny test guest's kernels (tests/guest) may be booted.
-                    "XAPI_BOOT_DIRS": GUEST_CACHE, **(env or {})}
+                    "XAPI_BOOT_DIRS": GUEST_CACHE,
+                    # No test server may reboot, rename or re-time the machine running
+                    # the tests: the commands that change the host do nothing unless a
+                    # test names its own.
+                    **{f"XAPI_{name.upper()}": "true" for name in HOST_COMMANDS},
+                    **(env or {})}
         if database_url:   # the records in PostgreSQL (tests/pg_server.py), not data_dir
             self.env["XAPI_DATABASE_URL"] = database_url
         self.proc: subprocess.Popen | None = None
