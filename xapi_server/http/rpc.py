@@ -15,7 +15,7 @@ from xe_cli import proto
 from ..cli import handler
 from ..errors import ApiError
 from ..wire import MalformedRequest, UnsupportedEncoding, jsonrpc, xmlrpc
-from .responses import error_page, peer, read_body, respond, user_agent
+from .responses import CORS, error_page, peer, read_body, respond, user_agent
 
 # Bodies above this size are decoded on a worker thread, one at a time: a 16 MiB
 # XML-RPC body takes seconds to parse (expat building a tree), which on the event loop
@@ -26,6 +26,14 @@ from .responses import error_page, peer, read_body, respond, user_agent
 BIG_BODY = 256 * 1024
 
 _JSON_CALL = "xapi_server.jsonrpc_call"   # scope key: the decoded call, for its id
+
+# A reply is encoded in slices (the codecs' success_chunks) and the event loop is given
+# back whenever one has taken longer than this: a client reading 10,000 VM records
+# must not hold up the small calls of everyone else.
+SLICE_SECONDS = 0.002
+# A reply is written in pieces of about this size; each write waits for the socket to
+# drain, and the pieces sent are let go.
+WRITE_CHUNK = 1 << 20
 
 
 async def _decode(app, decode, body: bytes):
@@ -51,6 +59,36 @@ async def _call(app, scope, call):
                                             call.invalid, user_agent(scope))
 
 
+async def _encode_sliced(chunks) -> list[bytes]:
+    loop = asyncio.get_running_loop()
+    pieces, slice_end = [], loop.time() + SLICE_SECONDS
+    for piece in chunks:
+        pieces.append(piece)
+        if loop.time() > slice_end:
+            await asyncio.sleep(0)
+            slice_end = loop.time() + SLICE_SECONDS
+    return pieces
+
+
+async def _send_success(send, chunks, content_type: bytes):
+    """Encode (in slices) and send a reply; its length is known before the first byte
+    goes, so the reply carries a Content-Length as xapi's do."""
+    pieces = await _encode_sliced(chunks)
+    size = sum(map(len, pieces))
+    if size <= WRITE_CHUNK:
+        return await respond(send, 200, b"".join(pieces), content_type)
+    await send({"type": "http.response.start", "status": 200, "headers": [
+        (b"content-type", content_type), (b"content-length", str(size).encode()), *CORS]})
+    pieces.reverse()            # popped from the end: each piece is let go once sent
+    while pieces:
+        group, length = [], 0
+        while pieces and length < WRITE_CHUNK:
+            group.append(pieces.pop())
+            length += len(group[-1])
+        await send({"type": "http.response.body", "body": b"".join(group),
+                    "more_body": bool(pieces)})
+
+
 async def xmlrpc_route(app, scope, receive, send):
     try:
         call = await _read_call(app, scope, receive, send, xmlrpc.decode_call)
@@ -65,9 +103,11 @@ async def xmlrpc_route(app, scope, receive, send):
         reply = xmlrpc.encode_bare(app.server.dispatcher.method_names)
     else:
         try:
-            reply = xmlrpc.encode_success(await _call(app, scope, call))
+            value = await _call(app, scope, call)
         except ApiError as exc:
             reply = xmlrpc.encode_failure(exc.description)
+        else:
+            return await _send_success(send, xmlrpc.success_chunks(value), b"text/xml")
     await respond(send, 200, reply, b"text/xml")
 
 
@@ -81,10 +121,10 @@ async def jsonrpc_route(app, scope, receive, send):
             value = app.server.dispatcher.method_names
         else:
             value = await _call(app, scope, call)
-        reply = jsonrpc.encode_success(call, value)
     except ApiError as exc:
         reply = jsonrpc.encode_failure(call, exc.description)
-    await respond(send, 200, reply, b"application/json")
+        return await respond(send, 200, reply, b"application/json")
+    await _send_success(send, jsonrpc.success_chunks(call, value), b"application/json")
 
 
 async def cli_route(app, scope, receive, send):

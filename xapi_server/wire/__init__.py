@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from dataclasses import dataclass
 
 
@@ -83,20 +84,51 @@ def first_invalid_string(value, had_invalid_bytes: bool) -> InvalidValue | None:
     return None
 
 
+# Items of a big map or array encoded at a time: a reply is made in slices of this many,
+# so that the caller can give other clients a turn between two slices.
+BATCH = 256
+
+
+def is_big(value) -> bool:
+    """A map or array worth encoding in slices."""
+    return type(value) in (dict, list, tuple) and len(value) > BATCH
+
+
+def batches(items: list):
+    for start in range(0, len(items), BATCH):
+        yield items[start:start + BATCH]
+
+
 class EncodingCache:
-    """The encoded text of store Records, keyed by object identity. An entry keeps its
-    Record alive, so an id is never reused while its entry exists; the whole cache
-    is dropped when it grows past `limit` (old records are simply re-encoded)."""
+    """The encoding of store Records, keyed by object identity. An entry keeps its
+    Record alive, so an id is never reused while its entry exists.
 
-    def __init__(self, encode, limit: int = 20000):
-        self._encode, self._limit, self._map = encode, limit, {}
+    The store replaces a Record on every change, so entries of replaced (or deleted)
+    Records go stale; when the cache has doubled since the last sweep, entries whose
+    Record nothing but the cache holds any more are dropped. The cache so stays within
+    about twice the live Records it has seen, whatever their number."""
 
-    def get(self, record) -> str:
+    # sys.getrefcount of a Record only the cache holds: its entry, and the argument.
+    _ONLY_CACHED = 2
+
+    def __init__(self, encode, floor: int = 4096):
+        self._encode, self._map = encode, {}
+        self._floor = self._sweep_at = floor
+
+    def get(self, record):
         entry = self._map.get(id(record))
         if entry is not None and entry[0] is record:
             return entry[1]
-        text = self._encode(record)
-        if len(self._map) >= self._limit:
-            self._map.clear()
-        self._map[id(record)] = (record, text)
-        return text
+        encoded = self._encode(record)
+        if len(self._map) >= self._sweep_at:
+            self.sweep()
+        self._map[id(record)] = (record, encoded)
+        return encoded
+
+    def sweep(self):
+        self._map = {key: entry for key, entry in self._map.items()
+                     if sys.getrefcount(entry[0]) > self._ONLY_CACHED}
+        self._sweep_at = max(self._floor, 2 * len(self._map))
+
+    def __len__(self):
+        return len(self._map)

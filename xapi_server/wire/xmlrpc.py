@@ -16,7 +16,7 @@ from defusedxml import DefusedXmlException
 
 from ..datamodel.types import Row, format_datetime, parse_datetime
 from . import (EncodingCache, Int32, InvalidValue, MalformedRequest, UnsupportedEncoding,
-               clean_text, decode_text, first_invalid_string, non_finite)
+               batches, clean_text, decode_text, first_invalid_string, is_big, non_finite)
 
 MAX_DEPTH = 64  # nesting of arrays/structs we accept in a request
 
@@ -206,13 +206,54 @@ def encode_value(value) -> str:
     return "".join(out)
 
 
+_SUCCESS_HEAD = (_HEAD + "<value><struct><member><name>Status</name><value>Success</value>"
+                 "</member><member><name>Value</name>").encode()
+_SUCCESS_TAIL = ("</member></struct></value>" + _TAIL).encode()
+
+
+def _value_chunks(value, top: bool = True):
+    """XML of `value` in pieces: a big map or array a BATCH of items at a time; at the
+    top, a small map's big values (event.from's events) the same way."""
+    t = type(value)
+    if is_big(value):
+        if t is dict:
+            yield b"<value><struct>"
+            for batch in batches(list(value.items())):
+                out: list = []
+                for key, item in batch:
+                    out += ("<member><name>", _escape(str(key)), "</name>")
+                    _encode(item, out)
+                    out.append("</member>")
+                yield "".join(out).encode()
+            yield b"</struct></value>"
+        else:
+            yield b"<value><array><data>"
+            for batch in batches(value):
+                out = []
+                for item in batch:
+                    _encode(item, out)
+                yield "".join(out).encode()
+            yield b"</data></array></value>"
+    elif top and t is dict and any(is_big(v) for v in value.values()):
+        yield b"<value><struct>"
+        for key, item in value.items():
+            yield f"<member><name>{_escape(str(key))}</name>".encode()
+            yield from _value_chunks(item, False)
+            yield b"</member>"
+        yield b"</struct></value>"
+    else:
+        yield encode_value(value).encode()
+
+
+def success_chunks(value):
+    """The reply as pieces of bytes, the big parts made a slice at a time."""
+    yield _SUCCESS_HEAD
+    yield from _value_chunks(value)
+    yield _SUCCESS_TAIL
+
+
 def encode_success(value) -> bytes:
-    out = [_HEAD, "<value><struct><member><name>Status</name><value>Success</value></member>"
-                  "<member><name>Value</name>"]
-    _encode(value, out)
-    out.append("</member></struct></value>")
-    out.append(_TAIL)
-    return "".join(out).encode()
+    return b"".join(success_chunks(value))
 
 
 def encode_failure(description: list) -> bytes:
