@@ -6,15 +6,16 @@ VBD.unplug_force; VDI.revert with the disk's bytes checked; the xe snapshot comm
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 
 import pytest
 import XenAPI
 
-from guest.harness import (MARK, console, guest, guest_vm, real,  # noqa: F401 (fixtures)
-                           wait_booted, wait_for)
-from serverproc import tls_connect
+from guest.harness import (MARK, block_devices, console, guest,  # noqa: F401 (fixtures)
+                           guest_vm, real, wait_booted, wait_for)
+from serverproc import ROOT_PASSWORD, tls_connect
 
 pytestmark = pytest.mark.slow
 MIB = 1 << 20
@@ -132,6 +133,43 @@ def test_checkpoint_revert_resume_continues_the_guest(real, sdk, x, booted, sr):
     assert all(x.VBD.get_currently_attached(b) for b in x.VM.get_VBDs(vm))
 
 
+def xe(real, *args) -> str:
+    proc = subprocess.run([os.path.join(os.path.dirname(sys.executable), "xe"), "-s",
+                           "127.0.0.1", "-p", str(real.port), "-pw", ROOT_PASSWORD,
+                           "--no-verify", *args], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, (args, proc.stdout, proc.stderr)
+    return proc.stdout
+
+
+def test_xe_vm_checkpoint_and_snapshot_uninstall(real, x, booted):
+    uuid = xe(real, "vm-checkpoint", "vm=snapguest", "new-name-label=cp-xe").strip()
+    cp = x.VM.get_by_uuid(uuid)
+    assert x.VM.get_snapshot_of(cp) == booted and x.VM.get_power_state(cp) == "Suspended"
+    assert x.VM.get_power_state(booted) == "Running"
+    memory = x.VM.get_suspend_VDI(cp)
+    listed = xe(real, "snapshot-list", "snapshot-of=" + x.VM.get_uuid(booted),
+                "params=name-label,power-state")
+    assert "cp-xe" in listed and "suspended" in listed
+    xe(real, "snapshot-uninstall", f"snapshot-uuid={uuid}", "--force")
+    assert cp not in x.VM.get_all() and memory not in x.VDI.get_all()
+
+
+def qemu_pid(x, vm) -> int:
+    with open(f"/run/libvirt/qemu/xapi-{x.VM.get_uuid(vm)}.pid") as f:
+        return int(f.read())
+
+
+def test_restart_device_models_keeps_the_guest(real, sdk, x, booted):
+    vm = booted
+    run_in_guest(real, sdk, vm, "echo kept > /tmp/dm; echo DM1-$(cat /tmp/dm)", "DM1-kept")
+    pid, boots = qemu_pid(x, vm), console(real, x, vm).count(MARK + "BOOTED")
+    x.VM.restart_device_models(vm)
+    assert x.VM.get_power_state(vm) == "Running"
+    assert qemu_pid(x, vm) != pid   # a new QEMU process ...
+    run_in_guest(real, sdk, vm, "echo DM2-$(cat /tmp/dm)", "DM2-kept")   # ... same guest
+    assert console(real, x, vm).count(MARK + "BOOTED") == boots
+
+
 def test_send_sysrq_and_triggers(real, x, booted):
     vm = booted
     start = len(console(real, x, vm))
@@ -152,19 +190,22 @@ def test_unplug_force_of_a_disk_not_unpluggable(real, x, booted, sr):
     vm = booted
     extra = vbd(x, vm, disk(x, sr[0], 8 * MIB, "extra"), userdevice="1")
     x.VBD.plug(extra)
+    # An unplug request the guest gets while it still probes the new disk is lost.
+    wait_for(lambda: "vdb" in (block_devices(console(real, x, vm)) or []), 60, "vdb plugged")
     x.VBD.set_unpluggable(extra, False)
     with pytest.raises(XenAPI.Failure) as e:
         x.VBD.unplug(extra)
     assert e.value.details[0] == "VBD_NOT_UNPLUGGABLE"
     x.VBD.unplug_force(extra)
     assert not x.VBD.get_currently_attached(extra)
+    wait_for(lambda: "vdb" not in block_devices(console(real, x, vm)), 30, "vdb gone")
     with pytest.raises(XenAPI.Failure) as e:
         x.VBD.unplug_force(extra)
     assert e.value.details == ["DEVICE_ALREADY_DETACHED", extra]
 
 
 def qemu_io(path, command):
-    return subprocess.run(["qemu-io", "-f", "qcow2", "-U", "-c", command, path],
+    return subprocess.run(["qemu-io", "-f", "qcow2", "-c", command, path],
                           capture_output=True, text=True, check=True).stdout
 
 

@@ -2,6 +2,7 @@
 `uuid=`), as xe does."""
 from __future__ import annotations
 
+from ...datamodel import NULL_REF as NULL
 from ..errors import CliFailure
 from ..table import command
 from .vm import _copy_like, uninstall
@@ -56,3 +57,26 @@ async def snapshot_reset_powerstate(ctx):
         raise CliFailure("This operation is extremely dangerous and may cause data loss. "
                          "This operation must be forced (use --force).")
     await ctx.call("VM.power_state_reset", snap)
+
+
+async def _from_snapshot(ctx, method: str, *extra):
+    new = await ctx.call(method, await _snapshot(ctx), ctx.reqd("new-name-label"), *extra)
+    if ctx.param("new-name-description") is not None:
+        await ctx.call("VM.set_name_description", new, ctx.param("new-name-description"))
+    await ctx.items([await ctx.call("VM.get_uuid", new)])
+
+
+@command("snapshot-clone", reqd=("new-name-label",),
+         optional=(*_WHICH, "new-name-description"),
+         help="Make a template from the snapshot (its disks cloned); prints its uuid.")
+async def snapshot_clone(ctx):
+    await _from_snapshot(ctx, "VM.clone")
+
+
+@command("snapshot-copy", reqd=("new-name-label",),
+         optional=(*_WHICH, "new-name-description", "sr-uuid"),
+         help="Make a template from the snapshot with full copies of its disks (on "
+              "sr-uuid if given); prints its uuid.")
+async def snapshot_copy(ctx):
+    sr = await ctx.by_uuid("SR", ctx.param("sr-uuid")) if ctx.param("sr-uuid") else NULL
+    await _from_snapshot(ctx, "VM.copy", sr)

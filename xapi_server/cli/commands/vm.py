@@ -164,6 +164,11 @@ async def vm_unpause(ctx, vm):
     await ctx.call("VM.unpause", vm)
 
 
+@_vm_cmd("vm-restart-device-models", "Restart the device models of the selected VM(s).")
+async def vm_restart_device_models(ctx, vm):
+    await ctx.call("VM.restart_device_models", vm)
+
+
 @command("vm-destroy", reqd=("uuid",),
          help="Destroy the VM record; its disks are left alone.")
 async def vm_destroy(ctx):
@@ -187,17 +192,23 @@ async def _owned_vdis(ctx, vm: str) -> list[str]:
 @command("vm-uninstall", optional=("force",), selectors="vm", std=True,
          help="Uninstall the VM(s): destroy them, their snapshots and their own disks.")
 async def vm_uninstall(ctx):
-    await uninstall(ctx, await select(ctx, VIEWS["vm"]))
+    # As xapi: templates and snapshots can be chosen too (not the control domain).
+    vms = [vm for vm in await select(ctx, ANY_VM)
+           if not await ctx.call("VM.get_is_control_domain", vm)]
+    await uninstall(ctx, vms)
 
 
 async def uninstall(ctx, vms: list[str]):
     """Destroy `vms`, their snapshots and their own disks (asking first unless --force):
     vm-uninstall, snapshot-uninstall."""
-    plan = []
+    plan, seen = [], set()
     for vm in vms:
         rec = await ctx.call("VM.get_record", vm)
         for one in [vm, *rec["snapshots"]]:
-            plan.append((one, await ctx.call("VM.get_record", one), await _owned_vdis(ctx, one)))
+            if one not in seen:
+                seen.add(one)
+                plan.append((one, await ctx.call("VM.get_record", one),
+                             await _owned_vdis(ctx, one)))
     vdis = list(dict.fromkeys(v for _, _, vs in plan for v in vs))
     if not ctx.flag("force"):
         await ctx.message("The following items are about to be destroyed")
@@ -219,7 +230,11 @@ async def uninstall(ctx, vms: list[str]):
     for vm, _, _ in reversed(plan):
         await ctx.call("VM.destroy", vm)
     for vdi in vdis:
-        await ctx.call("VDI.destroy", vdi)
+        try:
+            await ctx.call("VDI.destroy", vdi)
+        except ApiError as e:
+            if e.code != "HANDLE_INVALID":
+                raise   # else gone already: a suspended VM's image goes with its shutdown
     await ctx.message("All objects destroyed")
 
 
