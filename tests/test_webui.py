@@ -6,7 +6,9 @@ rename shows without reload), the VM view (tabs, lifecycle buttons from
 allowed_operations, editable properties), a read-only user, logout and an expired
 session. The guest's screen in the Console tab: test_webui_guest.py."""
 import asyncio
+import os
 import re
+import subprocess
 import time
 import types
 
@@ -225,3 +227,74 @@ def test_logout_ends_the_session_and_an_expired_one_is_said(page, server, x, use
     assert "session has expired" in alert.inner_text()
     assert p.get_by_role("button", name="Log in").is_visible()
     screenshot(p, "expired")
+
+
+@pytest.fixture(scope="module")
+def iso_sr(x, tmp_path_factory):
+    library = tmp_path_factory.mktemp("webui-isos")
+    (library / "src").mkdir()
+    (library / "src" / "readme.txt").write_text("install me\n")
+    subprocess.run(["genisoimage", "-quiet", "-o", str(library / "installer.iso"),
+                    str(library / "src")], check=True)
+    host = x.host.get_all()[0]
+    return x.SR.create(host, {"location": str(library)}, "0", "web ISOs", "", "iso", "iso",
+                       False, {})
+
+
+def test_new_vm_wizard_creates_and_starts_the_vm(page, server, x, iso_sr):
+    p = login(page)
+    p.get_by_role("button", name="New VM").click()
+    dialog = p.get_by_role("dialog", name="New VM")
+    dialog.get_by_label("Template").select_option(label="Other install media")
+    dialog.get_by_label("Name").fill("web-wizard")
+    dialog.get_by_label("vCPUs").fill("2")
+    dialog.get_by_label("Memory").fill("256")
+    dialog.get_by_label("Install media").select_option(label="installer.iso")
+    dialog.get_by_label("Disk size").fill("1")
+    dialog.get_by_label("Storage").select_option(label="Local storage")
+    network = x.network.get_all_records()
+    first = sorted(network.values(), key=lambda n: n["name_label"])[0]["name_label"]
+    dialog.get_by_label("Network").select_option(label=first)
+    screenshot(p, "wizard")
+    dialog.get_by_role("button", name="Create").click()
+    p.get_by_role("heading", name="web-wizard").wait_for(timeout=30000)
+    vm = x.VM.get_by_name_label("web-wizard")[0]
+    record = x.VM.get_record(vm)
+    assert record["power_state"] == "Running" and not record["is_a_template"]
+    assert record["VCPUs_max"] == record["VCPUs_at_startup"] == "2"
+    assert record["memory_static_max"] == str(256 << 20)
+    assert record["HVM_boot_params"]["order"] == "dc"
+    vbds = [x.VBD.get_record(v) for v in record["VBDs"]]
+    disk = [v for v in vbds if v["type"] == "Disk"]
+    cd = [v for v in vbds if v["type"] == "CD"]
+    assert len(disk) == 1 and x.VDI.get_virtual_size(disk[0]["VDI"]) == str(1 << 30)
+    assert x.SR.get_name_label(x.VDI.get_SR(disk[0]["VDI"])) == "Local storage"
+    assert len(cd) == 1 and x.VDI.get_name_label(cd[0]["VDI"]) == "installer.iso"
+    vifs = [x.VIF.get_record(v) for v in record["VIFs"]]
+    assert [x.network.get_name_label(v["network"]) for v in vifs] == [first]
+    x.VM.hard_shutdown(vm)
+
+
+def test_upload_a_disk_image_into_an_sr_with_progress(page, server, x, tmp_path):
+    image = tmp_path / "upload-test.img"
+    data = os.urandom(3 << 20)
+    image.write_bytes(data)
+    p = login(page)
+    p.get_by_role("treeitem", name="Local storage", exact=True).click()
+    p.get_by_label("Disk image (raw)").set_input_files(str(image))
+    p.get_by_role("button", name="Upload").click()
+    p.get_by_role("status").filter(has_text="Uploaded upload-test.img.").wait_for(timeout=60000)
+    bar = p.get_by_role("progressbar", name="Upload progress")
+    assert bar.get_attribute("value") == bar.get_attribute("max") == str(len(data))
+    p.get_by_role("cell", name="upload-test.img").wait_for()
+    screenshot(p, "sr-upload")
+    vdi = x.VDI.get_by_name_label("upload-test.img")[0]
+    assert x.VDI.get_virtual_size(vdi) == str(len(data))
+    reader = server.session()
+    try:
+        with httpx.Client(verify=False, timeout=60) as http:
+            back = http.get(f"{server.url}/export_raw_vdi", params={
+                "session_id": reader._session, "vdi": vdi, "format": "raw"})
+    finally:
+        reader.xenapi.session.logout()
+    assert back.status_code == 200 and back.content == data
