@@ -204,6 +204,20 @@ def test_unplug_force_of_a_disk_not_unpluggable(real, x, booted, sr):
     assert e.value.details == ["DEVICE_ALREADY_DETACHED", extra]
 
 
+def test_resize_online_grows_the_disk_the_guest_sees(real, sdk, x, booted):
+    vbd0 = next(v for v in x.VM.get_VBDs(booted) if x.VBD.get_userdevice(v) == "0")
+    vdi = x.VBD.get_VDI(vbd0)
+    size = int(x.VDI.get_virtual_size(vdi))
+    x.VDI.resize_online(vdi, str(size + 16 * MIB))
+    assert int(x.VDI.get_virtual_size(vdi)) == size + 16 * MIB
+    sectors = (size + 16 * MIB) // 512
+    run_in_guest(real, sdk, booted, "echo SIZE-$(cat /sys/block/vda/size)-END",
+                 f"SIZE-{sectors}-END")
+    with pytest.raises(XenAPI.Failure) as e:
+        x.VDI.resize_online(vdi, str(MIB))   # no shrinking
+    assert e.value.details[0] == "VDI_TOO_SMALL"
+
+
 def qemu_io(path, command):
     return subprocess.run(["qemu-io", "-f", "qcow2", "-c", command, path],
                           capture_output=True, text=True, check=True).stdout
