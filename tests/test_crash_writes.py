@@ -1,7 +1,8 @@
 """kill -9 under load: 200 concurrent clients make mutating calls, the server gets
 SIGKILL mid-flight; after the restart every acknowledged write is there, nothing
 destroyed came back, and the database passes the consistency check (which, shown
-here too, does catch damage)."""
+here too, does catch damage). The kill -9 test runs with the records in SQLite and in
+PostgreSQL (pg_server.py)."""
 import os
 import shutil
 import sqlite3
@@ -11,23 +12,25 @@ import sys
 import pytest
 
 from crashload import AckLog, compare, run_load, server_records
+from pg_server import database_url, store_backend  # noqa: F401 (fixtures: both backends)
 from serverproc import ROOT_PASSWORD, ServerProcess
-from xapi_server.store.check import check_data_dir, check_records
+from xapi_server.store.check import check_data_dir, check_database_url, check_records
 
 CLIENTS = 200
 KILL_AFTER_ACKS = 2000
 NULL = "OpaqueRef:NULL"
 
 
-def check_cli(data_dir):
-    return subprocess.run([sys.executable, "-m", "xapi_server.store.check", data_dir],
+def check_cli(data_dir_or_url):
+    return subprocess.run([sys.executable, "-m", "xapi_server.store.check", data_dir_or_url],
                           capture_output=True, text=True)
 
 
 @pytest.mark.slow   # 200 clients, kill -9, restart: the checks below stay in the quick run
-def test_kill_9_under_200_clients_loses_no_acknowledged_write(tmp_path):
+def test_kill_9_under_200_clients_loses_no_acknowledged_write(tmp_path,
+                                                             database_url):  # noqa: F811
     data = str(tmp_path / "data")
-    proc = ServerProcess(data).start()
+    proc = ServerProcess(data, database_url=database_url).start()
     log = AckLog(str(tmp_path / "acks.jsonl"))
     try:
         failures = run_load(proc.url, ROOT_PASSWORD, CLIENTS, log, proc.kill, KILL_AFTER_ACKS)
@@ -43,7 +46,7 @@ def test_kill_9_under_200_clients_loses_no_acknowledged_write(tmp_path):
     assert len(pending) >= CLIENTS // 2           # the kill really hit calls in flight
     assert {e["op"] for e in entries if e["acked"]} == {"create", "set", "map_add", "destroy"}
 
-    result = check_cli(data)                      # the crashed data dir, as an admin would
+    result = check_cli(database_url or data)      # the crashed database, as an admin would
     assert result.returncode == 0, result.stdout + result.stderr
 
     proc.start()
@@ -55,7 +58,8 @@ def test_kill_9_under_200_clients_loses_no_acknowledged_write(tmp_path):
         assert len(bridges) == len(set(bridges))
     finally:
         proc.stop()
-    assert check_data_dir(data) == []             # and after the restart's own writes
+    after = check_database_url(database_url) if database_url else check_data_dir(data)
+    assert after == []                            # and after the restart's own writes
 
 
 @pytest.fixture(scope="module")

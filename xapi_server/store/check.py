@@ -1,4 +1,5 @@
 """Is a data dir's database consistent?  `python -m xapi_server.store.check DATA_DIR`
+(or a pool database: `... check postgresql://...`, the same checks but SQLite's own)
 
 For an administrator, with the server stopped (or on a copy of the data dir, e.g.
 after a crash or a restore). The database is opened read-only; nothing is repaired.
@@ -30,6 +31,8 @@ from ..datamodel import CLASSES, NULL_REF, RELATIONS
 from ..datamodel.types import INT, Enum, Map, Prim, Record, Ref, Set, TypeMismatch, \
     parse_datetime
 from . import Store
+from ._postgres import PgDatabase, is_postgres_url
+from .writer import DatabaseUnavailable
 from .codec import decode, quote, stored_fields
 
 DB_NAME = "xapi.db"   # as Settings.db_path
@@ -196,14 +199,32 @@ def check_data_dir(data_dir: str) -> list[str]:
             return problems + [f"the database cannot be read: {exc}"]
     finally:
         conn.close()
-    problems += decode_problems
-    problems += check_records(_loaded(rows))
+    return problems + decode_problems + check_rows(rows, meta)
+
+
+def check_rows(rows, meta) -> list[str]:
+    """Problems of decoded rows ({class: {ref: record}}) and the meta table."""
+    problems = check_records(_loaded(rows))
     for key, cname in (("pool_ref", "pool"), ("host_ref", "host")):
         if key not in meta:
             problems.append(f"meta: no {key}")
         elif meta[key] not in rows.get(cname, {}):
             problems.append(f"meta: {key} {meta[key]} is not a {cname} in the database")
     return problems
+
+
+def check_database_url(url: str) -> list[str]:
+    """The same checks on a PostgreSQL pool database (its server stopped: the check
+    takes the writer's lock). A value that does not decode stops the check."""
+    try:
+        db = PgDatabase(url)
+    except DatabaseUnavailable as exc:
+        raise CheckError(str(exc)) from None
+    try:
+        loaded = db.load()
+    finally:
+        db.close()
+    return check_rows(loaded.rows, loaded.meta)
 
 
 def _integrity(conn) -> list[str]:
@@ -269,10 +290,12 @@ def main(argv=None) -> int:
         prog="python -m xapi_server.store.check",
         description="Check the consistency of an xapi-py data dir's database "
                     "(read-only; run it while the server is stopped).")
-    parser.add_argument("data_dir")
+    parser.add_argument("data_dir", help="the data dir, or the postgresql:// URL of a "
+                                         "pool database")
     args = parser.parse_args(argv)
     try:
-        problems = check_data_dir(args.data_dir)
+        problems = (check_database_url(args.data_dir) if is_postgres_url(args.data_dir)
+                    else check_data_dir(args.data_dir))
     except CheckError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
