@@ -170,6 +170,22 @@ def test_restart_device_models_keeps_the_guest(real, sdk, x, booted):
     assert console(real, x, vm).count(MARK + "BOOTED") == boots
 
 
+def test_bios_strings_reach_the_firmware(real, x, guest):  # noqa: F811
+    vm = guest_vm(x, guest, "biosguest")
+    x.VM.set_bios_strings(vm, {"system-manufacturer": "ACME Corp", "system-serial-number":
+                               "SN-77", "bios-vendor": "ACME BIOS"})
+    x.VM.start(vm, False, False)
+    try:
+        with open(f"/proc/{qemu_pid(x, vm)}/cmdline", "rb") as f:
+            argv = f.read().decode().split("\0")
+        smbios = [argv[i + 1] for i, a in enumerate(argv) if a == "-smbios"]
+        assert any("manufacturer=ACME Corp" in a and "serial=SN-77" in a for a in smbios), argv
+        assert any("vendor=ACME BIOS" in a for a in smbios), smbios
+        assert any("MS_VM_CERT" in a for a in smbios), smbios   # xapi's OEM strings
+    finally:
+        x.VM.hard_shutdown(vm)
+
+
 def test_send_sysrq_and_triggers(real, x, booted):
     vm = booted
     start = len(console(real, x, vm))

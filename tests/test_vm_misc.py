@@ -96,6 +96,24 @@ def test_host_bios_strings_come_from_dmi_and_a_vm_copies_them(x):
     assert failure(x.VM.copy_bios_strings, vm, NULL)[0] == "HANDLE_INVALID"
 
 
+def test_set_bios_strings_as_xapi(x):
+    vm = new_vm(x, "bios set")
+    x.VM.set_bios_strings(vm, {"system-manufacturer": "ACME", "enclosure-asset-tag": "A-1"})
+    strings = x.VM.get_bios_strings(vm)
+    assert strings["system-manufacturer"] == "ACME" and strings["enclosure-asset-tag"] == "A-1"
+    assert strings["bios-vendor"] == "Xen" and strings["system-product-name"] == "HVM domU"
+    assert failure(x.VM.set_bios_strings, vm, {"bios-vendor": "B"}) == \
+        ["VM_BIOS_STRINGS_ALREADY_SET"]
+    other = new_vm(x, "bios refused")
+    for value, why in [({"oem-1": "x"}, "Unknown key"), ({"bios-version": ""},
+                                                        "Value provided is empty"),
+                       ({"bios-version": "v" * 513}, "has length more than 512 characters"),
+                       ({"bios-version": "caf\u00e9"}, "has non-printable ASCII characters")]:
+        details = failure(x.VM.set_bios_strings, other, value)
+        assert details[:2] == ["INVALID_VALUE", next(iter(value))] and why in details[2]
+    assert x.VM.get_bios_strings(other) == {}
+
+
 # -- VM.import from a URL ----------------------------------------------------------------
 
 class _Serve(http.server.BaseHTTPRequestHandler):

@@ -66,6 +66,45 @@ def copy_bios_strings(ctx, vm, host):
                  affinity=host)
 
 
+# xapi_globs: the keys a client may set, their length limit, and what a VM gets for
+# the keys it does not set (xapi's generic strings and its standard OEM strings).
+SETTABLE_BIOS_KEYS = ("bios-vendor", "bios-version", "system-manufacturer",
+                      "system-product-name", "system-version", "system-serial-number",
+                      "baseboard-manufacturer", "baseboard-product-name",
+                      "baseboard-version", "baseboard-serial-number", "baseboard-asset-tag",
+                      "baseboard-location-in-chassis", "enclosure-asset-tag")
+BIOS_STRING_MAX = 512
+GENERIC_BIOS_STRINGS = {
+    "bios-vendor": "Xen", "bios-version": "", "system-manufacturer": "Xen",
+    "system-product-name": "HVM domU", "system-version": "", "system-serial-number": "",
+    "baseboard-manufacturer": "", "baseboard-product-name": "", "baseboard-version": "",
+    "baseboard-serial-number": "", "baseboard-asset-tag": "",
+    "baseboard-location-in-chassis": "", "enclosure-asset-tag": "", "hp-rombios": "",
+    "oem-1": "Xen", "oem-2": "MS_VM_CERT/SHA1/bdbeb6e0a816d43fa6d3fe8aaef04c2bad9d3e3d"}
+
+
+def _check_bios_string(key: str, value: str) -> None:
+    if key not in SETTABLE_BIOS_KEYS:
+        raise ApiError("INVALID_VALUE", key, "Unknown key")
+    if not value:
+        raise ApiError("INVALID_VALUE", key, "Value provided is empty")
+    if len(value) > BIOS_STRING_MAX:
+        raise ApiError("INVALID_VALUE", key,
+                       f"{value} has length more than {BIOS_STRING_MAX} characters")
+    if any(not " " <= c <= "~" for c in value):
+        raise ApiError("INVALID_VALUE", key, f"{value} has non-printable ASCII characters")
+
+
+@implements("VM.set_bios_strings")
+def set_bios_strings(ctx, self, value):
+    """As xapi: only while the VM has none; the given keys over xapi's generic ones."""
+    if ctx.store.get("VM", self, "bios_strings"):
+        raise ApiError("VM_BIOS_STRINGS_ALREADY_SET")
+    for key, text in value.items():
+        _check_bios_string(key, text)
+    ctx.store.update("VM", self, bios_strings={**GENERIC_BIOS_STRINGS, **value})
+
+
 @implements("VM.query_services")
 def query_services(ctx, self):
     ctx.store.record("VM", self)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from ...backends.hypervisor import METADATA_NS, METADATA_PREFIX, Capabilities
-from . import qos
+from . import qos, smbios
 
 # XenAPI on_crash_behaviour -> libvirt <on_crash>
 _ON_CRASH = {"destroy": "destroy", "coredump_and_destroy": "coredump-destroy",
@@ -78,6 +78,8 @@ def build(ctx: BuildContext, contributors: Iterable[DeviceContributor] = ()) -> 
     _sub(dom, "vcpu", vm["VCPUs_max"], placement="static", current=vm["VCPUs_at_startup"])
 
     _os(dom, ctx)
+    if ctx.capabilities.emulates_machine:
+        smbios.decorate(dom, vm["bios_strings"])   # VM.copy_bios_strings' host strings
     features = _sub(dom, "features")
     if vm["platform"].get("acpi", "1") != "0":
         _sub(features, "acpi")
