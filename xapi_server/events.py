@@ -78,6 +78,28 @@ class Subscription:
 def collect(store, sub: Subscription, since: int, upto: int) -> list[dict]:
     """Events for changes after generation `since`, coalesced per object; objects
     changed after `upto` are left for a later call."""
+    events: list[dict] = []
+    for part in _event_parts(store, sub, since, upto):
+        events += part
+    return events
+
+
+async def collect_sliced(store, sub: Subscription, since: int, upto: int) -> list[dict]:
+    """collect(), giving the event loop back between parts: a full event.from over
+    tens of thousands of objects must not hold up every other client. The objects and
+    their Records are taken in one go before the first part (a Record is never changed
+    in place), so the answer is the one collect() would have given at that moment."""
+    events: list[dict] = []
+    for part in _event_parts(store, sub, since, upto):
+        events += part
+        await asyncio.sleep(0)
+    return events
+
+
+PART = 2048   # objects turned into events between two turns of the event loop
+
+
+def _event_parts(store, sub, since, upto):
     if since < store.log_floor or since == 0:
         touched = _scan_everything(store, sub, since)
     else:
@@ -86,11 +108,21 @@ def collect(store, sub: Subscription, since: int, upto: int) -> list[dict]:
         for gen, cname, ref in store.log[start:]:
             if sub.wants(cname, ref):
                 touched[(cname, ref)] = gen
+    tables = store.tables
+    items = [(key, gen, tables[key[0]].get(key[1])) for key, gen in touched.items()
+             if gen <= upto]
+    for first in range(0, len(items), PART):
+        yield _events(store, items[first:first + PART], since)
+
+
+def _made(store, cname, ref) -> int:
+    made = store.created[cname].get(ref)
+    return store.deleted.get((cname, ref), 0) if made is None else made
+
+
+def _events(store, items, since) -> list[dict]:
     events = []
-    for (cname, ref), gen in touched.items():
-        if gen > upto:
-            continue
-        record = store.tables[cname].get(ref)
+    for (cname, ref), gen, record in items:
         if record is None:
             made = store.deleted.get((cname, ref))
             if made is None or made > since:
@@ -98,9 +130,8 @@ def collect(store, sub: Subscription, since: int, upto: int) -> list[dict]:
             events.append({"id": str(gen), "timestamp": "0.0", "class": cname.lower(),
                            "operation": "del", "ref": ref})
             continue
-        made = store.created[cname].get(ref, 0)
-        events.append({"id": str(store.gens[cname].get(ref, gen)), "timestamp": "0.0",
-                       "class": cname.lower(), "operation": "add" if made > since else "mod",
+        events.append({"id": str(gen), "timestamp": "0.0", "class": cname.lower(),
+                       "operation": "add" if _made(store, cname, ref) > since else "mod",
                        "ref": ref, "snapshot": record})
     return events
 
@@ -108,9 +139,12 @@ def collect(store, sub: Subscription, since: int, upto: int) -> list[dict]:
 def _scan_everything(store, sub, since):
     touched = {}
     for cname in sub.all_classes():
-        for ref, gen in store.gens[cname].items():
-            if gen > since and sub.wants(cname, ref):
-                touched[(cname, ref)] = gen
+        gens = store.gens[cname]
+        if sub.everything or cname in sub.classes:     # the whole class: no test per ref
+            touched.update(((cname, ref), gen) for ref, gen in gens.items() if gen > since)
+        else:
+            touched.update(((cname, ref), gen) for ref, gen in gens.items()
+                           if gen > since and sub.wants(cname, ref))
     for (cname, ref), _made in store.deleted.items():
         if sub.wants(cname, ref):
             touched[(cname, ref)] = store.generation
@@ -127,7 +161,7 @@ async def event_from(store, classes, token: str, timeout: float) -> dict:
     deadline = time.monotonic() + max(0.0, min(timeout, 86400.0))
     while True:
         seen = store.durable_generation
-        events = collect(store, sub, since, seen)
+        events = await collect_sliced(store, sub, since, seen)
         remaining = deadline - time.monotonic()
         if events or remaining <= 0:
             return {"events": events, "valid_ref_counts": valid_ref_counts(store),
