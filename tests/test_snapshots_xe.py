@@ -117,3 +117,20 @@ def test_destroy_keeps_disks_uninstall_removes_them(x, xe, sr):
     assert third not in x.VM.get_all() and vm in x.VM.get_all()
     assert not any(d in x.VDI.get_all() for d in gone)
     assert len(disks(x, vm)) == 1 and disks(x, vm)[0] in x.VDI.get_all()
+
+
+def test_export_to_template(x, xe, sr, tmp_path):
+    vm, _ = vm_with_disk(x, sr, "exported-snap-src")
+    snap = x.VM.snapshot(vm, "exported-snap")
+    path = tmp_path / "snap.xva"
+    xe("snapshot-export-to-template", f"snapshot-uuid={x.VM.get_uuid(snap)}",
+       f"filename={path}", "compress=zstd")
+    assert path.stat().st_size > 0
+    new = xe("vm-import", f"filename={path}", f"sr-uuid={x.SR.get_uuid(sr)}").stdout.strip()
+    ref = x.VM.get_by_uuid(new)
+    assert x.VM.get_name_label(ref) == "exported-snap"
+    assert x.VM.get_is_a_template(ref) and not x.VM.get_is_a_snapshot(ref)
+    assert len(disks(x, ref)) == 1
+    proc = xe("snapshot-export-to-template", f"snapshot-uuid={x.VM.get_uuid(vm)}",
+              f"filename={tmp_path / 'no.xva'}", ok=False)
+    assert proc.returncode != 0 and "is not a snapshot" in proc.stderr + proc.stdout

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ...datamodel import NULL_REF as NULL
 from ..errors import CliFailure
 from ..table import command
+from ..transfer import track_http_operation
 from .vm import _copy_like, uninstall
 
 _WHICH = ("uuid", "snapshot-uuid")
@@ -80,3 +81,24 @@ async def snapshot_clone(ctx):
 async def snapshot_copy(ctx):
     sr = await ctx.by_uuid("SR", ctx.param("sr-uuid")) if ctx.param("sr-uuid") else NULL
     await _from_snapshot(ctx, "VM.copy", sr)
+
+
+@command("snapshot-export-to-template", reqd=("filename", "snapshot-uuid"),
+         optional=("preserve-power-state", "compress", "metadata", "excluded-device-types"),
+         help="Export the snapshot to an XVA file where xe runs; it imports as a template "
+              "(compress=true|gzip|zstd; metadata=true: ova.xml only).")
+async def snapshot_export_to_template(ctx):
+    snap = await _snapshot(ctx)
+    if ctx.flag("metadata"):
+        path = "/export_metadata"
+        query = {"ref": snap, "export_snapshots": "false",
+                 "excluded_device_types": ctx.param("excluded-device-types", "")}
+    else:
+        compress = ctx.param("compress", "false")
+        path = "/export"
+        query = {"ref": snap,
+                 "use_compression": compress if compress in ("true", "gzip", "zstd") else
+                 "false",
+                 "preserve_power_state": str(ctx.flag("preserve-power-state")).lower()}
+    await track_http_operation(ctx, f"Export of VM: {ctx.param('snapshot-uuid')}", False,
+                               ctx.reqd("filename"), path, query)
