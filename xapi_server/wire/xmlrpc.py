@@ -148,9 +148,7 @@ def _escape(text: str) -> str:
 def _encode(value, out: list):
     t = type(value)
     if t is str:
-        out.append("<value>")
-        out.append(_escape(value))
-        out.append("</value>")
+        out.append(f"<value>{value.translate(_ESCAPES)}</value>")
     elif t is bool:
         out.append("<value><boolean>1</boolean></value>" if value
                    else "<value><boolean>0</boolean></value>")
@@ -177,12 +175,27 @@ def _encode(value, out: list):
         _encode(str(value), out)
 
 
+# "<member><name>key</name>" of the keys met so far (field names, mostly): one piece
+# instead of three and no escaping of the same name again and again.
+_MEMBER_HEADS: dict = {}
+
+
+def _member_head(key) -> str:
+    head = _MEMBER_HEADS.get(key) if type(key) is str else None
+    if head is None:
+        head = f"<member><name>{_escape(str(key))}</name>"
+        if type(key) is not str:
+            return head
+        if len(_MEMBER_HEADS) > 50000:     # map keys are free text: keep it bounded
+            _MEMBER_HEADS.clear()
+        _MEMBER_HEADS[key] = head
+    return head
+
+
 def _encode_struct(value, out: list):
     out.append("<value><struct>")
     for key, item in value.items():
-        out.append("<member><name>")
-        out.append(_escape(str(key)))
-        out.append("</name>")
+        out.append(_member_head(key))
         _encode(item, out)
         out.append("</member>")
     out.append("</struct></value>")
@@ -221,7 +234,7 @@ def _value_chunks(value, top: bool = True):
             for batch in batches(list(value.items())):
                 out: list = []
                 for key, item in batch:
-                    out += ("<member><name>", _escape(str(key)), "</name>")
+                    out.append(_member_head(key))
                     _encode(item, out)
                     out.append("</member>")
                 yield "".join(out).encode()
