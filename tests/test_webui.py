@@ -178,7 +178,7 @@ def test_vm_view_tabs_buttons_from_allowed_operations_and_properties(page, serve
     assert button("Shut down").is_enabled() and button("Force shut down").is_enabled()
     assert button("Start").is_disabled() and button("Delete").is_disabled()
     # General: name, description and tags, saved through the API
-    p.get_by_label("Name", exact=True).fill("web-gamma-2")
+    p.get_by_role("main").get_by_label("Name", exact=True).fill("web-gamma-2")
     p.get_by_label("Description").fill("made in a browser")
     p.get_by_label("Tags").fill("web, test")
     p.get_by_role("button", name="Save").click()
@@ -196,18 +196,33 @@ def test_vm_view_tabs_buttons_from_allowed_operations_and_properties(page, serve
         screenshot(p, f"vm-{tab.lower()}")
 
 
+def enabled_buttons(p) -> set[str]:
+    names = set()
+    for button in p.get_by_role("button").all():
+        if button.is_visible() and button.is_enabled():
+            names.add(button.inner_text().strip())
+    return names
+
+
 def test_a_read_only_user_sees_no_enabled_mutating_control(page, server, x, users):
     vm_named(x, "web-delta")
     p = login(page, *users["reader"])
     p.get_by_role("treeitem", name="web-delta", exact=True).click()
     toolbar = p.get_by_role("toolbar", name="VM actions")
-    buttons = toolbar.get_by_role("button")
-    assert buttons.count() == 10
-    for i in range(buttons.count()):
-        assert buttons.nth(i).is_disabled(), buttons.nth(i).inner_text()
-    assert p.get_by_label("Name", exact=True).get_attribute("readonly") is not None
-    assert p.get_by_role("button", name="Save").is_disabled()
+    assert toolbar.get_by_role("button").count() == 10
+    assert p.get_by_role("main").get_by_label("Name", exact=True).get_attribute("readonly") is not None
+    for tab in ("General", "Storage", "Network", "Snapshots"):
+        p.get_by_role("tab", name=tab).click()
+        p.get_by_role("tabpanel").wait_for()
+        assert enabled_buttons(p) == {"Log out"}, tab
     screenshot(p, "read-only")
+    host = x.host.get_name_label(x.host.get_all()[0])
+    for item in ("Local storage", host):
+        # the item's own link (a host's item also holds its VMs' items)
+        p.get_by_role("treeitem", name=item, exact=True).get_by_role("link").first.click()
+        p.get_by_role("heading", name=item).wait_for()
+        assert enabled_buttons(p) == {"Log out"}, item
+    assert p.get_by_role("button", name="New VM").is_disabled()
 
 
 def test_logout_ends_the_session_and_an_expired_one_is_said(page, server, x, users):
@@ -298,3 +313,47 @@ def test_upload_a_disk_image_into_an_sr_with_progress(page, server, x, tmp_path)
     finally:
         reader.xenapi.session.logout()
     assert back.status_code == 200 and back.content == data
+
+
+def test_disks_snapshots_and_an_xva_round_trip(page, server, x, tmp_path):
+    vm = vm_named(x, "web-zeta")
+    p = login(page)
+    p.get_by_role("treeitem", name="web-zeta", exact=True).click()
+    p.get_by_role("tab", name="Storage").click()
+    p.get_by_label("New disk size (GiB)").fill("0.0625")
+    p.get_by_role("button", name="Add disk").click()
+    p.get_by_role("cell", name="web-zeta disk", exact=True).wait_for()
+    vdi = x.VBD.get_VDI([v for v in x.VM.get_VBDs(vm) if x.VBD.get_type(v) == "Disk"][0])
+    assert x.VDI.get_virtual_size(vdi) == str(64 << 20)
+    p.get_by_role("button", name="Resize web-zeta disk").click()
+    p.get_by_label("New size of web-zeta disk (GiB)").fill("0.125")
+    p.get_by_role("button", name="Apply size").click()
+    p.get_by_role("cell", name="128 MiB", exact=True).wait_for()
+    assert x.VDI.get_virtual_size(vdi) == str(128 << 20)
+    screenshot(p, "vm-storage-disk")
+    # snapshots: take one, revert to it, delete it
+    p.get_by_role("tab", name="Snapshots").click()
+    p.get_by_role("button", name="Take snapshot").click()
+    snapshots = lambda: x.VM.get_snapshots(vm)  # noqa: E731
+    wait = time.monotonic() + 30
+    while not snapshots() and time.monotonic() < wait:
+        time.sleep(0.1)
+    name = x.VM.get_name_label(snapshots()[0])
+    p.get_by_role("button", name=f"Revert to {name}").click()
+    p.get_by_role("button", name=f"Delete snapshot {name}").click()
+    p.get_by_role("cell", name="No snapshots.").wait_for()
+    assert x.VM.get_snapshots(vm) == []
+    # export by navigation, then import the file in the pool's page
+    p.get_by_role("tab", name="General").click()
+    with p.expect_download() as download:
+        p.get_by_role("link", name="Export (XVA)").click()
+    xva = tmp_path / "web-zeta.xva"
+    download.value.save_as(xva)
+    assert xva.read_bytes()[:4] == b"\x28\xb5\x2f\xfd"   # the zstd-compressed XVA asked for
+    p.get_by_role("treeitem", name=x.pool.get_name_label(x.pool.get_all()[0]) or "Pool",
+                  exact=True).get_by_role("link").first.click()
+    p.get_by_label("XVA file").set_input_files(str(xva))
+    p.get_by_role("button", name="Import").click()
+    p.get_by_role("status").filter(has_text="Imported web-zeta.xva").wait_for(timeout=60000)
+    assert len(x.VM.get_by_name_label("web-zeta")) == 2
+    screenshot(p, "pool-import")
