@@ -28,12 +28,13 @@ async def restart_device_models(ctx, self):
     async with vm_operation(ctx, self, "pool_migrate"):
         runtime = ctx.server.runtime_of_vm(self).vms
         work = scratch_dir(ctx.server)
+        uuid = ctx.store.get("VM", self, "uuid")
         try:
-            uuid = ctx.store.get("VM", self, "uuid")
-            await hv_call(runtime.hv.restart_device_model(uuid, os.path.join(work, "state")))
+            async with runtime.held(uuid):   # the stop in between is not a shutdown
+                await hv_call(runtime.hv.restart_device_model(uuid,
+                                                              os.path.join(work, "state")))
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        await runtime.refresh(self)
 
 
 @implements("VM.set_shadow_multiplier_live")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 
 from .. import hostinfo
@@ -61,6 +62,7 @@ class VmRuntime:
         self._poller: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._started = False  # after the first resync, changes are news for the admin
+        self._held: set[str] = set()   # uuids whose domain is being replaced (below)
 
     @property
     def store(self):
@@ -183,9 +185,24 @@ class VmRuntime:
         if tracked(self.store.record("VM", ref)):
             self._apply(ref, state, ticket)
 
+    @asynccontextmanager
+    async def held(self, uuid: str):
+        """While the domain is saved and restored into a new QEMU process
+        (VM.restart_device_models) its stop in between is no state of the VM: reads
+        are ignored, the domain is read again after."""
+        self._held.add(uuid)
+        try:
+            yield
+        finally:
+            self._held.discard(uuid)
+            self._applied[uuid] = self._ticket   # reads begun while held are stale
+            await self.refresh_uuid(uuid)
+
     def _apply(self, ref: str, state: DomainState, ticket: int):
         rec = self.store.record("VM", ref)
         uuid = rec["uuid"]
+        if uuid in self._held:
+            return
         if ticket < self._applied.get(uuid, 0):
             return  # an older observation than one already applied
         self._applied[uuid] = ticket

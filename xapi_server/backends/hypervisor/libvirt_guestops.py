@@ -41,7 +41,17 @@ class GuestOps:
         """Run the domain again from a memory image, with `xml` (the image's own,
         its disk sources changed) as its definition."""
         flags = libvirt.VIR_DOMAIN_SAVE_PAUSED if paused else libvirt.VIR_DOMAIN_SAVE_RUNNING
-        await self._run(lambda c: c.restoreFlags(path, xml, flags))
+
+        def _restore(c):
+            c.restoreFlags(path, xml, flags)
+            self._shaped_again(c, ET.fromstring(xml).findtext("uuid"))
+        await self._run(_restore)
+
+    def _shaped_again(self, c, uuid: str) -> None:
+        """A restored domain has new taps: the NIC rates go on them again, as after a
+        start (LibvirtHypervisor._shape_started; the test driver has no taps)."""
+        if not self._test_driver:
+            self._shape_started(self._domain(c, uuid))
 
     async def restart_device_model(self, uuid: str, path: str) -> None:
         """Replace the domain's QEMU process: its whole state saved to `path` (a file
@@ -51,6 +61,7 @@ class GuestOps:
             # brings it back so (no flags: the test driver knows none).
             self._domain(c, uuid).save(path)
             c.restore(path)
+            self._shaped_again(c, uuid)
         await self._run(_restart)
 
     async def send_keys(self, uuid: str, keycodes: list[int]) -> None:
