@@ -279,9 +279,8 @@ def _loaded(rows) -> dict[str, dict[str, dict]]:
     """The tables as the server holds them after loading these rows: the store's own
     load path fills in the many sides of the relations."""
     store = Store(None)
-    for cname, table in rows.items():
-        for ref, record in table.items():
-            store._install(cname, ref, dict(record))
+    store._load_rows({cname: {ref: dict(record) for ref, record in table.items()}
+                      for cname, table in rows.items()})
     return store.tables
 
 
