@@ -4,10 +4,12 @@ of an XVA served over HTTP, device-model restarts, disaster-recovery checks, plu
 on the VM's host, and xapi's answers where a feature (UEFI, sysprep, WLB, conversion,
 metadata VDIs) cannot exist here."""
 import http.server
+import re
 import ssl
 import stat
 import struct
 import threading
+import time
 import xmlrpc.client
 
 import pytest
@@ -157,6 +159,22 @@ def test_import_from_a_url(x, srv, sid, sr, network, web, name):  # noqa: F811
     assert [x.VDI.get_virtual_size(v) for v in vdis] == [str(2 * MiB)]
     tasks = [t for t in x.task.get_all() if x.task.get_name_label(t).startswith("VM.import")]
     assert tasks == []   # the import's own task is gone
+
+
+def test_import_from_a_url_with_full_restore(x, srv, sid, sr, network, web):  # noqa: F811
+    vm = make_vm(x, sr, network, "restored", [(MiB, [])])
+    uuid = x.VM.get_uuid(vm)
+    _Serve.files["/restore-sized.xva"], _ = export(x, srv, sid, vm)
+    for vdi in [x.VBD.get_VDI(v) for v in x.VM.get_VBDs(vm)]:
+        x.VDI.destroy(vdi)
+    x.VM.destroy(vm)
+    task = getattr(x.Async.VM, "import")(f"{web}/restore-sized.xva", sr[0], True, False)
+    deadline = time.monotonic() + 60
+    while x.task.get_status(task) == "pending" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert x.task.get_status(task) == "success", x.task.get_error_info(task)
+    (new,) = re.findall(r"OpaqueRef:[0-9a-f-]+", x.task.get_result(task))
+    assert x.VM.get_uuid(new) == uuid   # the VM's own uuid back
 
 
 def test_import_from_a_bad_url(x, sr, web):  # noqa: F811
