@@ -331,6 +331,21 @@ def test_disks_snapshots_and_an_xva_round_trip(page, server, x, tmp_path):
     p.get_by_role("cell", name="128 MiB", exact=True).wait_for()
     assert x.VDI.get_virtual_size(vdi) == str(128 << 20)
     screenshot(p, "vm-storage-disk")
+    p.get_by_role("button", name="Detach web-zeta disk").click()
+    p.get_by_role("cell", name="No disks.").wait_for()
+    assert x.VM.get_VBDs(vm) == [] and x.VDI.get_SR(vdi)   # the disk stays in its SR
+    vbd = x.VBD.create({"VM": vm, "VDI": vdi, "userdevice": "0", "bootable": False,
+                        "mode": "RW", "type": "Disk", "empty": False, "other_config": {},
+                        "qos_algorithm_type": "", "qos_algorithm_params": {}})
+    p.get_by_role("cell", name="web-zeta disk", exact=True).wait_for()
+    # network interfaces: add one, remove it
+    p.get_by_role("tab", name="Network").click()
+    p.get_by_role("button", name="Add interface").click()
+    p.get_by_role("button", name="Remove interface 0").wait_for()
+    assert len(x.VM.get_VIFs(vm)) == 1
+    p.get_by_role("button", name="Remove interface 0").click()
+    p.get_by_role("cell", name="No network interfaces.").wait_for()
+    assert x.VM.get_VIFs(vm) == [] and x.VBD.get_VDI(vbd) == vdi
     # snapshots: take one, revert to it, delete it
     p.get_by_role("tab", name="Snapshots").click()
     p.get_by_role("button", name="Take snapshot").click()
