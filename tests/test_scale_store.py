@@ -85,3 +85,24 @@ def test_column_text_round_trip():
     for ftype, value in cases:
         assert decode(ftype, encode(value)) == value
     assert encode({"a": [1, True, None]}) == '{"a":[1,true,null]}'
+
+
+def test_find_by_index_follows_every_change():
+    async def run():
+        store = Store()
+        store.open()
+        a = store.create("network", {"name_label": "x", "bridge": "b1"})
+        assert store.find("network", name_label="x") == [a]      # the index is made here
+        b = store.create("network", {"name_label": "x", "bridge": "b2"})
+        assert sorted(store.find("network", name_label="x")) == sorted([a, b])
+        assert store.find("network", name_label="x", bridge="b2") == [b]
+        store.update("network", a, name_label="y")
+        assert store.find("network", name_label="x") == [b]
+        assert store.find("network", name_label="y") == [a]
+        store.delete("network", b)
+        assert store.find("network", name_label="x") == []
+        assert store.find("network", tags=[]) == [a]             # a set field: scanned
+        for cname, field, value in (("network", "name_label", "y"), ("network", "MTU", 1500)):
+            assert sorted(store.find(cname, **{field: value})) == sorted(
+                r for r, rec in store.tables[cname].items() if rec[field] == value)
+    asyncio.run(run())

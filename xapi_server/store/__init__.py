@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import uuid as uuidlib
 
-from ..datamodel import CLASSES, RELATIONS
+from ..datamodel import CLASSES, RELATIONS, Map, Set
 from ..datamodel.types import Row
 from ..errors import ApiError, handle_invalid
 from ._postgres import PgDatabase, display_name, is_postgres_url
@@ -73,6 +73,10 @@ class Store:
         self.created: dict[str, dict[str, int]] = {c: {} for c in CLASSES}
         self.deleted: dict[tuple[str, str], int] = {}
         self._waiters: set[asyncio.Future] = set()
+        # Indexes of plain fields that find() was asked about: (class, field) -> value ->
+        # {ref: None}; None for a field that cannot have one.
+        self._indexes: dict[tuple[str, str], dict | None] = {}
+        self._indexed: dict[str, list[str]] = {}
         # children[(child_class, ref_field)] -> [(owner_class, many_field)]
         self._field_names = {c: frozenset(CLASSES[c].field_map) for c in CLASSES}
         self._relations: dict[tuple[str, str], list[tuple[str, str]]] = {}
@@ -125,8 +129,51 @@ class Store:
         return ref
 
     def find(self, cname: str, **match) -> list[str]:
-        return [ref for ref, rec in self.tables[cname].items()
-                if all(rec.get(k) == v for k, v in match.items())]
+        """Refs whose fields equal `match`. The first field's index (made at the first
+        find on it, then kept by every change) gives the candidates: get_by_name_label,
+        a VM's metrics owner, a host's PBDs ... never scan the table."""
+        if not match:
+            return list(self.tables[cname])
+        field, value = next(iter(match.items()))
+        index = self._index(cname, field)
+        try:
+            candidates = self.tables[cname] if index is None else index.get(value, ())
+        except TypeError:                        # an unhashable value: scan
+            candidates = self.tables[cname]
+        table = self.tables[cname]
+        return [ref for ref in candidates
+                if all(table[ref].get(k) == v for k, v in match.items())]
+
+    def _index(self, cname: str, field: str) -> dict | None:
+        """value -> {ref: None} of a plain (not set or map) field, or None."""
+        key = (cname, field)
+        index = self._indexes.get(key)
+        if index is None and key not in self._indexes:
+            f = CLASSES[cname].field_map.get(field)
+            if f is not None and not isinstance(f.type, (Set, Map)):
+                index = {}
+                for ref, rec in self.tables[cname].items():
+                    index.setdefault(rec.get(field), {})[ref] = None
+            self._indexes[key] = index
+            if index is not None:
+                self._indexed.setdefault(cname, []).append(field)
+        return index
+
+    def _reindex(self, cname: str, ref: str, old: dict | None, new: dict | None):
+        for field in self._indexed.get(cname, ()):
+            before = old.get(field) if old is not None else None
+            after = new.get(field) if new is not None else None
+            if old is not None and new is not None and before == after:
+                continue
+            index = self._indexes[(cname, field)]
+            if old is not None:
+                refs = index.get(before)
+                if refs is not None:
+                    refs.pop(ref, None)
+                    if not refs:
+                        del index[before]
+            if new is not None:
+                index.setdefault(after, {})[ref] = None
 
     # -- writes (memory now, disk at flush) ----------------------------------------
 
@@ -248,6 +295,8 @@ class Store:
         """Put `new` (or remove, when None) and keep indexes and relations in step."""
         table = self.tables[cname]
         old = table.get(ref)
+        if cname in self._indexed:
+            self._reindex(cname, ref, old, new)
         uuids = self._by_uuid[cname]
         if old is not None and "uuid" in old:
             uuids.pop(old["uuid"], None)
@@ -339,6 +388,8 @@ class Store:
                     owner = self.tables[owner_cls].get(owner_ref)
                     if owner is not None:
                         owner[many].append(child_ref)
+        self._indexes.clear()     # made again from the loaded tables when next asked
+        self._indexed.clear()
 
     def _next_generation(self):
         self.generation += 1
