@@ -49,9 +49,8 @@ class GuestOps:
 
     def _shaped_again(self, c, uuid: str) -> None:
         """A restored domain has new taps: the NIC rates go on them again, as after a
-        start (LibvirtHypervisor._shape_started; the test driver has no taps)."""
-        if not self._test_driver:
-            self._shape_started(self._domain(c, uuid))
+        start (LibvirtHypervisor._shape_started; nothing where no tap has a rate)."""
+        self._shape_started(self._domain(c, uuid))
 
     async def restart_device_model(self, uuid: str, path: str) -> None:
         """Replace the domain's QEMU process: its whole state saved to `path` (a file
