@@ -17,7 +17,7 @@ import pytest
 
 from guest.harness import guest_vm
 from serverproc import ServerProcess, add_local_user, logged_in, tls_connect
-from webui_harness import (browser, built_ui, certificate_fingerprint, checked_page, login,
+from webui_harness import (Page, browser, built_ui, certificate_fingerprint, checked_page, login,
                           screenshot, xe)
 from xapi_server.config import Settings
 from xapi_server.http import webui
@@ -372,3 +372,36 @@ def test_disks_snapshots_and_an_xva_round_trip(page, server, x, tmp_path):
     p.get_by_role("status").filter(has_text="Imported web-zeta.xva").wait_for(timeout=60000)
     assert len(x.VM.get_by_name_label("web-zeta")) == 2
     screenshot(p, "pool-import")
+
+
+def test_users_and_roles_page_adds_a_local_user_who_can_log_in(page, server, x, browser):
+    p = login(page)
+    p.get_by_role("link", name="Users").click()
+    p.get_by_label("User name", exact=True).fill("web-newcomer")
+    p.get_by_label("New password", exact=True).fill("newcomer-pw-1")
+    p.get_by_label("Role", exact=True).select_option(label="vm-operator")
+    p.get_by_role("button", name="Add user").click()
+    p.get_by_role("status").filter(has_text="Added web-newcomer.").wait_for()
+    subject = [s for s, r in x.subject.get_all_records().items()
+               if r["subject_identifier"] == "local:web-newcomer"][0]
+    assert [x.role.get_name_label(r) for r in x.subject.get_roles(subject)] == ["vm-operator"]
+    p.get_by_label("Role of web-newcomer").select_option(label="vm-admin")
+    p.get_by_label("Role of web-newcomer").filter(has_text="vm-admin").wait_for()
+    deadline = time.monotonic() + 10
+    while [x.role.get_name_label(r) for r in x.subject.get_roles(subject)] != ["vm-admin"]:
+        assert time.monotonic() < deadline, x.subject.get_roles(subject)
+        time.sleep(0.1)
+    p.get_by_label("New password for web-newcomer").fill("newcomer-pw-2")
+    p.get_by_role("button", name="Set the password of web-newcomer").click()
+    p.get_by_role("status").filter(has_text="Password of web-newcomer changed.").wait_for()
+    screenshot(p, "users")
+    other = Page(browser, server)
+    try:
+        login(other, "web-newcomer", "newcomer-pw-2")
+        assert other.page.get_by_role("link", name="Users").count() == 0   # not a pool-admin
+    finally:
+        other.close()
+    p.get_by_role("button", name="Remove web-newcomer").click()
+    p.get_by_role("button", name="Remove web-newcomer").wait_for(state="detached")
+    assert not [r for r in x.subject.get_all_records().values()
+                if r["subject_identifier"] == "local:web-newcomer"]
