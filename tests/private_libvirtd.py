@@ -77,8 +77,9 @@ def unavailable() -> str | None:
 
 
 class PrivateLibvirtd:
-    def __init__(self, root: str):
+    def __init__(self, root: str, netns: str | None = None):
         self.root = os.path.abspath(root)
+        self.netns = netns   # run in that network namespace (its QEMUs' taps are there)
         self.proc: subprocess.Popen | None = None
         for sub in BINDS:
             os.makedirs(os.path.join(self.root, sub), exist_ok=True)
@@ -109,7 +110,8 @@ class PrivateLibvirtd:
         script = f"set -e; {binds}; exec {self.binary} -p {self.root}/libvirtd.pid"
         log = open(os.path.join(self.root, "libvirtd.log"), "ab")
         # unshare and sh exec: the pid we get is the daemon's.
-        self.proc = subprocess.Popen(["unshare", "-m", "--propagation", "private",
+        inside = ["ip", "netns", "exec", self.netns] if self.netns else []
+        self.proc = subprocess.Popen([*inside, "unshare", "-m", "--propagation", "private",
                                       "sh", "-c", script], stdout=log, stderr=log)
         deadline = time.monotonic() + timeout
         while not self.answers():

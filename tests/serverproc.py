@@ -90,6 +90,12 @@ class ServerProcess:
         self.log_path = os.path.join(data_dir, "server.log")
 
     def start(self, timeout: float = 60):
+        self.start_nowait()
+        return self.wait_started(timeout)
+
+    def start_nowait(self):
+        """Launch it; wait_started() then waits until it answers (several servers can
+        start together)."""
         os.makedirs(self.data_dir, exist_ok=True)
         log = open(self.log_path, "ab")
         inside = ["ip", "netns", "exec", self.netns] if self.netns else []
@@ -101,6 +107,8 @@ class ServerProcess:
             preexec_fn=self._limit_fds if self.max_fds else None)
         log.close()
         _running.add(self)
+
+    def wait_started(self, timeout: float = 60):
         try:
             self._wait_answering(timeout)
         except BaseException:

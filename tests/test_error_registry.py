@@ -35,6 +35,10 @@ FORWARDED = {
                                                "(XenAPIPlugin) as it is, as xapi",
     ("api/vm_url_import.py", "import_"): "re-raises the error_info of the /import task "
                                           "it drove as it is",
+    ("api/pool_membership.py", "_join"): "re-raises the coordinator's refusal of a join "
+                                          "(pool /pool_internal) as it is, as xapi",
+    ("api/pool_membership.py", "call_member"): "re-raises a member's refusal of an internal "
+                                                "call as it is",
 }
 
 

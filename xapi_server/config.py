@@ -101,6 +101,10 @@ class Settings:
     management_bridge: bool = False
     management_probe: str = ""
     management_probe_timeout: float = 15.0
+    # Pools (README "Pools"): a member tells the coordinator it is alive this often; the
+    # coordinator marks a member not live after this long without hearing from it.
+    pool_heartbeat_interval: float = 30.0
+    host_assumed_dead_interval: float = 600.0
     # host.set_hostname_live runs this with the new name appended.
     hostname_command: str = "hostnamectl set-hostname"
     # host.syslog_reconfigure: the rsyslog drop-in that forwards to

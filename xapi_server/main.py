@@ -1,6 +1,8 @@
 """`xapi-server`: read the settings, make sure the certificate exists, serve HTTPS."""
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 
 import uvicorn
@@ -67,9 +69,22 @@ def main(argv=None):
     print(f"xapi-server: serving https://{settings.listen}:{settings.port}", file=sys.stderr,
           flush=True)
     server = app.server
-    redirect.run(_Server(uv), settings,  # + the plain-HTTP redirect port, if set
+    serving = _Server(uv)
+    # A change of pool role stops serving and restarts (below): not by a signal, which
+    # uvicorn raises again once it has stopped.
+    server.serve_until(lambda: setattr(serving, "should_exit", True))
+    redirect.run(serving, settings,  # + the plain-HTTP redirect port, if set
                  closed=lambda: server.host_ref is not None and
                  server.store.get("host", server.host_ref, "https_only"))
+    if server.restart_after_stop:   # a new pool role (api/pool_membership.py)
+        for path in server.remove_after_stop:
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            for name in (path, path + "-wal", path + "-shm"):
+                if os.path.isfile(name):
+                    os.unlink(name)
+        print("xapi-server: restarting", file=sys.stderr, flush=True)
+        os.execv(sys.executable, [sys.executable, "-m", "xapi_server", *sys.argv[1:]])
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from .services.host import HostRuntime
 from .services.metrics import MetricsService
 from .services.network import guest
 from .services.network.runtime import NetRuntime
+from .services.pool import role as pool_role
 from .services.storage import attach
 from .services.vm.composition import VmComposition
 from .store import Store
@@ -67,6 +68,16 @@ class Server:
         self.storage_watcher: asyncio.Task | None = None       # disks follow power state
         self.storage_operations: asyncio.Task | None = None    # SR/VDI allowed_operations
         self.metrics: MetricsService | None = None   # samples and archives (from startup)
+        # Pools (api/pool_membership.py): this host's role, read at start (a change of
+        # role restarts the server); the coordinator's last heartbeat from each member
+        # (time.monotonic); the heartbeat task (a member's sender, the coordinator's
+        # liveness watch); and whether main() starts the server again once stopped.
+        self.role = pool_role.load(settings.data_dir)
+        self.heard_from: dict[str, float] = {}
+        self.pool_heartbeats: asyncio.Task | None = None
+        self.restart_after_stop = False
+        self.stop_serving = None   # set by main(): stop as a clean shutdown does
+        self.remove_after_stop: list[str] = []
 
     async def startup(self):
         loop = asyncio.get_running_loop()
@@ -87,13 +98,16 @@ class Server:
         await api.network.startup(self)   # internal network, PIF scan, kernel refresh
         self.metrics = MetricsService(self)   # needs the hypervisor: after the VMs
         await self.metrics.start()
+        self.pool_heartbeats = loop.create_task(
+            api.pool_membership.send_heartbeats(self) if self.role.is_member
+            else api.pool_membership.watch_liveness(self))
         self.tasks.start_gc()
         await self.store.flush()
 
     async def shutdown(self):
         self.tasks.stop_gc()
         for task in (self.certificate_checker, self.storage_watcher,
-                     self.storage_operations):
+                     self.storage_operations, self.pool_heartbeats):
             if task is not None:
                 task.cancel()
         if self.metrics is not None:
@@ -124,3 +138,21 @@ class Server:
 
     def runtime_of_pif(self, pif_ref: str) -> HostRuntime:
         return self.runtimes[self.store.get("PIF", pif_ref, "host")]
+
+    # -- a change of pool role takes effect at the next start (services/pool/role.py) --
+
+    def serve_until(self, stop_serving):
+        """main(): how to stop serving, as a clean shutdown does."""
+        self.stop_serving = stop_serving
+
+    def restart_soon(self, delay: float = 0.5):
+        """Stop as on SIGTERM once the current reply is out; main() then starts the
+        server again in this process (same pid, same arguments)."""
+        self.restart_after_stop = True
+        if self.stop_serving is not None:
+            asyncio.get_running_loop().call_later(delay, self.stop_serving)
+
+    def restart_then_remove(self, *paths: str):
+        """restart_soon, with these files (the local database) removed in between."""
+        self.remove_after_stop.extend(paths)
+        self.restart_soon()

@@ -116,6 +116,23 @@ _error("SUBJECT_ALREADY_EXISTS", "", "A subject with that identifier exists alre
 
 # --- hosts, HA, clustering ---------------------------------------------------------------
 _error("HOST_OFFLINE", "host", "The host cannot be reached.")
+# pools (api/pool_membership.py)
+_error("CANNOT_CONTACT_HOST", "host", "The coordinator could not reach the host.")
+_error("HOST_UNKNOWN_TO_MASTER", "host", "The coordinator has no host of that uuid.")
+_error("HOST_CANNOT_DESTROY_SELF", "host", "The coordinator cannot destroy its own host.")
+_error("HOST_HAS_RESIDENT_VMS", "host", "VMs still run on the host.")
+_error("POOL_JOINING_HOST_CONNECTION_FAILED", "",
+       "The joining host could not reach the pool's coordinator.")
+_error("POOL_JOINING_HOST_CANNOT_BE_MASTER_OF_OTHER_HOSTS", "",
+       "The joining host coordinates other hosts already.")
+_error("POOL_JOINING_HOST_CANNOT_HAVE_RUNNING_VMS", "",
+       "The joining host has VMs that are not halted.")
+_error("POOL_JOINING_HOST_CANNOT_CONTAIN_SHARED_SRS", "",
+       "The joining host has a shared SR.")
+_error("POOL_JOINING_HOST_MUST_HAVE_SAME_API_VERSION", "host_api_version, master_api_version",
+       "The joining host speaks another API version than the coordinator.")
+_error("POOL_HOSTS_NOT_HOMOGENEOUS", "reason",
+       "The joining host differs from the pool (pool.join_force skips this check).")
 _error("HOST_DISABLED", "host", "The host is disabled.")
 _error("HOST_NOT_DISABLED", "", "The host must be disabled (maintenance mode) first.")
 _error("HOST_IN_USE", "host, type, ref", "The host still runs this object (a VM).")

@@ -52,6 +52,10 @@ class Dispatcher:
 
     async def call(self, name: str, params: list, peer: str = "",
                    invalid: InvalidValue | None = None, user_agent: str = ""):
+        if self.server.role.is_member:
+            # A pool member serves the coordinator only (/pool_internal); outside clients
+            # are sent to the coordinator, as xapi's members do (README "Pools").
+            raise ApiError("HOST_IS_SLAVE", self.server.role.master_address)
         asynchronous = name.startswith("Async.")
         base = name[len("Async."):] if asynchronous else name
         m = lookup_method(base)

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..rbac import HTTP_PERMISSIONS
-from . import (audit_log, blob, console, prometheus, rpc, rrd, vdi_export, vdi_import,
-               vm_transfer, vncsnapshot, webui)
+from . import (audit_log, blob, console, pool_internal, prometheus, rpc, rrd, vdi_export,
+               vdi_import, vm_transfer, vncsnapshot, webui)
 from .responses import plain_fault
 
 SESSION = "session"       # auth: a session from the cookie, the query or HTTP Basic
@@ -71,6 +71,8 @@ class Route:
 ROUTES = (
     Route("POST", ("/cli",), rpc.cli_route, fault=rpc.cli_fault),
     Route("POST", ("/jsonrpc", "/json"), rpc.jsonrpc_route, fault=rpc.jsonrpc_fault),
+    # between the hosts of a pool: the pool secret, checked per call (api/pool_membership)
+    Route("POST", ("/pool_internal",), pool_internal.pool_internal),
     Route("POST", ("/",), rpc.xmlrpc_route, fault=rpc.xmlrpc_fault),   # as xapi: any path
     Route("OPTIONS", ("/",), rpc.options_route),
     Route("GET", ("/audit_log",), audit_log.get_audit_log,

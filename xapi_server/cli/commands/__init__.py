@@ -4,3 +4,4 @@ from . import vmdevices  # noqa: F401
 from . import snapshot  # noqa: F401  (snapshot-*, vm-checkpoint)
 from . import metrics  # noqa: F401  (data sources of VM, host, SR)
 from . import pool_features  # noqa: F401  (plugins, editions, HA, display ...)
+from . import pool_members  # noqa: F401  (pool-join, pool-eject, host-forget)

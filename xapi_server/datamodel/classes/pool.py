@@ -109,6 +109,27 @@ POOL = cls(
         msg('create_VLAN_from_PIF', 'PIF ref pif, network ref network, int VLAN',
             'PIF ref set', "A VLAN on each host's PIF of the same network as the PIF.",
             errors=['VLAN_TAG_INVALID'], role='pool-operator'),
+        # membership (api/pool_membership.py, README "Pools")
+        *(msg(name, 'string master_address, string master_username, '
+              'string master_password',
+              doc="Make this host a member of the pool coordinated at master_address "
+                  "(its records move into the pool's database; it restarts as a member)"
+                  + (", without the check that the hosts' software is the same."
+                     if name == 'join_force' else "."),
+              errors=['POOL_JOINING_HOST_CONNECTION_FAILED', 'SESSION_AUTHENTICATION_FAILED',
+                      'OPERATION_NOT_ALLOWED',
+                      'POOL_JOINING_HOST_CANNOT_BE_MASTER_OF_OTHER_HOSTS',
+                      'POOL_JOINING_HOST_CANNOT_HAVE_RUNNING_VMS',
+                      'POOL_JOINING_HOST_CANNOT_CONTAIN_SHARED_SRS',
+                      'POOL_JOINING_HOST_MUST_HAVE_SAME_API_VERSION',
+                      *([] if name == 'join_force' else ['POOL_HOSTS_NOT_HOMOGENEOUS'])],
+              role='pool-operator')
+          for name in ('join', 'join_force')),
+        msg('eject', 'host ref host',
+            doc="Remove a member from the pool: it forgets the pool and its own records "
+                "and restarts as a standalone host.",
+            errors=['OPERATION_NOT_ALLOWED', 'HOST_OFFLINE', 'CANNOT_CONTACT_HOST'],
+            role='pool-operator'),
     ],
 )
 
@@ -244,6 +265,11 @@ HOST = cls(
             "The certificate the host serves, in PEM form.", mutates=False),
         *data_source_messages("host", "host", "pool-operator"),
         # maintenance mode and what it takes (api/host_maintenance.py)
+        msg("destroy", "host ref self",
+            doc="Forget a member that is gone for good (not live); pool.eject is the way "
+                "for a host that still answers.",
+            errors=["HOST_CANNOT_DESTROY_SELF", "HOST_IS_LIVE", "HOST_HAS_RESIDENT_VMS"],
+            role="pool-operator"),
         msg("disable", "host ref host, bool auto_enable=true",
             doc="Take no new VMs on the host (maintenance mode); running ones stay.",
             role="pool-operator",

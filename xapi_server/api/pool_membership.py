@@ -1,0 +1,272 @@
+"""Pool membership: pool.join / join_force on the joining host, pool.eject and
+host.destroy on the coordinator, and the calls hosts make to each other
+(`/pool_internal`, services/pool/peer.py): join, heartbeat, eject.
+
+A join, as xapi's: the joiner checks itself (no other hosts, no running VMs, no
+shared SRs), pins the certificate the coordinator serves (trust on first use), and
+sends the coordinator the user's credentials with its own records. The coordinator
+logs the user in (the ordinary login, its throttle and errors), checks the versions,
+adds the records to the pool database and answers with the pool secret. The joiner
+then writes its role (services/pool/role.py) and restarts as a member.
+"""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import os
+import time
+
+from ..dispatch.registry import implements
+from ..errors import ApiError
+from ..services.pool import peer, role as pool_role
+from . import pool_records
+
+log = logging.getLogger(__name__)
+
+
+# -- on the joining host -------------------------------------------------------------
+
+@implements("pool.join")
+async def join(ctx, master_address, master_username, master_password):
+    await _join(ctx, master_address, master_username, master_password, force=False)
+
+
+@implements("pool.join_force")
+async def join_force(ctx, master_address, master_username, master_password):
+    await _join(ctx, master_address, master_username, master_password, force=True)
+
+
+async def _join(ctx, address, username, password, force):
+    server, store = ctx.server, ctx.store
+    if set(store.tables["host"]) - {server.host_ref}:
+        raise ApiError("POOL_JOINING_HOST_CANNOT_BE_MASTER_OF_OTHER_HOSTS")
+    if pool_records.running_vms(store):
+        raise ApiError("POOL_JOINING_HOST_CANNOT_HAVE_RUNNING_VMS")
+    if pool_records.shared_srs(store):
+        raise ApiError("POOL_JOINING_HOST_CANNOT_CONTAIN_SHARED_SRS")
+    try:
+        host, port = peer.split_address(address, server.settings.port)
+        pin = await asyncio.to_thread(peer.served_fingerprint, host, port)
+        objects = pool_records.encode(pool_records.local_objects(store, server.host_ref))
+        answer = await asyncio.to_thread(
+            peer.call, host, port, "join",
+            {"username": username, "password": password, "force": force,
+             "objects": objects}, pinned=pin, timeout=60)
+    except ValueError:   # an address that names no port
+        raise ApiError("POOL_JOINING_HOST_CONNECTION_FAILED") from None
+    except peer.Unreachable as exc:
+        log.warning("pool.join: cannot reach %s: %s", address, exc)
+        raise ApiError("POOL_JOINING_HOST_CONNECTION_FAILED") from None
+    except peer.Refused as exc:
+        raise ApiError(*exc.description) from None
+    pool_role.save(server.settings.data_dir, pool_role.PoolRole(
+        master_address=address, secret=answer["secret"], master_fingerprint=pin,
+        host_uuid=store.get("host", server.host_ref, "uuid")))
+    log.warning("joined the pool of %s: restarting as a member", address)
+    server.restart_soon()
+
+
+# -- on the coordinator --------------------------------------------------------------
+
+async def accept_joiner(server, args: dict, peer_address: str):
+    """The coordinator's side of a join (see the module doc)."""
+    store = server.store
+    session = await server.dispatcher.call(
+        "session.login_with_password",
+        [_text(args, "username"), _text(args, "password"), "1.0", "pool.join"], peer_address)
+    try:
+        if not (server.auth.is_superuser(session)
+                or server.auth.role_of(session) in ("pool-admin", "pool-operator")):
+            raise ApiError("RBAC_PERMISSION_DENIED", "pool.join",
+                           "No permission in user session. (Roles with this permission: "
+                           "pool-admin, pool-operator)")
+        try:
+            objects = pool_records.decode(args.get("objects") or {})
+        except (ValueError, TypeError) as exc:
+            raise ApiError("INVALID_VALUE", "objects", str(exc)) from None
+        if len(objects["host"]) != 1:
+            raise ApiError("INVALID_VALUE", "objects", "exactly one host record expected")
+        (joiner_ref, joiner), = objects["host"].items()
+        me = store.record("host", server.host_ref)
+        if joiner["uuid"] == me["uuid"]:
+            raise ApiError("OPERATION_NOT_ALLOWED", "Host cannot become slave of itself")
+        if store.find("host", uuid=joiner["uuid"]) or store.exists("host", joiner_ref):
+            raise ApiError("OPERATION_NOT_ALLOWED", "Host is already part of a pool")
+        versions = [(h["API_version_major"], h["API_version_minor"]) for h in (joiner, me)]
+        if versions[0] != versions[1]:
+            raise ApiError("POOL_JOINING_HOST_MUST_HAVE_SAME_API_VERSION",
+                           *("%d.%d" % v for v in versions))
+        if not args.get("force") and (joiner["software_version"].get("product_version")
+                                      != me["software_version"].get("product_version")):
+            raise ApiError("POOL_HOSTS_NOT_HOMOGENEOUS", "Software version differs")
+        pool_records.add_to_pool(store, objects)
+        server.heard_from[joiner_ref] = time.monotonic()
+        _set_live(store, joiner_ref, True)
+        await store.flush()
+        log.warning("host %s joined the pool", joiner["uuid"])
+        return {"secret": pool_role.coordinator_secret(server.settings.data_dir)}
+    finally:
+        store.delete("session", session)
+
+
+def _text(args: dict, name: str) -> str:
+    value = args.get(name)
+    if not isinstance(value, str):
+        raise ApiError("INVALID_VALUE", name, repr(value)[:80])
+    return value
+
+
+def heartbeat(server, args: dict):
+    """A member is alive (xapi's host.tickle_heartbeat): it is live again at once."""
+    found = server.store.find("host", uuid=_text(args, "host_uuid"))
+    if not found:
+        raise ApiError("HOST_UNKNOWN_TO_MASTER", args["host_uuid"])
+    server.heard_from[found[0]] = time.monotonic()
+    _set_live(server.store, found[0], True)
+    return True
+
+
+def _set_live(store, host, live: bool):
+    metrics = store.get("host", host, "metrics")
+    if store.exists("host_metrics", metrics) and store.get("host_metrics", metrics,
+                                                           "live") != live:
+        store.update("host_metrics", metrics, live=live)
+
+
+def is_live(store, host) -> bool:
+    metrics = store.get("host", host, "metrics")
+    return store.exists("host_metrics", metrics) and store.get("host_metrics", metrics, "live")
+
+
+async def watch_liveness(server):
+    """The coordinator: a member not heard from for host_assumed_dead_interval is not
+    live (checked every second or every heartbeat interval, whichever is shorter)."""
+    settings = server.settings
+    started = time.monotonic()
+    while True:
+        await asyncio.sleep(min(1.0, settings.pool_heartbeat_interval))
+        now = time.monotonic()
+        for host in list(server.store.tables["host"]):
+            if host == server.host_ref:
+                continue
+            last = server.heard_from.get(host, started)
+            live = now - last < settings.host_assumed_dead_interval
+            if live != is_live(server.store, host):
+                log.warning("host %s is %s", server.store.get("host", host, "uuid"),
+                            "live again" if live else "not live: no heartbeat")
+                _set_live(server.store, host, live)
+        await server.store.flush()
+
+
+async def call_member(server, host: str, op: str, args: dict, timeout: float = 30):
+    """An internal call to a member: HOST_OFFLINE if it is not live, CANNOT_CONTACT_HOST
+    if it does not answer (xapi's forwarding errors)."""
+    store = server.store
+    if not is_live(store, host):
+        raise ApiError("HOST_OFFLINE", host)
+    pins = [store.get("Certificate", ref, "fingerprint_sha256")
+            for ref in store.find("Certificate", host=host, type="host")]
+    address = store.get("host", host, "address")
+    try:
+        if not pins:
+            raise peer.Unreachable("no certificate of the host is known")
+        return await asyncio.to_thread(
+            peer.call, address, server.settings.port, op, args, pinned=pins[0],
+            secret=pool_role.coordinator_secret(server.settings.data_dir), timeout=timeout)
+    except peer.Unreachable as exc:
+        log.warning("cannot contact host %s (%s): %s", host, address, exc)
+        raise ApiError("CANNOT_CONTACT_HOST", host) from None
+    except peer.Refused as exc:
+        raise ApiError(*exc.description) from None
+
+
+def _resident_guests(store, host) -> list[str]:
+    return [vm for vm in store.find("VM", resident_on=host)
+            if not store.get("VM", vm, "is_control_domain")
+            and store.get("VM", vm, "power_state") != "Halted"]
+
+
+@implements("pool.eject")
+async def eject(ctx, host):
+    server, store = ctx.server, ctx.store
+    if host == server.host_ref:
+        raise ApiError("OPERATION_NOT_ALLOWED", "Cannot eject the pool's coordinator")
+    if _resident_guests(store, host):
+        raise ApiError("OPERATION_NOT_ALLOWED", "VM resident on host")
+    await call_member(server, host, "eject", {})
+    pool_records.forget_host(store, host)
+    server.heard_from.pop(host, None)
+
+
+@implements("host.destroy")
+async def destroy(ctx, self):
+    server, store = ctx.server, ctx.store
+    if self == server.host_ref:
+        raise ApiError("HOST_CANNOT_DESTROY_SELF", self)
+    if is_live(store, self):
+        raise ApiError("HOST_IS_LIVE", self)
+    if _resident_guests(store, self):
+        raise ApiError("HOST_HAS_RESIDENT_VMS", self)
+    pool_records.forget_host(store, self)
+    server.heard_from.pop(self, None)
+
+
+# -- on a member ---------------------------------------------------------------------
+
+async def send_heartbeats(server):
+    """A member: tell the coordinator it is alive, every pool_heartbeat_interval."""
+    role, failing = server.role, False
+    host, port = peer.split_address(role.master_address, server.settings.port)
+    while True:
+        try:
+            await asyncio.to_thread(peer.call, host, port, "heartbeat",
+                                    {"host_uuid": role.host_uuid},
+                                    pinned=role.master_fingerprint, secret=role.secret,
+                                    timeout=max(2.0, server.settings.pool_heartbeat_interval))
+            if failing:
+                log.warning("the coordinator %s answers again", role.master_address)
+            failing = False
+        except (peer.Unreachable, peer.Refused) as exc:
+            if not failing:
+                log.warning("heartbeat to the coordinator %s failed: %s",
+                            role.master_address, exc)
+            failing = True
+        await asyncio.sleep(server.settings.pool_heartbeat_interval)
+
+
+def leave_pool(server, args: dict):
+    """Ejected: forget the pool (role, secret), this host's own database and the Local
+    storage SR its first start made (xapi reinitialises local SRs too), then restart
+    standalone and clean, as xapi does after an eject."""
+    settings = server.settings
+    pool_role.forget(settings.data_dir)
+    local_sr = os.path.join(os.path.abspath(settings.data_dir), "sr", "local")
+    server.restart_then_remove(local_sr,
+                               *([] if settings.database_url else [settings.db_path]))
+    return True
+
+
+# -- the internal calls, by who may make them ----------------------------------------
+
+COORDINATOR_OPS = {"heartbeat": heartbeat}
+MEMBER_OPS = {"eject": leave_pool,
+              "ping": lambda server, args: server.store.get("host", server.host_ref, "uuid")}
+
+
+async def internal_call(server, op, args, secret: str | None, peer_address: str):
+    """Run one `/pool_internal` call; ApiError for any refusal."""
+    if not isinstance(op, str) or not isinstance(args, dict):
+        raise ApiError("INVALID_VALUE", "op", repr(op)[:80])
+    member = server.role.is_member
+    if op == "join" and not member:
+        return await accept_joiner(server, args, peer_address)
+    ops = MEMBER_OPS if member else COORDINATOR_OPS
+    if op not in ops:
+        raise ApiError("MESSAGE_METHOD_UNKNOWN", f"pool_internal.{op}")
+    expected = server.role.secret if member else \
+        pool_role.coordinator_secret(server.settings.data_dir)
+    if not secret or not hmac.compare_digest(secret.encode(), expected.encode()):
+        raise ApiError("SESSION_AUTHENTICATION_FAILED", "pool secret",
+                       "the pool secret does not match")
+    return ops[op](server, args)

@@ -1,0 +1,46 @@
+"""xe pool-join, pool-eject and host-forget (api/pool_membership.py)."""
+from __future__ import annotations
+
+from .. import args
+from ..table import command
+
+
+@command("pool-join", reqd=("master-address", "master-username", "master-password"),
+         optional=("force",),
+         help="Make this host a member of the pool coordinated at master-address; it "
+              "restarts as a member. force=true skips the check that the software is the "
+              "same.")
+async def pool_join(ctx):
+    force = args.boolean(ctx.param("force", "false"), "force")
+    await ctx.call("pool.join_force" if force else "pool.join", ctx.reqd("master-address"),
+                   ctx.reqd("master-username"), ctx.reqd("master-password"))
+
+
+async def _confirmed_call(ctx, param: str, warning: str, method: str):
+    """Ask first (unless --force), as xapi's xe does before losing a host's records."""
+    host = await ctx.by_uuid("host", ctx.reqd(param))
+    if not ctx.flag("force"):
+        await ctx.message(warning)
+        await ctx.message("Type 'yes' to continue")
+        answer = (await ctx.io.prompt()).strip()
+        if answer.lower() != "yes":
+            return await ctx.message(f"Aborted (you typed: '{answer}')")
+    await ctx.call(method, host)
+
+
+def _asking(param: str, warning: str, method: str):
+    async def run(ctx):
+        await _confirmed_call(ctx, param, warning, method)
+    return run
+
+
+for _name, _param, _method, _warning, _help in (
+        ("pool-eject", "host-uuid", "pool.eject",
+         "WARNING: Ejecting a host from the pool will reinitialise that host's local SRs.",
+         "Remove the host from the pool: it forgets the pool and its own records and comes "
+         "back as a standalone host (asks first, unless --force)."),
+        ("host-forget", "uuid", "host.destroy",
+         "WARNING: A host should only be forgotten if it is physically unrecoverable.",
+         "Forget a pool member that is gone for good (not live; asks first, unless "
+         "--force).")):
+    command(_name, reqd=(_param,), help=_help)(_asking(_param, _warning, _method))
