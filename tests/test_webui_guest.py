@@ -93,6 +93,21 @@ def test_console_tab_shows_the_booting_screen_and_the_serial_port(page, real, x,
     wait_booted(real, x, vm, count=2)
 
 
+def test_performance_tab_draws_the_guests_metrics(page, real, x, vm):
+    """CPU, memory, disk and network charts from /rrd_updates, with the guest's own
+    series (cpu0, memory) drawn on uPlot's canvases."""
+    p = page.page
+    p.get_by_role("tab", name="Performance").click()
+    for title in ("CPU", "Memory", "Disk", "Network"):
+        p.get_by_role("figure").filter(has_text=title).first.wait_for(timeout=30000)
+    legend = p.locator(".chart").filter(has_text="CPU").locator(".u-legend")
+    legend.filter(has_text="cpu0").wait_for(timeout=30000)
+    assert p.locator(".chart").filter(has_text="Memory").locator(".u-legend") \
+        .filter(has_text="memory").count() == 1
+    assert p.locator(".chart canvas").count() >= 4
+    screenshot(p, "vm-performance")
+
+
 def test_shut_down_from_the_ui_while_xe_renames_it(page, real, x, vm):
     p = page.page
     p.get_by_role("tab", name="General").click()
