@@ -154,9 +154,16 @@ def test_tree_shows_vms_by_name_and_follows_an_xe_rename_live(page, server, x):
     assert p.get_by_role("treeitem", name="web-alpha", exact=True).count() == 0
     assert seen_after < 1.0, seen_after
     # the session is in the page's memory, never in its storage
-    stored = p.evaluate("JSON.stringify([localStorage, sessionStorage, document.cookie])")
+    stored = p.evaluate("() => JSON.stringify([localStorage, sessionStorage, document.cookie])")
     assert "OpaqueRef" not in stored
     screenshot(p, "tree")
+    # the keyboard: arrows move between items, Enter opens one
+    p.get_by_role("treeitem", name="web-beta", exact=True).get_by_role("link").focus()
+    p.keyboard.press("ArrowUp")
+    host = x.host.get_name_label(x.host.get_all()[0])
+    assert p.evaluate("() => document.activeElement.textContent.trim()") == "H" + host
+    p.keyboard.press("Enter")
+    p.get_by_role("heading", name=host).wait_for()
 
 
 def test_vm_view_tabs_buttons_from_allowed_operations_and_properties(page, server, x):
