@@ -412,3 +412,23 @@ def test_users_and_roles_page_adds_a_local_user_who_can_log_in(page, server, x, 
     p.get_by_role("button", name="Remove web-newcomer").wait_for(state="detached")
     assert not [r for r in x.subject.get_all_records().values()
                 if r["subject_identifier"] == "local:web-newcomer"]
+
+
+def test_upload_an_iso_into_an_iso_sr_for_the_wizard(page, server, x, iso_sr, tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "boot.txt").write_text("boot me\n")
+    iso = tmp_path / "uploaded-installer.iso"
+    subprocess.run(["genisoimage", "-quiet", "-o", str(iso), str(tmp_path / "src")], check=True)
+    p = login(page)
+    p.get_by_role("treeitem", name="web ISOs", exact=True).click()
+    p.get_by_label("ISO image").set_input_files(str(iso))
+    p.get_by_role("button", name="Upload").click()
+    p.get_by_role("status").filter(has_text="Uploaded uploaded-installer.iso.").wait_for(
+        timeout=60000)
+    vdis = [v for v in x.SR.get_VDIs(iso_sr)
+            if x.VDI.get_name_label(v) == "uploaded-installer.iso"]
+    assert len(vdis) == 1 and x.VDI.get_virtual_size(vdis[0]) == str(iso.stat().st_size)
+    # the wizard offers it as install media at once
+    p.get_by_role("button", name="New VM").click()
+    media = p.get_by_role("dialog", name="New VM").get_by_label("Install media")
+    assert "uploaded-installer.iso" in media.locator("option").all_inner_texts()
