@@ -432,3 +432,15 @@ def test_upload_an_iso_into_an_iso_sr_for_the_wizard(page, server, x, iso_sr, tm
     p.get_by_role("button", name="New VM").click()
     media = p.get_by_role("dialog", name="New VM").get_by_label("Install media")
     assert "uploaded-installer.iso" in media.locator("option").all_inner_texts()
+
+
+def test_host_page_draws_the_hosts_metrics(page, server, x):
+    p = login(page)
+    host = x.host.get_name_label(x.host.get_all()[0])
+    p.get_by_role("treeitem", name=host, exact=True).get_by_role("link").first.click()
+    cpu = p.locator(".chart").filter(has_text="CPU").locator(".u-legend")
+    cpu.filter(has_text="cpu_avg").wait_for(timeout=30000)
+    memory = p.locator(".chart").filter(has_text="Memory").locator(".u-legend")
+    assert memory.filter(has_text="memory_total_kib").count() == 1
+    p.get_by_role("button", name="Enter maintenance mode").wait_for()
+    screenshot(p, "host")
