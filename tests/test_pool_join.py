@@ -18,11 +18,13 @@ import pytest
 import XenAPI
 
 sys.path.insert(0, os.path.dirname(__file__))
+from guest.harness import MARK, console_text, guest, guest_vm  # noqa: E402,F401 (fixture)
 from pool_harness import login_fails_with, pool_hosts  # noqa: E402
 from private_libvirtd import unavailable  # noqa: E402
 from serverproc import ROOT_PASSWORD  # noqa: E402
 
 XE = os.path.join(os.path.dirname(sys.executable), "xe")
+MEMBER_DISK = {}   # the uuid of a disk the member made before it joined (test_join)
 
 pytestmark = pytest.mark.skipif(bool(unavailable()), reason=str(unavailable()))
 
@@ -92,6 +94,10 @@ def test_join(hosts, tmp_path):
     uuid = j.host.get_uuid(j.host.get_all()[0])
     srs = {j.SR.get_uuid(sr) for sr in j.SR.get_all()}
     pifs = {j.PIF.get_uuid(p) for p in j.PIF.get_all()}
+    disk = j.VDI.create({"SR": j.pool.get_default_SR(j.pool.get_all()[0]),
+                         "virtual_size": str(16 << 20), "type": "user", "sharable": False,
+                         "read_only": False, "other_config": {}, "name_label": "local"})
+    MEMBER_DISK["uuid"] = j.VDI.get_uuid(disk)
     j.pool.join(coordinator.address, "root", ROOT_PASSWORD)
     joiner.wait_restarted()
     # the member sends outside clients to the coordinator, the SDK included
@@ -104,6 +110,8 @@ def test_join(hosts, tmp_path):
     for sr in srs:   # its local SRs, plugged on it
         assert [c.PBD.get_host(p) for p in c.SR.get_PBDs(c.SR.get_by_uuid(sr))] == [member]
     assert live(c, member)
+    assert c.VDI.get_SR(c.VDI.get_by_uuid(MEMBER_DISK["uuid"])) in \
+        [c.PBD.get_SR(p) for p in c.host.get_PBDs(member)]
     # xe on the coordinator lists both hosts; xe on the member is sent away
     r = xe(tmp_path, coordinator, "host-list", "params=uuid", "--minimal")
     assert r.returncode == 0, r.stderr
@@ -122,6 +130,40 @@ def test_internal_calls_need_the_secret(hosts):
     assert internal(member, "eject", {}, "0/1/2")["error"][0] == \
         "SESSION_AUTHENTICATION_FAILED"
     assert internal(member, "join", {})["error"][0] == "MESSAGE_METHOD_UNKNOWN"
+
+
+def test_vm_placed_and_run_on_the_member(hosts, guest):
+    """A VM whose disk is on the member's local SR: the coordinator's placement checks,
+    then VM.start through the coordinator runs it on the member's libvirtd."""
+    coordinator, member = hosts[0], hosts[1]
+    c = coordinator.session().xenapi
+    me = c.pool.get_master(c.pool.get_all()[0])
+    there = [h for h in c.host.get_all() if c.host.get_address(h) == member.address][0]
+    disk = c.VDI.get_by_uuid(MEMBER_DISK["uuid"])
+    vm = guest_vm(c, guest, "pooled", mib=96)
+    c.VBD.create({"VM": vm, "VDI": disk, "userdevice": "1", "bootable": False, "mode": "RW",
+                  "type": "Disk", "empty": False, "other_config": {},
+                  "qos_algorithm_type": "", "qos_algorithm_params": {}})
+    assert failure(c.VM.start_on, vm, me, False, False) == \
+        ["VM_REQUIRES_SR", vm, c.VDI.get_SR(disk)]
+    huge = str(1 << 50)
+    c.VM.set_memory_limits(vm, huge, huge, huge, huge)
+    needed = failure(c.VM.start_on, vm, there, False, False)
+    assert needed[:2] == ["HOST_NOT_ENOUGH_FREE_MEMORY", huge]
+    assert failure(c.VM.start, vm, False, False) == ["NO_HOSTS_AVAILABLE"]
+    mib = str(96 << 20)
+    c.VM.set_memory_limits(vm, mib, mib, mib, mib)
+    c.VM.start(vm, False, False)
+    uuid = c.VM.get_uuid(vm)
+    assert (c.VM.get_power_state(vm), c.VM.get_resident_on(vm)) == ("Running", there)
+    assert uuid in member.libvirtd.virsh("list", "--name")
+    assert uuid not in coordinator.libvirtd.virsh("list", "--all", "--name")
+    wait_for(lambda: MARK + "BOOTED" in console_text(member.server.data_dir, uuid), 90,
+             "the guest booting on the member")
+    c.VM.hard_shutdown(vm)
+    assert c.VM.get_power_state(vm) == "Halted"
+    assert uuid not in member.libvirtd.virsh("list", "--name")
+    c.VM.destroy(vm)
 
 
 def test_join_with_xe_then_eject_and_rejoin(hosts, tmp_path):

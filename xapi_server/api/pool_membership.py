@@ -12,7 +12,6 @@ then writes its role (services/pool/role.py) and restarts as a member.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import os
 import time
@@ -245,28 +244,3 @@ def leave_pool(server, args: dict):
     server.restart_then_remove(local_sr,
                                *([] if settings.database_url else [settings.db_path]))
     return True
-
-
-# -- the internal calls, by who may make them ----------------------------------------
-
-COORDINATOR_OPS = {"heartbeat": heartbeat}
-MEMBER_OPS = {"eject": leave_pool,
-              "ping": lambda server, args: server.store.get("host", server.host_ref, "uuid")}
-
-
-async def internal_call(server, op, args, secret: str | None, peer_address: str):
-    """Run one `/pool_internal` call; ApiError for any refusal."""
-    if not isinstance(op, str) or not isinstance(args, dict):
-        raise ApiError("INVALID_VALUE", "op", repr(op)[:80])
-    member = server.role.is_member
-    if op == "join" and not member:
-        return await accept_joiner(server, args, peer_address)
-    ops = MEMBER_OPS if member else COORDINATOR_OPS
-    if op not in ops:
-        raise ApiError("MESSAGE_METHOD_UNKNOWN", f"pool_internal.{op}")
-    expected = server.role.secret if member else \
-        pool_role.coordinator_secret(server.settings.data_dir)
-    if not secret or not hmac.compare_digest(secret.encode(), expected.encode()):
-        raise ApiError("SESSION_AUTHENTICATION_FAILED", "pool secret",
-                       "the pool secret does not match")
-    return ops[op](server, args)

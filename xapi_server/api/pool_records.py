@@ -94,8 +94,10 @@ def decode(wire: dict) -> dict:
     return objects
 
 
-def add_to_pool(store, objects: dict):
-    """Create the joining host's objects in the pool's store (see the module doc)."""
+def add_to_pool(store, objects: dict, replace: bool = False):
+    """Create the joining host's objects in the pool's store (see the module doc);
+    with `replace`, objects the store has already take the fields given (a VM's
+    records exchanged between the coordinator and the member running it)."""
     mapped = {}   # the joiner's network ref -> the pool's network with its bridge
     for ref, rec in objects["network"].items():
         same = store.find("network", bridge=rec["bridge"])
@@ -114,10 +116,13 @@ def add_to_pool(store, objects: dict):
     for cname in MOVED:
         fields = stored_fields(CLASSES[cname])
         for ref, rec in objects[cname].items():
-            if ref in mapped or store.exists(cname, ref):
+            if ref in mapped:
                 continue
-            store.create(cname, {f.name: fix(rec[f.name], f.type) for f in fields
-                                 if f.name in rec}, ref=ref)
+            values = {f.name: fix(rec[f.name], f.type) for f in fields if f.name in rec}
+            if not store.exists(cname, ref):
+                store.create(cname, values, ref=ref)
+            elif replace:
+                store.update(cname, ref, **values)
 
 
 def _exists(store, cname, ref) -> bool:

@@ -18,7 +18,7 @@ from ..services.vm import domxml
 from ..services.vm.calls import hv_call
 from ..services.vm.reachable import ensure_reachable
 from ..wire.xmlrpc import encode_value
-from . import boot_files
+from . import boot_files, pool_forward
 from .vm_image import discard_image, has_image, resume_from_image
 from .host_maintenance import assert_takes_new_vms
 from .vm_checks import update_allowed_operations, vm_operation
@@ -104,6 +104,8 @@ async def _wait_halted(ctx, vm, timeout) -> bool:
 
 @implements("VM.start")
 async def start(ctx, vm, start_paused, force):
+    if await pool_forward.start_elsewhere(ctx, vm, None, start_paused, force):
+        return   # placed on a pool member, which ran it
     assert_takes_new_vms(ctx.store, ctx.server.host_ref, chosen_by_caller=False)
     async with vm_operation(ctx, vm, "start"):
         await boot(ctx, vm, start_paused, force)
@@ -112,6 +114,8 @@ async def start(ctx, vm, start_paused, force):
 @implements("VM.start_on")
 async def start_on(ctx, vm, host, start_paused, force):
     ctx.store.record("VM", vm)
+    if await pool_forward.start_elsewhere(ctx, vm, host, start_paused, force):
+        return
     _check_host(ctx, host)
     assert_takes_new_vms(ctx.store, host, chosen_by_caller=True)
     async with vm_operation(ctx, vm, "start_on"):
@@ -120,6 +124,8 @@ async def start_on(ctx, vm, host, start_paused, force):
 
 @implements("VM.clean_shutdown")
 async def clean_shutdown(ctx, vm):
+    if await pool_forward.on_owner(ctx, "VM.clean_shutdown", vm):
+        return
     async with vm_operation(ctx, vm, "clean_shutdown"):
         await _clean_shutdown(ctx, vm, CLEAN_SHUTDOWN_TIMEOUT)
 
@@ -133,6 +139,8 @@ async def _clean_shutdown(ctx, vm, timeout):
 
 @implements("VM.hard_shutdown")
 async def hard_shutdown(ctx, vm):
+    if await pool_forward.on_owner(ctx, "VM.hard_shutdown", vm):
+        return
     async with vm_operation(ctx, vm, "hard_shutdown"):
         await _hard_shutdown(ctx, vm)
 
@@ -147,6 +155,8 @@ async def _hard_shutdown(ctx, vm):
 @implements("VM.shutdown")
 async def shutdown(ctx, vm):
     """Clean when the guest runs, hard if it does not comply (or is not running)."""
+    if await pool_forward.on_owner(ctx, "VM.shutdown", vm):
+        return
     async with vm_operation(ctx, vm, "shutdown"):
         if ctx.store.record("VM", vm)["power_state"] == "Running":
             try:

@@ -154,8 +154,9 @@ class VmRuntime:
     async def resync(self):
         ticket = self._take_ticket()
         domains = await self.hv.list()
+        here = (NULL_REF, self.server.host_ref)   # a pool member's VMs are its own
         for ref, rec in list(self.store.tables["VM"].items()):
-            if tracked(rec):
+            if tracked(rec) and (rec["resident_on"] in here or rec["uuid"] in domains):
                 self._apply(ref, domains.get(rec["uuid"], HALTED), ticket)
         self._refresh_host_metrics()
         await self._settled()

@@ -1,13 +1,13 @@
 """POST /pool_internal: the calls the hosts of a pool make to each other (join,
 heartbeat, eject; services/pool/peer.py is the client). The body is JSON
 {"op", "args"}; the answer is {"value"} or {"error": XenAPI error description}. Who
-may call is decided per operation in api/pool_membership.py: the pool secret, or for
+may call is decided per operation in api/pool_calls.py: the pool secret, or for
 a join the credentials of a pool administrator of the coordinator."""
 from __future__ import annotations
 
 import json
 
-from ..api import pool_membership
+from ..api import pool_calls
 from ..errors import ApiError
 from ..services.pool.peer import SECRET_HEADER
 from .responses import BodyTooLarge, header, peer, read_body, respond
@@ -21,7 +21,7 @@ async def pool_internal(app, scope, receive, send):
         request = json.loads(await read_body(scope, receive, MAX_BODY))
         if not isinstance(request, dict):
             raise ValueError("not an object")
-        value = await pool_membership.internal_call(
+        value = await pool_calls.internal_call(
             server, request.get("op"), request.get("args"),
             header(scope, SECRET_HEADER.encode()), peer(scope))
         await server.store.flush()

@@ -1,0 +1,36 @@
+"""The calls hosts make to each other on `/pool_internal` (http/pool_internal.py), by
+who may make them: a joining host (with a pool administrator's credentials), the
+members (heartbeats, with the pool secret) and the coordinator (with the pool
+secret: eject, a VM's power operations, a ping)."""
+from __future__ import annotations
+
+import asyncio
+import hmac
+
+from ..errors import ApiError
+from ..services.pool import role as pool_role
+from .pool_forward import run_for_coordinator
+from .pool_membership import accept_joiner, heartbeat, leave_pool
+
+COORDINATOR_OPS = {"heartbeat": heartbeat}
+MEMBER_OPS = {"eject": leave_pool, "vm": run_for_coordinator,
+              "ping": lambda server, args: server.store.get("host", server.host_ref, "uuid")}
+
+
+async def internal_call(server, op, args, secret: str | None, peer_address: str):
+    """Run one `/pool_internal` call; ApiError for any refusal."""
+    if not isinstance(op, str) or not isinstance(args, dict):
+        raise ApiError("INVALID_VALUE", "op", repr(op)[:80])
+    member = server.role.is_member
+    if op == "join" and not member:
+        return await accept_joiner(server, args, peer_address)
+    ops = MEMBER_OPS if member else COORDINATOR_OPS
+    if op not in ops:
+        raise ApiError("MESSAGE_METHOD_UNKNOWN", f"pool_internal.{op}")
+    expected = server.role.secret if member else \
+        pool_role.coordinator_secret(server.settings.data_dir)
+    if not secret or not hmac.compare_digest(secret.encode(), expected.encode()):
+        raise ApiError("SESSION_AUTHENTICATION_FAILED", "pool secret",
+                       "the pool secret does not match")
+    result = ops[op](server, args)
+    return await result if asyncio.iscoroutine(result) else result
