@@ -100,7 +100,7 @@ def raw_get(server, path: str) -> bytes:
 def test_nothing_outside_ui_dist_and_no_hidden_files(server, built_ui):
     for path in ("/../pyproject.toml", "/assets/../../pyproject.toml",
                  "/%2e%2e/pyproject.toml", "/assets/", "/.vite/manifest.json",
-                 "/..%2fpyproject.toml"):
+                 "/..%2fpyproject.toml", "/assets/%00index.html"):
         reply = raw_get(server, path)
         assert reply.startswith(b"HTTP/1.1 404"), (path, reply[:80])
         assert b"[project]" not in reply

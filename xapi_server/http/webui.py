@@ -62,7 +62,8 @@ def resolve(root: str, path: str) -> str | None:
     """The file under `root` that the URL path names, or None: nothing outside the root,
     no hidden files, no folders."""
     relative = path.lstrip("/")
-    if not relative or any(part.startswith(".") for part in relative.split("/")):
+    if not relative or "\x00" in relative or any(part.startswith(".")
+                                                 for part in relative.split("/")):
         return None
     full = os.path.realpath(os.path.join(root, relative))
     if not full.startswith(root + os.sep) or not os.path.isfile(full):
