@@ -163,6 +163,13 @@ def test_vm_placed_and_run_on_the_member(hosts, guest):
     c.VM.hard_shutdown(vm)
     assert c.VM.get_power_state(vm) == "Halted"
     assert uuid not in member.libvirtd.virsh("list", "--name")
+    # a domain that ends behind the member's back: its heartbeats tell the coordinator
+    c.VM.start_on(vm, there, False, False)
+    assert uuid in member.libvirtd.virsh("list", "--name")
+    member.libvirtd.virsh("destroy", uuid)
+    wait_for(lambda: c.VM.get_power_state(vm) == "Halted", 30,
+             "the coordinator seeing the domain gone")
+    assert c.VM.get_resident_on(vm) == "OpaqueRef:NULL"
     c.VM.destroy(vm)
 
 
@@ -207,6 +214,9 @@ def test_silent_member_is_not_live(hosts):
     took = wait_for(lambda: not live(c, ref), 15, "the killed member marked not live")
     assert took < 4 + 3   # host_assumed_dead_interval + a check
     assert failure(c.pool.eject, ref) == ["HOST_OFFLINE", ref]
+    vm = guest_vm(c, None, "for a dead host")
+    assert failure(c.VM.start_on, vm, ref, False, False) == ["HOST_OFFLINE", ref]
+    c.VM.destroy(vm)
     master = c.pool.get_master(c.pool.get_all()[0])
     assert failure(c.host.destroy, master) == ["HOST_CANNOT_DESTROY_SELF", master]
     live_member = [h for h in c.host.get_all() if h not in (ref, master)][0]

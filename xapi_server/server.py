@@ -74,6 +74,7 @@ class Server:
         # liveness watch); and whether main() starts the server again once stopped.
         self.role = pool_role.load(settings.data_dir)
         self.heard_from: dict[str, float] = {}
+        self.vms_missing: dict[str, set] = {}   # a member's VMs its last report lacked
         self.pool_heartbeats: asyncio.Task | None = None
         self.restart_after_stop = False
         self.stop_serving = None   # set by main(): stop as a clean shutdown does

@@ -16,6 +16,7 @@ import logging
 import os
 import time
 
+from ..datamodel import NULL_REF
 from ..dispatch.registry import implements
 from ..errors import ApiError
 from ..services.pool import peer, role as pool_role
@@ -117,13 +118,40 @@ def _text(args: dict, name: str) -> str:
 
 
 def heartbeat(server, args: dict):
-    """A member is alive (xapi's host.tickle_heartbeat): it is live again at once."""
-    found = server.store.find("host", uuid=_text(args, "host_uuid"))
+    """A member is alive (xapi's host.tickle_heartbeat): it is live again at once. It
+    also reports the power state of the VMs it runs, so the pool database follows a
+    guest that stopped by itself, or a domain destroyed behind the member's back."""
+    store = server.store
+    found = store.find("host", uuid=_text(args, "host_uuid"))
     if not found:
         raise ApiError("HOST_UNKNOWN_TO_MASTER", args["host_uuid"])
-    server.heard_from[found[0]] = time.monotonic()
-    _set_live(server.store, found[0], True)
+    host = found[0]
+    server.heard_from[host] = time.monotonic()
+    _set_live(store, host, True)
+    running = args.get("running")
+    if not isinstance(running, dict):
+        return True
+    # A VM is halted once two reports in a row lack it: a report made while a forwarded
+    # start was still running there may lack a VM the coordinator now knows runs.
+    missing = set()
+    for vm in store.find("VM", resident_on=host):
+        state = running.get(vm, "Halted")
+        if state in ("Running", "Paused") and store.get("VM", vm, "power_state") != state:
+            store.update("VM", vm, power_state=state)
+        elif state == "Halted" and not store.get("VM", vm, "is_control_domain"):
+            if vm in server.vms_missing.get(host, ()):
+                store.update("VM", vm, power_state="Halted", resident_on=NULL_REF, domid=-1)
+            else:
+                missing.add(vm)
+    server.vms_missing[host] = missing
     return True
+
+
+def running_here(server) -> dict:
+    """A member's report: {VM ref: power state} of the VMs running or paused here."""
+    return {ref: rec["power_state"] for ref, rec in server.store.tables["VM"].items()
+            if rec["resident_on"] == server.host_ref
+            and rec["power_state"] in ("Running", "Paused")}
 
 
 def _set_live(store, host, live: bool):
@@ -220,7 +248,8 @@ async def send_heartbeats(server):
     while True:
         try:
             await asyncio.to_thread(peer.call, host, port, "heartbeat",
-                                    {"host_uuid": role.host_uuid},
+                                    {"host_uuid": role.host_uuid,
+                                     "running": running_here(server)},
                                     pinned=role.master_fingerprint, secret=role.secret,
                                     timeout=max(2.0, server.settings.pool_heartbeat_interval))
             if failing:
