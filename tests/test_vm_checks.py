@@ -59,12 +59,23 @@ def test_concurrency_rules():
 def test_templates_and_snapshots():
     template = vm(is_a_template=True, is_default_template=True)
     allowed = {op for op in CONSIDERED if error(template, op) is None}
-    assert allowed == {"clone", "copy", "provision", "changing_dynamic_range",
+    assert allowed == {"clone", "copy", "export", "provision", "changing_dynamic_range",
                        "changing_static_range", "changing_memory_limits", "changing_VCPUs"}
     assert error(vm(is_a_template=True), "destroy") is None   # not a default one
     snap = vm(is_a_template=True, is_a_snapshot=True)
     allowed = {op for op in CONSIDERED if error(snap, op) is None}
-    assert allowed == {"revert", "clone", "copy", "destroy"}
+    assert allowed == {"revert", "clone", "copy", "export", "destroy"}
     assert error(vm(), "provision") == ["PROVISION_ONLY_ALLOWED_ON_TEMPLATE"]
     assert error(vm(), "revert") == ["REVERT_ONLY_ALLOWED_ON_SNAPSHOT"]
     assert error(snap, "start") == ["VM_IS_SNAPSHOT", REF, "start"]
+
+
+def test_export_listed_for_halted_and_suspended_vms():
+    listed = lambda rec: "export" in {op for op in CONSIDERED if error(rec, op) is None}  # noqa: E731
+    assert listed(vm()) and listed(vm(power_state="Suspended"))
+    assert not listed(vm(power_state="Running")) and not listed(vm(power_state="Paused"))
+    assert error(vm(power_state="Running"), "export") == [
+        "VM_BAD_POWER_STATE", REF, "halted, suspended", "running"]
+    busy = vm(current_operations={"OpaqueRef:t": "clone"})   # long copies overlap
+    assert listed(busy)
+    assert not listed(vm(current_operations={"OpaqueRef:t": "start"}))

@@ -46,11 +46,12 @@ _SNAPSHOT_OPS = {"revert", "clone", "copy", "export", "destroy", "hard_shutdown"
 # Operations that may overlap with each other (xapi is_allowed_concurrently).
 _GROUPS = [{"clone", "copy", "export"}, {"snapshot", "checkpoint"}, {"get_boot_record"}]
 
-# What allowed_operations lists: the operations this server implements.
+# What allowed_operations lists: the operations this server implements (xapi lists
+# `export` too, for halted and suspended VMs, templates and snapshots: GET /export).
 CONSIDERED = ("snapshot", "clone", "copy", "revert", "provision", "start", "start_on",
               "pause", "unpause", "clean_shutdown", "clean_reboot", "hard_shutdown",
               "power_state_reset", "hard_reboot", "suspend", "resume", "resume_on",
-              "shutdown", "changing_memory_live", "changing_dynamic_range",
+              "export", "shutdown", "changing_memory_live", "changing_dynamic_range",
               "changing_static_range", "changing_memory_limits", "changing_VCPUs",
               "changing_VCPUs_live", "destroy", "make_into_template", "checkpoint",
               "send_sysrq", "send_trigger")
