@@ -223,7 +223,7 @@ def small_call_latency(server, session: str, host: str, seconds: int,
 
 
 def line(label: str, figure: str, goal: str = ""):
-    print(f"{label:<52} {figure:<28} {goal}", flush=True)
+    print(f"{label:<50} {figure:<44} {goal}", flush=True)
 
 
 def main():
@@ -253,17 +253,21 @@ def main():
         line(f"made {n} VMs (clone + VIF.create)", f"{time.perf_counter() - start:.0f} s")
         rss_built = rss_kib(server.proc.pid)
         raw = Raw(server.port)
-        ms, reply = timed(lambda: raw.post("/jsonrpc", jsonrpc_body("VM.get_all_records",
-                                                                    session)))
-        line(f"VM.get_all_records, {n} VMs, JSON-RPC", f"{ms:.0f} ms, {len(reply) / 1e6:.1f} MB",
-             "goal <= 150 ms")
-        ms, reply = timed(lambda: raw.post("/", xmlrpc_body("VM.get_all_records", session)))
-        line(f"VM.get_all_records, {n} VMs, XML-RPC", f"{ms:.0f} ms, {len(reply) / 1e6:.1f} MB",
-             "goal <= 150 ms")
-        ms, reply = timed(lambda: raw.post("/jsonrpc", jsonrpc_body(
-            "event.from", session, ["*"], "", 0.0)))
-        line('event.from(["*"], "") in full', f"{ms:.0f} ms, {len(reply) / 1e6:.1f} MB",
-             "goal <= 400 ms")
+        for label, path, body, goal in (
+                (f"VM.get_all_records, {n} VMs, JSON-RPC", "/jsonrpc",
+                 jsonrpc_body("VM.get_all_records", session), "goal <= 150 ms"),
+                (f"VM.get_all_records, {n} VMs, XML-RPC", "/",
+                 xmlrpc_body("VM.get_all_records", session), "goal <= 150 ms"),
+                ('event.from(["*"], "") in full, JSON-RPC', "/jsonrpc",
+                 jsonrpc_body("event.from", session, ["*"], "", 0.0), "goal <= 400 ms")):
+            first = time.perf_counter()
+            raw.post(path, body)                            # encodes what is not cached
+            first = (time.perf_counter() - first) * 1000
+            cpu = cpu_seconds(server.proc.pid)
+            ms, reply = timed(lambda: raw.post(path, body))
+            cpu = (cpu_seconds(server.proc.pid) - cpu) * 1000 / 3
+            line(label, f"{ms:.0f} ms ({first:.0f} first), server CPU {cpu:.0f} ms, "
+                 f"{len(reply) / 1e6:.1f} MB", goal)
         big_event = incremental_event_ms(server, session, leaf)
         line("incremental event.from, 100 VMs vs N (wall; CPU)",
              f"{small_event[0]:.1f} vs {big_event[0]:.1f} ms; {small_event[1]:.1f} vs "
