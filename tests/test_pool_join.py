@@ -173,10 +173,17 @@ def test_vm_placed_and_run_on_the_member(hosts, guest):
     c.VM.destroy(vm)
 
 
-def test_join_with_xe_then_eject_and_rejoin(hosts, tmp_path):
+def test_join_with_xe_then_eject_and_rejoin(hosts, tmp_path, guest):
     coordinator, joiner = hosts[0], hosts[2]
     j = joiner.session().xenapi
     old_uuid = j.host.get_uuid(j.host.get_all()[0])
+    # a running guest keeps a host out; halted, it comes along
+    vm = guest_vm(j, guest, "comes along", mib=64)
+    j.VM.start(vm, False, False)
+    assert failure(j.pool.join, coordinator.address, "root", ROOT_PASSWORD) == \
+        ["POOL_JOINING_HOST_CANNOT_HAVE_RUNNING_VMS"]
+    j.VM.hard_shutdown(vm)
+    vm_uuid = j.VM.get_uuid(vm)
     r = xe(tmp_path, joiner, "pool-join", f"master-address={coordinator.address}",
            "master-username=root", f"master-password={ROOT_PASSWORD}")
     assert r.returncode == 0, r.stderr
@@ -185,6 +192,14 @@ def test_join_with_xe_then_eject_and_rejoin(hosts, tmp_path):
     c = coordinator.session().xenapi
     member = c.host.get_by_uuid(old_uuid)
     assert len(c.host.get_all()) == 3
+    assert c.VM.get_power_state(c.VM.get_by_uuid(vm_uuid)) == "Halted"
+    c.VM.destroy(c.VM.get_by_uuid(vm_uuid))
+    # a member restarted comes back as a member, live again by its heartbeats
+    joiner.server.stop()
+    wait_for(lambda: not live(c, member), 15, "the stopped member marked not live")
+    joiner.server.start()
+    assert login_fails_with(joiner)[0] == "HOST_IS_SLAVE"
+    wait_for(lambda: live(c, member), 15, "the restarted member live again")
     assert failure(c.pool.eject, c.pool.get_master(c.pool.get_all()[0]))[0] == \
         "OPERATION_NOT_ALLOWED"
     member_srs = [c.PBD.get_SR(p) for p in c.host.get_PBDs(member)]
