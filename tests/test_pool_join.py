@@ -160,6 +160,13 @@ def test_vm_placed_and_run_on_the_member(hosts, guest):
     assert uuid not in coordinator.libvirtd.virsh("list", "--all", "--name")
     wait_for(lambda: MARK + "BOOTED" in console_text(member.server.data_dir, uuid), 90,
              "the guest booting on the member")
+    c.VM.pause(vm)   # forwarded too
+    assert c.VM.get_power_state(vm) == "Paused"
+    assert member.libvirtd.virsh("domstate", uuid).strip() == "paused"
+    c.VM.unpause(vm)
+    assert member.libvirtd.virsh("domstate", uuid).strip() == "running"
+    # a call not forwarded yet is refused, never run on the coordinator's own machine
+    assert failure(c.VM.suspend, vm)[0] == "OPERATION_NOT_ALLOWED"
     c.VM.hard_shutdown(vm)
     assert c.VM.get_power_state(vm) == "Halted"
     assert uuid not in member.libvirtd.virsh("list", "--name")

@@ -20,6 +20,7 @@ from .auth import Auth
 from .cli.engine import Logins
 from .config import Settings, make_data_dir
 from .dispatch import Dispatcher
+from .errors import ApiError
 from .events import Registrations
 from .http.tls import TlsIdentity
 from .ratelimit import RateLimiter
@@ -126,8 +127,15 @@ class Server:
         return self.runtimes[host_ref]
 
     def runtime_of_vm(self, vm_ref: str) -> HostRuntime:
-        """The host the VM runs on, else the one that would start it (this host)."""
-        return self.runtimes[host.host_of_vm(self.store, vm_ref, self.host_ref)]
+        """The host the VM runs on, else the one that would start it (this host). A VM
+        running on a pool member is acted on only by the calls forwarded to it
+        (api/pool_forward.py); any other is refused rather than run here."""
+        owner = host.host_of_vm(self.store, vm_ref, self.host_ref)
+        if owner not in self.runtimes:
+            raise ApiError("OPERATION_NOT_ALLOWED",
+                           f"the VM runs on pool member {self.store.get('host', owner, 'uuid')}"
+                           " and this call is not forwarded to members yet")
+        return self.runtimes[owner]
 
     def runtime_of_sr(self, sr_ref: str) -> HostRuntime:
         return self.runtimes[host.host_of_sr(self.store, sr_ref, self.runtimes,

@@ -21,7 +21,8 @@ from . import pool_records
 from .pool_membership import call_member, is_live
 
 # What a member runs for the coordinator (the VM's first argument, the rest as given).
-FORWARDED = ("VM.start", "VM.hard_shutdown", "VM.clean_shutdown", "VM.shutdown")
+FORWARDED = ("VM.start", "VM.hard_shutdown", "VM.clean_shutdown", "VM.shutdown",
+             "VM.clean_reboot", "VM.hard_reboot", "VM.pause", "VM.unpause")
 RESULT_CLASSES = ("VM", "VM_metrics", "VBD", "VDI")
 
 
@@ -98,8 +99,9 @@ async def start_elsewhere(ctx, vm: str, host: str | None, paused: bool, force: b
 
 
 async def on_owner(ctx, message: str, vm: str, *args) -> bool:
-    """A power operation of a VM running on a member: run there (True)."""
-    if not _in_pool(ctx):
+    """A power operation of a VM running on a member: run there (True). Only the
+    FORWARDED ones: for any other, Server.runtime_of_vm refuses a VM of a member."""
+    if not _in_pool(ctx) or message not in FORWARDED:
         return False
     host = ctx.store.get("VM", vm, "resident_on")
     if host in (NULL_REF, ctx.server.host_ref) or not ctx.store.exists("host", host):

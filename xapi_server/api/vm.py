@@ -170,6 +170,8 @@ async def shutdown(ctx, vm):
 
 @implements("VM.clean_reboot")
 async def clean_reboot(ctx, vm):
+    if await pool_forward.on_owner(ctx, "VM.clean_reboot", vm):
+        return
     rt = _runtime(ctx, vm)
     async with vm_operation(ctx, vm, "clean_reboot"):
         uuid = ctx.store.record("VM", vm)["uuid"]
@@ -189,6 +191,8 @@ async def clean_reboot(ctx, vm):
 @implements("VM.hard_reboot")
 async def hard_reboot(ctx, vm):
     """A new domain from the current record: configuration changes take effect."""
+    if await pool_forward.on_owner(ctx, "VM.hard_reboot", vm):
+        return
     async with vm_operation(ctx, vm, "hard_reboot"):
         await _hard_shutdown(ctx, vm)
         await boot(ctx, vm, paused=False, force=True)
@@ -196,6 +200,8 @@ async def hard_reboot(ctx, vm):
 
 async def _domain_op(ctx, vm, op, method, *args):
     """The common shape: claim `op`, one hypervisor call on the domain, re-read it."""
+    if await pool_forward.on_owner(ctx, f"VM.{op}", vm, *args):
+        return
     rt = _runtime(ctx, vm)
     async with vm_operation(ctx, vm, op):
         await hv_call(getattr(rt.hv, method)(ctx.store.record("VM", vm)["uuid"], *args))
