@@ -178,10 +178,17 @@ def test_vm_view_tabs_buttons_from_allowed_operations_and_properties(page, serve
     for name in ("Shut down", "Force shut down", "Reboot", "Suspend", "Resume", "Pause",
                  "Unpause"):
         assert button(name).is_disabled(), name
+    # Export follows allowed_operations: offered for a halted VM, not for a running one
+    assert "export" in x.VM.get_allowed_operations(vm)
+    p.get_by_role("link", name="Export (XVA)").wait_for()
     screenshot(p, "vm-general")
     button("Start").click()
     p.get_by_role("status").filter(has_text="Running").wait_for()
     assert x.VM.get_power_state(vm) == "Running"
+    assert "export" not in x.VM.get_allowed_operations(vm)
+    p.get_by_role("button", name="Export (XVA)").wait_for()
+    assert button("Export (XVA)").is_disabled()
+    assert p.get_by_role("link", name="Export (XVA)").count() == 0
     assert button("Shut down").is_enabled() and button("Force shut down").is_enabled()
     assert button("Start").is_disabled() and button("Delete").is_disabled()
     # General: name, description and tags, saved through the API
@@ -432,6 +439,43 @@ def test_upload_an_iso_into_an_iso_sr_for_the_wizard(page, server, x, iso_sr, tm
     p.get_by_role("button", name="New VM").click()
     media = p.get_by_role("dialog", name="New VM").get_by_label("Install media")
     assert "uploaded-installer.iso" in media.locator("option").all_inner_texts()
+
+
+def test_new_vm_wizard_uploads_its_install_iso_with_progress(page, server, x, iso_sr, tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "setup.txt").write_bytes(os.urandom(3 << 20))   # 3 MiB: a few progress events
+    iso = tmp_path / "wizard-upload.iso"
+    subprocess.run(["genisoimage", "-quiet", "-o", str(iso), str(tmp_path / "src")], check=True)
+    p = login(page)
+    p.get_by_role("button", name="New VM").click()
+    dialog = p.get_by_role("dialog", name="New VM")
+    dialog.get_by_label("Template").select_option(label="Other install media")
+    dialog.get_by_label("Name").fill("web-wizard-upload")
+    media = dialog.get_by_label("Install media")
+    media.select_option(label="Upload ISO…")
+    assert dialog.get_by_label("ISO storage").input_value() == iso_sr
+    dialog.get_by_label("ISO file").set_input_files(str(iso))
+    dialog.get_by_role("button", name="Upload ISO").click()
+    dialog.get_by_role("status").filter(has_text="Uploaded wizard-upload.iso.").wait_for(
+        timeout=60000)
+    bar = dialog.get_by_role("progressbar", name="Upload progress")
+    assert bar.get_attribute("value") == bar.get_attribute("max") == str(iso.stat().st_size)
+    vdi = [v for v in x.SR.get_VDIs(iso_sr) if x.VDI.get_name_label(v) == "wizard-upload.iso"]
+    assert len(vdi) == 1
+    # the uploaded ISO is now the chosen install media
+    eventually_selected = lambda: media.evaluate("s => s.selectedOptions[0]?.textContent")  # noqa: E731
+    deadline = time.monotonic() + 5
+    while eventually_selected() != "wizard-upload.iso" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert eventually_selected() == "wizard-upload.iso" and media.input_value() == vdi[0]
+    dialog.get_by_label("Disk size").fill("0")
+    screenshot(p, "wizard-upload")
+    dialog.get_by_role("button", name="Create").click()
+    p.get_by_role("heading", name="web-wizard-upload").wait_for(timeout=30000)
+    vm = x.VM.get_by_name_label("web-wizard-upload")[0]
+    cds = [x.VBD.get_VDI(v) for v in x.VM.get_VBDs(vm) if x.VBD.get_type(v) == "CD"]
+    assert cds == vdi and x.VM.get_power_state(vm) == "Running"
+    x.VM.hard_shutdown(vm)
 
 
 def test_host_page_draws_the_hosts_metrics(page, server, x):
