@@ -106,3 +106,32 @@ def test_find_by_index_follows_every_change():
             assert sorted(store.find(cname, **{field: value})) == sorted(
                 r for r, rec in store.tables[cname].items() if rec[field] == value)
     asyncio.run(run())
+
+
+def test_changed_since_reads_the_log_as_a_scan_would(monkeypatch):
+    import xapi_server.store as store_module
+
+    def scanned(store, seen, cname):
+        return sorted(r for r, g in store.gens[cname].items() if g > seen)
+
+    async def run():
+        store = Store()
+        store.open()
+        nets = [store.create("network", {"name_label": f"n{i}"}) for i in range(6)]
+        seen = store.generation
+        assert store.changed_since(seen, "network", "VM") == {"network": [], "VM": []}
+        store.update("network", nets[1], name_label="x")
+        store.delete("network", nets[2])
+        vm = store.create("VM", {"name_label": "v"})
+        store.touch("network", nets[3])
+        got = store.changed_since(seen, "network", "VM")
+        assert sorted(got["network"]) == scanned(store, seen, "network") == sorted(
+            [nets[1], nets[3]])
+        assert got["VM"] == [vm]
+        monkeypatch.setattr(store_module, "LOG_LIMIT", 4)      # trim the log past `seen`
+        for i in range(8):
+            store.update("network", nets[0], name_label=f"y{i}")
+        assert store.log_floor > seen
+        assert sorted(store.changed_since(seen, "network")["network"]) == scanned(
+            store, seen, "network")
+    asyncio.run(run())

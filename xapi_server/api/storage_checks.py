@@ -145,8 +145,7 @@ async def keep_current(server) -> None:
     seen = store.generation
     while True:
         await store.wait_change(seen, 60.0)
-        changed = {cls: [r for r, g in store.gens[cls].items() if g > seen]
-                   for cls in ("SR", "PBD", "VDI", "VBD")}
+        changed = store.changed_since(seen, "SR", "PBD", "VDI", "VBD")
         seen = store.generation
         srs = set(changed["SR"]) | {_owner(store, "PBD", p, "SR") for p in changed["PBD"]}
         vdis = set(changed["VDI"]) | {_owner(store, "VBD", v, "VDI") for v in changed["VBD"]}

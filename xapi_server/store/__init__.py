@@ -20,6 +20,7 @@ before any token above it is handed out, so a server that loads the database aga
 from __future__ import annotations
 
 import asyncio
+import bisect
 import uuid as uuidlib
 
 from ..datamodel import CLASSES, RELATIONS, Map, Set
@@ -127,6 +128,22 @@ class Store:
         if ref is None:
             raise ApiError("UUID_INVALID", cname, uuid)
         return ref
+
+    def changed_since(self, generation: int, *cnames: str) -> dict[str, list[str]]:
+        """For each class, the live objects changed (made, updated, touched) after
+        `generation`: from the change log, so a watcher woken by one change reads that
+        change, not every object's generation."""
+        found: dict[str, dict[str, None]] = {cname: {} for cname in cnames}
+        if generation < self.log_floor:                  # the log no longer reaches back
+            for cname in cnames:
+                found[cname] = {r: None for r, g in self.gens[cname].items() if g > generation}
+        else:
+            start = bisect.bisect_right(self.log, generation, key=lambda e: e[0])
+            for _gen, cname, ref in self.log[start:]:
+                refs = found.get(cname)
+                if refs is not None and self.gens[cname].get(ref, 0) > generation:
+                    refs[ref] = None
+        return {cname: list(refs) for cname, refs in found.items()}
 
     def find(self, cname: str, **match) -> list[str]:
         """Refs whose fields equal `match`. The first field's index (made at the first

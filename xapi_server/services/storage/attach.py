@@ -152,9 +152,8 @@ async def watch_power_states(server) -> None:
     seen = store.generation
     while True:
         await store.wait_change(seen, 60.0)
-        changed = {r for r, g in store.gens["VM"].items() if g > seen}
-        changed |= {store.get("VBD", r, "VM") for r, g in store.gens["VBD"].items()
-                    if g > seen}
+        since = store.changed_since(seen, "VM", "VBD")
+        changed = set(since["VM"]) | {store.get("VBD", r, "VM") for r in since["VBD"]}
         seen = store.generation
         for vm in changed:
             if not store.exists("VM", vm):
