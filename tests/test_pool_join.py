@@ -146,6 +146,11 @@ def test_vm_placed_and_run_on_the_member(hosts, guest):
                   "qos_algorithm_type": "", "qos_algorithm_params": {}})
     assert failure(c.VM.start_on, vm, me, False, False) == \
         ["VM_REQUIRES_SR", vm, c.VDI.get_SR(disk)]
+    # storage of a member is not touched from the coordinator's machine
+    assert failure(c.VDI.create, {"SR": c.VDI.get_SR(disk), "virtual_size": str(1 << 20),
+                                  "type": "user", "sharable": False, "read_only": False,
+                                  "other_config": {}, "name_label": "x"})[0] == \
+        "SR_HAS_NO_PBDS"   # none plugged on the coordinator
     huge = str(1 << 50)
     c.VM.set_memory_limits(vm, huge, huge, huge, huge)
     needed = failure(c.VM.start_on, vm, there, False, False)

@@ -130,14 +130,14 @@ class Server:
         """The host the VM runs on, else the one that would start it (this host). A VM
         running on a pool member is acted on only by the calls forwarded to it
         (api/pool_forward.py); any other is refused rather than run here."""
-        owner = host.host_of_vm(self.store, vm_ref, self.host_ref)
-        if owner not in self.runtimes:
-            raise ApiError("OPERATION_NOT_ALLOWED",
-                           f"the VM runs on pool member {self.store.get('host', owner, 'uuid')}"
-                           " and this call is not forwarded to members yet")
-        return self.runtimes[owner]
+        return self._here(host.host_of_vm(self.store, vm_ref, self.host_ref), "VM")
 
     def runtime_of_sr(self, sr_ref: str) -> HostRuntime:
+        """An SR plugged only on pool members is theirs: refused (see _here)."""
+        rec = self.store.tables["SR"].get(sr_ref)
+        plugged = {self.store.get("PBD", p, "host") for p in rec["PBDs"]} if rec else set()
+        if plugged and not plugged & self.runtimes.keys():
+            self._here(min(plugged), "SR")
         return self.runtimes[host.host_of_sr(self.store, sr_ref, self.runtimes,
                                              self.host_ref)]
 
@@ -146,7 +146,18 @@ class Server:
                                                   self.host_ref)]
 
     def runtime_of_pif(self, pif_ref: str) -> HostRuntime:
-        return self.runtimes[self.store.get("PIF", pif_ref, "host")]
+        return self._here(self.store.get("PIF", pif_ref, "host"), "PIF")
+
+    def _here(self, owner: str, what: str) -> HostRuntime:
+        """The runtime of `owner` if this server acts on that host. A pool member's
+        objects are acted on only by the calls forwarded to it (api/pool_forward.py);
+        any other call is refused rather than run on this host's machine."""
+        if owner not in self.runtimes:
+            uuid = self.store.get("host", owner, "uuid") if self.store.exists("host", owner) \
+                else owner
+            raise ApiError("OPERATION_NOT_ALLOWED", f"the {what} is on pool member {uuid} "
+                           "and this call is not forwarded to members yet")
+        return self.runtimes[owner]
 
     # -- a change of pool role takes effect at the next start (services/pool/role.py) --
 
