@@ -32,6 +32,7 @@ from .vm_checks import update_allowed_operations
 log = logging.getLogger(__name__)
 
 POLL_INTERVAL = 5.0          # seconds between full re-reads (events do the fast path)
+RESYNC_SLICE = 64            # VMs compared between two turns of the event loop
 # xapi's message names for the state a VM reached.
 _OUTSIDE_MESSAGES = {"Running": "VM_STARTED", "Halted": "VM_SHUTDOWN",
                      "Suspended": "VM_SUSPENDED", "Paused": "VM_PAUSED"}
@@ -155,8 +156,14 @@ class VmRuntime:
         ticket = self._take_ticket()
         domains = await self.hv.list()
         here = (NULL_REF, self.server.host_ref)   # a pool member's VMs are its own
-        for ref, rec in list(self.store.tables["VM"].items()):
-            if tracked(rec) and (rec["resident_on"] in here or rec["uuid"] in domains):
+        for n, ref in enumerate(list(self.store.tables["VM"])):
+            if n % RESYNC_SLICE == RESYNC_SLICE - 1:
+                # Thousands of VMs: let other callers in between (the ticket keeps an
+                # event read meanwhile from being undone by this older list).
+                await asyncio.sleep(0)
+            rec = self.store.tables["VM"].get(ref)
+            if rec is not None and tracked(rec) and (rec["resident_on"] in here
+                                                     or rec["uuid"] in domains):
                 self._apply(ref, domains.get(rec["uuid"], HALTED), ticket)
         self._refresh_host_metrics()
         await self._settled()
