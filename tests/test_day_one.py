@@ -15,38 +15,17 @@ import time
 
 import pytest
 
+from guest.boot_iso import install_iso, missing_tools
 from guest.harness import MARK, build_or_skip, console_text
 from nat_server import nat_host
 from serverproc import ROOT_PASSWORD
 
-ISOLINUX = "/usr/lib/ISOLINUX/isolinux.bin"
-LDLINUX = "/usr/lib/syslinux/modules/bios/ldlinux.c32"
 XE = os.path.join(os.path.dirname(sys.executable), "xe")
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(   # slow: boots a real guest
     os.geteuid() != 0 or not shutil.which("qemu-system-x86_64")
-    or not shutil.which("dnsmasq") or not shutil.which("genisoimage")
-    or not os.path.exists(ISOLINUX),
+    or not shutil.which("dnsmasq") or missing_tools() is not None,
     reason="needs root, qemu-system-x86_64, dnsmasq, genisoimage and isolinux")]
-
-
-def install_iso(guest: dict, folder, name: str) -> str:
-    """A BIOS-bootable ISO whose boot loader starts the tiny guest, asking DHCP for an
-    address and giving a shell on the serial port."""
-    tree = folder / "iso-tree"
-    (tree / "isolinux").mkdir(parents=True)
-    shutil.copy(ISOLINUX, tree / "isolinux")
-    shutil.copy(LDLINUX, tree / "isolinux")
-    shutil.copy(guest["kernel"], tree / "vmlinuz")
-    shutil.copy(guest["initrd"], tree / "initrd.gz")
-    (tree / "isolinux" / "isolinux.cfg").write_text(
-        "DEFAULT install\nPROMPT 0\nTIMEOUT 0\nLABEL install\n  KERNEL /vmlinuz\n"
-        f"  APPEND initrd=/initrd.gz {guest['cmdline']} guestdhcp guestshell\n")
-    out = str(folder / name)
-    subprocess.run(["genisoimage", "-quiet", "-o", out, "-b", "isolinux/isolinux.bin",
-                    "-c", "isolinux/boot.cat", "-no-emul-boot", "-boot-load-size", "4",
-                    "-boot-info-table", "-J", "-R", "-V", "DAYONE", str(tree)], check=True)
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import pytest
 from guest.harness import guest_vm
 from serverproc import ServerProcess, add_local_user, logged_in, tls_connect
 from webui_harness import (Page, browser, built_ui, certificate_fingerprint, checked_page, login,
-                          screenshot, xe)
+                          new_vm_dialog, progress_seen, screenshot, slow_uploads, xe)
 from xapi_server.config import Settings
 from xapi_server.http import webui
 
@@ -272,18 +272,11 @@ def iso_sr(x, tmp_path_factory):
 
 def test_new_vm_wizard_creates_and_starts_the_vm(page, server, x, iso_sr):
     p = login(page)
-    p.get_by_role("button", name="New VM").click()
-    dialog = p.get_by_role("dialog", name="New VM")
-    dialog.get_by_label("Template").select_option(label="Other install media")
-    dialog.get_by_label("Name").fill("web-wizard")
-    dialog.get_by_label("vCPUs").fill("2")
-    dialog.get_by_label("Memory").fill("256")
-    dialog.get_by_label("Install media").select_option(label="installer.iso")
-    dialog.get_by_label("Disk size").fill("1")
-    dialog.get_by_label("Storage").select_option(label="Local storage")
     network = x.network.get_all_records()
     first = sorted(network.values(), key=lambda n: n["name_label"])[0]["name_label"]
-    dialog.get_by_label("Network").select_option(label=first)
+    dialog = new_vm_dialog(p, "web-wizard", vCPUs="2", Memory="256",
+                           Install_media="installer.iso", Disk_size="1",
+                           Storage="Local storage", Network=first)
     screenshot(p, "wizard")
     dialog.get_by_role("button", name="Create").click()
     p.get_by_role("heading", name="web-wizard").wait_for(timeout=30000)
@@ -311,10 +304,13 @@ def test_upload_a_disk_image_into_an_sr_with_progress(page, server, x, tmp_path)
     p = login(page)
     p.get_by_role("treeitem", name="Local storage", exact=True).click()
     p.get_by_label("Disk image (raw)").set_input_files(str(image))
+    slow_uploads(p)
     p.get_by_role("button", name="Upload").click()
     p.get_by_role("status").filter(has_text="Uploaded upload-test.img.").wait_for(timeout=60000)
     bar = p.get_by_role("progressbar", name="Upload progress")
     assert bar.get_attribute("value") == bar.get_attribute("max") == str(len(data))
+    # the bar moved through the upload, not only to its end
+    assert any(0 < v < len(data) for v in progress_seen(p)), progress_seen(p)
     p.get_by_role("cell", name="upload-test.img").wait_for()
     screenshot(p, "sr-upload")
     vdi = x.VDI.get_by_name_label("upload-test.img")[0]
@@ -447,19 +443,17 @@ def test_new_vm_wizard_uploads_its_install_iso_with_progress(page, server, x, is
     iso = tmp_path / "wizard-upload.iso"
     subprocess.run(["genisoimage", "-quiet", "-o", str(iso), str(tmp_path / "src")], check=True)
     p = login(page)
-    p.get_by_role("button", name="New VM").click()
-    dialog = p.get_by_role("dialog", name="New VM")
-    dialog.get_by_label("Template").select_option(label="Other install media")
-    dialog.get_by_label("Name").fill("web-wizard-upload")
+    dialog = new_vm_dialog(p, "web-wizard-upload", Install_media="Upload ISO…")
     media = dialog.get_by_label("Install media")
-    media.select_option(label="Upload ISO…")
     assert dialog.get_by_label("ISO storage").input_value() == iso_sr
     dialog.get_by_label("ISO file").set_input_files(str(iso))
+    slow_uploads(p)
     dialog.get_by_role("button", name="Upload ISO").click()
     dialog.get_by_role("status").filter(has_text="Uploaded wizard-upload.iso.").wait_for(
         timeout=60000)
     bar = dialog.get_by_role("progressbar", name="Upload progress")
     assert bar.get_attribute("value") == bar.get_attribute("max") == str(iso.stat().st_size)
+    assert any(0 < v < iso.stat().st_size for v in progress_seen(p)), progress_seen(p)
     vdi = [v for v in x.SR.get_VDIs(iso_sr) if x.VDI.get_name_label(v) == "wizard-upload.iso"]
     assert len(vdi) == 1
     # the uploaded ISO is now the chosen install media

@@ -2,7 +2,7 @@
 missing and Node is installed, else the tests skip), Debian's Chromium driven by
 Playwright (never a downloaded browser), a logged-in page, xe, and screenshots.
 
-    from webui_harness import browser, built_ui, login, open_console, screenshot, xe
+    from webui_harness import browser, built_ui, login, new_vm_dialog, screenshot, xe
 
 Screenshots go to test-artifacts/webui/ (not committed) for a person to look at."""
 import hashlib
@@ -88,6 +88,50 @@ def login(page: Page, user: str = "root", password: str = ROOT_PASSWORD):
     p.get_by_role("button", name="Log in").click()
     p.get_by_role("button", name="Log out").wait_for()
     return p
+
+
+def new_vm_dialog(p, name: str, template: str = "Other install media", **fields):
+    """Open the New VM wizard and fill it: the template, the name, then each field by its
+    label (a select by its option's text), e.g. Install_media="x.iso" for "Install media".
+    The dialog, for the caller to finish (Create)."""
+    p.get_by_role("button", name="New VM").click()
+    dialog = p.get_by_role("dialog", name="New VM")
+    dialog.get_by_label("Template").select_option(label=template)
+    dialog.get_by_label("Name").fill(name)
+    for label, value in fields.items():
+        field = dialog.get_by_label(label.replace("_", " "), exact=True)
+        if field.evaluate("e => e.tagName") == "SELECT":
+            field.select_option(label=value)
+        else:
+            field.fill(value)
+    return dialog
+
+
+# Records every value an upload's progress bar shows (window.progressSeen), set before
+# the upload starts.
+_WATCH_PROGRESS = """() => {
+  window.progressSeen = [];
+  new MutationObserver(records => records.forEach(r => {
+    if (r.target.tagName === 'PROGRESS') window.progressSeen.push(Number(r.target.value));
+  })).observe(document.body, {attributes: true, attributeFilter: ['value'], subtree: true});
+}"""
+
+
+def slow_uploads(p, bytes_per_second: int = 1 << 20):
+    """Throttle the page's uploads (Chromium's network emulation) and record the values
+    its progress bars pass through: call before the upload, read progress_seen(p) after.
+    A loopback upload of a few MiB would otherwise end before the first progress event."""
+    cdp = p.context.new_cdp_session(p)
+    cdp.send("Network.enable")
+    cdp.send("Network.emulateNetworkConditions", {
+        "offline": False, "latency": 0, "downloadThroughput": -1,
+        "uploadThroughput": bytes_per_second})
+    p.evaluate(_WATCH_PROGRESS)
+    return cdp
+
+
+def progress_seen(p) -> list[float]:
+    return p.evaluate("() => window.progressSeen")
 
 
 def screenshot(page, name: str):
