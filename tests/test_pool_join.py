@@ -129,7 +129,9 @@ def test_internal_calls_need_the_secret(hosts):
         "SESSION_AUTHENTICATION_FAILED"
     assert internal(member, "eject", {}, "0/1/2")["error"][0] == \
         "SESSION_AUTHENTICATION_FAILED"
-    assert internal(member, "join", {})["error"][0] == "MESSAGE_METHOD_UNKNOWN"
+    assert internal(member, "heartbeat", {})["error"][0] == "MESSAGE_METHOD_UNKNOWN"
+    # a host asked to join a member is sent to the coordinator, as a login there is
+    assert internal(member, "join", {})["error"] == ["HOST_IS_SLAVE", coordinator.address]
 
 
 def test_vm_placed_and_run_on_the_member(hosts, guest):
@@ -251,3 +253,10 @@ def test_silent_member_is_not_live(hosts):
     c.host.destroy(ref)
     assert ref not in c.host.get_all()
     assert not [p for p in c.PIF.get_all() if c.PIF.get_host(p) == ref]
+    # the coordinator restarted: the pool is still there, its member live again
+    coordinator.server.stop()
+    coordinator.server.start()
+    c = coordinator.session().xenapi
+    assert set(c.host.get_all()) == {master, live_member}
+    wait_for(lambda: live(c, live_member), 15, "the member live after the restart")
+    assert login_fails_with(hosts[2])[0] == "HOST_IS_SLAVE"

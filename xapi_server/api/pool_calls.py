@@ -22,7 +22,9 @@ async def internal_call(server, op, args, secret: str | None, peer_address: str)
     if not isinstance(op, str) or not isinstance(args, dict):
         raise ApiError("INVALID_VALUE", "op", repr(op)[:80])
     member = server.role.is_member
-    if op == "join" and not member:
+    if op == "join":   # as a login on a member: the joiner is sent to the coordinator
+        if member:
+            raise ApiError("HOST_IS_SLAVE", server.role.master_address)
         return await accept_joiner(server, args, peer_address)
     ops = MEMBER_OPS if member else COORDINATOR_OPS
     if op not in ops:
