@@ -7,6 +7,7 @@ strings and ints as bare `<value>text</value>`, no whitespace between tags.
 from __future__ import annotations
 
 import codecs
+import functools
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -175,21 +176,11 @@ def _encode(value, out: list):
         _encode(str(value), out)
 
 
-# "<member><name>key</name>" of the keys met so far (field names, mostly): one piece
-# instead of three and no escaping of the same name again and again.
-_MEMBER_HEADS: dict = {}
-
-
+@functools.lru_cache(maxsize=8192, typed=True)   # typed: True and 1 are two keys
 def _member_head(key) -> str:
-    head = _MEMBER_HEADS.get(key) if type(key) is str else None
-    if head is None:
-        head = f"<member><name>{_escape(str(key))}</name>"
-        if type(key) is not str:
-            return head
-        if len(_MEMBER_HEADS) > 50000:     # map keys are free text: keep it bounded
-            _MEMBER_HEADS.clear()
-        _MEMBER_HEADS[key] = head
-    return head
+    """"<member><name>key</name>" as one piece: field names repeat in every record and
+    event, so they are escaped once (free-text map keys fall out of the bounded memo)."""
+    return f"<member><name>{_escape(str(key))}</name>"
 
 
 def _encode_struct(value, out: list):
