@@ -449,6 +449,8 @@ def test_new_vm_wizard_uploads_its_install_iso_with_progress(page, server, x, is
     dialog.get_by_label("ISO file").set_input_files(str(iso))
     slow_uploads(p)
     dialog.get_by_role("button", name="Upload ISO").click()
+    dialog.get_by_role("progressbar", name="Upload progress").wait_for()
+    screenshot(p, "wizard-uploading")
     dialog.get_by_role("status").filter(has_text="Uploaded wizard-upload.iso.").wait_for(
         timeout=60000)
     bar = dialog.get_by_role("progressbar", name="Upload progress")
