@@ -57,7 +57,7 @@ def template_fields(label, name, vcpus, mem_min, mem, disk, kind) -> dict:
         platform.update(viridian="true", device_id="0002")
     return {
         "name_label": name, "reference_label": label,
-        "name_description": f"Template that allows VM installation from install media"
+        "name_description": "Template that allows VM installation from install media"
                             if kind == "other" else f"Template for installing {name}",
         "is_a_template": True, "is_default_template": True, "user_version": 1,
         "memory_static_min": mem_min, "memory_dynamic_min": mem,

@@ -7,7 +7,7 @@ For a view `x` (a class, or vm/template/snapshot over VM): `x-list`, `x-param-li
 """
 from __future__ import annotations
 
-from ..datamodel import CLASSES, NULL_REF, Enum, Map, Prim, Ref, Set
+from ..datamodel import CLASSES, NULL_REF, Enum, Prim, Ref
 from ..errors import ApiError
 from . import args
 from .errors import CliFailure

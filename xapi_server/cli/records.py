@@ -16,7 +16,6 @@ floats with 3 decimals, dates as 20240131T10:00:00Z.
 from __future__ import annotations
 
 from dataclasses import dataclass, field as dc_field
-from typing import Callable
 
 from ..datamodel import CLASSES, NULL_REF, Enum, Map, Prim, Ref, Set
 from ..datamodel.types import format_datetime

@@ -24,7 +24,7 @@ import logging
 
 from ..wire import clean_text
 from . import auth, dataplane
-from .responses import BodyTooLarge, peer, plain_fault, read_body, respond
+from .responses import BodyTooLarge, plain_fault, read_body, respond
 from .routes import ROUTES, SESSION, NoRoute, Route, find
 
 log = logging.getLogger(__name__)

@@ -134,14 +134,12 @@ async def convert(src: str, src_fmt: str, dst: str, dst_fmt: str, *, existing=Fa
         argv.append("-n")
     if share:
         argv.append("-U")
-    on_output = None
+    def on_output(text):
+        found = _PROGRESS.findall(text)
+        if found:
+            progress(float(found[-1]) / 100.0)
     if progress is not None:
         argv.append("-p")
-
-        def on_output(text):
-            found = _PROGRESS.findall(text)
-            if found:
-                progress(float(found[-1]) / 100.0)
-    await run(*argv, src, dst, on_output=on_output)
+    await run(*argv, src, dst, on_output=on_output if progress is not None else None)
     if not existing:
         _private(dst)

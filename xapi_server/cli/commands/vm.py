@@ -7,7 +7,6 @@ import asyncio
 from ...datamodel import NULL_REF
 from ...errors import ApiError
 from ...services.network.nat import NAT_KEY
-from .. import args
 from ..errors import CliFailure
 from ..generic import VIEWS
 from ..select import View, each, select
