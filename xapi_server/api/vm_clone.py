@@ -1,6 +1,7 @@
 """VM.clone / copy / snapshot / revert / provision.
 
-The VM record part is done here; disks belong to storage. Storage plugs in through
+The VM record part is done here, with the VIFs of a clone or copy (api/vif.copy_vifs);
+disks belong to storage. Storage plugs in through
 two seams of the Server's VmComposition (server.py, services/vm/composition.py;
 None = VMs without disks):
 
@@ -20,6 +21,7 @@ from ..datamodel import CLASSES, NULL_REF
 from ..dispatch.generic import check_ref
 from ..dispatch.registry import implements
 from ..errors import ApiError
+from .vif import copy_vifs
 from .vm import _hard_shutdown
 from .vm_checks import update_allowed_operations, vm_operation
 from .vm_config import new_vm
@@ -61,6 +63,8 @@ async def _duplicate(ctx, vm, new_name, mode, sr=NULL_REF, **extra) -> str:
                 ctx.store.delete("VM_metrics", metrics)
             ctx.store.delete("VM", new)
         raise
+    if mode in ("clone", "copy"):
+        copy_vifs(ctx.store, vm, new)
     update_allowed_operations(ctx.store, new)
     return new
 
