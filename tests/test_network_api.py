@@ -318,3 +318,37 @@ def test_clone_and_copy_keep_the_nics_with_new_macs(xapi, networks):
             for vif in xapi.VM.get_VIFs(ref):
                 xapi.VIF.destroy(vif)
             xapi.VM.destroy(ref)
+
+
+def test_snapshot_keeps_the_nics_and_revert_brings_them_back(xapi, networks):
+    """As xapi (preserve_mac_address for snapshots): a snapshot's VIFs carry the VM's
+    MACs, and VM.revert replaces whatever NICs the VM has since with the snapshot's."""
+    net = new_net(xapi, name_label="snapshot nics")
+    networks.append(net)
+    vm = new_vm(xapi, "nic snapshot source")
+    made = [vm]
+    try:
+        base = {**VIF_BASE, "VM": vm, "network": net}
+        xapi.VIF.create({**base, "device": "0", "MAC": "02:ab:00:00:01:07", "MTU": "1400"})
+        snap = xapi.VM.snapshot(vm, "with one nic")
+        made.append(snap)
+        (snap_vif,) = xapi.VM.get_VIFs(snap)
+        assert xapi.VIF.get_MAC(snap_vif) == "02:ab:00:00:01:07"
+        assert xapi.VIF.get_network(snap_vif) == net
+        # The VM changes its NICs after the snapshot ...
+        for vif in xapi.VM.get_VIFs(vm):
+            xapi.VIF.destroy(vif)
+        xapi.VIF.create({**base, "device": "1", "MAC": "02:ab:00:00:01:08"})
+        xapi.VIF.create({**base, "device": "2", "MAC": ""})
+        # ... and the revert gives it back exactly the snapshot's.
+        xapi.VM.revert(snap)
+        got = [xapi.VIF.get_record(v) for v in xapi.VM.get_VIFs(vm)]
+        assert [(r["device"], r["MAC"], r["MTU"]) for r in got] == \
+            [("0", "02:ab:00:00:01:07", "1400")]
+        assert got[0]["VM"] == vm and got[0]["network"] == net
+        assert xapi.VM.get_VIFs(snap) == [snap_vif]           # the snapshot keeps its own
+    finally:
+        for ref in reversed(made):
+            for vif in xapi.VM.get_VIFs(ref):
+                xapi.VIF.destroy(vif)
+            xapi.VM.destroy(ref)

@@ -1,6 +1,7 @@
 """VM.clone / copy / snapshot / revert / provision.
 
-The VM record part is done here, with the VIFs of a clone or copy (api/vif.copy_vifs);
+The VM record part is done here, with the VIFs (api/vif.copy_vifs: new MACs for a clone
+or copy, the same ones for a snapshot and its revert);
 disks belong to storage. Storage plugs in through
 two seams of the Server's VmComposition (server.py, services/vm/composition.py;
 None = VMs without disks):
@@ -21,7 +22,7 @@ from ..datamodel import CLASSES, NULL_REF
 from ..dispatch.generic import check_ref
 from ..dispatch.registry import implements
 from ..errors import ApiError
-from .vif import copy_vifs
+from .vif import copy_vifs, replace_vifs
 from .vm import _hard_shutdown
 from .vm_checks import update_allowed_operations, vm_operation
 from .vm_config import new_vm
@@ -63,8 +64,7 @@ async def _duplicate(ctx, vm, new_name, mode, sr=NULL_REF, **extra) -> str:
                 ctx.store.delete("VM_metrics", metrics)
             ctx.store.delete("VM", new)
         raise
-    if mode in ("clone", "copy"):
-        copy_vifs(ctx.store, vm, new)
+    copy_vifs(ctx.store, vm, new, keep_macs=(mode == "snapshot"))
     update_allowed_operations(ctx.store, new)
     return new
 
@@ -109,6 +109,7 @@ async def revert(ctx, snapshot):
                       name_description=current["name_description"])
         store.update("VM", vm, **fields)
         await _run_disk_hooks(ctx, "revert", snapshot, vm)
+        replace_vifs(store, vm, snapshot)
         if store.record("VM", vm)["suspend_VDI"] != NULL_REF:
             # A checkpoint: the disk hook gave the VM a copy of its memory image; the
             # VM is left Suspended, as xapi leaves it (VM.resume runs the guest on).
