@@ -77,16 +77,22 @@ def unavailable() -> str | None:
 
 
 class PrivateLibvirtd:
-    def __init__(self, root: str, netns: str | None = None):
+    def __init__(self, root: str, netns: str | None = None, libvirtd_conf: str = "",
+                 qemu_conf: str = "", listen: bool = False):
         self.root = os.path.abspath(root)
         self.netns = netns   # run in that network namespace (its QEMUs' taps are there)
+        # Optional extra settings (a pool's hosts: host_uuid, TLS listening, migration
+        # certificates), and `listen`: libvirtd --listen (its TCP/TLS sockets).
+        self.listen = listen
         self.proc: subprocess.Popen | None = None
         for sub in BINDS:
             os.makedirs(os.path.join(self.root, sub), exist_ok=True)
         os.makedirs(os.path.join(self.root, "etc", "qemu"), exist_ok=True)
         with open(os.path.join(self.root, "etc", "qemu.conf"), "w") as f:
-            f.write(QEMU_CONF)
-        open(os.path.join(self.root, "etc", "libvirtd.conf"), "a").close()
+            f.write(QEMU_CONF + qemu_conf)
+        with open(os.path.join(self.root, "etc", "libvirtd.conf"),
+                  "w" if libvirtd_conf else "a") as f:
+            f.write(libvirtd_conf)
         self.binary = os.path.join(self.root, "xapi-test-libvirtd")
         if not os.path.lexists(self.binary):
             os.symlink(shutil.which("libvirtd"), self.binary)
@@ -107,7 +113,8 @@ class PrivateLibvirtd:
     def start(self, timeout: float = 60):
         binds = "; ".join(f"mount --bind {os.path.join(self.root, sub)} {target}"
                           for sub, target in BINDS.items())
-        script = f"set -e; {binds}; exec {self.binary} -p {self.root}/libvirtd.pid"
+        script = f"set -e; {binds}; exec {self.binary} -p {self.root}/libvirtd.pid" + \
+            (" --listen" if self.listen else "")
         log = open(os.path.join(self.root, "libvirtd.log"), "ab")
         # unshare and sh exec: the pid we get is the daemon's.
         inside = ["ip", "netns", "exec", self.netns] if self.netns else []

@@ -5,12 +5,7 @@ import XenAPI
 
 from pg_server import server, store_backend  # noqa: F401 (fixtures: both backends)
 from serverproc import ROOT_PASSWORD
-
-
-def failure(call, *args):
-    with pytest.raises(XenAPI.Failure) as info:
-        call(*args)
-    return info.value.details
+from sdk_failures import failure
 
 
 def test_sdk_walkthrough(server):

@@ -5,19 +5,13 @@ import threading
 import time
 
 import pytest
-import XenAPI
 
 from pg_server import server, store_backend  # noqa: F401 (fixtures: both backends)
+from sdk_failures import failure
 
 
 def event_from(x, classes, token, timeout):
     return getattr(x.event, "from")(classes, token, timeout)
-
-
-def failure(call, *args):
-    with pytest.raises(XenAPI.Failure) as info:
-        call(*args)
-    return info.value.details
 
 
 def test_empty_token_gives_every_object_as_add(xapi):

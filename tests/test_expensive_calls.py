@@ -9,8 +9,8 @@ import threading
 import time
 
 import pytest
-import XenAPI
 from serverproc import ROOT_PASSWORD, ServerProcess, logged_in
+from sdk_failures import failure
 
 OBJECTS = 300                    # networks the expensive filters walk
 _CTX = ssl._create_unverified_context()
@@ -30,12 +30,6 @@ def proc(tmp_path_factory):
 @pytest.fixture
 def x(proc):
     yield from logged_in(proc.session())
-
-
-def failure(call, *args):
-    with pytest.raises(XenAPI.Failure) as info:
-        call(*args)
-    return info.value.details
 
 
 class Client:

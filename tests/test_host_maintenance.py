@@ -9,9 +9,9 @@ import sys
 import time
 
 import pytest
-import XenAPI
 
 from serverproc import ROOT_PASSWORD, ServerProcess
+from sdk_failures import failure
 
 
 @pytest.fixture(scope="module")
@@ -31,12 +31,6 @@ def x(proc):
     session = proc.session()
     yield session.xenapi
     session.xenapi.session.logout()
-
-
-def failure(fn, *args) -> list:
-    with pytest.raises(XenAPI.Failure) as caught:
-        fn(*args)
-    return caught.value.details
 
 
 def new_vm(x, name):

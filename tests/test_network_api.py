@@ -7,14 +7,9 @@ import time
 
 import pytest
 import XenAPI
+from sdk_failures import failure
 
 NULL = "OpaqueRef:NULL"
-
-
-def failure(fn, *args):
-    with pytest.raises(XenAPI.Failure) as info:
-        fn(*args)
-    return info.value.details
 
 
 def link(name):

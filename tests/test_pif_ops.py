@@ -15,6 +15,7 @@ import pytest
 import XenAPI
 
 from serverproc import ROOT_PASSWORD, ServerProcess, logged_in
+from sdk_failures import failure
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not os.path.exists("/usr/sbin/ethtool"), reason="needs root, ethtool")
@@ -48,12 +49,6 @@ def veth():
     subprocess.run(["ip", "link", "set", b, "up"], check=True)
     yield a
     subprocess.run(["ip", "link", "del", a], capture_output=True)
-
-
-def failure(fn, *args) -> list:
-    with pytest.raises(XenAPI.Failure) as caught:
-        fn(*args)
-    return caught.value.details
 
 
 def link(name):

@@ -14,12 +14,12 @@ import time
 import xmlrpc.client
 
 import pytest
-import XenAPI
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from serverproc import ServerProcess, free_port
+from sdk_failures import failure
 
 
 @pytest.fixture(scope="module")
@@ -42,12 +42,6 @@ def x(proc):
     session = proc.session()
     yield session.xenapi
     session.xenapi.session.logout()
-
-
-def failure(fn, *args) -> list:
-    with pytest.raises(XenAPI.Failure) as caught:
-        fn(*args)
-    return caught.value.details
 
 
 def test_licensing_is_the_free_edition(x):

@@ -9,8 +9,8 @@ import time
 import xmlrpc.client
 
 import pytest
-import XenAPI
 
+from sdk_failures import failure
 from serverproc import ServerProcess
 
 PLUGIN = f"""#!{sys.executable}
@@ -71,12 +71,6 @@ def x(proc):
     session = proc.session()
     yield session.xenapi
     session.xenapi.session.logout()
-
-
-def failure(fn, *args) -> list:
-    with pytest.raises(XenAPI.Failure) as caught:
-        fn(*args)
-    return caught.value.details
 
 
 def test_call_plugin_protocol(proc):

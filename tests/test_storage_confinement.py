@@ -14,20 +14,14 @@ import subprocess
 import uuid
 
 import pytest
-import XenAPI
 
 from serverproc import ServerProcess
+from sdk_failures import failure
 
 MiB = 1 << 20
 NULL = "OpaqueRef:NULL"
 
 pytestmark = pytest.mark.skipif(not shutil.which("qemu-img"), reason="needs qemu-img")
-
-
-def failure(fn, *args):
-    with pytest.raises(XenAPI.Failure) as info:
-        fn(*args)
-    return info.value.details
 
 
 @pytest.fixture(scope="module")

@@ -7,14 +7,9 @@ import time
 
 import pytest
 import XenAPI
+from sdk_failures import failure
 
 MiB = 1 << 20
-
-
-def failure(fn, *args):
-    with pytest.raises(XenAPI.Failure) as info:
-        fn(*args)
-    return info.value.details
 
 
 def qemu_io(path, command):

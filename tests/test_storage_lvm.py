@@ -11,6 +11,7 @@ import pytest
 import XenAPI
 
 from xapi_server.backends.storage.lvm import dm_available
+from sdk_failures import failure
 
 MiB = 1 << 20
 ENV = {**os.environ, "LVM_SUPPRESS_FD_WARNINGS": "1"}
@@ -22,12 +23,6 @@ def lvm(*args):
     extra = [] if DM else ["--driverloaded", "n"]
     return subprocess.run([args[0], *extra, *args[1:]], capture_output=True, text=True,
                           env=ENV, check=True).stdout
-
-
-def failure(fn, *args):
-    with pytest.raises(XenAPI.Failure) as info:
-        fn(*args)
-    return info.value.details
 
 
 @pytest.fixture

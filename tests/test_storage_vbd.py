@@ -6,16 +6,10 @@ import subprocess
 import time
 
 import pytest
-import XenAPI
+from sdk_failures import failure
 
 MiB = 1 << 20
 NULL = "OpaqueRef:NULL"
-
-
-def failure(fn, *args):
-    with pytest.raises(XenAPI.Failure) as info:
-        fn(*args)
-    return info.value.details
 
 
 def wait_for(predicate, timeout=10):

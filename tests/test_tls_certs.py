@@ -13,7 +13,6 @@ import time
 
 import httpx
 import pytest
-import XenAPI
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
@@ -24,6 +23,7 @@ from serverproc import (ROOT_PASSWORD, ServerProcess, add_local_user, free_port,
                         logged_in)
 
 from xapi_server.http.tls import write_identity  # noqa: E402
+from sdk_failures import failure
 
 XE = os.path.join(os.path.dirname(sys.executable), "xe")
 UTC = datetime.timezone.utc
@@ -131,12 +131,6 @@ def served(port, ciphers=None, sni=None, **client) -> x509.Certificate:
 
 def install(x, key, cert, chain=""):
     x.host.install_server_certificate(host_of(x), pem(cert), pem(key), chain)
-
-
-def failure(call, *args) -> list:
-    with pytest.raises(XenAPI.Failure) as info:
-        call(*args)
-    return info.value.details
 
 
 def records(x):

@@ -14,9 +14,9 @@ import subprocess
 import sys
 
 import pytest
-import XenAPI
 
 from serverproc import ROOT_PASSWORD, ServerProcess, logged_in
+from sdk_failures import failure
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not os.path.exists("/usr/bin/ping"), reason="needs root and ping")
@@ -78,12 +78,6 @@ def uplink(tmp_path_factory):
 @pytest.fixture
 def x(uplink):
     yield from logged_in(uplink[0].session())
-
-
-def failure(fn, *args) -> list:
-    with pytest.raises(XenAPI.Failure) as caught:
-        fn(*args)
-    return caught.value.details
 
 
 def kernel_state(ns) -> dict:

@@ -4,6 +4,7 @@ import pytest
 import XenAPI
 
 from inprocess import xapi_in_process  # noqa: F401 (xapi: the server in this process)
+from sdk_failures import failure
 
 
 def new_vm(xapi, name="vm"):
@@ -13,12 +14,6 @@ def new_vm(xapi, name="vm"):
     xapi.VM.provision(vm)
     xapi.VM.set_is_a_template(vm, False)
     return vm
-
-
-def failure(fn, *args):
-    with pytest.raises(XenAPI.Failure) as info:
-        fn(*args)
-    return info.value.details
 
 
 @pytest.fixture

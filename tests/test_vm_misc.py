@@ -13,10 +13,10 @@ import time
 import xmlrpc.client
 
 import pytest
-import XenAPI
 
 from serverproc import ServerProcess
 from xva_server import export, make_vm, network, sid, sr, x  # noqa: F401 (fixtures)
+from sdk_failures import failure
 
 MiB = 1 << 20
 NULL = "OpaqueRef:NULL"
@@ -60,12 +60,6 @@ def srv(tmp_path_factory, dmi):
                               "XAPI_PLUGINS_DIR": str(plugins)}).start()
     yield proc
     proc.stop()
-
-
-def failure(fn, *args):
-    with pytest.raises(XenAPI.Failure) as info:
-        fn(*args)
-    return info.value.details
 
 
 def new_vm(x, name):

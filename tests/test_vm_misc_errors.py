@@ -3,18 +3,12 @@ cannot run (issue 15), on the server in this process (libvirt's test driver): po
 states, removed messages, CBT without an SR driver for it, plugins, agility, and the
 happy paths that need no guest (cooperative, agility, NBD without an NBD network)."""
 import pytest
-import XenAPI
 
 from inprocess import xapi_in_process  # noqa: F401 (xapi: the server in this process)
+from sdk_failures import failure
 
 MiB = 1 << 20
 NULL = "OpaqueRef:NULL"
-
-
-def failure(fn, *args):
-    with pytest.raises(XenAPI.Failure) as info:
-        fn(*args)
-    return info.value.details
 
 
 @pytest.fixture

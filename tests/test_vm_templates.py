@@ -1,16 +1,9 @@
 """Built-in templates, vm-install (clone + provision), copy, snapshot and revert on
 libvirt's test driver."""
-import pytest
-import XenAPI
 
 from inprocess import xapi_in_process  # noqa: F401 (xapi: the server in this process)
 from xapi_server.api.vm_clone import parse_disks
-
-
-def failure(fn, *args):
-    with pytest.raises(XenAPI.Failure) as info:
-        fn(*args)
-    return info.value.details
+from sdk_failures import failure
 
 
 def test_builtin_templates(xapi):
