@@ -118,3 +118,14 @@ def test_xe_help_describes_fields(tmp_path):
         assert "description" in plain and "VM.power_state" not in plain
     finally:
         h.close()
+
+
+def test_every_key_setter_is_a_declared_message():
+    """A map set key by key (Field.key_setter, used by xe's param-set) names a message
+    of the datamodel that takes (self, key, value)."""
+    setters = [(c.name, f.name, f.key_setter) for c in CLASSES.values() for f in c.fields
+               if f.key_setter]
+    assert setters, "PIF.properties is set through PIF.set_property"
+    for cls, name, setter in setters:
+        assert setter in METHODS, (cls, name, setter)
+        assert len(METHODS[setter].params) == 3, (cls, name, setter)

@@ -147,11 +147,6 @@ def _writable(field, name: str):
     return field
 
 
-# Map fields xe sets key by key through a message of their own, as xapi's records.ml
-# (`set_in_map`): `xe pif-param-set uuid=.. properties:gro=off` is PIF.set_property.
-MAP_SETTERS = {("PIF", "properties"): "PIF.set_property"}
-
-
 async def param_set(ctx, view: View):
     ref, _ = await _target(ctx, view)
     fields = field_index(view.cls)
@@ -160,7 +155,8 @@ async def param_set(ctx, view: View):
         field = fields.get(name if colon else key)
         if field is None:
             raise CliFailure(f"Unknown field '{key}'")
-        setter = MAP_SETTERS.get((view.cls, field.api))
+        # A map the datamodel sets key by key through a message (PIF.properties).
+        setter = CLASSES[field.cls].field_map[field.api].key_setter
         if colon and setter:
             await ctx.call(setter, ref, mkey, text)
             continue

@@ -40,6 +40,11 @@ ANY_ROLE = "read-only"
 # may call it, as emergency calls that must work when everything else is broken.
 LOCAL_ROOT_ONLY = "local-root-only"
 
+# The classes whose objects belong to one host of a pool, so that a message about one
+# can be forwarded there (msg(..., forward=)); how each one's host is found is the
+# pool's business (api/pool_scope.py), the datamodel only names the parameter.
+FORWARD_OWNERS = ("VM", "VBD", "VIF", "VDI", "SR", "PBD", "host", "PIF")
+
 # The keys XenCenter keeps its folders and custom fields in: xapi lets vm-operator set
 # them in other_config maps that otherwise need a stronger role (map_keys_roles).
 FOLDER_KEYS = {"folder": "vm-operator", "XenCenter.CustomFields.*": "vm-operator"}
@@ -73,6 +78,9 @@ class Field:
     # Map keys with a role of their own (xapi's map_keys_roles): {"folder": "vm-operator",
     # "XenCenter.CustomFields.*": "vm-operator"}; a trailing "*" makes a prefix.
     key_roles: dict | None = None
+    # A read-only map that is still set key by key through a message of its own (xapi's
+    # set_in_map): `xe pif-param-set properties:gro=off` calls PIF.set_property.
+    key_setter: str | None = None
     doc: str = ""                # what the field means, for schemas/ and xe help
 
     @property
@@ -128,6 +136,10 @@ class Message:
     cost: float = 1.0             # rate-limiter tokens (datamodel/costs.py)
     key_roles: dict | None = None # the map field's key roles (generated map messages)
     result_doc: str = ""          # what the result is, when the doc does not say
+    # In a pool, the host that runs the message (xapi's message forwarding): the host
+    # owning the object this parameter names ("vm"), or a ref field of a record
+    # parameter ("args.SR"). None: the coordinator runs it. See FORWARD_OWNERS.
+    forward: str | None = None
 
     @property
     def wire_name(self) -> str:
@@ -153,6 +165,8 @@ class ClassDef:
                                   # are the bearer secrets of other users)
     field_map: dict = dc_field(default_factory=dict)
     message_map: dict = dc_field(default_factory=dict)
+    # `forward` of the generated messages (create, destroy ...), by message name.
+    forward: dict = dc_field(default_factory=dict)
 
     @property
     def has_name_label(self) -> bool:
@@ -160,8 +174,9 @@ class ClassDef:
 
 
 def field(name, type_text, qualifier, default=_MISSING, role=None, setter=None,
-          key_roles=None, doc="") -> Field:
-    return Field(name, type_text, qualifier, default, role, setter, key_roles=key_roles, doc=doc)
+          key_roles=None, key_setter=None, doc="") -> Field:
+    return Field(name, type_text, qualifier, default, role, setter, key_roles=key_roles,
+                 key_setter=key_setter, doc=doc)
 
 
 # -- The fields most classes share, declared once. A helper that declares several returns
@@ -247,13 +262,16 @@ def _literal(text: str):
 
 
 def msg(name, params="", result="void", doc="", errors=(), role=ANY_ROLE, session=True,
-        asynchronous=True, mutates=True, params_doc=None, result_doc="") -> Message:
-    """params_doc: {param name: what it means} for the parameters that need saying."""
+        asynchronous=True, mutates=True, params_doc=None, result_doc="",
+        forward=None) -> Message:
+    """params_doc: {param name: what it means} for the parameters that need saying.
+    forward: see Message.forward (checked once the types are parsed)."""
     _check_errors(name, errors)
     parsed = _split_params(params)
     _document_params(name, parsed, params_doc or {})
     m = Message(name, parsed, result, doc, tuple(errors), role, session, asynchronous, mutates)
     m.result_doc = result_doc
+    m.forward = forward
     return m
 
 
