@@ -28,7 +28,8 @@ import time
 
 import pytest
 
-from guest.harness import guest, guest_vm, real, wait_booted, wait_for, virsh  # noqa: F401
+from guest.harness import (guest, guest_vm, real, sdk, wait_booted,  # noqa: F401
+                           wait_for, virsh)
 from serverproc import ROOT_PASSWORD, add_local_user, tls_connect
 
 pytestmark = pytest.mark.slow
@@ -36,11 +37,6 @@ pytestmark = pytest.mark.slow
 XE = os.path.join(os.path.dirname(sys.executable), "xe")
 OK_200 = b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nCache-Control: no-cache, no-store\r\n\r\n"
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-
-
-@pytest.fixture(scope="module")
-def sdk(real):
-    return real.session()
 
 
 @pytest.fixture(scope="module")

@@ -14,17 +14,12 @@ import pytest
 import XenAPI
 
 from guest.harness import (MARK, block_devices, console, guest,  # noqa: F401 (fixtures)
-                           guest_vm, real, wait_booted, wait_for)
+                           guest_vm, real, sdk, wait_booted, wait_for)
 from serverproc import ROOT_PASSWORD, tls_connect
 
 pytestmark = pytest.mark.slow
 MIB = 1 << 20
 NULL = "OpaqueRef:NULL"
-
-
-@pytest.fixture(scope="module")
-def sdk(real):
-    return real.session()
 
 
 @pytest.fixture(scope="module")

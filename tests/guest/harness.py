@@ -4,9 +4,10 @@ waits on it, and virsh to change things behind the server's back.
 
     from guest.harness import console, guest, make_vm, real, wait_booted, x
 
-`guest`, `real` and `x` are fixtures (module, module, function scope): a module that
-imports them gets them. Needs root, libvirtd (started with scripts/libvirt-setup.sh when
-it does not answer), qemu-system-x86, busybox-static and linux-image-cloud-amd64."""
+`guest`, `real`, `x` and `sdk` are fixtures (scopes: module, module, function, module):
+a module that imports them gets them. Needs root, libvirtd (started with
+scripts/libvirt-setup.sh when it does not answer), qemu-system-x86, busybox-static and
+linux-image-cloud-amd64."""
 import os
 import re
 import shutil
@@ -71,6 +72,12 @@ def real(guest, tmp_path_factory):
 @pytest.fixture
 def x(real):
     return real.session().xenapi
+
+
+@pytest.fixture(scope="module")
+def sdk(real):
+    """One logged-in SDK session for the whole module (its guest outlives a test)."""
+    return real.session()
 
 
 def guest_vm(x, guest, name: str, provision: bool = False, mib: int = 128,
