@@ -19,6 +19,7 @@ PACKAGES=(
   isolinux syslinux-common                             # a bootable test ISO (the day-one walk-through test)
   wrk                                                  # load generator for bench/
   postgresql-15                                        # the pool database; tests start their own cluster
+  patroni etcd-server etcd-client                      # Pool HA: replicated pool database (tests/ha_harness.py)
   librrd-dev rrdtool prometheus                        # metrics archives (pip rrdtool builds on librrd-dev); the Prometheus scrape test
   chromium                                             # the web console's browser tests (Playwright drives it)
 )

@@ -1,0 +1,86 @@
+"""The replicated pool database itself (tests/ha_harness.py: etcd + Patroni +
+PostgreSQL 15 in three network namespaces): an acknowledged commit survives the crash
+of the primary's host, and a new primary takes over within the bound."""
+from __future__ import annotations
+
+import time
+
+import psycopg
+import pytest
+
+from ha_harness import ha_cluster
+
+FAILOVER_BOUND = 30.0
+
+
+@pytest.fixture(scope="module")
+def ha():
+    with ha_cluster(slot=1) as cluster:
+        cluster.wait_leader(120)
+        cluster.wait_sync_standby(120)
+        yield cluster
+
+
+def write_loop(ha, table: str, seconds: float, acked: list, start: int = 0):
+    """Insert one row per commit for `seconds`, through the read-write multi-host URL,
+    recording every id whose commit was acknowledged; reconnect after an error."""
+    deadline, i, conn = time.monotonic() + seconds, start, None
+    while time.monotonic() < deadline:
+        try:
+            if conn is None:
+                conn = ha.connect()
+            conn.execute(f"INSERT INTO {table} VALUES (%s)", (i,))
+            acked.append(i)
+        except psycopg.Error:
+            if conn is not None:
+                conn.close()
+            conn = None
+            time.sleep(0.1)
+        i += 1
+    if conn is not None:
+        conn.close()
+    return i
+
+
+def test_synchronous_standby_configured(ha):
+    leader = ha.wait_leader()
+    with ha.connect_node(leader) as conn:
+        assert conn.execute("SHOW synchronous_commit").fetchone()[0] == "on"
+        names = conn.execute("SHOW synchronous_standby_names").fetchone()[0]
+    standby = ha.wait_sync_standby()
+    assert standby != leader.name and standby in names
+
+
+def test_killed_primary_replaced_and_no_acknowledged_write_lost(ha):
+    leader = ha.wait_leader()
+    with ha.connect() as conn:
+        conn.execute("CREATE TABLE acked_kill (id INT PRIMARY KEY)")
+    acked: list[int] = []
+    nxt = write_loop(ha, "acked_kill", 2.0, acked)
+    assert len(acked) > 10, "the writer got no commit through"
+    killed_at = time.monotonic()
+    ha.kill9(leader)
+    # The writer keeps going; the first commit acknowledged after the crash is the
+    # new primary serving.
+    first_after = None
+    while time.monotonic() - killed_at < FAILOVER_BOUND + 30:
+        before = len(acked)
+        nxt = write_loop(ha, "acked_kill", 0.5, acked, nxt)
+        if len(acked) > before:
+            first_after = time.monotonic()
+            break
+    assert first_after is not None, "no primary accepted a write after the crash"
+    failover = first_after - killed_at
+    new = ha.wait_leader(not_this=leader)
+    print(f"\nfailover after kill -9 of the primary's host: {failover:.1f} s "
+          f"({leader.name} -> {new.name}, {len(acked)} acknowledged commits)")
+    with ha.connect_node(new) as conn:
+        present = {r[0] for r in conn.execute("SELECT id FROM acked_kill")}
+    missing = sorted(set(acked) - present)
+    assert not missing, f"acknowledged but lost: {missing[:20]}"
+    assert failover < FAILOVER_BOUND
+    ha.start_node(leader)   # back as a replica of the new primary
+    deadline = time.monotonic() + 90
+    while (ha.replicas_streaming(new) < 2) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert ha.replicas_streaming(new) == 2, leader.log()
