@@ -115,8 +115,9 @@ def add_vif(raw: Raw, session: str, vm: str, network: str):
         "other_config": {}, "qos_algorithm_type": "", "qos_algorithm_params": {}})
 
 
-def grow(server, session: str, base: str, network: str, target: int, clients: int):
-    """Clone `base` (and give each clone a VIF) until `target` non-template VMs exist."""
+def grow(server, session: str, base: str, target: int, clients: int):
+    """Clone `base` until `target` non-template VMs exist (a clone gets a copy of the
+    base's VIF, with a new MAC, and of its VBD)."""
     probe = Raw(server.port)
     have = sum(1 for r in probe.json("VM.get_all_records", session).values()
                if not r["is_a_template"])
@@ -129,8 +130,7 @@ def grow(server, session: str, base: str, network: str, target: int, clients: in
         raw = Raw(server.port)
         try:
             for i in range(count):
-                vm = raw.json("VM.clone", session, base, f"scale-{tag}-{have + i}")
-                add_vif(raw, session, vm, network)
+                raw.json("VM.clone", session, base, f"scale-{tag}-{have + i}")
         except Exception as exc:   # reported below: the run is void
             errors.append(exc)
     share = [todo // clients + (1 if i < todo % clients else 0) for i in range(clients)]
@@ -244,12 +244,12 @@ def main():
         add_vif(Raw(server.port), session, base, network)
         host = x.host.get_all()[0]
         leaf = Raw(server.port).json("VM.clone", session, base, "scale-leaf")  # event probe
-        grow(server, session, base, network, 100, args.clients)
+        grow(server, session, base, 100, args.clients)
         small_clone, small_create = per_call_costs(server, session, base)
         small_event = incremental_event_ms(server, session, leaf)
         rss_small = rss_kib(server.proc.pid)
         start = time.perf_counter()
-        grow(server, session, base, network, n, args.clients)
+        grow(server, session, base, n, args.clients)
         line(f"made {n} VMs (clone + VIF.create)", f"{time.perf_counter() - start:.0f} s")
         rss_built = rss_kib(server.proc.pid)
         raw = Raw(server.port)

@@ -135,3 +135,56 @@ def test_changed_since_reads_the_log_as_a_scan_would(monkeypatch):
         assert sorted(store.changed_since(seen, "network")["network"]) == scanned(
             store, seen, "network")
     asyncio.run(run())
+
+
+def test_rows_decoded_at_once_as_column_by_column():
+    """decode_rows (a restart: one JSON parse per row) gives what decode_row gives,
+    also for the rows it hands to decode_row: a NULL column (added after the row was
+    written), a value only the json module reads (NaN), ints past 64 bits."""
+    from xapi_server.store.codec import decode_row, decode_rows, row_values, stored_fields
+    fields = stored_fields(CLASSES["VM_metrics"])
+    when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    rec = {f.name: f.default_value() for f in fields}
+    rec.update(start_time=when, install_time=when, memory_actual=2**70,
+               other_config={"k": "\u00e9"})
+    full = row_values("VM_metrics", "OpaqueRef:a", rec)
+    with_null = [full[0]] + [None if f.name == "VCPUs_number" else text
+                             for f, text in zip(fields, full[1:])]
+    nan = [full[0]] + ['{"0":NaN}' if f.name == "VCPUs_CPU" else text
+                       for f, text in zip(fields, full[1:])]
+    rows = [full, ["OpaqueRef:b", *with_null[1:]], ["OpaqueRef:c", *nan[1:]]]
+    decoded = decode_rows(fields, rows)
+    assert list(decoded) == ["OpaqueRef:a", "OpaqueRef:b", "OpaqueRef:c"]
+    for row in rows:
+        assert decoded[row[0]] == decode_row(fields, row[1:])
+    assert decoded["OpaqueRef:a"]["start_time"] == when
+    assert decoded["OpaqueRef:a"]["memory_actual"] == 2**70
+    assert decoded["OpaqueRef:b"]["VCPUs_number"] == 0          # the field's default
+    assert str(decoded["OpaqueRef:c"]["VCPUs_CPU"]["0"]) == "nan"
+
+
+def test_datetime_read_directly_as_strptime_reads_it():
+    from xapi_server.datamodel.types import TypeMismatch, format_datetime, parse_datetime
+    import pytest
+    for text in ("20260102T03:04:05Z", "19700101T00:00:00Z", " 20261231T23:59:59Z "):
+        assert parse_datetime(text) == datetime.strptime(
+            text.strip(), "%Y%m%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+        assert format_datetime(parse_datetime(text)) == text.strip()
+    for bad in ("20261302T00:00:00Z", "2026+102T00:00:00Z", "20260102T24:00:00Z",
+                "2026010xT00:00:00Z"):
+        with pytest.raises(TypeMismatch):
+            parse_datetime(bad)
+
+
+def test_new_mac_avoids_the_macs_in_use_by_index(monkeypatch):
+    """VIF MACs are looked up in the store's index (no scan of every VIF per create);
+    a MAC in use, in either case, is never handed out again."""
+    from xapi_server.api import vif as vif_api
+    store = Store()
+    taken = ["02:00:00:00:00:01", "02:00:00:00:00:02"]
+    store.create("VIF", {"MAC": taken[0]})
+    store.create("VIF", {"MAC": taken[1].upper()})
+    draws = iter([bytes.fromhex("020000000001"), bytes.fromhex("020000000002"),
+                  bytes.fromhex("020000000003")])
+    monkeypatch.setattr(vif_api.secrets, "token_bytes", lambda n: next(draws))
+    assert vif_api.new_mac(store) == "02:00:00:00:00:03"

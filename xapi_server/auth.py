@@ -43,8 +43,10 @@ def verify_password(password: str, stored: str) -> bool:
 
 
 # A fixed hash to check against when the user does not exist, so that a login for
-# an unknown name takes as long as one with a wrong password.
-_DUMMY_HASH = hash_password("not a password")
+# an unknown name takes as long as one with a wrong password: hash_password("not a
+# password") made once and written here, as computing it cost every start an scrypt.
+_DUMMY_HASH = (f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}$Pd4l87EAikWcd4CRBqCOeA==$"
+               "AUivn4OFxUrERB0hwtDPEH8NJhj3JxYykK2fNVSK6bs=")
 
 
 LOCAL_PREFIX = "local:"  # subject_identifier of a local account: "local:<user name>"

@@ -44,6 +44,15 @@ _INT64 = (-(2**63), 2**63 - 1)
 def parse_datetime(text: str) -> datetime:
     """Accept xapi's compact form, RFC 3339 with dashes, and zone-less values (UTC)."""
     t = text.strip()
+    if len(t) == 18 and t[8] == "T" and t[17] == "Z" and t[11] == t[14] == ":" \
+            and (t[:8] + t[9:11] + t[12:14] + t[15:17]).isdigit():
+        # The form format_datetime writes (every stored datetime): read directly, as
+        # strptime costs tens of microseconds and a restart reads tens of thousands.
+        try:
+            return datetime(int(t[0:4]), int(t[4:6]), int(t[6:8]), int(t[9:11]),
+                            int(t[12:14]), int(t[15:17]), tzinfo=timezone.utc)
+        except ValueError:
+            pass    # not digits, or out of range: the general way says why
     for fmt in ("%Y%m%dT%H:%M:%SZ", "%Y%m%dT%H:%M:%S", "%Y%m%dT%H%M%SZ", "%Y%m%dT%H%M%S"):
         try:
             return datetime.strptime(t, fmt).replace(tzinfo=timezone.utc)

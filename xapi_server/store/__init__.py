@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import gc
 import uuid as uuidlib
 
 from ..datamodel import CLASSES, RELATIONS, Map, Set
@@ -92,11 +93,22 @@ class Store:
         self._loop = asyncio.get_running_loop()
         if not self._db:
             return
-        loaded = self._db.load()
-        self.meta = loaded.meta
-        # Above every token a previous writer handed out; older tokens read everything.
-        self.generation = self.log_floor = self._ceiling = self._asked = loaded.generation
-        self._load_rows(loaded.rows)
+        # Loading makes hundreds of thousands of containers, none of them garbage: the
+        # cyclic collector, run again and again over them, doubled the time it takes.
+        # Once loaded they are frozen out of its sweeps (gc.freeze): they live until
+        # replaced, and reference counting frees a replaced record.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            loaded = self._db.load()
+            self.meta = loaded.meta
+            # Above every token a previous writer handed out; older tokens read everything.
+            self.generation = self.log_floor = self._ceiling = self._asked = loaded.generation
+            self._load_rows(loaded.rows)
+        finally:
+            if collecting:
+                gc.enable()
+        gc.freeze()
         self._commits.start(self._loop)
         self._reserve()
 
@@ -246,6 +258,17 @@ class Store:
         disk refused any of them or an earlier change of this task."""
         if self._commits:
             await self._commits.flush()
+
+    @property
+    def deposed(self) -> str | None:
+        """Why this server may no longer write its replicated pool database, else None
+        (_postgres.py: the database refused it as read-only, or its primary was lost)."""
+        return self._db.deposed if self._db else None
+
+    @property
+    def replicated(self) -> bool:
+        """On a replicated pool database (a URL that accepts only its primary)."""
+        return bool(getattr(self._db, "replicated", False))
 
     # -- change notification ---------------------------------------------------------
 

@@ -9,7 +9,7 @@ import os
 import sqlite3
 
 from ..datamodel import CLASSES
-from .codec import decode_row, quote, stored_classes, stored_fields
+from .codec import decode_rows, quote, stored_classes, stored_fields
 from .writer import SCHEMA_VERSION, STATE_TABLE, Loaded, Writer, ensure_state_tables
 
 
@@ -28,26 +28,40 @@ class Database(Writer):
         self._ensure_schema()
 
     def _ensure_schema(self):
+        """Tables and columns the datamodel has and the file lacks, in one transaction:
+        one durable commit instead of one per statement (a first start made hundreds,
+        each an fsync). Unchanged, nothing is written."""
         c = self._conn
-        ensure_state_tables(c.execute, self.path)
-        for cdef in stored_classes():
-            table = quote(cdef.name)
-            c.execute(f"CREATE TABLE IF NOT EXISTS {table} (ref TEXT PRIMARY KEY)")
-            have = {row[1] for row in c.execute(f"PRAGMA table_info({table})")}
-            for f in stored_fields(cdef):
-                if f.name not in have:
-                    c.execute(f"ALTER TABLE {table} ADD COLUMN {quote(f.name)} TEXT")
-        c.execute(f"INSERT OR REPLACE INTO {STATE_TABLE} VALUES ('schema_version', ?)",
-                  (SCHEMA_VERSION,))
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            ensure_state_tables(c.execute, self.path)
+            for cdef in stored_classes():
+                table = quote(cdef.name)
+                have = {row[1] for row in c.execute(f"PRAGMA table_info({table})")}
+                if not have:
+                    cols = "".join(f", {quote(f.name)} TEXT" for f in stored_fields(cdef))
+                    c.execute(f"CREATE TABLE {table} (ref TEXT PRIMARY KEY{cols})")
+                    continue
+                for f in stored_fields(cdef):
+                    if f.name not in have:
+                        c.execute(f"ALTER TABLE {table} ADD COLUMN {quote(f.name)} TEXT")
+            version = c.execute(f"SELECT value FROM {STATE_TABLE} "
+                                "WHERE name = 'schema_version'").fetchone()
+            if version is None or version[0] != SCHEMA_VERSION:
+                c.execute(f"INSERT OR REPLACE INTO {STATE_TABLE} "
+                          "VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        c.execute("COMMIT")
 
     def load(self) -> Loaded:
         rows = {}
         for cdef in stored_classes():
             fields = stored_fields(cdef)
             cols = ", ".join(quote(f.name) for f in fields)
-            rows[cdef.name] = {
-                row[0]: decode_row(fields, row[1:])
-                for row in self._conn.execute(f"SELECT ref, {cols} FROM {quote(cdef.name)}")}
+            rows[cdef.name] = decode_rows(
+                fields, self._conn.execute(f"SELECT ref, {cols} FROM {quote(cdef.name)}"))
         meta = dict(self._conn.execute("SELECT key, value FROM meta"))
         gen = self._conn.execute(f"SELECT value FROM {STATE_TABLE} WHERE name = 'generation'"
                                  ).fetchone()

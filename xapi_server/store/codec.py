@@ -98,9 +98,14 @@ def _holds_datetime(ftype) -> bool:
     return False
 
 
+# Stored datetimes repeat (the epoch for "never", clones made in the same second); a
+# datetime is immutable, so one parse of each text is shared.
+_parse_stored_datetime = functools.lru_cache(maxsize=4096)(parse_datetime)
+
+
 def _revive(ftype, value):
     if isinstance(ftype, Prim) and ftype.name == "datetime" and isinstance(value, str):
-        return parse_datetime(value)
+        return _parse_stored_datetime(value)
     if isinstance(ftype, Set) and isinstance(value, list):
         return [_revive(ftype.elem, v) for v in value]
     if isinstance(ftype, Map) and isinstance(value, dict):
@@ -112,6 +117,35 @@ def decode_row(fields, texts) -> dict:
     """A record from a row's column texts (NULL: a column added after the row)."""
     return {f.name: f.default_value() if text is None else decode(f.type, text)
             for f, text in zip(fields, texts)}
+
+
+def decode_rows(fields, rows) -> dict[str, dict]:
+    """{ref: record} of rows (ref, *column texts), as decode_row would make them.
+
+    A restart reads every row of every table: parsing each row's columns as one JSON
+    array (one orjson call, not one per column) and reviving only the columns that can
+    hold datetimes makes loading 10,000 VMs several times faster. A row with a NULL
+    column, or one that does not read as exactly one value per column, takes
+    decode_row's way."""
+    names = [f.name for f in fields]
+    revived = [(i, f.type) for i, f in enumerate(fields) if _holds_datetime(f.type)]
+    width = len(fields)
+    records = {}
+    for row in rows:
+        texts = row[1:]
+        values = None
+        if None not in texts:
+            try:
+                values = orjson.loads("[" + ",".join(texts) + "]")
+            except orjson.JSONDecodeError:
+                pass
+        if values is None or len(values) != width:
+            records[row[0]] = decode_row(fields, texts)
+            continue
+        for i, ftype in revived:
+            values[i] = _revive(ftype, values[i])
+        records[row[0]] = dict(zip(names, values))
+    return records
 
 
 def quote(name: str) -> str:
