@@ -39,6 +39,8 @@ FORWARDED = {
                                           "(pool /pool_internal) as it is, as xapi",
     ("api/pool_membership.py", "call_member"): "re-raises a member's refusal of an internal "
                                                 "call as it is",
+    ("api/pool_sessions.py", "vouched_session"): "re-raises the coordinator's refusal of "
+                                                  "a session as it is",
 }
 
 

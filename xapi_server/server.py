@@ -45,7 +45,8 @@ class Server:
         self.audit = Audit(settings)
         self.tasks = Tasks(self)
         self.registrations = Registrations(self.store)
-        self.dispatcher = Dispatcher(self)
+        # Messages the datamodel forwards run on the pool member owning their object.
+        self.dispatcher = Dispatcher(self, forward=api.pool_forward.forward_call)
         self.limiter = RateLimiter(self)
         self.tls = TlsIdentity(settings.cert_dir)   # certificate files, live TLS context
         self.cli_logins = Logins()       # xe's cached logins (cli/engine.py)

@@ -1,7 +1,7 @@
 """The calls hosts make to each other on `/pool_internal` (http/pool_internal.py), by
 who may make them: a joining host (with a pool administrator's credentials), the
-members (heartbeats, with the pool secret) and the coordinator (with the pool
-secret: eject, a VM's power operations, a ping)."""
+members (heartbeats, a session checked, with the pool secret) and the coordinator (with the pool
+secret: eject, the calls it forwards, a ping)."""
 from __future__ import annotations
 
 import asyncio
@@ -11,9 +11,10 @@ from ..errors import ApiError
 from ..services.pool import role as pool_role
 from .pool_forward import run_for_coordinator
 from .pool_membership import accept_joiner, heartbeat, leave_pool
+from .pool_sessions import check_for_member
 
-COORDINATOR_OPS = {"heartbeat": heartbeat}
-MEMBER_OPS = {"eject": leave_pool, "vm": run_for_coordinator,
+COORDINATOR_OPS = {"heartbeat": heartbeat, "session": check_for_member}
+MEMBER_OPS = {"eject": leave_pool, "call": run_for_coordinator,
               "ping": lambda server, args: server.store.get("host", server.host_ref, "uuid")}
 
 

@@ -1,29 +1,39 @@
-"""VM placement in a pool and the forwarding of a VM's power operations to the host
-that runs it (or will), as xapi's message forwarding does.
+"""VM placement in a pool, and the forwarding of a call to the member that owns its
+object, as xapi's message forwarding does.
 
 On the coordinator, VM.start picks a host that can run the VM (its affinity first,
 then the coordinator, then the members): live, enabled, reaching every SR the VM's
 disks are on and every network with PIFs its VIFs use, with memory left for it
-(xapi's checks and errors). VM.start_on checks the named host the same way. When
-the host is a member, the coordinator sends the member the VM's records with the
-call (`/pool_internal` op "vm"); the member brings its own copy of them up to date,
-runs the message on its own hypervisor, disks and bridges, and answers with the
-records as they now are, which the coordinator writes to the pool database. The
-coordinator never touches a member's libvirt itself. A standalone host (a pool of
-one) is not affected at all.
+(xapi's checks and errors). VM.start_on checks the named host the same way.
+
+Any other message a member runs is declared in the datamodel (`msg(forward="vm")`);
+the dispatcher's step (`forward_call`) finds the owner of the named object
+(api/pool_scope.py) and, when it is a member, sends it the call with the records
+it needs (`/pool_internal` op "call"). The member brings its own copy of them up to
+date, runs the message on its own hypervisor, disks and bridges, and answers with
+the result, the records as they now are (new ones included) and the ones the call
+removed, which the coordinator writes to the pool database. The coordinator never
+touches a member's libvirt itself. A standalone host (a pool of one) is not affected.
 """
 from __future__ import annotations
 
-from ..datamodel import METHODS, NULL_REF
+import json
+from datetime import datetime
+
+from ..datamodel import CLASSES, METHODS, NULL_REF, RW, forward_target
+from ..datamodel.types import Record, Ref, Set, format_datetime
 from ..dispatch import Context
+from ..dispatch.unmarshal import unmarshal
 from ..errors import ApiError
-from . import pool_records
+from . import pool_records, pool_scope
 from .pool_membership import call_member, is_live
 
-# What a member runs for the coordinator (the VM's first argument, the rest as given).
-FORWARDED = ("VM.start", "VM.hard_shutdown", "VM.clean_shutdown", "VM.shutdown",
-             "VM.clean_reboot", "VM.hard_reboot", "VM.pause", "VM.unpause")
-RESULT_CLASSES = ("VM", "VM_metrics", "VBD", "VDI")
+# Placed by the coordinator (start_elsewhere), then run by the chosen member; every
+# other message a member runs for the coordinator is one the datamodel forwards.
+PLACED = ("VM.start",)
+# What a forwarded call may remove; networks are matched by bridge, never removed.
+GONE_CLASSES = ("console", "VIF", "VBD", "VM", "VM_metrics", "VDI", "PBD", "SR")
+FORWARD_TIMEOUT = 1800.0   # a clean shutdown may take 1200 s (api/vm.py)
 
 
 def _in_pool(ctx) -> bool:
@@ -94,75 +104,140 @@ async def start_elsewhere(ctx, vm: str, host: str | None, paused: bool, force: b
         assert_can_run_on(store, vm, host)
     if host == ctx.server.host_ref:
         return False
-    await _run_on(ctx, host, "VM.start", [vm, paused, force])
+    await _run_on(ctx, host, METHODS["VM.start"], [vm, paused, force])
     return True
 
 
-async def on_owner(ctx, message: str, vm: str, *args) -> bool:
-    """A power operation of a VM running on a member: run there (True). Only the
-    FORWARDED ones: for any other, Server.runtime_of_vm refuses a VM of a member."""
-    if not _in_pool(ctx) or message not in FORWARDED:
-        return False
-    host = ctx.store.get("VM", vm, "resident_on")
-    if host in (NULL_REF, ctx.server.host_ref) or not ctx.store.exists("host", host):
-        return False
-    await _run_on(ctx, host, message, [vm, *args])
-    return True
+async def forward_call(ctx, args: list) -> tuple | None:
+    """The dispatcher's step for a message the datamodel forwards (`msg(forward=)`):
+    (result,) when the host owning the named object is another one, which ran it;
+    None when this host runs it (not in a pool, no owner, or the owner is this host)."""
+    if not _in_pool(ctx):
+        return None
+    index, fname, ref_type = forward_target(ctx.message)
+    ref = args[index].get(fname) if fname else args[index]
+    host = pool_scope.owner(ctx.store, ref_type.cls, ref) if isinstance(ref, str) else None
+    if host in (None, ctx.server.host_ref) or not ctx.store.exists("host", host):
+        return None
+    return (await _run_on(ctx, host, ctx.message, args),)
 
 
-def vm_objects(store, vm: str) -> dict:
-    """The VM with what a host needs to run it: metrics, VBDs with their VDIs, SRs and
-    PBDs, VIFs with their networks."""
-    picked = {cname: {} for cname in pool_records.MOVED}
-
-    def take(cname, ref):
-        if store.exists(cname, ref):
-            picked[cname][ref] = store.record(cname, ref)
-
-    rec = store.record("VM", vm)
-    take("VM", vm)
-    take("VM_metrics", rec["metrics"])
-    for vbd in rec["VBDs"]:
-        take("VBD", vbd)
-        vdi = store.get("VBD", vbd, "VDI")
-        if store.exists("VDI", vdi):
-            take("VDI", vdi)
-            sr = store.get("VDI", vdi, "SR")
-            take("SR", sr)
-            for pbd in store.get("SR", sr, "PBDs"):
-                take("PBD", pbd)
-    for vif in rec["VIFs"]:
-        take("VIF", vif)
-        take("network", store.get("VIF", vif, "network"))
-    return picked
+def call_scope(store, m, args: list, result=None) -> dict:
+    """{class: refs} of the records a call needs: the scope of every object its
+    parameters name (refs, sets of refs, refs in a record), and of its result."""
+    into: dict = {}
+    for ptype, value in [(p.type, v) for p, v in zip(m.params, args)] + [(m.result, result)]:
+        for cname, ref in _refs(ptype, value):
+            pool_scope.scope(store, cname, ref, into)
+    return into
 
 
-async def _run_on(ctx, host: str, message: str, args: list):
+def _refs(ptype, value):
+    if isinstance(ptype, Ref) and isinstance(value, str):
+        yield ptype.cls, value
+    elif isinstance(ptype, Set) and isinstance(ptype.elem, Ref) and isinstance(value, list):
+        yield from ((ptype.elem.cls, v) for v in value if isinstance(v, str))
+    elif isinstance(ptype, Record) and isinstance(value, dict):
+        fields = CLASSES[ptype.cls].field_map
+        for name, v in value.items():
+            if name in fields and isinstance(fields[name].type, Ref) and isinstance(v, str):
+                yield fields[name].type.cls, v
+
+
+def _records(store, refs: dict) -> dict:
+    return {cname: {ref: store.record(cname, ref) for ref in refs.get(cname, ())
+                    if store.exists(cname, ref)} for cname in pool_records.MOVED}
+
+
+def _plain(value):
+    """JSON-safe (datetimes as xapi's text); the receiver unmarshals by the type."""
+    return json.loads(json.dumps(value, default=lambda v: format_datetime(v)
+                                 if isinstance(v, datetime) else str(v)))
+
+
+async def _run_on(ctx, host: str, m, args: list):
+    """Run message m on a member: the records it needs go along, the member's records
+    of them come back into the pool database, with the objects the call removed."""
     store = ctx.store
-    answer = await call_member(ctx.server, host, "vm", {
-        "message": message, "args": args,
-        "objects": pool_records.encode(vm_objects(store, args[0]))}, timeout=600)
+    sent = call_scope(store, m, args)
+    answer = await call_member(ctx.server, host, "call", {
+        "message": m.wire_name, "params": _plain(args),
+        "objects": pool_records.encode(_records(store, sent))}, timeout=FORWARD_TIMEOUT)
     try:
-        objects = pool_records.decode(answer)
-    except (ValueError, TypeError) as exc:
+        objects = pool_records.decode(answer["objects"])
+        gone = {c: list(answer["gone"].get(c, [])) for c in GONE_CLASSES}
+        result = None if m.result_text == "void" else \
+            unmarshal("result", m.result, answer["result"])
+    except (ValueError, TypeError, KeyError, AttributeError, ApiError) as exc:
         raise ApiError("INTERNAL_ERROR", f"the member's answer: {exc}") from None
-    pool_records.add_to_pool(store, {c: (objects[c] if c in RESULT_CLASSES else {})
-                                     for c in pool_records.MOVED}, replace=True)
+    _merge(store, host, sent, objects, gone)
+    return result
+
+
+def _merge(store, member: str, sent: dict, objects: dict, gone: dict):
+    """The member's records into the pool database. A reference the member could not
+    know (one to an object it was not sent, such as the coordinator as a VM's
+    affinity) comes back NULL: the pool's value stays."""
+    for cname, recs in objects.items():
+        table, fields = store.tables[cname], CLASSES[cname].field_map
+        for ref, rec in recs.items():
+            mine = table.get(ref)
+            if mine is None:
+                continue
+            for name, value in rec.items():
+                ftype, had = fields[name].type, mine[name]
+                if isinstance(ftype, Ref) and value == NULL_REF and had != NULL_REF \
+                        and had != member and had not in sent.get(ftype.cls, ()):
+                    rec[name] = had
+    pool_records.add_to_pool(store, objects, replace=True)
+    for cname in reversed(pool_records.MOVED):
+        for ref in gone.get(cname, ()):
+            if store.exists(cname, ref):
+                store.delete(cname, ref)
+    # A VM a member suspended keeps its memory there: it resumes there (pool_scope).
+    for vm, rec in objects["VM"].items():
+        if not store.exists("VM", vm):
+            continue
+        held = rec["power_state"] == "Suspended" and rec["suspend_VDI"] == NULL_REF
+        if held:
+            store.update("VM", vm, scheduled_to_be_resident_on=member)
+        elif store.get("VM", vm, "scheduled_to_be_resident_on") == member:
+            store.update("VM", vm, scheduled_to_be_resident_on=NULL_REF)
 
 
 async def run_for_coordinator(server, args: dict):
-    """On a member: op "vm" (see the module doc)."""
-    message, call_args = args.get("message"), args.get("args")
-    if message not in FORWARDED or not isinstance(call_args, list) or not call_args:
-        raise ApiError("MESSAGE_METHOD_UNKNOWN", str(message))
+    """On a member: op "call", a message the coordinator forwards here (see _run_on)."""
+    m = METHODS.get(args.get("message")) if isinstance(args.get("message"), str) else None
+    if m is None or (m.forward is None and m.wire_name not in PLACED):
+        raise ApiError("MESSAGE_METHOD_UNKNOWN", str(args.get("message")))
+    params = args.get("params")
+    if not isinstance(params, list) or len(params) != len(m.params):
+        raise ApiError("MESSAGE_PARAMETER_COUNT_MISMATCH", m.wire_name, len(m.params),
+                       len(params) if isinstance(params, list) else 0)
+    call_args = [unmarshal(p.name, p.type, v) for p, v in zip(m.params, params)]
     try:
         objects = pool_records.decode(args.get("objects") or {})
     except (ValueError, TypeError) as exc:
         raise ApiError("INVALID_VALUE", "objects", str(exc)) from None
-    # The coordinator's copy brings configuration made while the VM was halted; while it
-    # runs here, this host's records of it are the truth (power state, devices).
-    vm, store = call_args[0], server.store
-    running_here = store.exists("VM", vm) and store.get("VM", vm, "power_state") != "Halted"
-    pool_records.add_to_pool(store, objects, replace=not running_here)
-    await server.dispatcher.run(Context(server, METHODS[message]), call_args)
-    return pool_records.encode(vm_objects(store, vm))
+    store = server.store
+    _take_from_coordinator(store, objects, server.host_ref)
+    sent = {c: set(recs) for c, recs in objects.items() if recs}
+    result = await server.dispatcher.run(Context(server, m), call_args)
+    after = call_scope(store, m, call_args, result)
+    for cname, refs in sent.items():
+        after.setdefault(cname, set()).update(refs)
+    return {"result": _plain(result), "objects": pool_records.encode(_records(store, after)),
+            "gone": {c: sorted(r for r in sent.get(c, ()) if not store.exists(c, r))
+                     for c in GONE_CLASSES}}
+
+
+def _take_from_coordinator(store, objects: dict, here: str):
+    """The pool database's records into this member's copy. Of an object this host
+    acts on (its host, its local SR and disks, a VM running here and its devices) only
+    the configuration is taken (read-write fields): its runtime state is this host's."""
+    for cname, recs in objects.items():
+        fields = CLASSES[cname].field_map
+        for ref, rec in recs.items():
+            if store.exists(cname, ref) and pool_scope.owned_by(store, cname, ref, here):
+                recs[ref] = {k: v for k, v in rec.items() if fields[k].qualifier == RW}
+    pool_records.add_to_pool(store, objects, replace=True)

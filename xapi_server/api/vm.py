@@ -124,8 +124,6 @@ async def start_on(ctx, vm, host, start_paused, force):
 
 @implements("VM.clean_shutdown")
 async def clean_shutdown(ctx, vm):
-    if await pool_forward.on_owner(ctx, "VM.clean_shutdown", vm):
-        return
     async with vm_operation(ctx, vm, "clean_shutdown"):
         await _clean_shutdown(ctx, vm, CLEAN_SHUTDOWN_TIMEOUT)
 
@@ -139,8 +137,6 @@ async def _clean_shutdown(ctx, vm, timeout):
 
 @implements("VM.hard_shutdown")
 async def hard_shutdown(ctx, vm):
-    if await pool_forward.on_owner(ctx, "VM.hard_shutdown", vm):
-        return
     async with vm_operation(ctx, vm, "hard_shutdown"):
         await _hard_shutdown(ctx, vm)
 
@@ -155,8 +151,6 @@ async def _hard_shutdown(ctx, vm):
 @implements("VM.shutdown")
 async def shutdown(ctx, vm):
     """Clean when the guest runs, hard if it does not comply (or is not running)."""
-    if await pool_forward.on_owner(ctx, "VM.shutdown", vm):
-        return
     async with vm_operation(ctx, vm, "shutdown"):
         if ctx.store.record("VM", vm)["power_state"] == "Running":
             try:
@@ -170,8 +164,6 @@ async def shutdown(ctx, vm):
 
 @implements("VM.clean_reboot")
 async def clean_reboot(ctx, vm):
-    if await pool_forward.on_owner(ctx, "VM.clean_reboot", vm):
-        return
     rt = _runtime(ctx, vm)
     async with vm_operation(ctx, vm, "clean_reboot"):
         uuid = ctx.store.record("VM", vm)["uuid"]
@@ -191,8 +183,6 @@ async def clean_reboot(ctx, vm):
 @implements("VM.hard_reboot")
 async def hard_reboot(ctx, vm):
     """A new domain from the current record: configuration changes take effect."""
-    if await pool_forward.on_owner(ctx, "VM.hard_reboot", vm):
-        return
     async with vm_operation(ctx, vm, "hard_reboot"):
         await _hard_shutdown(ctx, vm)
         await boot(ctx, vm, paused=False, force=True)
@@ -200,8 +190,6 @@ async def hard_reboot(ctx, vm):
 
 async def _domain_op(ctx, vm, op, method, *args):
     """The common shape: claim `op`, one hypervisor call on the domain, re-read it."""
-    if await pool_forward.on_owner(ctx, f"VM.{op}", vm, *args):
-        return
     rt = _runtime(ctx, vm)
     async with vm_operation(ctx, vm, op):
         await hv_call(getattr(rt.hv, method)(ctx.store.record("VM", vm)["uuid"], *args))

@@ -8,7 +8,8 @@ schemas and the CLI all read `CLASSES` and `METHODS` and nothing else.
 from __future__ import annotations
 
 from . import types
-from ._dsl import ANY_ROLE, RC, RO, ROLES, RW, ClassDef, Field, Message, Param, msg, role_allows
+from ._dsl import (ANY_ROLE, FORWARD_OWNERS, RC, RO, ROLES, RW, ClassDef, Field, Message, Param,
+                   msg, role_allows)
 from .types import NULL_REF, Enum, Map, Prim, Record, Ref, Set
 from . import costs
 from .classes import auth, event, metrics, pool, network, ratelimit, storage, task, vm
@@ -16,7 +17,8 @@ from .classes import blob, pool_host_features, vm_more
 from .enums import ENUMS
 
 __all__ = ["CLASSES", "METHODS", "RELATIONS", "ENUMS", "ROLES", "ClassDef", "Field", "Message",
-           "Param", "NULL_REF", "RW", "RC", "RO", "role_allows", "parse_type", "lookup_method"]
+           "Param", "NULL_REF", "RW", "RC", "RO", "role_allows", "parse_type", "lookup_method",
+           "forward_target"]
 
 _MODULES = (pool, vm, storage, network, auth, task, event, ratelimit, metrics, blob,
             pool_host_features, vm_more)
@@ -119,14 +121,47 @@ def _build():
             for p in m.params:
                 p.type = parse_type(p.type_text)
             m.result = parse_type(m.result_text)
+            m.forward = c.forward.get(m.name, m.forward)
+            _check_forward(m, classes)
             c.message_map[m.name] = m
             methods[m.wire_name] = m
+        unknown = set(c.forward) - set(c.message_map)
+        if unknown:
+            raise ValueError(f"{c.name}.forward names no message: {', '.join(unknown)}")
     costs.apply(methods)
     return classes, methods
 
 
+def _forward_target(m: Message, classes: dict):
+    """(parameter index, record field or None, Ref type) of m.forward; None if it names
+    no ref to a class whose objects belong to a host."""
+    name, _, fname = m.forward.partition(".")
+    names = [p.name for p in m.params]
+    if name not in names:
+        return None
+    index = names.index(name)
+    ptype = m.params[index].type
+    if fname:
+        field = classes[ptype.cls].field_map.get(fname) if isinstance(ptype, Record) else None
+        ptype = field.type if field is not None else None
+    if not isinstance(ptype, Ref) or ptype.cls not in FORWARD_OWNERS:
+        return None
+    return index, fname or None, ptype
+
+
+def _check_forward(m: Message, classes: dict) -> None:
+    if m.forward is not None and _forward_target(m, classes) is None:
+        raise ValueError(f"{m.cls}.{m.name}: forward={m.forward!r} names no ref to one of "
+                         f"{', '.join(FORWARD_OWNERS)}")
+
+
 CLASSES, METHODS = _build()
 
+
+def forward_target(m: Message) -> tuple[int, str | None, Ref]:
+    """Where a forwarded message's owner is named: (parameter index, the record
+    parameter's field or None, the ref type)."""
+    return _forward_target(m, CLASSES)
 # xapi also accepts Class_message for Class.message.
 _ALIASES = {f"{m.cls}_{m.name}": m for m in METHODS.values()}
 

@@ -2,7 +2,10 @@
 
 Order of checks, as xapi: method known → parameter count → parameter types →
 session valid → role allowed → rate limiter admits → run (at once, or in a task for
-`Async.`) → writes made durable → result. Anything unexpected becomes INTERNAL_ERROR;
+`Async.`) → writes made durable → result. Running a message the datamodel forwards
+(`msg(forward=)`) first asks the pool whether another host owns its object; if so,
+that host runs it (the Server gives the step: api/pool_forward.forward_call).
+Anything unexpected becomes INTERNAL_ERROR;
 the traceback goes to the log, never to the client.
 """
 from __future__ import annotations
@@ -46,9 +49,11 @@ class Context:
 
 
 class Dispatcher:
-    def __init__(self, server):
+    def __init__(self, server, forward=None):
         self.server = server
         self.method_names = sorted(METHODS)
+        # async forward(ctx, args) -> (result,) if another host ran the call, else None
+        self.forward = forward
 
     async def call(self, name: str, params: list, peer: str = "",
                    invalid: InvalidValue | None = None, user_agent: str = ""):
@@ -98,7 +103,12 @@ class Dispatcher:
             await wait
         impl = IMPLEMENTATIONS.get(m.wire_name)
         try:
-            if impl is not None:
+            forwarded = None
+            if m.forward is not None and self.forward is not None:
+                forwarded = await self.forward(ctx, args)
+            if forwarded is not None:
+                result, = forwarded
+            elif impl is not None:
                 result = impl(ctx, *args)
                 if impl.is_coroutine:
                     result = await result

@@ -23,7 +23,7 @@ import asyncio
 import logging
 
 from ..wire import clean_text
-from . import auth, dataplane
+from . import auth, dataplane, pool_redirect
 from .responses import BodyTooLarge, plain_fault, read_body, respond
 from .routes import ROUTES, SESSION, NoRoute, Route, find
 
@@ -75,6 +75,10 @@ class XapiApp:
         try:
             async with auth.session_for(self.server, scope, route.permission) as session:
                 scope[auth.SESSION_KEY] = session
+                elsewhere = pool_redirect.location(self.server, route, scope)
+                if elsewhere is not None:   # a pool member's object: sent there, as xapi
+                    return await respond(send, 302, b"", b"text/plain",
+                                         [(b"location", elsewhere.encode())])
                 return await dataplane.run(self, route, scope, receive, send, session)
         except auth.Refused as refusal:
             if refusal.error is not None:

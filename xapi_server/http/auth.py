@@ -22,6 +22,7 @@ import logging
 from contextlib import asynccontextmanager
 from urllib.parse import parse_qs, unquote
 
+from ..api import pool_sessions
 from ..datamodel import role_allows
 from ..errors import ApiError
 from ..rbac import HTTP_PERMISSIONS, permission_denied
@@ -132,19 +133,35 @@ async def session_for(server, scope, permission: str | None):
     out when the block ends (also when the handler fails or is cancelled)."""
     ref = param(scope, "session_id")
     credentials = None if ref is not None else basic_credentials(scope)
+    vouched = False   # a pool member: the coordinator's session, checked there
     if ref is not None:
         try:
             session = server.dispatcher.check_session(ref)
         except ApiError:
-            raise Refused(401, "invalid session") from None
+            if not server.role.is_member:
+                raise Refused(401, "invalid session") from None
+            session, vouched = await _vouched(server, ref, permission), True
     elif credentials is not None:
         session = await _login(server, scope, *credentials)
     else:
         raise Refused(401, "no session_id and no HTTP Basic credentials")
     try:
-        check_permission(server, session, permission)
+        if not vouched:
+            check_permission(server, session, permission)
         yield session
     finally:
         if credentials is not None:
             # shielded: a cancelled request still ends its temporary session
             await asyncio.shield(_logout(server, scope, session))
+        if vouched:
+            server.store.delete("session", session)
+
+
+async def _vouched(server, ref: str, permission: str | None) -> str:
+    """A request a coordinator redirected here (api/pool_sessions.py)."""
+    try:
+        return await pool_sessions.vouched_session(server, ref, permission)
+    except ApiError as exc:
+        if exc.code == "RBAC_PERMISSION_DENIED":
+            raise Refused(403, " ".join(exc.description), exc) from None
+        raise Refused(401, "invalid session") from None

@@ -26,6 +26,7 @@ from typing import Callable
 from ..rbac import HTTP_PERMISSIONS
 from . import (audit_log, blob, console, pool_internal, prometheus, rpc, rrd, vdi_export,
                vdi_import, vm_transfer, vncsnapshot, webui)
+from .pool_redirect import archive_of, console_object, disk_object
 from .responses import plain_fault
 
 SESSION = "session"       # auth: a session from the cookie, the query or HTTP Basic
@@ -41,6 +42,9 @@ class Route:
     task: bool = False              # the body drives a task (auth=SESSION only)
     audited: bool = True            # auth=SESSION: each request goes to the audit log
     fault: Callable = plain_fault   # (scope, description) -> (content type, body)
+    # (store, scope) -> (class, ref) the request is about: in a pool, a request about a
+    # member's object is redirected there (http/pool_redirect.py)
+    owner: Callable | None = None
 
     def __post_init__(self):
         if self.auth not in (None, SESSION):
@@ -82,16 +86,16 @@ ROUTES = (
     # consoles, xapi's console.ml (http/console.py): raw RFB or a serial console after a
     # CONNECT, the same in WebSocket frames after a GET upgrade; a picture of the screen
     Route("CONNECT", ("/console",), console.connect_console,
-          permission="http/connect_console", auth=SESSION),
+          permission="http/connect_console", auth=SESSION, owner=console_object),
     Route("GET", ("/console",), console.connect_console_ws,
-          permission="http/connect_console_ws", auth=SESSION),
+          permission="http/connect_console_ws", auth=SESSION, owner=console_object),
     Route("GET", ("/vncsnapshot",), vncsnapshot.get_vncsnapshot,
-          permission="http/get_vncsnapshot", auth=SESSION, task=True),
+          permission="http/get_vncsnapshot", auth=SESSION, task=True, owner=console_object),
     # a disk's bytes in and out, xapi's import_raw_vdi.ml / export_raw_vdi.ml
     Route("PUT", ("/import_raw_vdi",), vdi_import.import_raw_vdi,
-          permission="http/put_import_raw_vdi", auth=SESSION, task=True),
+          permission="http/put_import_raw_vdi", auth=SESSION, task=True, owner=disk_object),
     Route("GET", ("/export_raw_vdi",), vdi_export.export_raw_vdi,
-          permission="http/get_export_raw_vdi", auth=SESSION, task=True),
+          permission="http/get_export_raw_vdi", auth=SESSION, task=True, owner=disk_object),
     # VM export/import (XVA), xapi's export.ml / import.ml: http/vm_transfer.py
     Route("GET", ("/export",), vm_transfer.get_export, permission="http/get_export",
           auth=SESSION, task=True),
@@ -110,11 +114,11 @@ ROUTES = (
     Route("GET", ("/host_rrds",), rrd.get_host_rrd, permission="http/get_host_rrds",
           auth=SESSION, task=True, audited=False),
     Route("GET", ("/vm_rrd",), rrd.get_vm_rrd, permission="http/get_vm_rrd",
-          auth=SESSION, task=True, audited=False),
+          auth=SESSION, task=True, audited=False, owner=archive_of("VM")),
     Route("GET", ("/vm_rrds",), rrd.get_vm_rrd, permission="http/get_vm_rrds",
-          auth=SESSION, task=True, audited=False),
+          auth=SESSION, task=True, audited=False, owner=archive_of("VM")),
     Route("GET", ("/sr_rrd",), rrd.get_sr_rrd, permission="http/get_sr_rrd",
-          auth=SESSION, task=True, audited=False),
+          auth=SESSION, task=True, audited=False, owner=archive_of("SR")),
     Route("GET", ("/metrics",), prometheus.get_metrics),
     # blobs, xapi's blob handler (http/blob.py): public ones readable without a session
     Route("GET", ("/blob",), blob.get_blob),

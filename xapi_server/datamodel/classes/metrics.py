@@ -25,8 +25,10 @@ def data_source_messages(owner: str, param: str, record_role: str) -> list:
     """get_data_sources, record_data_source, query_data_source and
     forget_data_source_archives on `owner` (its ref parameter named `param`)."""
     this = f"{owner} ref {param}"
-    read = dict(role="read-only", asynchronous=False, mutates=False)
-    write = dict(role=record_role, asynchronous=False)
+    # The archives are kept by the host that samples the owner: in a pool, that host
+    # answers (a member's VM, the member itself, its local SR).
+    read = dict(role="read-only", asynchronous=False, mutates=False, forward=param)
+    write = dict(role=record_role, asynchronous=False, forward=param)
     return [
         msg("get_data_sources", this, "data_source record set",
             f"The data sources of the {owner}: those sampled now and those archived.",

@@ -103,27 +103,27 @@ PIF = cls(
             'Attach the PIF: its NIC comes up as a port of its network\'s bridge, and its '
             'addresses and routes move to the bridge.',
             errors=['TRANSPORT_PIF_NOT_CONFIGURED', 'PIF_UNMANAGED', 'CANNOT_PLUG_BOND_SLAVE',
-                    'PIF_CONFIGURATION_ERROR'], **_PIF_OP),
+                    'PIF_CONFIGURATION_ERROR'], **_PIF_OP, forward="self"),
         msg('unplug', 'PIF ref self', 'void',
             'Detach the PIF: its NIC leaves the bridge, taking its addresses and routes '
             'back, and its link goes down.',
             errors=['HA_OPERATION_WOULD_BREAK_FAILOVER_PLAN', 'VIF_IN_USE',
                     'PIF_DOES_NOT_ALLOW_UNPLUG', 'PIF_HAS_FCOE_SR_IN_USE',
-                    'PIF_IS_MANAGEMENT_INTERFACE', 'PIF_UNMANAGED'], **_PIF_OP),
+                    'PIF_IS_MANAGEMENT_INTERFACE', 'PIF_UNMANAGED'], **_PIF_OP, forward="self"),
         msg('reconfigure_ip', 'PIF ref self, enum ip_configuration_mode mode, string IP, '
             'string netmask, string gateway, string DNS', 'void',
             'Set the IPv4 configuration of a (non-management) PIF, on its bridge when it '
             'is plugged, else on the NIC.',
             errors=['CLUSTERING_ENABLED', 'INVALID_IP_ADDRESS_SPECIFIED',
                     'PIF_IS_MANAGEMENT_INTERFACE', 'PIF_UNMANAGED', 'HA_IS_ENABLED'],
-            **_PIF_OP),
+            **_PIF_OP, forward="self"),
         msg('reconfigure_ipv6', 'PIF ref self, enum ipv6_configuration_mode mode, '
             'string IPv6, string gateway, string DNS', 'void',
             'Set the IPv6 configuration (Static: IPv6 as address/prefix; Autoconf: router '
             'adverts; None).',
             errors=['CLUSTERING_ENABLED', 'INVALID_IP_ADDRESS_SPECIFIED',
                     'INVALID_CIDR_ADDRESS_SPECIFIED', 'PIF_IS_MANAGEMENT_INTERFACE',
-                    'PIF_UNMANAGED', 'HA_IS_ENABLED'], **_PIF_OP),
+                    'PIF_UNMANAGED', 'HA_IS_ENABLED'], **_PIF_OP, forward="self"),
         msg('set_property', 'PIF ref self, string name, string value', 'void',
             'Set a property of the NIC and apply it (gro: on or off).',
             errors=['INVALID_VALUE', 'CANNOT_CHANGE_PIF_PROPERTIES'], **_PIF_OP),
@@ -202,11 +202,11 @@ VIF = cls(
     ],
     messages=[
         msg('plug', 'VIF ref self', 'void', 'Hot-plug the VIF into its running VM.',
-            role='vm-admin'),
+            role='vm-admin', forward="self"),
         msg('unplug', 'VIF ref self', 'void', 'Hot-unplug the VIF from its running VM.',
-            role='vm-admin'),
+            role='vm-admin', forward="self"),
         msg('unplug_force', 'VIF ref self', 'void',
-            'Hot-unplug the VIF without waiting for the guest.', role='vm-admin'),
+            'Hot-unplug the VIF without waiting for the guest.', role='vm-admin', forward="self"),
         msg('move', 'VIF ref self, network ref network', 'void',
             'Move the VIF to another network (live when attached).', role='vm-admin'),
         msg('set_locking_mode', 'VIF ref self, enum vif_locking_mode value', 'void',

@@ -179,11 +179,12 @@ SR.messages.extend([
         errors=["SR_HAS_PBD"], role="pool-operator"),
     msg("forget", "SR ref sr", doc="Drop the SR's records; the device is left alone.",
         errors=["SR_HAS_PBD"], role="pool-operator"),
-    msg("update", "SR ref sr", doc="Refresh the SR's size fields.", role="pool-operator"),
+    msg("update", "SR ref sr", doc="Refresh the SR's size fields.", role="pool-operator",
+        forward="sr"),
     msg("get_supported_types", "", "string set", "The SR types this server has drivers for.",
         role="read-only", mutates=False),
     msg("scan", "SR ref sr", doc="Make the VDI records match the volumes on the device.",
-        role="vm-power-admin"),
+        role="vm-power-admin", forward="sr"),
     msg("probe", f"host ref host, {_MAP} device_config, string type, {_MAP} sm_config={{}}",
         "string", "List (as XML) the SRs present on a device.", role="pool-operator"),
 ])
@@ -192,16 +193,21 @@ SR.messages.extend(data_source_messages("SR", "sr", "pool-operator"))
 
 PBD.messages.extend([
     msg("plug", "PBD ref self", doc="Attach the SR on the PBD's host.",
-        errors=["SR_UNKNOWN_DRIVER"], role="pool-operator"),
-    msg("unplug", "PBD ref self", doc="Detach the SR on the PBD's host.", role="pool-operator"),
+        errors=["SR_UNKNOWN_DRIVER"], role="pool-operator", forward="self"),
+    msg("unplug", "PBD ref self", doc="Detach the SR on the PBD's host.", role="pool-operator",
+        forward="self"),
 ])
 
+# A disk on a member's local SR is made and removed by that member (xapi forwards
+# VDI.create to a host that sees the SR, VDI.destroy to the SR's host).
+VDI.forward.update(create="args.SR", destroy="self")
 VDI.messages.extend([
     msg("snapshot", f"VDI ref vdi, {_MAP} driver_params={{}}", "VDI ref",
-        "A read-consistent copy, recorded as a snapshot of vdi.", role="vm-admin"),
+        "A read-consistent copy, recorded as a snapshot of vdi.", role="vm-admin", forward="vdi"),
     msg("clone", f"VDI ref vdi, {_MAP} driver_params={{}}", "VDI ref",
-        "An independent writable copy in the same SR.", role="vm-admin"),
-    msg("resize", "VDI ref vdi, int size", doc="Grow the disk to size bytes.", role="vm-admin"),
+        "An independent writable copy in the same SR.", role="vm-admin", forward="vdi"),
+    msg("resize", "VDI ref vdi, int size", doc="Grow the disk to size bytes.", role="vm-admin",
+        forward="vdi"),
     msg("introduce", "string uuid, string name_label, string name_description, SR ref SR, "
         f"enum vdi_type type, bool sharable, bool read_only, {_MAP} other_config, "
         f"string location, {_MAP} xenstore_data={{}}, {_MAP} sm_config={{}}, "
@@ -211,7 +217,7 @@ VDI.messages.extend([
         "Record a volume already present in the SR.",
         errors=["SR_OPERATION_NOT_SUPPORTED"], role="vm-admin"),
     msg("update", "VDI ref vdi", doc="Refresh the VDI's fields from its volume.",
-        errors=["SR_OPERATION_NOT_SUPPORTED"], role="vm-admin"),
+        errors=["SR_OPERATION_NOT_SUPPORTED"], role="vm-admin", forward="vdi"),
     msg("copy", "VDI ref vdi, SR ref sr=null, VDI ref base_vdi=null, VDI ref into_vdi=null",
         "VDI ref", "A full copy in sr (or into into_vdi).",
         errors=["VDI_READONLY", "VDI_TOO_SMALL", "VDI_NOT_SPARSE"], role="vm-admin"),
@@ -221,13 +227,14 @@ VDI.messages.extend([
 
 VBD.messages.extend([
     msg("eject", "VBD ref vbd", doc="Remove the medium from a CD drive.",
-        errors=["VBD_NOT_REMOVABLE_MEDIA", "VBD_IS_EMPTY"], role="vm-operator"),
+        errors=["VBD_NOT_REMOVABLE_MEDIA", "VBD_IS_EMPTY"], role="vm-operator", forward="vbd"),
     msg("insert", "VBD ref vbd, VDI ref vdi", doc="Put a medium into an empty CD drive.",
-        errors=["VBD_NOT_REMOVABLE_MEDIA", "VBD_NOT_EMPTY"], role="vm-operator"),
+        errors=["VBD_NOT_REMOVABLE_MEDIA", "VBD_NOT_EMPTY"], role="vm-operator", forward="vbd"),
     msg("plug", "VBD ref self", doc="Hot-plug the device into the running VM.",
-        role="vm-admin"),
+        role="vm-admin", forward="self"),
     msg("unplug", "VBD ref self", doc="Hot-unplug the device from the running VM.",
-        errors=["DEVICE_DETACH_REJECTED", "DEVICE_ALREADY_DETACHED"], role="vm-admin"),
+        errors=["DEVICE_DETACH_REJECTED", "DEVICE_ALREADY_DETACHED"], role="vm-admin",
+        forward="self"),
     msg("assert_attachable", "VBD ref self", doc="Fail if the VBD could not be attached.",
         role="vm-admin", mutates=False),
 ])

@@ -16,7 +16,7 @@ VM.messages.extend([
         result_doc="the checkpoint",
         errors=["VM_BAD_POWER_STATE", "SR_FULL", "OPERATION_NOT_ALLOWED",
                 "VM_CHECKPOINT_SUSPEND_FAILED", "VM_CHECKPOINT_RESUME_FAILED",
-                "VM_REQUIRES_SR"], role="vm-power-admin"),
+                "VM_REQUIRES_SR"], role="vm-power-admin", forward="vm"),
     msg("snapshot_with_quiesce", "VM ref vm, string new_name", "VM ref",
         "Removed from xapi (needs a VSS agent in the guest): MESSAGE_REMOVED.",
         errors=["MESSAGE_REMOVED"], role="vm-power-admin"),
@@ -26,11 +26,11 @@ VM.messages.extend([
     msg("send_sysrq", "VM ref vm, string key", "void",
         "Presses Alt+SysRq+key on the running guest's keyboard.",
         params_doc={"key": "one character: a letter or digit"},
-        errors=["VM_BAD_POWER_STATE", "INVALID_VALUE"], role="pool-admin"),
+        errors=["VM_BAD_POWER_STATE", "INVALID_VALUE"], role="pool-admin", forward="vm"),
     msg("send_trigger", "VM ref vm, string trigger", "void",
         "Sends a hardware event to the running guest: power (the ACPI power button), "
         "reset, nmi or s3resume.",
-        errors=["VM_BAD_POWER_STATE", "INVALID_VALUE"], role="pool-admin"),
+        errors=["VM_BAD_POWER_STATE", "INVALID_VALUE"], role="pool-admin", forward="vm"),
     msg("get_cooperative", "VM ref self", "bool",
         "Deprecated in xapi, which always answers true.", **_READ),
     msg("copy_bios_strings", "VM ref vm, host ref host", "void",
@@ -42,7 +42,8 @@ VM.messages.extend([
     msg("call_plugin", f"VM ref vm, string plugin, string fn, {_MAP} args", "string",
         "Calls a guest plugin: only guest-agent-operation exists, whose functions need a "
         "guest agent.",
-        errors=["XENAPI_MISSING_PLUGIN", "XENAPI_PLUGIN_FAILURE"], role="vm-operator"),
+        errors=["XENAPI_MISSING_PLUGIN", "XENAPI_PLUGIN_FAILURE"], role="vm-operator",
+        forward="vm"),
     msg("assert_agile", "VM ref self", "void",
         "Fails if the VM is tied to this host: a disk on an unshared SR, a network "
         "without a PIF on every host.",
@@ -51,12 +52,12 @@ VM.messages.extend([
         "Replaces the running guest's device model (its QEMU process) by a fresh one: "
         "the guest is saved and restored on this host, as xapi's local migration.",
         errors=["VM_BAD_POWER_STATE", "OTHER_OPERATION_IN_PROGRESS", "VM_IS_TEMPLATE",
-                "OPERATION_NOT_ALLOWED"], role="vm-power-admin"),
+                "OPERATION_NOT_ALLOWED"], role="vm-power-admin", forward="self"),
     msg("set_shadow_multiplier_live", "VM ref self, float multiplier", "void",
         "Sets the shadow memory multiplier of a running VM (at least 1.0); QEMU has no "
         "shadow page tables to resize, so it is recorded only, as xapi does where the "
         "domain has none.",
-        errors=["VM_BAD_POWER_STATE", "INVALID_VALUE"], role="vm-power-admin"),
+        errors=["VM_BAD_POWER_STATE", "INVALID_VALUE"], role="vm-power-admin", forward="self"),
     msg("sysprep", "VM ref self, string unattend, float timeout", "void",
         "Hands unattend.xml to Windows sysprep through the guest's PV drivers: none "
         "exist under QEMU, so SYSPREP says why it cannot run.",
@@ -112,7 +113,7 @@ VDI.messages.extend([
         role="vm-power-admin"),
     msg("resize_online", "VDI ref vdi, int size", "void",
         "Grows the disk, also while running guests have it attached.",
-        errors=["VDI_TOO_SMALL", "VDI_READONLY"], role="vm-admin"),
+        errors=["VDI_TOO_SMALL", "VDI_READONLY"], role="vm-admin", forward="vdi"),
     *(msg(name, "VDI ref self", "void", doc,
           errors=["SR_OPERATION_NOT_SUPPORTED", "VDI_MISSING"], role="vm-admin")
       for name, doc in (("enable_cbt", "Changed-block tracking on (SR drivers that offer it)."),
@@ -131,7 +132,8 @@ VBD.messages.extend([
     msg("unplug_force", "VBD ref self", "void",
         "Hot-unplugs the device even when it is not unpluggable, with a short wait for "
         "the guest.",
-        errors=["DEVICE_DETACH_REJECTED", "DEVICE_ALREADY_DETACHED"], role="vm-admin"),
+        errors=["DEVICE_DETACH_REJECTED", "DEVICE_ALREADY_DETACHED"], role="vm-admin",
+        forward="self"),
     msg("get_metrics", "VBD ref self", "VBD_metrics ref",
         "Removed from xapi with the metrics field: MESSAGE_REMOVED.",
         errors=["MESSAGE_REMOVED"], **_READ),
