@@ -38,7 +38,7 @@ SUPERUSER_PASSWORD = "ha-test-superuser"
 REPLICATION_PASSWORD = "ha-test-replication"
 # Timings for a test (Patroni's rule: loop_wait + 2 * retry_timeout <= ttl): a leader
 # that stops renewing its key loses it after `ttl` seconds.
-TTL, LOOP_WAIT, RETRY_TIMEOUT = 15, 2, 5
+TTL, LOOP_WAIT, RETRY_TIMEOUT = 10, 1, 4
 
 
 def sh(*argv, check=True):

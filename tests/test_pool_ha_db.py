@@ -3,12 +3,17 @@ PostgreSQL 15 in three network namespaces): an acknowledged commit survives the 
 of the primary's host, and a new primary takes over within the bound."""
 from __future__ import annotations
 
+import json
+import queue
 import time
+import urllib.request
 
 import psycopg
 import pytest
 
 from ha_harness import ha_cluster
+from xapi_server.services.pool import ha as pool_ha
+from xapi_server.store._postgres import PgDatabase
 
 FAILOVER_BOUND = 30.0
 
@@ -84,3 +89,57 @@ def test_killed_primary_replaced_and_no_acknowledged_write_lost(ha):
     while (ha.replicas_streaming(new) < 2) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert ha.replicas_streaming(new) == 2, leader.log()
+
+
+def test_patroni_view_names_this_host_and_the_leader(ha):
+    leader = ha.wait_leader()
+    for node in ha.nodes:
+        view = pool_ha.read_view(node.api)
+        assert (view.me, view.leader, view.leader_address) == \
+            (node.name, leader.name, leader.address)
+        assert view.leader_is_me == (node is leader)
+    with pytest.raises(pool_ha.PatroniUnreachable):
+        pool_ha.read_view(f"http://{ha.nodes[0].address}:1")
+
+
+class Answers:
+    """The writer's answers, one per batch, in order."""
+
+    def __init__(self):
+        self.got: queue.Queue = queue.Queue()
+
+    def __call__(self, batch_id, reason):
+        self.got.put((batch_id, reason))
+
+    def next(self):
+        return self.got.get(timeout=60)
+
+
+def test_demoted_primary_deposes_the_writer_for_good(ha):
+    url = ha.new_database("deposed")
+    db = PgDatabase(url)
+    assert db.replicated and db.deposed is None
+    answers = Answers()
+    db.start(answers)
+    try:
+        db.submit(1, [("meta", "before", "1")])
+        assert answers.next() == (1, None)
+        old = ha.wait_leader()
+        standby = ha.wait_sync_standby()
+        body = json.dumps({"leader": old.name, "candidate": standby}).encode()
+        req = urllib.request.Request(f"{old.api}/switchover", body, method="POST")
+        with urllib.request.urlopen(req, timeout=60) as reply:
+            assert reply.status == 200
+        new = ha.wait_leader(not_this=old)
+        db.submit(2, [("meta", "after", "1")])
+        batch, reason = answers.next()
+        assert batch == 2 and "no longer the writer of the replicated pool database" in reason
+        assert db.deposed == reason
+        # A reconnect would find the new primary: the writer stays deposed anyway.
+        db.submit(3, [("meta", "later", "1")])
+        assert answers.next() == (3, reason)
+        with ha.connect_node(new, url.rsplit("/", 1)[1].split("?")[0]) as conn:
+            keys = {k for (k,) in conn.execute("SELECT key FROM meta")}
+        assert "before" in keys and not keys & {"after", "later"}
+    finally:
+        db.close()

@@ -10,6 +10,14 @@ The same tables as SQLite (codec.py), plus what a shared server needs:
 - a lost connection fails the batch in hand (the store undoes it in memory) and the
   next batch connects again; keepalives and a TCP user timeout make a dead peer an
   error rather than a hang on TCP connections.
+
+A replicated pool database (README "Pool HA": Patroni's primary and standbys, named
+in a libpq multi-host URL with `target_session_attrs=read-write`) is fenced by the
+database itself: once a write is refused because the server went read-only (demoted)
+or the connection to the primary is lost, this writer is *deposed* and never writes
+again, not even through a reconnect that would find the new primary, since its
+memory may be behind what the new coordinator committed. Every later write is refused
+with the reason; the server stops serving as coordinator (services/pool/ha.py).
 """
 from __future__ import annotations
 
@@ -27,6 +35,11 @@ WRITER_LOCK = 0x7861_7069_7079   # pg advisory lock key: "xapipy", one writer pe
 CONNECTION_DEFAULTS = {"connect_timeout": "10", "keepalives": "1", "keepalives_idle": "10",
                        "keepalives_interval": "5", "keepalives_count": "3",
                        "tcp_user_timeout": "30000", "application_name": "xapi-py"}
+
+
+def follows_primary(params: dict) -> bool:
+    """A URL that only accepts the primary names a replicated pool database."""
+    return params.get("target_session_attrs") in ("read-write", "primary")
 
 
 def is_postgres_url(location: str) -> bool:
@@ -55,6 +68,7 @@ class PgDatabase(Writer):
         self.name = display_name(url)
         self._put_statements: dict[str, str] = {}
         self._conn: psycopg.Connection | None = None
+        self.replicated = follows_primary(self._params)
         try:
             self._conn = self._connect()
             self._ensure_schema()
@@ -146,6 +160,8 @@ class PgDatabase(Writer):
     def _write(self, ops) -> str | None:
         """Write ops in one transaction, pipelined (one round trip); None, or why
         they were refused."""
+        if self.deposed:
+            return self.deposed
         try:
             if self._conn is None:
                 self._conn = self._connect()
@@ -156,9 +172,16 @@ class PgDatabase(Writer):
                     cur.execute(*self._statement(op))
             return None
         except (psycopg.Error, Fenced) as exc:
-            if self._conn is not None and (self._conn.broken or self._conn.closed
-                                           or isinstance(exc, psycopg.OperationalError)):
-                self._disconnect()   # the next batch connects again
+            lost = self._conn is None or self._conn.broken or self._conn.closed \
+                or isinstance(exc, psycopg.OperationalError)
+            if lost:
+                self._disconnect()   # the next batch connects again (unless deposed)
+            read_only = isinstance(exc, psycopg.errors.ReadOnlySqlTransaction)
+            if self.replicated and (lost or read_only):
+                self._disconnect()
+                self.depose("this host is no longer the writer of the replicated pool "
+                            f"database ({describe(exc)})")
+                return self.deposed
             return describe(exc)
 
 

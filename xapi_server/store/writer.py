@@ -68,6 +68,9 @@ class Writer:
         self._queue: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
         self._repairs: dict = {}   # op_key -> op, written before the next batch
+        # Why this writer may never write again (a replicated database's primary was
+        # lost: _postgres.py), else None.
+        self.deposed: str | None = None
 
     def start(self, on_done):
         """Start the writer; `on_done(batch_id, None or why it failed)` is called from
@@ -128,6 +131,11 @@ class Writer:
         for batch_id, _ in batches:
             self._on_done(batch_id, refused)
         return refused
+
+    def depose(self, reason: str):
+        if self.deposed is None:
+            self.deposed = reason
+            log.error("database writer deposed: %s", reason)
 
     # -- for the backends ----------------------------------------------------------
 

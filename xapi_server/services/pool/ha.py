@@ -1,0 +1,100 @@
+"""Pool HA (README "Pool HA"): the coordinator is the host where Patroni's leader runs.
+
+Each host runs an etcd member and a Patroni managing its PostgreSQL; the pool database
+is replicated with synchronous commit. This module reads Patroni's REST API on this
+host (`patroni_url`, GET /cluster: the members, their roles, which one holds the
+leader key) and decides what the server must do about it:
+
+- this host coordinates, but the database deposed its writer (store/_postgres.py: a
+  write refused as read-only, or the primary lost) or Patroni's leader runs elsewhere:
+  stop serving as coordinator and follow the leader's host (HOST_IS_SLAVE with its
+  address);
+- this host is a member and Patroni's leader runs here: take the pool over (load the
+  records from the database, become pool.master);
+- a member whose coordinator is not the leader's host: follow the leader's host.
+
+While no member holds the leader key (an election), nothing changes: a deposed
+coordinator cannot write anyway, and members keep naming the last coordinator.
+A host's address in the pool is the address its PostgreSQL is reached at (Patroni's
+`connect_address`), as the install script sets it up (scripts/pool-ha-setup.sh).
+"""
+from __future__ import annotations
+
+import json
+import ssl
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+
+from .peer import split_address
+
+
+@dataclass(frozen=True)
+class PatroniView:
+    me: str                # this host's Patroni member name ("" if not listed)
+    leader: str            # the member holding the leader key and running, "" if none
+    leader_address: str    # that member's host address
+
+    @property
+    def leader_is_me(self) -> bool:
+        return bool(self.leader) and self.leader == self.me
+
+
+class PatroniUnreachable(Exception):
+    """This host's Patroni did not answer (or not with a cluster view)."""
+
+
+def _host_port(url: str) -> tuple[str, int | None]:
+    parts = urllib.parse.urlsplit(url)
+    return parts.hostname or "", parts.port
+
+
+def read_view(patroni_url: str, ca_file: str = "", timeout: float = 2) -> PatroniView:
+    """Blocking (run it in a thread): GET {patroni_url}/cluster, over https checked
+    against `ca_file` (the pool CA) when given. This host is the member whose REST
+    address is `patroni_url`'s."""
+    context = ssl.create_default_context(cafile=ca_file) if ca_file else None
+    try:
+        with urllib.request.urlopen(patroni_url.rstrip("/") + "/cluster",
+                                    timeout=timeout, context=context) as reply:
+            members = json.load(reply).get("members")
+    except (OSError, ValueError, urllib.error.URLError) as exc:
+        raise PatroniUnreachable(f"{patroni_url}: {exc}") from None
+    if not isinstance(members, list):
+        raise PatroniUnreachable(f"{patroni_url}: no member list")
+    mine = _host_port(patroni_url)
+    me = leader = leader_address = ""
+    for member in members:
+        if not isinstance(member, dict):
+            continue
+        if _host_port(str(member.get("api_url", ""))) == mine:
+            me = str(member.get("name", ""))
+        if member.get("role") in ("leader", "master", "primary") \
+                and member.get("state") == "running":
+            leader, leader_address = str(member.get("name", "")), str(member.get("host", ""))
+    return PatroniView(me, leader, leader_address)
+
+
+# What the server does about a view (decide): nothing, follow the leader's host
+# (an address), or take the pool over.
+STAY, FOLLOW, TAKE_OVER = "stay", "follow", "take_over"
+
+
+def decide(view: PatroniView, *, is_member: bool, master_address: str,
+           on_pool_database: bool, deposed: bool) -> tuple[str, str]:
+    """(action, address) for this host, given Patroni's view and the server's state:
+    `master_address` is the coordinator a member follows; `on_pool_database` whether
+    this coordinator's records are in the replicated pool database (not a standalone
+    host's own file); `deposed` whether that database refused its writes."""
+    if not view.leader:
+        return STAY, ""                      # an election: wait for its outcome
+    if not is_member and not on_pool_database:
+        return STAY, ""                      # standalone: not in the pool (yet)
+    if view.leader_is_me:
+        if is_member or deposed:             # the database is ours: load it and lead
+            return TAKE_OVER, view.leader_address
+        return STAY, ""
+    if not is_member or split_address(master_address)[0] != view.leader_address:
+        return FOLLOW, view.leader_address   # the leader's host coordinates
+    return STAY, ""
