@@ -48,6 +48,14 @@ def local_sr(x, host):
             and not x.SR.get_shared(x.PBD.get_SR(p))][0]
 
 
+def _request(url, method, body=None):
+    parts = urlsplit(url)
+    conn = http.client.HTTPSConnection(parts.hostname, parts.port or 443, timeout=60,
+                                       context=ssl._create_unverified_context())
+    conn.request(method, parts.path + "?" + parts.query, body=body)
+    return conn, conn.getresponse()
+
+
 def test_host_disable_and_enable_run_on_the_member(pool):
     coordinator, member, there = pool
     c = coordinator.session().xenapi
@@ -89,6 +97,39 @@ def test_a_disk_made_and_removed_on_the_members_local_sr(pool):
     SHARED["sr"] = sr
 
 
+def test_a_disks_bytes_in_and_out_through_the_member(pool):
+    """/import_raw_vdi and /export_raw_vdi of a disk on the member's local SR: the
+    coordinator redirects (it sends before reading any body), the member serves."""
+    coordinator, member, there = pool
+    c = coordinator.session()
+    x, session = c.xenapi, c._session
+    vdi = x.VDI.create({"SR": SHARED["sr"], "virtual_size": str(1 << 20), "type": "user",
+                        "sharable": False, "read_only": False, "other_config": {},
+                        "name_label": "bytes"})
+    data = os.urandom(64 << 10) + bytes((1 << 20) - (64 << 10))
+    query = f"vdi={vdi}&session_id={session}&format=raw"
+    conn, reply = _request(f"https://{coordinator.address}/import_raw_vdi?{query}", "PUT")
+    assert reply.status == 302
+    location = reply.getheader("Location")
+    conn.close()
+    assert location == f"https://{member.address}/import_raw_vdi?{query}"
+    conn, reply = _request(location, "PUT", body=data)
+    assert reply.status == 200, reply.read()
+    conn.close()
+    # with a task of the coordinator's: the member reports how it ended
+    task = x.task.create("export", "through the member")
+    conn, reply = _request(f"https://{coordinator.address}/export_raw_vdi?{query}"
+                           f"&task_id={task}", "GET")
+    assert reply.status == 302
+    conn.close()
+    conn, reply = _request(reply.getheader("Location"), "GET")
+    assert reply.status == 200
+    assert reply.read() == data
+    conn.close()
+    wait_for(lambda: x.task.get_status(task) == "success", 15, "the task ended")
+    x.VDI.destroy(vdi)
+
+
 def test_a_vm_started_on_the_member(pool, guest):
     coordinator, member, there = pool
     c = coordinator.session().xenapi
@@ -98,14 +139,6 @@ def test_a_vm_started_on_the_member(pool, guest):
     wait_for(lambda: MARK + "BOOTED" in console_text(member.server.data_dir, uuid), 90,
              "the guest booting on the member")
     SHARED["vm"] = vm
-
-
-def _request(url, method, host_header=None):
-    parts = urlsplit(url)
-    conn = http.client.HTTPSConnection(parts.hostname, parts.port or 443, timeout=30,
-                                       context=ssl._create_unverified_context())
-    conn.request(method, parts.path + "?" + parts.query)
-    return conn, conn.getresponse()
 
 
 def test_the_console_of_a_members_vm_redirects_there(pool):

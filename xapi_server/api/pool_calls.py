@@ -11,9 +11,10 @@ from ..errors import ApiError
 from ..services.pool import role as pool_role
 from .pool_forward import run_for_coordinator
 from .pool_membership import accept_joiner, heartbeat, leave_pool
-from .pool_sessions import check_for_member
+from .pool_sessions import check_for_member, task_ended
 
-COORDINATOR_OPS = {"heartbeat": heartbeat, "session": check_for_member}
+COORDINATOR_OPS = {"heartbeat": heartbeat, "session": check_for_member,
+                   "task": task_ended}
 MEMBER_OPS = {"eject": leave_pool, "call": run_for_coordinator,
               "ping": lambda server, args: server.store.get("host", server.host_ref, "uuid")}
 

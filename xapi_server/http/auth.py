@@ -140,7 +140,8 @@ async def session_for(server, scope, permission: str | None):
         except ApiError:
             if not server.role.is_member:
                 raise Refused(401, "invalid session") from None
-            session, vouched = await _vouched(server, ref, permission), True
+            session = await _vouched(server, ref, permission, param(scope, "task_id"))
+            vouched = True
     elif credentials is not None:
         session = await _login(server, scope, *credentials)
     else:
@@ -157,10 +158,10 @@ async def session_for(server, scope, permission: str | None):
             server.store.delete("session", session)
 
 
-async def _vouched(server, ref: str, permission: str | None) -> str:
+async def _vouched(server, ref: str, permission: str | None, task: str | None) -> str:
     """A request a coordinator redirected here (api/pool_sessions.py)."""
     try:
-        return await pool_sessions.vouched_session(server, ref, permission)
+        return await pool_sessions.vouched_session(server, ref, permission, task)
     except ApiError as exc:
         if exc.code == "RBAC_PERMISSION_DENIED":
             raise Refused(403, " ".join(exc.description), exc) from None

@@ -33,6 +33,7 @@ import logging
 import time
 from urllib.parse import parse_qs
 
+from ..api import pool_sessions
 from ..errors import ApiError
 from ..wire import clean_text
 from ..wire.xmlrpc import encode_value
@@ -88,6 +89,8 @@ class Request:
         self.scope, self.receive, self.send = scope, receive, send
         self.session = session
         self.task: str | None = None
+        # a pool member: the coordinator's task the client named, told how ours ended
+        self.coordinator_task: str | None = None
         self.conn: RawStream | None = None
         self.responded = False
         self._progress_at = 0.0
@@ -176,6 +179,9 @@ def _task_for(req: Request) -> str:
     if ref is None:
         return tasks.create(f"HTTP {req.route.action}", session=req.session)
     if not req.server.store.exists("task", ref):
+        if req.server.role.is_member:   # redirected here: the coordinator checked it
+            req.coordinator_task = ref
+            return tasks.create(f"HTTP {req.route.action}", session=req.session)
         raise Refusal(404, ApiError("HANDLE_INVALID", "task", ref))
     try:
         tasks.check_may_change(req.session, ref)
@@ -222,6 +228,9 @@ async def run(app, route, scope, receive, send, session: str):
             req.conn.close()
         if route.audited:
             _audit(req, outcome)
+        if req.coordinator_task is not None and req.server.store.exists("task", req.task):
+            await pool_sessions.report_task(req.server, req.coordinator_task,
+                                            req.server.store.record("task", req.task))
         await req.server.store.flush()
 
 

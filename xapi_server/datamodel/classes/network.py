@@ -94,9 +94,10 @@ PIF = cls(
     ],
     messages=[
         msg('scan', 'host ref host', 'void',
-            'Create a PIF for every physical NIC of the host that has none.', **_PIF_OP),
+            'Create a PIF for every physical NIC of the host that has none.', **_PIF_OP,
+            forward="host"),
         msg('introduce', 'host ref host, string MAC, string device, bool managed=true',
-            'PIF ref', 'Create a PIF for one existing NIC.', **_PIF_OP),
+            'PIF ref', 'Create a PIF for one existing NIC.', **_PIF_OP, forward="host"),
         msg('forget', 'PIF ref self', 'void', 'Forget a PIF (the NIC is left alone).',
             errors=['PIF_TUNNEL_STILL_EXISTS', 'CLUSTERING_ENABLED'], **_PIF_OP),
         msg('plug', 'PIF ref self', 'void',
@@ -126,7 +127,7 @@ PIF = cls(
                     'PIF_UNMANAGED', 'HA_IS_ENABLED'], **_PIF_OP, forward="self"),
         msg('set_property', 'PIF ref self, string name, string value', 'void',
             'Set a property of the NIC and apply it (gro: on or off).',
-            errors=['INVALID_VALUE', 'CANNOT_CHANGE_PIF_PROPERTIES'], **_PIF_OP),
+            errors=['INVALID_VALUE', 'CANNOT_CHANGE_PIF_PROPERTIES'], **_PIF_OP, forward="self"),
         msg('db_introduce', 'string device, network ref network, host ref host, string MAC, '
             'int MTU, int VLAN, bool physical, enum ip_configuration_mode '
             'ip_configuration_mode, string IP, string netmask, string gateway, string DNS, '
