@@ -183,6 +183,21 @@ def test_a_vm_on_the_member_suspended_and_resumed(pool):
     assert uuid not in coordinator.libvirtd.virsh("list", "--all", "--name")
 
 
+def test_snapshot_and_data_sources_of_the_members_vm(pool):
+    coordinator, member, there = pool
+    c = coordinator.session().xenapi
+    vm = SHARED["vm"]
+    snap = c.VM.snapshot(vm, "taken on the member")
+    assert c.VM.get_is_a_snapshot(snap) and c.VM.get_snapshot_of(snap) == vm
+    assert snap in c.VM.get_snapshots(vm)
+    # sampled by the member, which answers for its VM and for itself
+    wait_for(lambda: any(d["name_label"] == "memory" for d in c.VM.get_data_sources(vm)),
+             30, "the member sampling its VM")
+    assert c.VM.query_data_source(vm, "memory") > 0
+    assert any(d["name_label"] == "memory_total_kib" for d in c.host.get_data_sources(there))
+    c.VM.destroy(snap)
+
+
 def test_a_disk_hot_plugged_into_the_members_vm(pool):
     coordinator, member, there = pool
     c = coordinator.session().xenapi
