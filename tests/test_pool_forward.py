@@ -196,6 +196,12 @@ def test_snapshot_and_data_sources_of_the_members_vm(pool):
     assert c.VM.query_data_source(vm, "memory") > 0
     assert any(d["name_label"] == "memory_total_kib" for d in c.host.get_data_sources(there))
     c.VM.destroy(snap)
+    # under Async, the task says where the call ran (as xapi's forwarded tasks)
+    task = c.Async.VM.pause(vm)
+    wait_for(lambda: c.task.get_status(task) != "pending", 30, "the forwarded pause")
+    assert (c.task.get_status(task), c.task.get_resident_on(task)) == ("success", there)
+    assert member.libvirtd.virsh("domstate", c.VM.get_uuid(vm)).strip() == "paused"
+    c.VM.unpause(vm)
 
 
 def test_a_disk_hot_plugged_into_the_members_vm(pool):

@@ -119,6 +119,8 @@ async def forward_call(ctx, args: list) -> tuple | None:
     host = pool_scope.owner(ctx.store, ref_type.cls, ref) if isinstance(ref, str) else None
     if host in (None, ctx.server.host_ref) or not ctx.store.exists("host", host):
         return None
+    if ctx.task is not None:   # as xapi's set_forwarding_on_task: where it runs
+        ctx.store.update("task", ctx.task, resident_on=host)
     return (await _run_on(ctx, host, ctx.message, args),)
 
 
