@@ -67,7 +67,9 @@ def test_writes_in_flight_land_in_the_image(image, tmp_path):
         for at, data in pieces.items():
             f.seek(at)
             assert f.read(4 * MiB) == (bytes(4 * MiB) if at == 36 * MiB else data)
-    assert (8 * MiB, 4 * MiB) not in allocated(image)        # never written: a hole
+    # 12-16 MiB was never written: a hole (extents are merged or not, as the writes
+    # in flight happened to allocate clusters)
+    assert not any(start < 16 * MiB and 12 * MiB < start + n for start, n in allocated(image))
     assert not os.listdir(tmp_path / "views")                  # daemon, socket, pid gone
 
 

@@ -34,7 +34,12 @@ class RawStream(asyncio.BufferedProtocol):
     plain Protocol is handed a new bytes object per TLS record (16 KiB), joined and then
     copied again into the buffer; that cost the server a third of its CPU on uploads.
     Unread bytes are _buf[_start:_end]; the buffer is replaced (never resized in place:
-    the TLS layer may still hold a view of it) when it has too little room at its end."""
+    the TLS layer may still hold a view of it) when it has too little room at its end.
+    While read_into waits with nothing unread, the TLS layer is given the caller's
+    buffer instead (_target), so a bulk upload is decrypted where it will be used and
+    never copied on the event loop. A bulk reader also lowers `read_buffer`: while it
+    is busy elsewhere (its disk is slower than the network), the kernel's socket
+    buffer holds what comes instead of ours, and read_into finds little to copy."""
 
     def __init__(self, transport, idle_timeout: float, already_read: bytes = b""):
         self.transport = transport
@@ -46,6 +51,9 @@ class RawStream(asyncio.BufferedProtocol):
         self._writable = asyncio.Event()
         self._writable.set()
         self._reading_paused = False
+        self.read_buffer = READ_BUFFER            # unread bytes held before reading pauses
+        self._target: memoryview | None = None   # read_into's buffer, while it waits
+        self._target_got = 0                      # bytes of it already filled
         self.closed = False       # no more input will come (EOF, lost or dropped)
         self.lost = False         # the connection is gone: nothing can be written either
         self.timed_out = False
@@ -60,6 +68,8 @@ class RawStream(asyncio.BufferedProtocol):
 
     # -- asyncio.BufferedProtocol -----------------------------------------------------
     def get_buffer(self, sizehint: int):
+        if self._target is not None:
+            return self._target[self._target_got:]
         want = max(sizehint, MIN_ROOM) if sizehint > 0 else MIN_ROOM
         if len(self._buf) - self._end < MIN_ROOM:
             unread = self.unread
@@ -73,9 +83,15 @@ class RawStream(asyncio.BufferedProtocol):
         return memoryview(self._buf)[self._end:]
 
     def buffer_updated(self, nbytes: int):
+        if self._target is not None:
+            self._target_got += nbytes
+            if self._target_got == len(self._target):
+                self._target = None        # full: what comes next goes to our buffer
+            self._more.set()
+            return
         self._end += nbytes
         self._more.set()
-        if self.unread > READ_BUFFER and not self._reading_paused:
+        if self.unread > self.read_buffer and not self._reading_paused:
             self._reading_paused = True
             self.transport.pause_reading()
 
@@ -115,7 +131,7 @@ class RawStream(asyncio.BufferedProtocol):
         self._start = start + n
         if self._start == self._end:
             self._start = self._end = 0
-        if self._reading_paused and self.unread <= READ_BUFFER // 2 and not self.lost:
+        if self._reading_paused and self.unread <= self.read_buffer // 2 and not self.lost:
             self._reading_paused = False
             self.transport.resume_reading()
         return data
@@ -140,12 +156,17 @@ class RawStream(asyncio.BufferedProtocol):
         input. Returns how many bytes came."""
         got = 0
         while got < len(into):
-            if not self.unread:
-                if self.closed:
-                    break
-                await self._fill(deadline)
+            if self.unread:
+                got += self._take(len(into) - got, into[got:])
                 continue
-            got += self._take(len(into) - got, into[got:])
+            if self.closed:
+                break
+            # nothing buffered: what arrives now is decrypted straight into `into`
+            self._target, self._target_got = into, got
+            try:
+                await self._fill(deadline)
+            finally:
+                got, self._target = self._target_got, None
         return got
 
     async def read_exact(self, n: int, deadline: bool = True) -> bytes:

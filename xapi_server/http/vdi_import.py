@@ -9,7 +9,6 @@ export shares: vdi_transfer.py.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import json
 import logging
@@ -27,12 +26,17 @@ from ..formats.chunked import read_chunked
 from ..services.storage import service, vdiops
 from ..services.storage.rawio import FileDisk
 from .dataplane import Refusal, Request
+from .disk_writer import DiskWriter
 from .raw import ClientGone
-from .vdi_transfer import (IN_FLIGHT, NULL, PIECE, SKIP_GRAIN, UNKNOWN_LENGTH, ZERO_GRAIN,
-                           format_of, header_lines, in_thread, io_error, sr_of, storage_of,
-                           vdi_of)
+from .vdi_transfer import (NULL, PIECE, UNKNOWN_LENGTH, format_of, header_lines, in_thread,
+                           io_error, sr_of, storage_of, vdi_of)
 
 log = logging.getLogger(__name__)
+
+# Unread bytes the connection holds while the pieces before are being written (the
+# kernel's socket buffer holds the rest): what arrives while read_into waits goes
+# straight into the piece, what was held before is copied (raw.py RawStream).
+BULK_READ_BUFFER = 256 << 10
 
 
 async def import_raw_vdi(req: Request):
@@ -173,103 +177,13 @@ class BodyReader:
         return n
 
 
-class DiskWriter:
-    """Writes to the disk from worker threads, up to IN_FLIGHT writes of up to PIECE
-    bytes at once while the next piece is received (a disk whose writes do not overlap
-    each other's ranges); on a fresh disk all-zero 64 KiB grains are skipped (they read
-    as zeros). Small pieces are gathered in a list and joined once per write."""
-
-    def __init__(self, disk, size: int, skip_zeros: bool):
-        self.disk, self.size, self.skip_zeros = disk, size, skip_zeros
-        self.pending: collections.deque = collections.deque()   # (future, start, end)
-        self.parts: list = []
-        self.held = 0                     # bytes in parts
-        self.at = 0                       # disk offset of parts[0]
-
-    async def write(self, offset: int, data) -> None:
-        if offset + len(data) > self.size:
-            raise FormatError(f"data at {offset} goes past the disk's {self.size} bytes")
-        if self.parts and offset != self.at + self.held:
-            await self._flush()
-        if not self.parts:
-            self.at = offset
-        self.parts.append(data)
-        self.held += len(data)
-        if self.held >= PIECE:
-            await self._flush()
-
-    async def zeros(self, offset: int, length: int) -> None:
-        """A run that must read as zeros: written (as zeroes, no data sent to an NBD
-        disk) unless the disk is fresh."""
-        if self.skip_zeros or not length:
-            return
-        await self._flush()
-        await self._start(self.disk.write_zeroes, offset, length, offset, offset + length)
-
-    async def _flush(self):
-        if self.parts:
-            data = self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
-            at, self.parts, self.held = self.at, [], 0
-            await self._start(self._write, data, at, at, at + len(data))
-
-    async def _start(self, job, a, b, start: int, end: int):
-        # a write never overtakes one to the same bytes (chunked records may repeat
-        # an offset); the oldest is waited for when IN_FLIGHT are out
-        while self.pending and (len(self.pending) >= IN_FLIGHT or any(
-                s < end and start < e for _, s, e in self.pending)):
-            future, _, _ = self.pending.popleft()
-            await future
-        future = asyncio.ensure_future(asyncio.to_thread(job, a, b))
-        self.pending.append((future, start, end))
-
-    def _write(self, data, at: int):
-        if not self.skip_zeros:
-            return self.disk.pwrite(data, at)
-        # runs of grains that are not all zero, each written at once
-        view = memoryview(data).cast("B")
-        run_start = None
-        for start in range(0, len(view), SKIP_GRAIN):
-            piece = bytes(view[start:start + SKIP_GRAIN])    # bytes == bytes: a memcmp
-            zero = piece == (ZERO_GRAIN if len(piece) == SKIP_GRAIN else bytes(len(piece)))
-            if zero and run_start is not None:
-                self.disk.pwrite(view[run_start:start], at + run_start)
-                run_start = None
-            elif not zero and run_start is None:
-                run_start = start
-        if run_start is not None:
-            self.disk.pwrite(view[run_start:], at + run_start)
-
-    async def finish(self):
-        await self._flush()
-        await self.drain()
-        await asyncio.to_thread(self.disk.flush)
-
-    async def drain(self):
-        """Wait for the writes in flight (also when failing: no thread left behind);
-        the first failure is raised once all have ended."""
-        failure = None
-        while self.pending:
-            future, _, _ = self.pending.popleft()
-            try:
-                await asyncio.shield(future)
-            except asyncio.CancelledError:
-                await asyncio.wait([future])
-                for rest, _, _ in self.pending:
-                    await asyncio.wait([rest])
-                self.pending.clear()
-                raise
-            except Exception as exc:
-                failure = failure or exc
-        if failure is not None:
-            raise failure
-
-
 async def _read_raw(req, body: BodyReader, sink: DiskWriter, total: int, share=1.0):
     """The body, in order from offset 0; progress is `share` of the way at the end.
-    Each piece is received into a buffer of its own, handed to the writer as it is."""
+    Each piece is received into a buffer the writer lends, handed back to it as it is."""
+    body.conn.read_buffer = BULK_READ_BUFFER
     at = 0
     while True:
-        piece = memoryview(bytearray(PIECE))
+        piece = sink.buffer()
         n = await body.read_into(piece)
         if not n:
             break

@@ -24,12 +24,14 @@ class StorageError(Exception):
         return f"{self.status}: {self.stderr or self.stdout}".strip()
 
 
-async def run(*argv: str, timeout: float = 600.0, on_output=None) -> str:
+async def run(*argv: str, timeout: float = 600.0, on_output=None,
+              env: dict | None = None) -> str:
     """Run argv; return stdout. `on_output(chunk)` sees stdout as it arrives
-    (qemu-img -p progress), in which case the returned text is what was read."""
+    (qemu-img -p progress), in which case the returned text is what was read. `env`:
+    variables added to the tool's environment."""
     proc = await asyncio.create_subprocess_exec(
         *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, env=_ENV)
+        stderr=asyncio.subprocess.PIPE, env={**_ENV, **env} if env else _ENV)
     try:
         if on_output is None:
             out, err = await asyncio.wait_for(proc.communicate(), timeout)
