@@ -21,8 +21,10 @@ import contextlib
 import json
 import os
 import pwd
+import secrets
 import shutil
 import signal
+import ssl
 import subprocess
 import tempfile
 import time
@@ -39,6 +41,9 @@ REPLICATION_PASSWORD = "ha-test-replication"
 # Timings for a test (Patroni's rule: loop_wait + 2 * retry_timeout <= ttl): a leader
 # that stops renewing its key loses it after `ttl` seconds.
 TTL, LOOP_WAIT, RETRY_TIMEOUT = 10, 1, 4
+SETUP_SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            "scripts", "pool-ha-setup.sh")
+SCRIPT_ETCD, SCRIPT_PATRONI = ("etc", "etcd", "etcd.yml"), ("etc", "patroni", "config.yml")
 
 
 def sh(*argv, check=True):
@@ -51,15 +56,29 @@ class HaNode:
     address: str
     dir: str
     procs: list = field(default_factory=list)   # etcd, patroni (Popen)
+    ca: str = ""     # the pool CA its https REST API is checked against ("": http)
 
     @property
     def api(self) -> str:
-        return f"http://{self.address}:{PATRONI_PORT}"
+        return f"{'https' if self.ca else 'http'}://{self.address}:{PATRONI_PORT}"
+
+    @property
+    def etcd_config(self) -> str:
+        return os.path.join(self.dir, *(SCRIPT_ETCD if self.ca else ("etcd.yml",)))
+
+    @property
+    def patroni_config(self) -> str:
+        return os.path.join(self.dir, *(SCRIPT_PATRONI if self.ca else ("patroni.yml",)))
+
+    def get(self, path: str, timeout: float = 2):
+        """GET from its Patroni REST API."""
+        context = ssl.create_default_context(cafile=self.ca) if self.ca else None
+        return urllib.request.urlopen(f"{self.api}{path}", timeout=timeout, context=context)
 
     def status(self, timeout: float = 2) -> dict | None:
         """Patroni's view of this node (GET /patroni), None if it does not answer."""
         try:
-            with urllib.request.urlopen(f"{self.api}/patroni", timeout=timeout) as r:
+            with self.get("/patroni", timeout) as r:
                 return json.load(r)
         except urllib.error.HTTPError as exc:   # 503 on a replica: still a JSON body
             try:
@@ -80,6 +99,8 @@ class HaNode:
 class HaCluster:
     def __init__(self, nodes: list[HaNode], scope: str):
         self.nodes, self.scope = nodes, scope
+        self.password, self.ssl = SUPERUSER_PASSWORD, ""   # libpq: how to log in
+        self.setup_output = ""   # what scripts/pool-ha-setup.sh printed (its xapi.toml)
 
     # -- connections ---------------------------------------------------------------
 
@@ -89,8 +110,8 @@ class HaCluster:
         primary is accepted (target_session_attrs=read-write)."""
         hosts = ",".join(f"{n.address}:{PG_PORT}" for n in (nodes or self.nodes))
         attrs = "&target_session_attrs=read-write" if read_write else ""
-        return (f"postgresql://postgres:{SUPERUSER_PASSWORD}@{hosts}/{dbname}"
-                f"?connect_timeout=3{attrs}")
+        return (f"postgresql://postgres:{self.password}@{hosts}/{dbname}"
+                f"?connect_timeout=3{attrs}{self.ssl}")
 
     def connect(self, dbname: str = "postgres", **kw) -> psycopg.Connection:
         return psycopg.connect(self.url(dbname, **kw), autocommit=True)
@@ -131,7 +152,7 @@ class HaCluster:
         """Patroni's member list (GET /cluster) from the first node that answers."""
         for node in self.nodes:
             with contextlib.suppress(OSError, ValueError):
-                with urllib.request.urlopen(f"{node.api}/cluster", timeout=2) as r:
+                with node.get("/cluster") as r:
                     return json.load(r).get("members", [])
         return []
 
@@ -190,10 +211,9 @@ class HaCluster:
 
     def start_node(self, node: HaNode):
         """etcd and Patroni of the node (again, after kill9: same data dirs)."""
-        node.procs = [_spawn(node, "etcd", ["etcd", "--config-file",
-                                            os.path.join(node.dir, "etcd.yml")]),
+        node.procs = [_spawn(node, "etcd", ["etcd", "--config-file", node.etcd_config]),
                       _spawn(node, "patroni", ["runuser", "-u", "postgres", "--", "patroni",
-                                               os.path.join(node.dir, "patroni.yml")])]
+                                               node.patroni_config])]
 
     _gateway = ""
 
@@ -217,8 +237,8 @@ def _etcd_config(node: HaNode, nodes: list[HaNode], token: str) -> dict:
                                   f"http://127.0.0.1:{ETCD_CLIENT}",
             "advertise-client-urls": f"http://{node.address}:{ETCD_CLIENT}",
             "initial-cluster": peers, "initial-cluster-state": "new",
-            "initial-cluster-token": token, "heartbeat-interval": 200,
-            "election-timeout": 2000, "enable-v2": False,
+            "initial-cluster-token": token, "heartbeat-interval": 100,
+            "election-timeout": 1000, "enable-v2": False,
             # a config file leaves the gRPC gateway off; Patroni speaks the v3 JSON API
             "enable-grpc-gateway": True}
 
@@ -259,7 +279,9 @@ def _patroni_config(node: HaNode, nodes: list[HaNode], scope: str, subnet: str) 
 
 
 @contextlib.contextmanager
-def ha_cluster(count: int = 3, slot: int = 0):
+def ha_cluster(count: int = 3, slot: int = 0, setup_script: bool = False):
+    """setup_script: configured by scripts/pool-ha-setup.sh (TLS everywhere, passwords
+    from a pool secret) instead of the plain test configuration below."""
     tag = f"{os.getpid() % 10000}{slot}"
     net = 10 + (os.getpid() + 13 * slot) % 200
     bridge, subnet = f"xhb{tag}", f"10.97.{net}.0/24"
@@ -280,7 +302,9 @@ def ha_cluster(count: int = 3, slot: int = 0):
             os.chown(node.dir, owner.pw_uid, owner.pw_gid)
             _plug(ns, f"xhv{tag}{i}", bridge, node.address, cluster._gateway)
             nodes.append(node)
-        for node in nodes:
+        if setup_script:
+            _run_setup_script(cluster, base)
+        for node in nodes if not setup_script else ():
             _write_yaml(os.path.join(node.dir, "etcd.yml"),
                         _etcd_config(node, nodes, cluster.scope))
             _write_yaml(os.path.join(node.dir, "patroni.yml"),
@@ -298,6 +322,28 @@ def ha_cluster(count: int = 3, slot: int = 0):
             sh("ip", "netns", "del", node.name, check=False)
         sh("ip", "link", "del", bridge, check=False)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def _run_setup_script(cluster: HaCluster, base: str):
+    """Each node configured by the install script under its own root (the first makes
+    the pool CA, the others get a copy of it, as an operator would copy it)."""
+    secret = os.path.join(base, "pool-secret")
+    with open(secret, "w") as f:
+        f.write(secrets.token_hex(24))
+    members = ",".join(f"{n.name}={n.address}" for n in cluster.nodes)
+    for i, node in enumerate(cluster.nodes):
+        if i:
+            shutil.copytree(os.path.join(cluster.nodes[0].dir, "pool-ca"),
+                            os.path.join(node.dir, "pool-ca"))
+        cluster.setup_output = sh(
+            "bash", SETUP_SCRIPT, "--name", node.name, "--address", node.address,
+            "--members", members, "--secret-file", secret, "--ca-dir", "/pool-ca",
+            "--root", node.dir, "--allow", f"{cluster._gateway}/32",   # the test's own
+            *(["--new-ca"] if i == 0 else []))
+        node.ca = os.path.join(node.dir, "etc/xapi-py/pool-ha/ca.pem")
+    with open(os.path.join(cluster.nodes[0].dir, "etc/xapi-py/pool-ha.pgpass")) as f:
+        cluster.password = f.readline().strip().rsplit(":", 1)[1]
+    cluster.ssl = f"&sslmode=verify-ca&sslrootcert={cluster.nodes[0].ca}"
 
 
 def _plug(ns: str, veth: str, bridge: str, address: str, gateway: str):

@@ -1,0 +1,83 @@
+"""scripts/pool-ha-setup.sh, what the install does on each of the three hosts that hold
+the pool database: etcd, Patroni and PostgreSQL 15 from Debian's packages, TLS between
+the hosts (a pool CA), passwords derived from the pool secret. Three namespaces
+configured by it (tests/ha_harness.py, setup_script=True) must form a cluster with a
+synchronous standby that takes only TLS logins and only certified etcd clients."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+import ssl
+import urllib.request
+
+import psycopg
+import pytest
+
+from ha_harness import ETCD_CLIENT, ha_cluster
+
+
+@pytest.fixture(scope="module")
+def ha():
+    with ha_cluster(slot=3, setup_script=True) as cluster:
+        cluster.wait_leader(120)
+        cluster.wait_sync_standby(120)
+        yield cluster
+
+
+def pgpass(node) -> str:
+    with open(os.path.join(node.dir, "etc/xapi-py/pool-ha.pgpass")) as f:
+        return f.read()
+
+
+def test_synchronous_cluster_over_tls(ha):
+    leader = ha.wait_leader()
+    standby = ha.wait_sync_standby()
+    assert standby != leader.name
+    with ha.connect() as conn:
+        assert conn.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+                            ).fetchone()[0] is True
+        assert conn.execute("SHOW synchronous_commit").fetchone()[0] == "on"
+    # The database URL the script prints for xapi.toml, with its password file.
+    url = re.search(r'ha_database_url = "([^"]+)"', ha.setup_output).group(1)
+    passfile = re.search(r"PGPASSFILE=(\S+)", ha.setup_output).group(1)
+    with ha.connect() as conn:
+        conn.execute("CREATE DATABASE xapi_pool")
+    with psycopg.connect(url, passfile=passfile, connect_timeout=5) as conn:
+        assert conn.execute("SELECT NOT pg_is_in_recovery()").fetchone()[0] is True
+
+
+def test_no_login_without_tls(ha):
+    plain = ha.url().replace(ha.ssl, "") + "&sslmode=disable"
+    with pytest.raises(psycopg.OperationalError, match="no encryption|pg_hba"):
+        psycopg.connect(plain).close()
+
+
+def test_etcd_and_patroni_speak_tls_of_the_pool_ca(ha):
+    node = ha.nodes[0]
+    ca = ssl.create_default_context(cafile=node.ca)
+    # etcd asks for a client certificate of the pool CA: none, no answer.
+    version = f"https://{node.address}:{ETCD_CLIENT}/version"
+    with pytest.raises(OSError):
+        urllib.request.urlopen(version, timeout=5, context=ca).read()
+    tls = os.path.dirname(node.ca)
+    ca.load_cert_chain(os.path.join(tls, "host.pem"), os.path.join(tls, "host.key"))
+    with urllib.request.urlopen(version, timeout=5, context=ca) as reply:
+        assert b"etcdserver" in reply.read()
+    # Patroni's REST API: a certificate the pool CA signed, for the host's address.
+    with node.get("/cluster") as reply:
+        assert reply.status == 200
+    with pytest.raises(OSError):   # not trusted without the pool CA
+        urllib.request.urlopen(f"{node.api}/cluster", timeout=5,
+                               context=ssl.create_default_context()).read()
+
+
+def test_passwords_derived_from_the_pool_secret(ha):
+    files = {pgpass(n) for n in ha.nodes}
+    assert len(files) == 1   # every host derived the same
+    secret = open(os.path.join(os.path.dirname(ha.nodes[0].dir), "pool-secret"), "rb").read()
+    expected = hmac.new(secret.strip(), b"xapi-py pool-ha postgres-superuser",
+                        hashlib.sha256).hexdigest()
+    assert ha.password == expected
+    assert secret.strip().decode() not in files.pop()
