@@ -15,11 +15,13 @@ import contextlib
 import os
 import subprocess
 import time
+import uuid
 from dataclasses import dataclass
 
 import XenAPI
 
 from pg_server import cluster
+from pool_tls import TestCA, libvirtd_conf, qemu_conf
 from private_libvirtd import PrivateLibvirtd
 from serverproc import ROOT_PASSWORD, GUEST_CACHE, ServerProcess
 
@@ -55,8 +57,12 @@ class PoolHost:
 
 
 @contextlib.contextmanager
-def pool_hosts(tmp_path_factory, count: int, slot: int = 0):
+def pool_hosts(tmp_path_factory, count: int, slot: int = 0, migration: bool = False):
+    """migration: each libvirtd also listens for its peers over TLS (certificates of a
+    CA of the test's own, tests/pool_tls.py) with a host UUID of its own, and each
+    server reaches its peers' daemons with its certificate (live migration)."""
     tag = f"{os.getpid() % 10000}{slot}"
+    ca = TestCA(str(tmp_path_factory.mktemp("pool-ca"))) if migration else None
     net = 10 + (os.getpid() + 11 * slot) % 200
     bridge = f"xpb{tag}"
     hosts: list[PoolHost] = []
@@ -75,12 +81,19 @@ def pool_hosts(tmp_path_factory, count: int, slot: int = 0):
             sh("ip", "-n", ns, "link", "set", "eth0", "up")
             sh("ip", "-n", ns, "route", "add", "default", "via", f"10.96.{net}.1")
             data = str(tmp_path_factory.mktemp(f"pool-host{i}"))
-            libvirtd = PrivateLibvirtd(os.path.join(data, "libvirt"), netns=ns).start()
+            env, tls = {**FAST_HEARTBEATS, "XAPI_BOOT_DIRS": GUEST_CACHE}, {}
+            if ca is not None:
+                pki = ca.host_dir(ns, address)
+                tls = {"libvirtd_conf": libvirtd_conf(pki, str(uuid.uuid4())),
+                       "qemu_conf": qemu_conf(pki), "listen": True}
+                env["XAPI_MIGRATION_PEER_URI"] = \
+                    "qemu+tls://{address}/system?pkipath=" + pki
+            libvirtd = PrivateLibvirtd(os.path.join(data, "libvirt"), netns=ns,
+                                       **tls).start()
             url = cluster().new_database(f"pool{tag}") if i == 0 else ""
             server = ServerProcess(os.path.join(data, "xapi"), port=PORT, netns=ns,
                                    host=address, libvirt_uri=libvirtd.uri,
-                                   database_url=url,
-                                   env={**FAST_HEARTBEATS, "XAPI_BOOT_DIRS": GUEST_CACHE})
+                                   database_url=url, env=env)
             hosts.append(PoolHost(ns, address, server, libvirtd))
         _start_all([h.server for h in hosts])
         yield hosts

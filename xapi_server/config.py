@@ -105,6 +105,12 @@ class Settings:
     # coordinator marks a member not live after this long without hearing from it.
     pool_heartbeat_interval: float = 30.0
     host_assumed_dead_interval: float = 600.0
+    # Live migration (README "Pools"): how this host's libvirtd reaches a destination
+    # host's ({address}: its host.address), where the destination QEMU listens for the
+    # memory stream, and whether that stream is encrypted (TLS, libvirt's certificates).
+    migration_peer_uri: str = "qemu+tls://{address}/system"
+    migration_data_uri: str = "tcp://{address}"
+    migration_tls: bool = True
     # host.set_hostname_live runs this with the new name appended.
     hostname_command: str = "hostnamectl set-hostname"
     # host.syslog_reconfigure: the rsyslog drop-in that forwards to

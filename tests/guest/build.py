@@ -75,6 +75,7 @@ for arg in $(cat /proc/cmdline); do
     guestping=*) PINGT="${arg#guestping=}" ;;
     guestdhcp) DHCP=1 ;;
     guestburn) (while :; do :; done) & ;;
+    guestcount) (i=0; while :; do m COUNT $i; i=$((i+1)); sleep 0.2; done) & ;;
     guestrecv=*) (while :; do nc -l -p ${arg#guestrecv=} >/dev/null; done) & ;;
     guestread=*) (while :; do dd if=/dev/${arg#guestread=} of=/dev/null bs=64k iflag=direct \
                       2>/dev/null || sleep 1; done) & ;;

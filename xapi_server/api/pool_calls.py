@@ -12,11 +12,15 @@ from ..services.pool import role as pool_role
 from .pool_forward import run_for_coordinator
 from .pool_membership import accept_joiner, heartbeat, leave_pool
 from .pool_sessions import check_for_member, task_ended
+from .sr_shared import SHARED_SR_OPS
+from .vm_migrate_host import MIGRATION_OPS
 
 COORDINATOR_OPS = {"heartbeat": heartbeat, "session": check_for_member,
                    "task": task_ended}
 MEMBER_OPS = {"eject": leave_pool, "call": run_for_coordinator,
-              "ping": lambda server, args: server.store.get("host", server.host_ref, "uuid")}
+              "ping": lambda server, args: server.store.get("host", server.host_ref, "uuid"),
+              # either end of a live migration, a shared SR's PBD plugged here
+              **MIGRATION_OPS, **SHARED_SR_OPS}
 
 
 async def internal_call(server, op, args, secret: str | None, peer_address: str):

@@ -14,6 +14,7 @@ from ..dispatch.registry import implements
 from ..errors import ApiError
 from ..services.storage import service
 from ..services.storage.service import errors, lock
+from . import sr_shared
 
 
 def _content_type(cls, given: str) -> str:
@@ -65,6 +66,8 @@ async def create(ctx, host, device_config, physical_size, name_label, name_descr
             "physical_utilisation": stats.physical_utilisation})
         store.create("PBD", {"host": host, "SR": sr, "device_config": dict(device_config),
                              "currently_attached": True})
+        if shared and not ctx.server.role.is_member:   # a PBD on every host of the pool
+            await sr_shared.plug_on_members(ctx.server, sr, device_config)
         await store.flush()
     except BaseException:
         # Nothing recorded (or the record could not be kept): undo the device work.

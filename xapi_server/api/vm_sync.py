@@ -213,6 +213,9 @@ class VmRuntime:
             return
         if ticket < self._applied.get(uuid, 0):
             return  # an older observation than one already applied
+        if state.power_state == "Halted" and rec["resident_on"] not in (
+                NULL_REF, self.server.host_ref) and self.store.exists("host", rec["resident_on"]):
+            return  # it runs on another host of the pool (migrated): no domain here is news
         self._applied[uuid] = ticket
         if state.power_state == "Halted" and rec["power_state"] == "Suspended" \
                 and rec["suspend_VDI"] != NULL_REF:

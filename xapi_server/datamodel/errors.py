@@ -134,6 +134,8 @@ _error("POOL_JOINING_HOST_MUST_HAVE_SAME_API_VERSION", "host_api_version, master
 _error("POOL_HOSTS_NOT_HOMOGENEOUS", "reason",
        "The joining host differs from the pool (pool.join_force skips this check).")
 _error("HOST_DISABLED", "host", "The host is disabled.")
+_error("HOST_CANNOT_ATTACH_NETWORK", "host, network",
+       "The host has no PIF on the network it was asked to use.")
 _error("HOST_NOT_DISABLED", "", "The host must be disabled (maintenance mode) first.")
 _error("HOST_IN_USE", "host, type, ref", "The host still runs this object (a VM).")
 _error("WLB_NOT_INITIALIZED", "", "No workload-balancing server is configured.")
@@ -198,6 +200,9 @@ _error("VM_HVM_REQUIRED", "vm", "The operation needs an HVM guest.")
 _error("VM_NOT_RESIDENT_HERE", "vm, host", "The VM does not run on that host.")
 _error("VM_REQUIRES_SR", "vm, sr", "The host cannot reach an SR the VM's disks are on.")
 _error("VM_REQUIRES_NETWORK", "vm, network", "The host has no PIF on a network the VM needs.")
+_error("VDI_NOT_IN_MAP", "vdi", "A disk of the VM is missing from the migration's vdi_map.")
+_error("VM_MIGRATE_FAILED", "vm, source, destination, msg",
+       "Moving the VM to the other host failed; it still runs where it was.")
 _error("VM_SHUTDOWN_TIMEOUT", "vm, timeout", "The VM did not shut down in time.")
 _error("VM_REVERT_FAILED", "vm, snapshot", "Reverting the VM to the snapshot failed.")
 _error("VM_NO_EMPTY_CD_VBD", "vm", "The VM has no empty CD drive.")
@@ -206,6 +211,13 @@ _error("UNKNOWN_BOOTLOADER", "vm, bootloader", "The bootloader is not known.")
 
 # --- storage -----------------------------------------------------------------------------
 _error("SR_BACKEND_FAILURE", "status, stdout, stderr", "The storage backend failed.")
+# xapi's SM drivers' numbered failures (their XE_SR_ERRORCODES table), as NFS SRs raise them.
+_error("SR_BACKEND_FAILURE_73", "status, description, stderr",
+       "The NFS export could not be mounted.", origin=XAPI_UNDECLARED)
+_error("SR_BACKEND_FAILURE_101", "status, description, stderr",
+       "device_config:serverpath is missing.", origin=XAPI_UNDECLARED)
+_error("SR_BACKEND_FAILURE_102", "status, description, stderr",
+       "device_config:server is missing.", origin=XAPI_UNDECLARED)
 _error("SR_FULL", "requested, maximum", "The SR has no room for the requested size.")
 _error("SR_HAS_NO_PBDS", "sr", "The SR has no PBDs.")
 _error("SR_HAS_PBD", "sr", "The SR is still connected to a host by a PBD.")

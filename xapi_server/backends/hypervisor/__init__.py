@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from .contract import (CPU_PERIOD_US, HALTED, IOTUNE_NAMES, METADATA_NS, METADATA_PREFIX,
                        Capabilities, ConsoleStream, DomainState, EventHandler, Hypervisor,
-                       HypervisorError)
+                       HypervisorError, MigrationAborted, MigrationPlan)
 
 __all__ = ["CPU_PERIOD_US", "HALTED", "IOTUNE_NAMES", "METADATA_NS", "METADATA_PREFIX",
            "Capabilities", "ConsoleStream", "DomainState", "EventHandler", "Hypervisor",
-           "HypervisorError", "open_hypervisor"]
+           "HypervisorError", "MigrationAborted", "MigrationPlan", "open_hypervisor"]
 
 
 def open_hypervisor(settings) -> Hypervisor:

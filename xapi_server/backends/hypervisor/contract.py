@@ -7,7 +7,7 @@ provide the same methods.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 
@@ -136,6 +136,11 @@ class Hypervisor(Protocol):
         none). A new stream takes the console over from an older one."""
     async def screenshot(self, uuid: str) -> tuple[str, bytes]:
         """(MIME type, image) of the running domain's first screen."""
+    # -- live migration to another host's daemon (libvirt_migrate.py) ------------------
+    async def migrate(self, uuid: str, plan: "MigrationPlan") -> None:
+        """Move the running domain (MigrationAborted when cancelled; it then runs here)."""
+    async def migration_progress(self, uuid: str) -> float | None: ...
+    async def abort_migration(self, uuid: str) -> None: ...
 
 
 class ConsoleStream(Protocol):
@@ -148,6 +153,24 @@ class ConsoleStream(Protocol):
 
 class HypervisorError(Exception):
     """A hypervisor call failed; `message` is the hypervisor's own text."""
+
+
+class MigrationAborted(HypervisorError):
+    """The migration job was cancelled (abort_migration): the domain stayed here."""
+
+
+@dataclass
+class MigrationPlan:
+    """How to move a running domain to another host (Hypervisor.migrate)."""
+    peer_uri: str            # the destination daemon, as this host's daemon reaches it
+    data_uri: str            # where the destination QEMU listens (tcp://address)
+    tls: bool = True         # the memory stream encrypted
+    # Disk files the hypervisor cannot tell are shared (a directory every host mounts):
+    # the caller knows they are (their SRs say so), the hypervisor's check is skipped.
+    shared_files: bool = False
+    copy_disks: list = field(default_factory=list)   # targets (vda...) copied along
+    # Files the destination uses instead (its console log, the copies of the disks).
+    paths: dict = field(default_factory=dict)
 
 
 # -- metrics (services/metrics): one sample of every running domain's counters ----------

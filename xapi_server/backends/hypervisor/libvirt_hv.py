@@ -19,6 +19,7 @@ from .contract import (HALTED, METADATA_NS, Capabilities, DomainState, DomainSta
 from .libvirt_conn import Connection, Unreachable, kvm_usable
 from .libvirt_console import LibvirtConsole
 from .libvirt_guestops import GuestOps
+from .libvirt_migrate import MigrationCalls
 from .libvirt_qos import QosCalls, kernel_shapes_like_libvirt
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ TEST_DRIVER_CAPABILITIES = Capabilities(
     emulates_machine=False, tunes_resources=False, nic_bandwidth_in_xml=False)
 
 
-class LibvirtHypervisor(QosCalls, GuestOps):
+class LibvirtHypervisor(QosCalls, GuestOps, MigrationCalls):
     def __init__(self, settings):
         self.settings = settings
         self.conn = Connection(settings.libvirt_uri, settings.data_dir)

@@ -10,9 +10,10 @@ from .base import Driver, Stats, Volume
 from .filesr import ExtDriver, FileDriver
 from .iso import ISODriver
 from .lvm import LVMDriver
+from .nfs import NFSDriver
 from .run import StorageError
 
 DRIVERS: dict[str, type[Driver]] = {d.type: d for d in (FileDriver, ExtDriver, LVMDriver,
-                                                        ISODriver)}
+                                                        ISODriver, NFSDriver)}
 
 __all__ = ["DRIVERS", "Driver", "Stats", "Volume", "StorageError"]

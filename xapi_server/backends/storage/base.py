@@ -39,6 +39,14 @@ class Refused(StorageError):
         super().__init__("EINVAL", "", reason)
 
 
+class SmFailure(StorageError):
+    """One of xapi's numbered storage-manager failures (SR_BACKEND_FAILURE_<code>),
+    for the drivers that follow xapi's SM drivers' device_config (NFS)."""
+    def __init__(self, code: int, description: str, stderr: str = ""):
+        super().__init__(str(code), description, stderr)
+        self.code, self.description = code, description
+
+
 class DeviceInUse(StorageError):
     def __init__(self, reason: str):
         super().__init__("EBUSY", "", reason)

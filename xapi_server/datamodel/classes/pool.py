@@ -277,6 +277,12 @@ HOST = cls(
             params_doc={"auto_enable": "Enable the host again when it restarts."}, forward="host"),
         msg("enable", "host ref host", doc="Take new VMs on the host again.",
             role="pool-operator", forward="host"),
+        msg("migrate_receive", "host ref host, network ref network, "
+            "(string -> string) map options", "(string -> string) map",
+            "Prepares the host to receive a VM by VM.migrate_send: the map to pass to it.",
+            result_doc="xapi's keys: host, session_id, master, SM, xenops",
+            errors=["HOST_OFFLINE", "HOST_DISABLED", "HOST_CANNOT_ATTACH_NETWORK"],
+            role="vm-power-admin"),
         msg("evacuate",
             "host ref host, network ref network='OpaqueRef:NULL', int evacuate_batch_size=0",
             doc="Move every running VM off the host (to other hosts of the pool); fails "

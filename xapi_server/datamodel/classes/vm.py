@@ -10,6 +10,14 @@ _LIFECYCLE = ["VM_BAD_POWER_STATE", "OTHER_OPERATION_IN_PROGRESS", "OPERATION_NO
               "VM_IS_TEMPLATE"]
 _COPY = ["VM_BAD_POWER_STATE", "SR_FULL", "OPERATION_NOT_ALLOWED", "LICENCE_RESTRICTION"]
 _READ = dict(role="read-only", mutates=False)
+# VM.pool_migrate / migrate_send / assert_can_migrate (api/vm_migrate.py).
+_MIGRATE = ["VM_BAD_POWER_STATE", "OTHER_OPERATION_IN_PROGRESS", "VM_IS_TEMPLATE",
+            "OPERATION_NOT_ALLOWED", "HOST_OFFLINE", "HOST_DISABLED", "VM_REQUIRES_SR",
+            "VM_REQUIRES_NETWORK", "HOST_NOT_ENOUGH_FREE_MEMORY", "CANNOT_CONTACT_HOST",
+            "VM_MIGRATE_FAILED", "TASK_CANCELLED"]
+_MIGRATE_PARAMS = ("VM ref vm, (string -> string) map dest, bool live, "
+                   "(VDI ref -> SR ref) map vdi_map, (VIF ref -> network ref) map vif_map, "
+                   "(string -> string) map options, (string -> string) map vgpu_map={}")
 
 VM_MESSAGES = [
     msg("snapshot", "VM ref vm, string new_name, VDI ref set ignore_vdis=[]", "VM ref",
@@ -73,6 +81,21 @@ VM_MESSAGES = [
         "Restores a suspended VM on the given host.",
         errors=["VM_BAD_POWER_STATE", "OPERATION_NOT_ALLOWED", "VM_IS_TEMPLATE"],
         role="vm-power-admin", forward="host"),
+    msg("pool_migrate", "VM ref vm, host ref host, (string -> string) map options", "void",
+        "Moves the running VM, live, to another host of the pool (its disks stay on the "
+        "shared SRs they are on).",
+        params_doc={"options": "force, live (always live here), as xapi"},
+        errors=_MIGRATE, role="vm-power-admin"),
+    msg("assert_can_migrate", _MIGRATE_PARAMS, "void",
+        "Fails with the error a VM.migrate_send with these arguments would meet first.",
+        errors=_MIGRATE, role="vm-power-admin", mutates=False),
+    msg("migrate_send", _MIGRATE_PARAMS + ", (string -> string) map vdi_format_map={}",
+        "VM ref", "Moves the running VM to the host host.migrate_receive named, copying "
+        "its disks to the SRs vdi_map names while it runs (storage motion).",
+        params_doc={"vdi_map": "the SR each disk goes to (every disk must be named)",
+                    "vgpu_map": "no vGPUs here: must be empty"},
+        result_doc="the VM (the same reference: within one pool)",
+        errors=_MIGRATE + ["VDI_NOT_IN_MAP", "SR_FULL"], role="vm-power-admin"),
     msg("set_VCPUs_number_live", "VM ref self, int nvcpu", "void",
         "Sets the number of vCPUs of a running VM.",
         errors=["OPERATION_NOT_ALLOWED", "LICENCE_RESTRICTION"], role="vm-admin", forward="self"),

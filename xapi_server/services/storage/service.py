@@ -13,7 +13,8 @@ import errno
 from datetime import datetime, timezone
 
 from ...backends.storage import DRIVERS
-from ...backends.storage.base import UUID_RE, DeviceInUse, Full, Missing, NotSupported
+from ...backends.storage.base import (UUID_RE, DeviceInUse, Full, Missing, NotSupported,
+                                      SmFailure)
 from ...backends.storage.run import StorageError
 from ...errors import ApiError
 from ...messages import PRIORITY_WARNING, raise_message
@@ -47,6 +48,12 @@ def errors(sr: str = "", vdi: str = ""):
         raise ApiError("SR_OPERATION_NOT_SUPPORTED", sr) from None
     except Missing as e:
         raise ApiError("VDI_MISSING", sr, vdi or e.location) from None
+    except SmFailure as e:   # xapi's numbered SM failures: ["", description, stderr]
+        if e.code == 73:
+            raise ApiError("SR_BACKEND_FAILURE_73", "", e.description, e.stderr) from None
+        if e.code == 101:
+            raise ApiError("SR_BACKEND_FAILURE_101", "", e.description, e.stderr) from None
+        raise ApiError("SR_BACKEND_FAILURE_102", "", e.description, e.stderr) from None
     except DeviceInUse as e:
         raise ApiError("SR_BACKEND_FAILURE", "SR_DEVICE_IN_USE", e.stdout, e.stderr) from None
     except StorageError as e:
