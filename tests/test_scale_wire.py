@@ -136,6 +136,19 @@ def test_sliced_xml_is_the_plain_encoding(count):
         assert records["OpaqueRef:1"]["name_label"] == "vm <1> & \u00e9"
 
 
+def test_big_xml_map_keys_are_escaped_as_small_ones():
+    """The keys of a big map are escaped only when needed (refs never are): the same
+    bytes as the escaping of a small map's keys, control characters dropped."""
+    keys = [f"OpaqueRef:{i}" for i in range(BATCH)] + ["a<b>&\"c\x01d", "\u00e9\td", 7]
+    big = {k: Row(n=i) for i, k in enumerate(keys)}
+    reply = xmlrpc.client.loads(xmlwire.encode_success(big))[0][0]["Value"]
+    assert reply["a<b>&\"cd"] == {"n": str(BATCH)}   # ints go out bare, as xapi sends them
+    assert reply["\u00e9\td"] == {"n": str(BATCH + 1)}
+    assert reply["7"] == {"n": str(BATCH + 2)}
+    assert b"<member><name>a&lt;b&gt;&amp;&quot;cd</name>" in xmlwire.encode_success(big)
+    assert reply == xmlrpc.client.loads(xmlwire.encode_bare(big))[0][0]
+
+
 def test_cache_drops_only_records_nobody_holds():
     cache = EncodingCache(lambda r: repr(sorted(r)), floor=8)
     live = [Row(n=i) for i in range(8)]

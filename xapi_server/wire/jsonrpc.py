@@ -104,12 +104,16 @@ def _encode_record(record) -> bytes:
 _records = EncodingCache(_encode_record)
 
 
-def _batch_text(batch: list, pairs: bool) -> bytes:
-    """Items of a map (key, value pairs) or an array, comma-separated, without brackets."""
-    if pairs and all(type(v) is Row for _, v in batch):     # get_all_records: joined as is
-        get = _records.get
-        return b",".join([_dumps(k) + b":" + get(v) for k, v in batch])
-    return _dumps(dict(batch) if pairs else batch)[1:-1]
+def _batch_pieces(batch: list, pairs: bool) -> list[bytes]:
+    """Items of a map (key, value pairs) or an array, comma-separated, without brackets.
+    Records (get_all_records) are their cached encodings as they are, not joined here:
+    the writer joins what it sends, so the 30 MB of 10,000 VMs are copied once."""
+    if pairs and all(type(v) is Row for _, v in batch):
+        get, pieces = _records.get, []
+        for k, v in batch:
+            pieces += (b',' + _dumps(k) + b":" if pieces else _dumps(k) + b":", get(v))
+        return pieces
+    return [_dumps(dict(batch) if pairs else batch)[1:-1]]
 
 
 def _value_chunks(value, top: bool = True):
@@ -121,7 +125,9 @@ def _value_chunks(value, top: bool = True):
         yield opening
         items = list(value.items()) if t is dict else value
         for n, batch in enumerate(batches(items)):
-            yield (b"," if n else b"") + _batch_text(batch, t is dict)
+            if n:
+                yield b","
+            yield from _batch_pieces(batch, t is dict)
         yield closing
     elif top and t is dict and any(is_big(v) for v in value.values()):
         for n, (key, item) in enumerate(value.items()):
