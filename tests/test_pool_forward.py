@@ -20,6 +20,7 @@ from pool_harness import pool_hosts  # noqa: E402
 from private_libvirtd import unavailable  # noqa: E402
 from sdk_failures import failure  # noqa: E402
 from serverproc import ROOT_PASSWORD  # noqa: E402
+from test_pool_join import xe  # noqa: E402  (xe as root on a host)
 
 pytestmark = pytest.mark.skipif(bool(unavailable()), reason=str(unavailable()))
 SHARED = {}
@@ -166,6 +167,31 @@ def test_the_console_of_a_members_vm_redirects_there(pool):
     conn, reply = _request(location.replace(session, "OpaqueRef:nope"), "CONNECT")
     assert reply.status == 401
     conn.close()
+
+
+def test_xe_follows_the_redirects(pool, tmp_path):
+    """xe on the coordinator: the console of the member's VM, and a disk of the member's
+    local SR written and read back (xe's transfers follow the redirect; the member
+    ends the task xe waits on)."""
+    coordinator, member, there = pool
+    c = coordinator.session().xenapi
+    r = xe(tmp_path, coordinator, "console", f"uuid={c.VM.get_uuid(SHARED['vm'])}",
+           stdin="\n")
+    assert r.returncode == 0, r.stderr
+    vdi = c.VDI.create({"SR": SHARED["sr"], "virtual_size": str(1 << 20), "type": "user",
+                        "sharable": False, "read_only": False, "other_config": {},
+                        "name_label": "by xe"})
+    data = os.urandom(1 << 20)
+    (tmp_path / "in.raw").write_bytes(data)
+    uuid = c.VDI.get_uuid(vdi)
+    r = xe(tmp_path, coordinator, "vdi-import", f"uuid={uuid}",
+           f"filename={tmp_path / 'in.raw'}", "format=raw")
+    assert r.returncode == 0, r.stderr
+    r = xe(tmp_path, coordinator, "vdi-export", f"uuid={uuid}",
+           f"filename={tmp_path / 'out.raw'}", "format=raw")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "out.raw").read_bytes() == data
+    c.VDI.destroy(vdi)
 
 
 def test_a_vm_on_the_member_suspended_and_resumed(pool):

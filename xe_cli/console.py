@@ -1,10 +1,10 @@
 """HttpConnect orders (`xe console`): attach this terminal to a console the server names.
 
 As xapi's xe: `CONNECT <path> HTTP/1.0` with `content-length: 0` on a new connection to
-the server (the session is in the URL's query); on 200 the connection is a raw byte
-stream both ways, the terminal is put in raw mode (when stdin is one) so every key,
-Ctrl-C included, goes to the guest, and Ctrl-] (0x1d) leaves; 404 means the console
-is not available. Stdin that is no terminal (a pipe, a file) is sent as it is; at its
+the server (the session is in the URL's query), or where its redirect points; on 200
+the connection is a raw byte stream both ways, the terminal is put in raw mode (when
+stdin is one) so every key, Ctrl-C included, goes to the guest, and Ctrl-] (0x1d)
+leaves; 404 means the console is not available. Stdin that is no terminal (a pipe, a file) is sent as it is; at its
 end the console's output is still shown until it has been quiet for LINGER seconds
 (LINGER_MAX at most).
 """
@@ -41,8 +41,9 @@ def _write_all(fd: int, data: bytes):
         view = view[os.write(fd, view):]
 
 
-def attach(target, url: str, err, heartbeat=None) -> bool:
-    """Run the console session; True when it was attached (and then left)."""
+def attach(target, url: str, err, heartbeat=None, hops=5) -> bool:
+    """Run the console session; True when it was attached (and then left). A redirect
+    (a pool's coordinator sending us to the member running the VM) is followed."""
     try:
         sock, _, path = _open(target, url)
     except (ConnectError, OSError) as exc:
@@ -50,7 +51,10 @@ def attach(target, url: str, err, heartbeat=None) -> bool:
         return False
     try:
         sock.sendall(f"CONNECT {path} HTTP/1.0\r\ncontent-length: 0\r\n\r\n".encode())
-        status, _, rest = _read_head(sock)
+        status, headers, rest = _read_head(sock)
+        if status in (301, 302) and hops and "location" in headers:
+            sock.close()
+            return attach(target, headers["location"], err, heartbeat, hops - 1)
         if status == 404:
             err.write("Server replied with HTTP 404: the console is not available\n")
             return False
