@@ -120,6 +120,9 @@ def _made(store, cname, ref) -> int:
     return store.deleted.get((cname, ref), 0) if made is None else made
 
 
+_LOWER = {name: name.lower() for name in CLASSES}
+
+
 def _events(store, items, since) -> list[dict]:
     events = []
     for (cname, ref), gen, record in items:
@@ -127,11 +130,13 @@ def _events(store, items, since) -> list[dict]:
             made = store.deleted.get((cname, ref))
             if made is None or made > since:
                 continue  # made and gone between two calls: nothing to tell
-            events.append({"id": str(gen), "timestamp": "0.0", "class": cname.lower(),
+            events.append({"id": str(gen), "timestamp": "0.0", "class": _LOWER[cname],
                            "operation": "del", "ref": ref})
             continue
-        events.append({"id": str(gen), "timestamp": "0.0", "class": cname.lower(),
-                       "operation": "add" if _made(store, cname, ref) > since else "mod",
+        # From the start (since 0) every live object was made since: no look-up.
+        made_since = since == 0 or _made(store, cname, ref) > since
+        events.append({"id": str(gen), "timestamp": "0.0", "class": _LOWER[cname],
+                       "operation": "add" if made_since else "mod",
                        "ref": ref, "snapshot": record})
     return events
 
