@@ -41,6 +41,8 @@ FORWARDED = {
                                                 "call as it is",
     ("api/pool_sessions.py", "vouched_session"): "re-raises the coordinator's refusal of "
                                                   "a session as it is",
+    ("api/pool_emergency.py", "emergency_reset_master"): "re-raises the coordinator's "
+                                                          "refusal of this host as it is",
 }
 
 

@@ -6,13 +6,10 @@ member not live, eject (API and xe) with the host back standalone and clean, rej
 host.destroy of a dead member, xe host-list showing every member.
 
 The tests run in order and share the pool: each leaves it as the next expects."""
-import json
 import os
-import ssl
 import subprocess
 import sys
 import time
-import urllib.request
 
 import pytest
 import XenAPI
@@ -20,6 +17,7 @@ import XenAPI
 sys.path.insert(0, os.path.dirname(__file__))
 from guest.harness import MARK, console_text, guest, guest_vm  # noqa: E402,F401 (fixture)
 from pool_harness import login_fails_with, pool_hosts  # noqa: E402
+from pool_internal import internal  # noqa: E402
 from private_libvirtd import unavailable  # noqa: E402
 from serverproc import ROOT_PASSWORD  # noqa: E402
 
@@ -46,18 +44,6 @@ def xe(home, host, *argv, stdin=""):
     env.pop("XE_EXTRA_ARGS", None)
     return subprocess.run([XE, "-s", host.address, "-pw", ROOT_PASSWORD, *argv], env=env,
                           capture_output=True, text=True, input=stdin, timeout=90)
-
-
-def internal(host, op, args, secret=None):
-    """A raw /pool_internal call (certificate unchecked: this is the test, not a host)."""
-    headers = {"Content-Type": "application/json"}
-    if secret is not None:
-        headers["x-xapi-pool-secret"] = secret
-    req = urllib.request.Request(f"https://{host.address}/pool_internal",
-                                 json.dumps({"op": op, "args": args}).encode(), headers)
-    with urllib.request.urlopen(req, context=ssl._create_unverified_context(),
-                                timeout=30) as reply:
-        return json.load(reply)
 
 
 def wait_for(predicate, timeout, what):

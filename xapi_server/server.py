@@ -40,7 +40,11 @@ class Server:
     def __init__(self, settings: Settings):
         self.settings = settings
         make_data_dir(settings.data_dir)
-        self.store = Store(settings.database)   # DatabaseUnavailable: cannot start
+        # Pools: this host's role, read at start (a change of role restarts the server);
+        # it says where the records are (services/pool/role.py: database_location).
+        self.role = pool_role.load(settings.data_dir)
+        # DatabaseUnavailable: cannot start
+        self.store = Store(pool_role.database_location(settings, self.role))
         self.auth = Auth(self.store, settings)   # passwords, failed-login throttle
         self.audit = Audit(settings)
         self.tasks = Tasks(self)
@@ -70,11 +74,10 @@ class Server:
         self.storage_watcher: asyncio.Task | None = None       # disks follow power state
         self.storage_operations: asyncio.Task | None = None    # SR/VDI allowed_operations
         self.metrics: MetricsService | None = None   # samples and archives (from startup)
-        # Pools (api/pool_membership.py): this host's role, read at start (a change of
-        # role restarts the server); the coordinator's last heartbeat from each member
-        # (time.monotonic); the heartbeat task (a member's sender, the coordinator's
-        # liveness watch); and whether main() starts the server again once stopped.
-        self.role = pool_role.load(settings.data_dir)
+        # Pools (api/pool_membership.py): the coordinator's last heartbeat from each
+        # member (time.monotonic); the heartbeat task (a member's sender, the
+        # coordinator's liveness watch); and whether main() starts the server again
+        # once stopped.
         self.heard_from: dict[str, float] = {}
         self.vms_missing: dict[str, set] = {}   # a member's VMs its last report lacked
         self.pool_heartbeats: asyncio.Task | None = None
@@ -85,6 +88,7 @@ class Server:
     async def startup(self):
         loop = asyncio.get_running_loop()
         self.store.open()
+        api.pool_coordinator.adopt_pool(self)   # a coordinator that took the pool over
         self.pool_ref, self.host_ref = bootstrap.start(self)
         local = self.runtimes[self.host_ref] = HostRuntime(self.host_ref, self)
         await api.certificate.startup(self)  # Certificate record, expiry check now
@@ -165,6 +169,12 @@ class Server:
     def serve_until(self, stop_serving):
         """main(): how to stop serving, as a clean shutdown does."""
         self.stop_serving = stop_serving
+
+    def take_role(self, role: pool_role.PoolRole):
+        """A new pool role in effect at once for the calls that come in (a coordinator
+        handing the pool over answers HOST_IS_SLAVE from then on); the role file makes
+        it last (api/pool_coordinator.py)."""
+        self.role = role
 
     def restart_soon(self, delay: float = 0.5):
         """Stop as on SIGTERM once the current reply is out; main() then starts the

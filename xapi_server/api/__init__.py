@@ -16,5 +16,6 @@ from . import blob, ha, licensing, sr_features  # noqa: F401  (issue 15: blobs, 
 from . import external_auth, host_admin, host_clock, host_info, host_plugins  # noqa: F401
 from . import pool_admin, pool_trust, pool_updates  # noqa: F401  (pool-wide settings)
 from . import pool_membership, pool_forward  # noqa: F401  (pool.join, eject, placement)
+from . import pool_coordinator, pool_emergency  # noqa: F401  (changes of coordinator)
 from . import vm_migrate  # noqa: F401  (VM.pool_migrate, migrate_send, host.migrate_receive)
 from . import storage_checks  # noqa: F401  (SR and VDI allowed_operations)

@@ -9,6 +9,8 @@ import hmac
 
 from ..errors import ApiError
 from ..services.pool import role as pool_role
+from .pool_coordinator import follow_coordinator, propose_coordinator, take_over
+from .pool_emergency import keep_database_copy, new_pool_secret
 from .pool_forward import run_for_coordinator
 from .pool_membership import accept_joiner, heartbeat, leave_pool
 from .pool_sessions import check_for_member, task_ended
@@ -19,6 +21,10 @@ COORDINATOR_OPS = {"heartbeat": heartbeat, "session": check_for_member,
                    "task": task_ended}
 MEMBER_OPS = {"eject": leave_pool, "call": run_for_coordinator,
               "ping": lambda server, args: server.store.get("host", server.host_ref, "uuid"),
+              # a change of coordinator (api/pool_coordinator.py, api/pool_emergency.py)
+              "propose_coordinator": propose_coordinator, "take_over": take_over,
+              "follow_coordinator": follow_coordinator, "pool_secret": new_pool_secret,
+              "database_copy": keep_database_copy,
               # either end of a live migration, a shared SR's PBD plugged here
               **MIGRATION_OPS, **SHARED_SR_OPS}
 

@@ -20,6 +20,7 @@ from ..datamodel import NULL_REF
 from ..dispatch.registry import implements
 from ..errors import ApiError
 from ..services.pool import peer, role as pool_role
+from ..store import is_postgres_url
 from . import pool_records
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,11 @@ async def accept_joiner(server, args: dict, peer_address: str):
             raise ApiError("RBAC_PERMISSION_DENIED", "pool.join",
                            "No permission in user session. (Roles with this permission: "
                            "pool-admin, pool-operator)")
+        if not is_postgres_url(pool_role.database_location(server.settings, server.role)):
+            # One host's SQLite file: no other host could ever take the pool over.
+            raise ApiError("OPERATION_NOT_ALLOWED", "the coordinator keeps its records in "
+                           "a SQLite file of its own: a pool's database must be PostgreSQL "
+                           "(setting database_url, README \"Pool database\")")
         try:
             objects = pool_records.decode(args.get("objects") or {})
         except (ValueError, TypeError) as exc:
@@ -186,11 +192,13 @@ async def watch_liveness(server):
         await server.store.flush()
 
 
-async def call_member(server, host: str, op: str, args: dict, timeout: float = 30):
-    """An internal call to a member: HOST_OFFLINE if it is not live, CANNOT_CONTACT_HOST
-    if it does not answer (xapi's forwarding errors)."""
+async def call_member(server, host: str, op: str, args: dict, timeout: float = 30,
+                      check_live: bool = True):
+    """An internal call to a member: HOST_OFFLINE if it is not live (unless
+    `check_live` is False: xapi's emergency calls), CANNOT_CONTACT_HOST if it does not
+    answer (xapi's forwarding errors)."""
     store = server.store
-    if not is_live(store, host):
+    if check_live and not is_live(store, host):
         raise ApiError("HOST_OFFLINE", host)
     pins = [store.get("Certificate", ref, "fingerprint_sha256")
             for ref in store.find("Certificate", host=host, type="host")]
@@ -243,9 +251,10 @@ async def destroy(ctx, self):
 
 async def send_heartbeats(server):
     """A member: tell the coordinator it is alive, every pool_heartbeat_interval."""
-    role, failing = server.role, False
-    host, port = peer.split_address(role.master_address, server.settings.port)
+    failing = False
+    host, port = peer.split_address(server.role.master_address, server.settings.port)
     while True:
+        role = server.role   # the secret may be rotated meanwhile
         try:
             await asyncio.to_thread(peer.call, host, port, "heartbeat",
                                     {"host_uuid": role.host_uuid,

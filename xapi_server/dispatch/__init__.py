@@ -48,6 +48,13 @@ class Context:
         return self.server.store
 
 
+# What a pool member still takes from outside clients (xapi's emergency calls): the
+# local login and the calls that change its coordinator (api/pool_emergency.py).
+MEMBER_CALLS = frozenset(("session.slave_local_login_with_password", "session.local_logout",
+                          "pool.emergency_transition_to_master",
+                          "pool.emergency_reset_master"))
+
+
 class Dispatcher:
     def __init__(self, server, forward=None):
         self.server = server
@@ -57,7 +64,7 @@ class Dispatcher:
 
     async def call(self, name: str, params: list, peer: str = "",
                    invalid: InvalidValue | None = None, user_agent: str = ""):
-        if self.server.role.is_member:
+        if self.server.role.is_member and name not in MEMBER_CALLS:
             # A pool member serves the coordinator only (/pool_internal); outside clients
             # are sent to the coordinator, as xapi's members do (README "Pools").
             raise ApiError("HOST_IS_SLAVE", self.server.role.master_address)

@@ -1,4 +1,6 @@
-"""xe pool-join, pool-eject and host-forget (api/pool_membership.py)."""
+"""xe pool-join, pool-eject, host-forget (api/pool_membership.py), the changes of
+coordinator (api/pool_coordinator.py, api/pool_emergency.py), host-declare-dead,
+pool-secret-rotate and pool-sync-database."""
 from __future__ import annotations
 
 from .. import args
@@ -44,3 +46,35 @@ for _name, _param, _method, _warning, _help in (
          "Forget a pool member that is gone for good (not live; asks first, unless "
          "--force).")):
     command(_name, reqd=(_param,), help=_help)(_asking(_param, _warning, _method))
+
+
+@command("pool-designate-new-master", reqd=("host-uuid",),
+         help="Make the host the pool's coordinator (a planned change): every other host "
+              "becomes its member.")
+async def pool_designate_new_master(ctx):
+    await ctx.call("pool.designate_new_master", await ctx.by_uuid("host",
+                                                                   ctx.reqd("host-uuid")))
+
+
+@command("host-declare-dead", reqd=("uuid",),
+         help="A member that is gone for good: the VMs it ran are reset to Halted and it "
+              "is disabled.")
+async def host_declare_dead(ctx):
+    await ctx.call("host.declare_dead", await ctx.by_uuid("host", ctx.reqd("uuid")))
+
+
+def _calling(method: str):
+    async def run(ctx):
+        await ctx.call(method)
+    return run
+
+
+for _name, _method, _help in (
+        ("pool-recover-slaves", "pool.recover_slaves",
+         "Have every other host follow this coordinator (after "
+         "pool-emergency-transition-to-master)."),
+        ("pool-secret-rotate", "pool.rotate_secret",
+         "A new pool secret on every host; the old one stops working."),
+        ("pool-sync-database", "pool.sync_database",
+         "Commit every write and give every member a fresh copy of the records.")):
+    command(_name, help=_help)(_calling(_method))

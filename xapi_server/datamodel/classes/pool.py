@@ -130,6 +130,34 @@ POOL = cls(
                 "and restarts as a standalone host.",
             errors=['OPERATION_NOT_ALLOWED', 'HOST_OFFLINE', 'CANNOT_CONTACT_HOST'],
             role='pool-operator'),
+        # changing the coordinator (api/pool_coordinator.py)
+        msg('designate_new_master', 'host ref host',
+            doc="Make the host the pool's coordinator (a planned change): the pool "
+                "database passes to it, every other host becomes its member.",
+            errors=['HA_IS_ENABLED', 'OPERATION_NOT_ALLOWED', 'HOST_OFFLINE',
+                    'CANNOT_CONTACT_HOST'],
+            role='pool-admin'),
+        # when the coordinator is gone, secrets and copies (api/pool_emergency.py)
+        msg('emergency_transition_to_master', '',
+            doc="On a member whose coordinator is gone: become the coordinator, on the "
+                "pool database if no live coordinator holds it, else on this host's copy.",
+            errors=['HA_IS_ENABLED', 'OPERATION_NOT_ALLOWED'], role='pool-admin'),
+        msg('emergency_reset_master', 'string master_address',
+            doc="On a member: follow the coordinator at master_address from now on.",
+            errors=['HA_IS_ENABLED', 'OPERATION_NOT_ALLOWED', 'INVALID_VALUE',
+                    'CANNOT_CONTACT_HOST', 'HOST_UNKNOWN_TO_MASTER',
+                    'SESSION_AUTHENTICATION_FAILED'],
+            role='pool-admin'),
+        msg('recover_slaves', '', 'host ref set',
+            "Have every other host follow this coordinator; the hosts that did.",
+            role='pool-admin'),
+        msg('rotate_secret', '',
+            doc="A new pool secret on every host; the old one stops working.",
+            errors=['HA_IS_ENABLED', 'HOST_OFFLINE', 'CANNOT_CONTACT_HOST'],
+            role='pool-admin'),
+        msg('sync_database', '',
+            doc="Commit every write and give every member a fresh copy of the records.",
+            errors=['HOST_OFFLINE', 'CANNOT_CONTACT_HOST'], role='pool-admin'),
     ],
 )
 
@@ -266,6 +294,9 @@ HOST = cls(
             "The certificate the host serves, in PEM form.", mutates=False),
         *data_source_messages("host", "host", "pool-operator"),
         # maintenance mode and what it takes (api/host_maintenance.py)
+        msg("declare_dead", "host ref host",
+            doc="A member that is gone for good: the VMs it ran are reset to Halted and it "
+                "is disabled.", errors=["HOST_IS_LIVE"], role="pool-admin"),
         msg("destroy", "host ref self",
             doc="Forget a member that is gone for good (not live); pool.eject is the way "
                 "for a host that still answers.",

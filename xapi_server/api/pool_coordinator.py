@@ -1,0 +1,176 @@
+"""Changing the pool's coordinator (xapi_pool.ml, xapi_pool_transition.ml).
+
+`pool.designate_new_master(host)`, a planned change, in xapi's two phases:
+
+1. Propose: every member must answer, and the new coordinator must reach the pool
+   database (PostgreSQL, which every host can reach). Nothing has changed yet, so a
+   refusal here leaves the pool as it was.
+2. Commit: the coordinator stops taking outside calls (it answers HOST_IS_SLAVE with
+   the new coordinator's address from then on), flushes every acknowledged write,
+   keeps a copy of the records as its working copy for its life as a member, and lets
+   go of the pool database. The new coordinator then takes it over: it restarts on
+   that database, where the pool-wide generation ceiling is stored with the writes, so
+   its event.from tokens carry on above every token handed out before. Every other
+   member then follows the new coordinator, and the old one restarts as a member.
+
+`move_pool_database` is the one step that depends on how the pool database is kept:
+here one PostgreSQL server every host reaches, whose writer lock passes from the old
+coordinator to the new. A replicated database (Patroni, services/pool/ha*.py) puts a
+switchover of its leader there instead.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+
+from ..dispatch.registry import implements
+from ..errors import ApiError
+from ..services.pool import role as pool_role
+from ..store import is_postgres_url
+from ..store.handover import probe_database, snapshot, write_copy
+from .pool_membership import call_member
+
+log = logging.getLogger(__name__)
+
+
+def pool_database(server) -> str:
+    """The URL of the pool database this coordinator writes to; OPERATION_NOT_ALLOWED
+    when its records are in a SQLite file only this host has."""
+    location = pool_role.database_location(server.settings, server.role)
+    if not is_postgres_url(location):
+        raise ApiError("OPERATION_NOT_ALLOWED", "the pool database is a SQLite file on the "
+                       "coordinator: no other host can take it over (keep a pool's records "
+                       "in PostgreSQL: README \"Pool database\")")
+    return location
+
+
+def _fingerprint(store, host: str) -> str:
+    pins = [store.get("Certificate", ref, "fingerprint_sha256")
+            for ref in store.find("Certificate", host=host, type="host")]
+    if not pins:
+        raise ApiError("CANNOT_CONTACT_HOST", host)
+    return pins[0]
+
+
+@implements("pool.designate_new_master")
+async def designate_new_master(ctx, host):
+    server, store = ctx.server, ctx.store
+    store.record("host", host)
+    if host == server.host_ref:    # xapi: already the coordinator, nothing to do
+        return
+    if store.get("pool", server.pool_ref, "ha_enabled"):
+        raise ApiError("HA_IS_ENABLED")
+    database = pool_database(server)
+    members = [h for h in store.tables["host"] if h not in (server.host_ref, host)]
+    # Phase 1: proposed to every host; any refusal leaves the pool untouched.
+    await call_member(server, host, "propose_coordinator", {"database": database})
+    for member in members:
+        await call_member(server, member, "ping", {})
+    await _commit_new_coordinator(server, host, members, database)
+
+
+async def _commit_new_coordinator(server, host: str, members: list[str], database: str):
+    """Phase 2 (see the module doc)."""
+    store, settings = server.store, server.settings
+    address, pin = store.get("host", host, "address"), _fingerprint(store, host)
+    old_role, pool = server.role, server.pool_ref
+    server.take_role(pool_role.PoolRole(   # from now on outside calls get HOST_IS_SLAVE
+        master_address=address, master_fingerprint=pin,
+        secret=pool_role.coordinator_secret(settings.data_dir),
+        host_uuid=store.get("host", server.host_ref, "uuid"), pool_database=database))
+    store.update("pool", pool, master=host)
+    try:
+        await store.flush()
+        await asyncio.to_thread(write_copy, settings.db_path,
+                                snapshot(store, {"host_ref": server.host_ref}))
+        await move_pool_database(server, host, database)
+    except (ApiError, OSError) as exc:
+        log.error("the coordinator stays: the hand-over to %s failed: %s", address, exc)
+        server.take_role(old_role)
+        server.restart_soon()   # opens the pool database again, as it was
+        if isinstance(exc, ApiError):
+            raise
+        raise ApiError("INTERNAL_ERROR", f"hand-over: {exc}") from None
+    for member in members:   # (not live any more here: their heartbeats are refused)
+        try:
+            await call_member(server, member, "follow_coordinator",
+                              {"address": address, "fingerprint": pin, "database": database},
+                              check_live=False)
+        except ApiError as exc:   # it keeps calling this host: pool.recover_slaves
+            log.error("member %s did not follow the new coordinator: %s", member, exc)
+    pool_role.save(settings.data_dir, server.role)
+    log.warning("the pool's coordinator is now %s: restarting as a member", address)
+    server.restart_soon()
+
+
+async def move_pool_database(server, host: str, database: str):
+    """Let go of the pool database and have `host` take it over (the seam a
+    replicated pool database replaces with its own switchover)."""
+    # On the event loop, between two changes: a change made after would be queued for
+    # a writer that is gone. The writer lock goes with the session.
+    server.store.close()
+    await call_member(server, host, "take_over", {"database": database}, check_live=False)
+
+
+def adopt_pool(server):
+    """At start, a coordinator that took the pool over: the pool database names its
+    previous coordinator as this host and pool.master; it is this host now."""
+    role, store = server.role, server.store
+    if role.is_member or not role.pool_database or not role.host_uuid:
+        return
+    found = store.find("host", uuid=role.host_uuid)
+    if not found:
+        return
+    host, pool = found[0], store.meta.get("pool_ref")
+    if store.meta.get("host_ref") != host:
+        store.set_meta("host_ref", host)
+    if pool and store.exists("pool", pool) and store.get("pool", pool, "master") != host:
+        store.update("pool", pool, master=host)
+
+
+# -- on the member asked (calls from the coordinator, /pool_internal) ------------------
+
+def _text(args: dict, name: str) -> str:
+    value = args.get(name)
+    if not isinstance(value, str) or not value:
+        raise ApiError("INVALID_VALUE", name, repr(value)[:80])
+    return value
+
+
+async def propose_coordinator(server, args: dict):
+    """Phase 1 on the proposed host: can it reach the pool database?"""
+    database = _text(args, "database")
+    if not is_postgres_url(database):
+        raise ApiError("INVALID_VALUE", "database", "not a postgresql:// URL")
+    why = await asyncio.to_thread(probe_database, database)
+    if why is not None:
+        raise ApiError("OPERATION_NOT_ALLOWED",
+                       f"the proposed coordinator cannot reach the pool database: {why}")
+    return True
+
+
+def take_over(server, args: dict):
+    """Become the coordinator on the pool database: this host's copy of the pool secret
+    becomes the coordinator's, the role says so, and the server restarts on it."""
+    database, role = _text(args, "database"), server.role
+    pool_role.set_coordinator_secret(server.settings.data_dir, role.secret)
+    pool_role.save(server.settings.data_dir,
+                   pool_role.PoolRole(host_uuid=role.host_uuid, pool_database=database))
+    log.warning("taking the pool over as its coordinator: restarting")
+    server.restart_soon()
+    return True
+
+
+def follow_coordinator(server, args: dict):
+    """Another host coordinates the pool now: call it from the next start on (and
+    remember where the pool database is, for an emergency)."""
+    database = args.get("database")
+    role = dataclasses.replace(
+        server.role, master_address=_text(args, "address"),
+        master_fingerprint=_text(args, "fingerprint"),
+        pool_database=database if isinstance(database, str) else server.role.pool_database)
+    pool_role.save(server.settings.data_dir, role)
+    log.warning("the pool's coordinator is now %s: restarting", role.master_address)
+    server.restart_soon()
+    return True
