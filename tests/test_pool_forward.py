@@ -263,3 +263,11 @@ def test_a_member_that_does_not_answer(pool):
              "the member marked not live")
     assert failure(c.VM.suspend, vm) == ["HOST_OFFLINE", there]
     assert failure(c.host.disable, there) == ["HOST_OFFLINE", there]
+    # its data handlers too, and the client's task fails with the reason
+    session = coordinator.session()
+    task = session.xenapi.task.create("console", "")
+    conn, reply = _request(f"https://{coordinator.address}/console?ref={vm}"
+                           f"&session_id={session._session}&task_id={task}", "CONNECT")
+    assert (reply.status, reply.read()) == (500, f"HOST_OFFLINE {there}\n".encode())
+    conn.close()
+    assert session.xenapi.task.get_error_info(task) == ["HOST_OFFLINE", there]

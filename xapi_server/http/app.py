@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from ..errors import ApiError
 from ..wire import clean_text
 from . import auth, dataplane, pool_redirect
 from .responses import BodyTooLarge, plain_fault, read_body, respond
@@ -75,7 +76,13 @@ class XapiApp:
         try:
             async with auth.session_for(self.server, scope, route.permission) as session:
                 scope[auth.SESSION_KEY] = session
-                elsewhere = pool_redirect.location(self.server, route, scope)
+                try:
+                    elsewhere = pool_redirect.location(self.server, route, scope)
+                except ApiError as exc:   # its member is not live: HOST_OFFLINE
+                    dataplane.fail_supplied_task(self.server, scope, exc)
+                    await self.server.store.flush()
+                    return await respond(send, 500, " ".join(exc.description).encode()
+                                         + b"\n", b"text/plain")
                 if elsewhere is not None:   # a pool member's object: sent there, as xapi
                     return await respond(send, 302, b"", b"text/plain",
                                          [(b"location", elsewhere.encode())])
