@@ -34,26 +34,64 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
-class RssSampler:
-    """The server's peak RSS while a transfer runs (sampled every 50 ms)."""
+def cpu_seconds(pid: int, thread: int | None = None) -> float:
+    """user + system CPU of a process (or one of its threads); 0 once it is gone."""
+    path = f"/proc/{pid}/task/{thread}/stat" if thread else f"/proc/{pid}/stat"
+    try:
+        fields = open(path).read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def daemons() -> list[int]:
+    """qemu-storage-daemon processes (the transfer's NBD export is one of them)."""
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/comm") as f:
+                    if f.read().startswith("qemu-storage-d"):
+                        found.append(int(name))
+            except OSError:
+                pass
+    return found
+
+
+class Sampler:
+    """While a transfer runs: the server's peak RSS (sampled every 50 ms), the CPU its
+    event loop thread and the whole process spent, and the CPU of the daemons that
+    appeared meanwhile (the transfer's qemu-storage-daemon)."""
 
     def __init__(self, pid):
         self.pid, self.peak, self.done = pid, 0.0, threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
+        self.before = set(daemons())
+        self.daemon_cpu: dict[int, float] = {}
 
     def _run(self):
         while not self.done.is_set():
             self.peak = max(self.peak, rss_mib(self.pid))
+            for pid in set(daemons()) - self.before:
+                self.daemon_cpu[pid] = max(self.daemon_cpu.get(pid, 0.0), cpu_seconds(pid))
             time.sleep(0.05)
 
     def __enter__(self):
         self.peak = rss_mib(self.pid)
+        self.cpu0 = cpu_seconds(self.pid)
+        self.loop0 = cpu_seconds(self.pid, self.pid)
         self.thread.start()
         return self
 
     def __exit__(self, *exc):
         self.done.set()
         self.thread.join()
+        self.cpu = cpu_seconds(self.pid) - self.cpu0
+        self.loop = cpu_seconds(self.pid, self.pid) - self.loop0
+
+    def cpu_text(self, gib: float) -> str:
+        return (f"CPU-s/GiB server {self.cpu / gib:.2f} (event loop {self.loop / gib:.2f}), "
+                f"qemu-storage-daemon {sum(self.daemon_cpu.values()) / gib:.2f}")
 
 
 def curl(*args):
@@ -127,13 +165,13 @@ def main():
             subprocess.run(["sync"], check=True)      # nobody else's dirty pages in the way
             t_conv_in = timed(convert, image, "raw", qcow, "qcow2")
             t_sync_in = timed(fsync_file, qcow)
-            with RssSampler(server.proc.pid) as rss_in:
+            with Sampler(server.proc.pid) as rss_in:
                 t_in = timed(upload, server, sid, vdi, image, size)
             out = os.path.join(work, "out.raw")
             vdi_file = os.path.join(sr_path, x.VDI.get_location(vdi) + ".qcow2")
             t_conv_out = timed(convert, vdi_file, "qcow2", out, "raw")
             os.unlink(out)
-            with RssSampler(server.proc.pid) as rss_out:
+            with Sampler(server.proc.pid) as rss_out:
                 t_out = timed(download, server, sid, vdi, out)
             assert sha(out) == sha(image), "the exported disk differs from the image"
             os.unlink(out)
@@ -145,10 +183,10 @@ def main():
             print(f"run {run + 1}: import {mb / t_in:.0f} MiB/s vs qemu-img raw->qcow2 + "
                   f"fsync {mb / t_durable:.0f} MiB/s: ratio {t_durable / t_in:.2f} (convert "
                   f"alone {mb / t_conv_in:.0f} MiB/s: {t_conv_in / t_in:.2f}), server RSS "
-                  f"peak {rss_in.peak:.0f} MiB | export {mb / t_out:.0f} MiB/s vs qemu-img "
-                  f"qcow2->raw {mb / t_conv_out:.0f} MiB/s: ratio {t_conv_out / t_out:.2f}, "
-                  f"RSS peak {rss_out.peak:.0f} MiB | load {os.getloadavg()[0]:.1f}",
-                  flush=True)
+                  f"peak {rss_in.peak:.0f} MiB, {rss_in.cpu_text(mb / 1024)} | export "
+                  f"{mb / t_out:.0f} MiB/s vs qemu-img qcow2->raw {mb / t_conv_out:.0f} MiB/s: "
+                  f"ratio {t_conv_out / t_out:.2f}, RSS peak {rss_out.peak:.0f} MiB, "
+                  f"{rss_out.cpu_text(mb / 1024)} | load {os.getloadavg()[0]:.1f}", flush=True)
         best = max(rows, key=lambda r: (r[1] + r[6]) / r[0] + r[3] / r[2])
         print(f"best: import ratio {(best[1] + best[6]) / best[0]:.2f} (to convert alone "
               f"{best[1] / best[0]:.2f}), export ratio {best[3] / best[2]:.2f}")
