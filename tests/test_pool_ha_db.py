@@ -95,8 +95,8 @@ def test_patroni_view_names_this_host_and_the_leader(ha):
     leader = ha.wait_leader()
     for node in ha.nodes:
         view = pool_ha.read_view(node.api)
-        assert (view.me, view.leader, view.leader_address) == \
-            (node.name, leader.name, leader.address)
+        assert (view.me, view.my_address, view.leader, view.leader_address) == \
+            (node.name, node.address, leader.name, leader.address)
         assert view.leader_is_me == (node is leader)
     with pytest.raises(pool_ha.PatroniUnreachable):
         pool_ha.read_view(f"http://{ha.nodes[0].address}:1")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from xapi_server.services.pool.ha import FOLLOW, STAY, TAKE_OVER, PatroniView, decide
 
-LEADER_HERE = PatroniView(me="h1", leader="h1", leader_address="10.0.0.1")
-LEADER_THERE = PatroniView(me="h1", leader="h2", leader_address="10.0.0.2")
-ELECTION = PatroniView(me="h1", leader="", leader_address="")
+LEADER_HERE = PatroniView(me="h1", my_address="10.0.0.1", leader="h1", leader_address="10.0.0.1")
+LEADER_THERE = PatroniView(me="h1", my_address="10.0.0.1", leader="h2", leader_address="10.0.0.2")
+ELECTION = PatroniView(me="h1", my_address="10.0.0.1", leader="", leader_address="")
 
 
 def coordinator(view, deposed=False, on_pool_database=True):

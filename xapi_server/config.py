@@ -105,6 +105,13 @@ class Settings:
     # coordinator marks a member not live after this long without hearing from it.
     pool_heartbeat_interval: float = 30.0
     host_assumed_dead_interval: float = 600.0
+    # Pool HA (README "Pool HA"): this host's Patroni REST API ("": no HA), the
+    # replicated pool database a host that becomes Patroni's leader takes over (libpq
+    # multi-host URL with target_session_attrs=read-write), how often Patroni is asked.
+    patroni_url: str = ""
+    patroni_ca_file: str = ""          # the pool CA its https REST API is checked against
+    ha_database_url: str = ""
+    ha_poll_interval: float = 1.0
     # Live migration (README "Pools"): how this host's libvirtd reaches a destination
     # host's ({address}: its host.address), where the destination QEMU listens for the
     # memory stream, and whether that stream is encrypted (TLS, libvirt's certificates).

@@ -42,7 +42,8 @@ class Server:
         make_data_dir(settings.data_dir)
         # Pools: this host's role, read at start (a change of role restarts the server);
         # it says where the records are (services/pool/role.py: database_location).
-        self.role = pool_role.load(settings.data_dir)
+        # (Pool HA: a coordinator Patroni's leader left starts as a member: api/pool_ha.py)
+        self.role = api.pool_ha.role_at_start(settings, pool_role.load(settings.data_dir))
         # DatabaseUnavailable: cannot start
         self.store = Store(pool_role.database_location(settings, self.role))
         self.auth = Auth(self.store, settings)   # passwords, failed-login throttle
@@ -81,6 +82,7 @@ class Server:
         self.heard_from: dict[str, float] = {}
         self.vms_missing: dict[str, set] = {}   # a member's VMs its last report lacked
         self.pool_heartbeats: asyncio.Task | None = None
+        self.pool_ha: asyncio.Task | None = None   # follows Patroni's leader (api/pool_ha.py)
         self.restart_after_stop = False
         self.stop_serving = None   # set by main(): stop as a clean shutdown does
         self.remove_after_stop: list[str] = []
@@ -108,13 +110,15 @@ class Server:
         self.pool_heartbeats = loop.create_task(
             api.pool_membership.send_heartbeats(self) if self.role.is_member
             else api.pool_membership.watch_liveness(self))
+        if self.settings.patroni_url:
+            self.pool_ha = loop.create_task(api.pool_ha.follow_patroni(self))
         self.tasks.start_gc()
         await self.store.flush()
 
     async def shutdown(self):
         self.tasks.stop_gc()
         for task in (self.certificate_checker, self.storage_watcher,
-                     self.storage_operations, self.pool_heartbeats):
+                     self.storage_operations, self.pool_heartbeats, self.pool_ha):
             if task is not None:
                 task.cancel()
         if self.metrics is not None:

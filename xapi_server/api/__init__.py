@@ -17,5 +17,6 @@ from . import external_auth, host_admin, host_clock, host_info, host_plugins  # 
 from . import pool_admin, pool_trust, pool_updates  # noqa: F401  (pool-wide settings)
 from . import pool_membership, pool_forward  # noqa: F401  (pool.join, eject, placement)
 from . import pool_coordinator, pool_emergency  # noqa: F401  (changes of coordinator)
+from . import pool_ha  # noqa: F401  (Pool HA: the coordinator follows Patroni's leader)
 from . import vm_migrate  # noqa: F401  (VM.pool_migrate, migrate_send, host.migrate_receive)
 from . import storage_checks  # noqa: F401  (SR and VDI allowed_operations)

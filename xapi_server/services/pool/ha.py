@@ -33,6 +33,7 @@ from .peer import split_address
 @dataclass(frozen=True)
 class PatroniView:
     me: str                # this host's Patroni member name ("" if not listed)
+    my_address: str        # its host address
     leader: str            # the member holding the leader key and running, "" if none
     leader_address: str    # that member's host address
 
@@ -64,16 +65,16 @@ def read_view(patroni_url: str, ca_file: str = "", timeout: float = 2) -> Patron
     if not isinstance(members, list):
         raise PatroniUnreachable(f"{patroni_url}: no member list")
     mine = _host_port(patroni_url)
-    me = leader = leader_address = ""
+    me = my_address = leader = leader_address = ""
     for member in members:
         if not isinstance(member, dict):
             continue
         if _host_port(str(member.get("api_url", ""))) == mine:
-            me = str(member.get("name", ""))
+            me, my_address = str(member.get("name", "")), str(member.get("host", ""))
         if member.get("role") in ("leader", "master", "primary") \
                 and member.get("state") == "running":
             leader, leader_address = str(member.get("name", "")), str(member.get("host", ""))
-    return PatroniView(me, leader, leader_address)
+    return PatroniView(me, my_address, leader, leader_address)
 
 
 # What the server does about a view (decide): nothing, follow the leader's host
