@@ -231,8 +231,10 @@ async def create_vlan(ctx, device, network, host, VLAN):
 
 
 async def _fresh(ctx, pif) -> dict:
-    """Reads of one PIF see the kernel as it is now."""
-    ctx.store.record("PIF", pif)
+    """Reads of one PIF see the kernel as it is now (a pool member's PIF: as the member
+    last reported it)."""
+    if ctx.store.record("PIF", pif)["host"] not in ctx.server.runtimes:
+        return ctx.store.record("PIF", pif)
     await ctx.server.runtime_of_pif(pif).net.refresh_pif(pif)
     return ctx.store.record("PIF", pif)
 

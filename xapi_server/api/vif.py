@@ -266,8 +266,11 @@ async def set_locking_mode(ctx, self, value):
 
 
 async def _fresh(ctx, vif) -> dict:
-    """Reads of one VIF see the kernel as it is now (a tap deleted behind our back)."""
-    ctx.store.record("VIF", vif)
+    """Reads of one VIF see the kernel as it is now (a tap deleted behind our back); of
+    a VIF of a VM a pool member runs, as the member last reported it."""
+    host = ctx.store.get("VM", ctx.store.record("VIF", vif)["VM"], "resident_on")
+    if host != NULL and host not in ctx.server.runtimes:
+        return ctx.store.record("VIF", vif)
     rt = _host(ctx, vif).net
     rt.refresh_vifs(await rt.ip.links())
     return ctx.store.record("VIF", vif)

@@ -203,6 +203,12 @@ async def suspend(ctx, vm):
 
 async def _resume(ctx, vm, op, start_paused):
     if not has_image(ctx.store, vm):   # libvirt's managed save
+        held = ctx.store.get("VM", vm, "scheduled_to_be_resident_on")
+        if held != ctx.server.host_ref and ctx.store.exists("host", held) and \
+                ctx.store.get("VM", vm, "power_state") == "Suspended":
+            # suspended by a pool member, whose hypervisor keeps its memory
+            raise ApiError("OPERATION_NOT_ALLOWED", "the VM's memory is kept by host "
+                           f"{ctx.store.get('host', held, 'uuid')}: resume it there")
         return await _domain_op(ctx, vm, op, "resume", start_paused)
     async with vm_operation(ctx, vm, op):
         await resume_from_image(ctx, vm, start_paused)

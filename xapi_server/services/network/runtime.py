@@ -118,6 +118,10 @@ class NetRuntime:
     async def refresh(self, links: dict[str, Link] | None = None):
         links = links if links is not None else await self.ip.links()
         for pif in list(self.store.tables["PIF"]):
+            rec = self.store.tables["PIF"].get(pif)
+            # a pool member's PIFs are its own kernel's, never this host's
+            if rec is not None and rec["host"] not in self.server.runtimes:
+                continue
             if self.store.exists("PIF", pif):
                 await self._refresh_pif(pif, links)
         self.refresh_vifs(links)
@@ -190,7 +194,10 @@ class NetRuntime:
             vm = store.tables["VM"].get(rec["VM"])
             if vm is None or vm["current_operations"]:
                 continue
-            vms = self.server.runtime_of_vm(rec["VM"]).vms   # the VM's host's
+            host = self.server.host_ref if vm["resident_on"] == NULL else vm["resident_on"]
+            if host not in self.server.runtimes:
+                continue   # a VM a pool member runs: that member follows its VIFs
+            vms = self.server.runtimes[host].vms   # the VM's host's
             taps = vms is not None and vms.hv.capabilities.nics_are_host_taps
             live = vm["power_state"] in ("Running", "Paused")
             if taps:
