@@ -63,6 +63,8 @@ def test_join_needs_a_postgresql_coordinator(hosts):
     assert len(j.host.get_all()) == 1
     join(hosts[1], hosts[0])
     join(hosts[2], hosts[0])
+    # a member knows where the pool database is, for an emergency
+    assert role_of(hosts[2])["pool_database"].startswith("postgresql://")
 
 
 def failure(call, *args) -> list:
@@ -272,6 +274,11 @@ def test_emergency_transition_recover_and_declare_dead(hosts, guest):
         ["CANNOT_CONTACT_HOST", dead.address]
 
     wait_for(lambda: not live(s, dead_ref), 30, "the dead host not live")
+    # a planned change needs every member: refused, nothing changed
+    assert failure(s.pool.designate_new_master, by_address(s, other.address)) == \
+        ["HOST_OFFLINE", dead_ref]
+    assert s.pool.get_master(s.pool.get_all()[0]) == by_address(s, survivor.address)
+    assert login_fails_with(other) == ["HOST_IS_SLAVE", survivor.address]
     s.host.declare_dead(dead_ref)
     assert s.VM.get_power_state(vm) == "Halted"
     assert s.VM.get_resident_on(vm) == "OpaqueRef:NULL"

@@ -74,7 +74,7 @@ async def _commit_new_coordinator(server, host: str, members: list[str], databas
     """Phase 2 (see the module doc)."""
     store, settings = server.store, server.settings
     address, pin = store.get("host", host, "address"), _fingerprint(store, host)
-    old_role, pool = server.role, server.pool_ref
+    pool = server.pool_ref
     server.take_role(pool_role.PoolRole(   # from now on outside calls get HOST_IS_SLAVE
         master_address=address, master_fingerprint=pin,
         secret=pool_role.coordinator_secret(settings.data_dir),
@@ -87,8 +87,10 @@ async def _commit_new_coordinator(server, host: str, members: list[str], databas
         await move_pool_database(server, host, database)
     except (ApiError, OSError) as exc:
         log.error("the coordinator stays: the hand-over to %s failed: %s", address, exc)
-        server.take_role(old_role)
-        server.restart_soon()   # opens the pool database again, as it was
+        # Outside calls stay refused until the restart (the role file is unchanged, so
+        # it starts as the coordinator again): the database may be closed already, and
+        # a write now would be acknowledged without being kept.
+        server.restart_soon()
         if isinstance(exc, ApiError):
             raise
         raise ApiError("INTERNAL_ERROR", f"hand-over: {exc}") from None
@@ -114,18 +116,21 @@ async def move_pool_database(server, host: str, database: str):
 
 
 def adopt_pool(server):
-    """At start, a coordinator that took the pool over: the pool database names its
-    previous coordinator as this host and pool.master; it is this host now."""
+    """At start, on a coordinator: pool.master is this host. A coordinator that took the
+    pool over finds the pool database naming its previous coordinator as this host and
+    pool.master; one whose hand-over failed finds pool.master naming the host it
+    proposed."""
     role, store = server.role, server.store
-    if role.is_member or not role.pool_database or not role.host_uuid:
+    if role.is_member:
         return
-    found = store.find("host", uuid=role.host_uuid)
-    if not found:
-        return
-    host, pool = found[0], store.meta.get("pool_ref")
-    if store.meta.get("host_ref") != host:
+    host = store.meta.get("host_ref")
+    found = store.find("host", uuid=role.host_uuid) if role.host_uuid else []
+    if role.pool_database and found and host != found[0]:
+        host = found[0]
         store.set_meta("host_ref", host)
-    if pool and store.exists("pool", pool) and store.get("pool", pool, "master") != host:
+    pool = store.meta.get("pool_ref")
+    if (host and pool and store.exists("host", host) and store.exists("pool", pool)
+            and store.get("pool", pool, "master") != host):
         store.update("pool", pool, master=host)
 
 

@@ -63,7 +63,8 @@ async def _join(ctx, address, username, password, force):
         raise ApiError(*exc.description) from None
     pool_role.save(server.settings.data_dir, pool_role.PoolRole(
         master_address=address, secret=answer["secret"], master_fingerprint=pin,
-        host_uuid=store.get("host", server.host_ref, "uuid")))
+        host_uuid=store.get("host", server.host_ref, "uuid"),
+        pool_database=str(answer.get("database") or "")))   # for an emergency
     log.warning("joined the pool of %s: restarting as a member", address)
     server.restart_soon()
 
@@ -82,11 +83,6 @@ async def accept_joiner(server, args: dict, peer_address: str):
             raise ApiError("RBAC_PERMISSION_DENIED", "pool.join",
                            "No permission in user session. (Roles with this permission: "
                            "pool-admin, pool-operator)")
-        if not is_postgres_url(pool_role.database_location(server.settings, server.role)):
-            # One host's SQLite file: no other host could ever take the pool over.
-            raise ApiError("OPERATION_NOT_ALLOWED", "the coordinator keeps its records in "
-                           "a SQLite file of its own: a pool's database must be PostgreSQL "
-                           "(setting database_url, README \"Pool database\")")
         try:
             objects = pool_records.decode(args.get("objects") or {})
         except (ValueError, TypeError) as exc:
@@ -99,6 +95,11 @@ async def accept_joiner(server, args: dict, peer_address: str):
             raise ApiError("OPERATION_NOT_ALLOWED", "Host cannot become slave of itself")
         if store.find("host", uuid=joiner["uuid"]) or store.exists("host", joiner_ref):
             raise ApiError("OPERATION_NOT_ALLOWED", "Host is already part of a pool")
+        if not is_postgres_url(pool_role.database_location(server.settings, server.role)):
+            # One host's SQLite file: no other host could ever take the pool over.
+            raise ApiError("OPERATION_NOT_ALLOWED", "the coordinator keeps its records in "
+                           "a SQLite file of its own: a pool's database must be PostgreSQL "
+                           "(setting database_url, README \"Pool database\")")
         versions = [(h["API_version_major"], h["API_version_minor"]) for h in (joiner, me)]
         if versions[0] != versions[1]:
             raise ApiError("POOL_JOINING_HOST_MUST_HAVE_SAME_API_VERSION",
@@ -111,7 +112,10 @@ async def accept_joiner(server, args: dict, peer_address: str):
         _set_live(store, joiner_ref, True)
         await store.flush()
         log.warning("host %s joined the pool", joiner["uuid"])
-        return {"secret": pool_role.coordinator_secret(server.settings.data_dir)}
+        # The pool database's location too: a member takes it over in an emergency
+        # (api/pool_emergency.py).
+        return {"secret": pool_role.coordinator_secret(server.settings.data_dir),
+                "database": pool_role.database_location(server.settings, server.role)}
     finally:
         store.delete("session", session)
 
