@@ -171,7 +171,8 @@ def _moving_then(c, hosts, act):
     task = c.Async.VM.pool_migrate(vm, STATE["member"], {})
     wait_for(lambda: uuid in member.libvirtd.virsh("list", "--all", "--name", check=False)
              or c.task.get_status(task) != "pending", 60, "the domain arriving")
-    assert c.task.get_status(task) == "pending", "the move ended before it could be hit"
+    assert c.task.get_status(task) == "pending", \
+        f"the move ended before it could be hit: {c.task.get_error_info(task)}"
     act(task)
     return wait_task(c, task)
 
@@ -283,3 +284,23 @@ def xe(home, host, *argv):
     env.pop("XE_EXTRA_ARGS", None)
     return subprocess.run([XE, "-s", host.address, "-pw", ROOT_PASSWORD, *argv], env=env,
                           capture_output=True, text=True, timeout=120)
+
+
+def test_evacuate_moves_the_running_vms(hosts, c):
+    """host.evacuate of the member: its running VM goes, live, to the coordinator."""
+    coordinator = hosts[0]
+    me, there, vm, uuid = STATE["me"], STATE["member"], STATE["vm"], STATE["uuid"]
+    c.VM.pool_migrate(vm, there, {})
+    assert c.host.get_vms_which_prevent_evacuation(there) == {}
+    c.host.evacuate(there)
+    assert (c.VM.get_power_state(vm), c.VM.get_resident_on(vm)) == ("Running", me)
+    assert uuid in coordinator.libvirtd.virsh("list", "--name")
+    _still_here(c, hosts)
+    # the coordinator's VM has nowhere to go once the member is disabled
+    c.host.disable(there)
+    try:
+        assert c.host.get_vms_which_prevent_evacuation(me) == \
+            {vm: ["HOST_NOT_ENOUGH_FREE_MEMORY", vm]}
+        assert failure(c.host.evacuate, me) == ["HOST_NOT_ENOUGH_FREE_MEMORY", vm]
+    finally:
+        c.host.enable(there)

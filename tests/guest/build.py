@@ -75,7 +75,8 @@ for arg in $(cat /proc/cmdline); do
     guestping=*) PINGT="${arg#guestping=}" ;;
     guestdhcp) DHCP=1 ;;
     guestburn) (while :; do :; done) & ;;
-    guestcount) (i=0; while :; do m COUNT $i; i=$((i+1)); sleep 0.2; done) & ;;
+    guestcount|guestcount=*) d=${arg#guestcount=}; [ "$d" = guestcount ] && d=0.2
+        (i=0; while :; do m COUNT $i; i=$((i+1)); sleep $d; done) & ;;
     guestrecv=*) (while :; do nc -l -p ${arg#guestrecv=} >/dev/null; done) & ;;
     guestread=*) (while :; do dd if=/dev/${arg#guestread=} of=/dev/null bs=64k iflag=direct \
                       2>/dev/null || sleep 1; done) & ;;

@@ -22,6 +22,7 @@ import shlex
 from .._logging import RECENT
 from ..dispatch.registry import implements
 from ..errors import ApiError
+from . import vm_checks, vm_migrate
 
 log = logging.getLogger(__name__)
 
@@ -102,14 +103,28 @@ def enable(ctx, host):
     update_allowed_operations(ctx.store, host)
 
 
+def destination(store, vm: str, host: str) -> str | list:
+    """Where a running guest of `host` can go (the first other enabled host that passes
+    VM.pool_migrate's checks), else what stops it ([CODE, params...]: the first host's
+    refusal, or HOST_NOT_ENOUGH_FREE_MEMORY [vm] when there is no other host)."""
+    refusal = None
+    for other in sorted(other_enabled_hosts(store, host)):
+        try:
+            vm_migrate.assert_can_receive(store, vm, other, {})
+            return other
+        except ApiError as exc:
+            refusal = refusal or exc.description
+    return refusal or ["HOST_NOT_ENOUGH_FREE_MEMORY", vm]
+
+
 def evacuation_plan(store, host: str) -> dict[str, list[str]]:
-    """VM -> [CODE, params...] for every running guest that cannot leave. Moving VMs
-    between hosts comes with pools; until then a guest with nowhere to go stays."""
+    """VM -> [CODE, params...] for every running guest that cannot leave."""
     store.record("host", host)
     blocked = {}
     for vm in running_guests(store, host):
-        if not other_enabled_hosts(store, host):
-            blocked[vm] = ["HOST_NOT_ENOUGH_FREE_MEMORY", vm]
+        where = destination(store, vm, host)
+        if isinstance(where, list):
+            blocked[vm] = where
     return blocked
 
 
@@ -126,12 +141,28 @@ def assert_can_evacuate(ctx, host):
 
 
 @implements("host.evacuate")
-def evacuate(ctx, host, network, evacuate_batch_size):
+async def evacuate(ctx, host, network, evacuate_batch_size):
+    """Every running guest moves live to another host (VM.pool_migrate's way), one at a
+    time; nothing moves when one of them has nowhere to go (xapi's plan comes first)."""
+    store = ctx.store
     if network != NULL:
-        ctx.store.record("network", network)
-    for vm, error in evacuation_plan(ctx.store, host).items():
-        if error[0] == "HOST_NOT_ENOUGH_FREE_MEMORY":   # the only reason a plan has yet
-            raise ApiError("HOST_NOT_ENOUGH_FREE_MEMORY", vm)
+        store.record("network", network)
+    for vm in evacuation_plan(store, host):
+        _refuse(store, vm, host)
+    for vm in running_guests(store, host):
+        async with vm_checks.vm_operation(ctx, vm, "pool_migrate"):
+            where = destination(store, vm, host)
+            if isinstance(where, list):   # the pool changed since the plan
+                _refuse(store, vm, host)
+            await vm_migrate.move(ctx, vm, where)
+
+
+def _refuse(store, vm: str, host: str):
+    """Raise what keeps the VM on the host (as `destination` reports it)."""
+    others = sorted(other_enabled_hosts(store, host))
+    if others:
+        vm_migrate.assert_can_receive(store, vm, others[0], {})
+    raise ApiError("HOST_NOT_ENOUGH_FREE_MEMORY", vm)
 
 
 def _assert_bacon_mode(store, host: str):

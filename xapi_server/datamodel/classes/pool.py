@@ -318,7 +318,8 @@ HOST = cls(
             "host ref host, network ref network='OpaqueRef:NULL', int evacuate_batch_size=0",
             doc="Move every running VM off the host (to other hosts of the pool); fails "
                 "with what keeps one here.",
-            errors=["HOST_NOT_ENOUGH_FREE_MEMORY"], role="pool-operator"),
+            errors=["HOST_NOT_ENOUGH_FREE_MEMORY", "VM_REQUIRES_SR", "VM_REQUIRES_NETWORK",
+                    "VM_MIGRATE_FAILED"], role="pool-operator"),
         msg("assert_can_evacuate", "host ref host",
             doc="Fail with CANNOT_EVACUATE_HOST if some running VM could not leave.",
             errors=["CANNOT_EVACUATE_HOST"], role="pool-operator", mutates=False),
