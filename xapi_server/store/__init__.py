@@ -96,7 +96,10 @@ class Store:
         # Loading makes hundreds of thousands of containers, none of them garbage: the
         # cyclic collector, run again and again over them, doubled the time it takes.
         # Once loaded they are frozen out of its sweeps (gc.freeze): they live until
-        # replaced, and reference counting frees a replaced record.
+        # replaced, and reference counting frees a replaced record. Garbage made before
+        # is collected first, so that none is frozen with them; close() unfreezes (a
+        # process that opens stores one after another, as the tests do, frees them).
+        gc.collect()
         collecting = gc.isenabled()
         gc.disable()
         try:
@@ -116,6 +119,7 @@ class Store:
         if self._db:
             self._db.close()
             self._db = self._commits = None
+            gc.unfreeze()   # see open()
 
     # -- reads ---------------------------------------------------------------------
 
