@@ -78,7 +78,10 @@ async def execute(server, tokens: list[str], io: Output, peer: str = "") -> int:
         if session is None:
             if not user:
                 raise AuthFailure("Username/password must be specified")
-            session = await server.cli_logins.session(server, user, password, peer)
+            session = await (server.dispatcher.call(
+                "session.slave_local_login_with_password", [user, password], peer,
+                user_agent=CLI_USER_AGENT) if cmd.local
+                else server.cli_logins.session(server, user, password, peer))
         ctx = CliContext(server, params, io, session, peer)
         await cmd.run(ctx)
         await ctx.finish()

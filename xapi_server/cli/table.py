@@ -30,6 +30,9 @@ class Command:
     std: bool = False
     hidden: bool = False
     cls: str | None = None        # the API class of a generated command
+    # xapi's {neverforward} emergency commands: the one login a pool member takes
+    # (session.slave_local_login_with_password), never a cached session
+    local: bool = False
 
 
 COMMANDS: dict[str, Command] = {}
@@ -43,9 +46,10 @@ def register(cmd: Command) -> Command:
 
 
 def command(name: str, reqd=(), optional=(), help="", selectors=None, std=False,
-            hidden=False):
+            hidden=False, local=False):
     """Decorator: register an `async def action(ctx)` as a CLI command."""
     def wrap(fn):
-        register(Command(name, fn, tuple(reqd), tuple(optional), help, selectors, std, hidden))
+        register(Command(name, fn, tuple(reqd), tuple(optional), help, selectors, std, hidden,
+                         local=local))
         return fn
     return wrap

@@ -78,3 +78,15 @@ for _name, _method, _help in (
         ("pool-sync-database", "pool.sync_database",
          "Commit every write and give every member a fresh copy of the records.")):
     command(_name, help=_help)(_calling(_method))
+
+
+@command("pool-emergency-transition-to-master", optional=("force",), local=True,
+         help="On a member whose coordinator is gone: become the pool's coordinator.")
+async def pool_emergency_transition_to_master(ctx):
+    await ctx.call("pool.emergency_transition_to_master")
+
+
+@command("pool-emergency-reset-master", reqd=("master-address",), local=True,
+         help="On a member: follow the coordinator at master-address from now on.")
+async def pool_emergency_reset_master(ctx):
+    await ctx.call("pool.emergency_reset_master", ctx.reqd("master-address"))
