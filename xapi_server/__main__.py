@@ -8,5 +8,11 @@ gc.disable()
 from .main import main  # noqa: E402
 gc.freeze()
 gc.enable()
+# Full collections a tenth as often as Python's default: a big reply (event.from of
+# 10,000 VMs makes 40,000 events) otherwise set off several, each walking every
+# unfrozen object; in-process that halved the CPU of collecting those events
+# (0.18-0.26 -> 0.12-0.14 s). Young objects are still collected as often.
+young, middle, _full = gc.get_threshold()
+gc.set_threshold(young, middle, 100)
 
 main()
