@@ -200,6 +200,8 @@ _error("VM_HVM_REQUIRED", "vm", "The operation needs an HVM guest.")
 _error("VM_NOT_RESIDENT_HERE", "vm, host", "The VM does not run on that host.")
 _error("VM_REQUIRES_SR", "vm, sr", "The host cannot reach an SR the VM's disks are on.")
 _error("VM_REQUIRES_NETWORK", "vm, network", "The host has no PIF on a network the VM needs.")
+_error("VDI_NEEDS_VM_FOR_MIGRATE", "vdi",
+       "The disk can be moved live only while a running VM uses it.")
 _error("VDI_NOT_IN_MAP", "vdi", "A disk of the VM is missing from the migration's vdi_map.")
 _error("VM_MIGRATE_FAILED", "vm, source, destination, msg",
        "Moving the VM to the other host failed; it still runs where it was.")

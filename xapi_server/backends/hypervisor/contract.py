@@ -141,6 +141,9 @@ class Hypervisor(Protocol):
         """Move the running domain (MigrationAborted when cancelled; it then runs here)."""
     async def migration_progress(self, uuid: str) -> float | None: ...
     async def abort_migration(self, uuid: str) -> None: ...
+    async def copy_disk(self, uuid: str, target: str, path: str, fmt: str,
+                        progress=None) -> None:
+        """Move a running domain's disk to another file (made before), live."""
 
 
 class ConsoleStream(Protocol):

@@ -11,7 +11,9 @@ it after any failed migration).
 """
 from __future__ import annotations
 
+import asyncio
 import xml.etree.ElementTree as ET
+from xml.sax.saxutils import escape
 
 import libvirt
 
@@ -82,3 +84,44 @@ class MigrationCalls:
             except (libvirt.libvirtError, HypervisorError):
                 pass   # no job (finished or not started yet): nothing to cancel
         await self._run(_abort)
+
+    async def copy_disk(self, uuid: str, target: str, path: str, fmt: str,
+                        progress=None) -> None:
+        """Move the running domain's disk `target` (vdb...) to the file `path` (made
+        before, format `fmt`): libvirt mirrors it there while the guest runs, then the
+        domain switches to the copy (pivot). A failure leaves it on the old file."""
+        def _start(c):
+            dom = self._domain(c, uuid)
+            dest = f"<disk type='file'><source file='{escape(path)}'/>" \
+                   f"<driver type='{escape(fmt)}'/></disk>"
+            dom.blockCopy(target, dest, {}, libvirt.VIR_DOMAIN_BLOCK_COPY_REUSE_EXT
+                          | libvirt.VIR_DOMAIN_BLOCK_COPY_TRANSIENT_JOB)
+
+        def _state(c):
+            info = self._domain(c, uuid).blockJobInfo(target, 0)
+            return (info.get("cur", 0), info.get("end", 0)) if info else None
+
+        await self._run(_start)
+        try:
+            while True:
+                state = await self._run(_state)
+                if state is None:
+                    raise HypervisorError(f"the copy of {target} stopped")
+                cur, end = state
+                if progress and end:
+                    progress(cur / end)
+                if end and cur == end:   # in step: every write now goes to both
+                    break
+                await asyncio.sleep(0.1)
+            await self._run(lambda c: self._domain(c, uuid).blockJobAbort(
+                target, libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT))
+        except BaseException:
+            await self._run(lambda c: _cancel(self._domain(c, uuid), target))
+            raise
+
+
+def _cancel(dom, target):
+    try:
+        dom.blockJobAbort(target, 0)
+    except libvirt.libvirtError:
+        pass   # no job left

@@ -208,6 +208,11 @@ VDI.messages.extend([
         "An independent writable copy in the same SR.", role="vm-admin", forward="vdi"),
     msg("resize", "VDI ref vdi, int size", doc="Grow the disk to size bytes.", role="vm-admin",
         forward="vdi"),
+    msg("pool_migrate", f"VDI ref vdi, SR ref sr, {_MAP} options", "VDI ref",
+        "Moves the disk of a running VM to another SR its host reaches, live; the VM "
+        "then uses the new VDI (the result) and the old one is destroyed.",
+        errors=["VDI_NEEDS_VM_FOR_MIGRATE", "VM_REQUIRES_SR", "OPERATION_NOT_ALLOWED",
+                "SR_FULL", "SR_BACKEND_FAILURE"], role="vm-power-admin"),
     msg("introduce", "string uuid, string name_label, string name_description, SR ref SR, "
         f"enum vdi_type type, bool sharable, bool read_only, {_MAP} other_config, "
         f"string location, {_MAP} xenstore_data={{}}, {_MAP} sm_config={{}}, "
