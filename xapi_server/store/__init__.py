@@ -415,7 +415,7 @@ class Store:
             derived = [f.name for f in CLASSES[cname].fields if f.derived_from]
             live, uuids, made = self.tables[cname], self._by_uuid[cname], self.created[cname]
             for ref, record in table.items():
-                row = Row(record)
+                row = record if type(record) is Row else Row(record)   # not copied twice
                 for name in derived:
                     row[name] = []
                 live[ref] = row

@@ -14,7 +14,7 @@ from datetime import datetime
 import orjson
 
 from ..datamodel import CLASSES, Map, Prim, Set
-from ..datamodel.types import format_datetime, parse_datetime
+from ..datamodel.types import Row, format_datetime, parse_datetime
 
 
 def stored_fields(c):
@@ -120,7 +120,8 @@ def decode_row(fields, texts) -> dict:
 
 
 def decode_rows(fields, rows) -> dict[str, dict]:
-    """{ref: record} of rows (ref, *column texts), as decode_row would make them.
+    """{ref: record} of rows (ref, *column texts), as decode_row would make them (as
+    Rows, which the store takes as they are).
 
     A restart reads every row of every table: parsing each row's columns as one JSON
     array (one orjson call, not one per column) and reviving only the columns that can
@@ -144,7 +145,7 @@ def decode_rows(fields, rows) -> dict[str, dict]:
             continue
         for i, ftype in revived:
             values[i] = _revive(ftype, values[i])
-        records[row[0]] = dict(zip(names, values))
+        records[row[0]] = Row(zip(names, values))   # the store keeps it as it is
     return records
 
 
