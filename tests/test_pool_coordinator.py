@@ -20,6 +20,7 @@ import XenAPI
 
 sys.path.insert(0, os.path.dirname(__file__))
 from guest.harness import MARK, console_text, guest, guest_vm, wait_for  # noqa: E402,F401
+from pg_server import cluster  # noqa: E402
 from pool_harness import login_fails_with, pool_hosts  # noqa: E402
 from pool_internal import internal  # noqa: E402
 from private_libvirtd import unavailable  # noqa: E402
@@ -285,3 +286,26 @@ def test_emergency_transition_recover_and_declare_dead(hosts, guest, tmp_path):
     assert s.VM.get_resident_on(vm) == "OpaqueRef:NULL"
     assert not s.host.get_enabled(dead_ref)
     s.VM.destroy(vm)
+
+
+def test_emergency_from_the_members_copy(hosts):
+    """The pool database out of reach as well as the coordinator: a member becomes the
+    coordinator on its own copy (the last pool.sync_database)."""
+    coordinator, gone, member = hosts   # hosts[0] coordinates since the test above
+    c = coordinator.session().xenapi
+    dead = by_address(c, gone.address)   # declared dead above: its error, after the others
+    assert failure(c.pool.sync_database) == ["HOST_OFFLINE", dead]
+    uuids = {c.host.get_uuid(h) for h in c.host.get_all()}
+    pg = cluster()
+    try:
+        coordinator.server.kill()
+        pg.stop()
+        before = restarts(member)
+        local_session(member).xenapi.pool.emergency_transition_to_master()
+        wait_restarted(member, before)
+        m = member.session().xenapi
+        assert m.pool.get_master(m.pool.get_all()[0]) == by_address(m, member.address)
+        assert {m.host.get_uuid(h) for h in m.host.get_all()} == uuids
+        assert role_of(member)["pool_database"].endswith("pool-backup.db")
+    finally:
+        cluster()   # started again for whatever runs next in this process
