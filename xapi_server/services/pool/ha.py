@@ -51,29 +51,56 @@ def _host_port(url: str) -> tuple[str, int | None]:
     return parts.hostname or "", parts.port
 
 
+def _get(url: str, context, timeout: float):
+    """A JSON body (Patroni answers 503 with one on a replica), or raise OSError."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as reply:
+            return json.load(reply)
+    except urllib.error.HTTPError as exc:
+        try:
+            return json.load(exc)
+        except ValueError:
+            raise OSError(f"HTTP {exc.code}") from None
+    except ValueError as exc:
+        raise OSError(f"not JSON: {exc}") from None
+
+
 def read_view(patroni_url: str, ca_file: str = "", timeout: float = 2) -> PatroniView:
-    """Blocking (run it in a thread): GET {patroni_url}/cluster, over https checked
-    against `ca_file` (the pool CA) when given. This host is the member whose REST
-    address is `patroni_url`'s."""
+    """Blocking (run it in a thread), over https checked against `ca_file` (the pool
+    CA) when given. The members come from GET {patroni_url}/cluster; this host is the
+    one whose REST address is `patroni_url`'s. The leader is not taken from that list:
+    it comes from the consensus store's view, which a host back from a hang can hold
+    stale for a while. It is the member whose own Patroni says its PostgreSQL runs as
+    primary, on the newest timeline (a woken old primary, not yet demoted, is on an
+    older one); none, or two on the same timeline, is an election."""
     context = ssl.create_default_context(cafile=ca_file) if ca_file else None
     try:
-        with urllib.request.urlopen(patroni_url.rstrip("/") + "/cluster",
-                                    timeout=timeout, context=context) as reply:
-            members = json.load(reply).get("members")
-    except (OSError, ValueError, urllib.error.URLError) as exc:
+        members = _get(patroni_url.rstrip("/") + "/cluster", context, timeout).get("members")
+    except (OSError, AttributeError) as exc:
         raise PatroniUnreachable(f"{patroni_url}: {exc}") from None
     if not isinstance(members, list):
         raise PatroniUnreachable(f"{patroni_url}: no member list")
     mine = _host_port(patroni_url)
-    me = my_address = leader = leader_address = ""
+    me = my_address = ""
+    primaries: list[tuple[int, str, str]] = []
     for member in members:
         if not isinstance(member, dict):
             continue
-        if _host_port(str(member.get("api_url", ""))) == mine:
-            me, my_address = str(member.get("name", "")), str(member.get("host", ""))
-        if member.get("role") in ("leader", "master", "primary") \
-                and member.get("state") == "running":
-            leader, leader_address = str(member.get("name", "")), str(member.get("host", ""))
+        name, host = str(member.get("name", "")), str(member.get("host", ""))
+        api = str(member.get("api_url", ""))
+        if _host_port(api) == mine:
+            me, my_address = name, host
+        try:
+            state = _get(api, context, timeout)
+        except OSError:
+            continue   # not answering: not a leader anyone can use
+        if isinstance(state, dict) and state.get("role") in ("master", "primary") \
+                and state.get("state") == "running":
+            primaries.append((int(state.get("timeline") or 0), name, host))
+    primaries.sort(reverse=True)
+    if not primaries or (len(primaries) > 1 and primaries[0][0] == primaries[1][0]):
+        return PatroniView(me, my_address, "", "")
+    _, leader, leader_address = primaries[0]
     return PatroniView(me, my_address, leader, leader_address)
 
 
