@@ -217,23 +217,27 @@ def test_hung_coordinator_is_replaced_and_never_writes_again(pool):
         woke_wrote = True
     except Exception:
         woke_wrote = False
-    # Patroni may move on again meanwhile (a loaded machine): the pool must settle on
-    # the host of Patroni's leader, the woken one sending clients there.
-    deadline, current, answer = time.monotonic() + 90, None, None
+    # Patroni may move on again meanwhile (a loaded machine, TTL 10 s), even back to
+    # the woken host once it is a standby again: the pool must settle on the host of
+    # Patroni's leader, every other host sending clients there.
+    deadline, current, answers = time.monotonic() + 90, None, {}
     while time.monotonic() < deadline:
         leader = ha.leader()
         current = hosts[leader.name] if leader else None
-        if current is not None and current is not coordinator:
-            try:
-                answer = login_fails_with(coordinator)
-                if answer == ["HOST_IS_SLAVE", current.address] \
-                        and coordinator_of(hosts) is current:
-                    break
-            except (OSError, AssertionError) as exc:
-                answer = str(exc)
+        if current is not None and coordinator_of(hosts) is current:
+            answers = {}
+            for name, host in hosts.items():
+                if host is not current:
+                    try:
+                        answers[name] = login_fails_with(host)
+                    except (OSError, AssertionError) as exc:
+                        answers[name] = str(exc)
+            if all(a == ["HOST_IS_SLAVE", current.address] for a in answers.values()):
+                break
         time.sleep(0.3)
-    assert current is not None and answer == ["HOST_IS_SLAVE", current.address], \
-        coordinator.server.log()[-3000:]
+    assert current is not None and answers and \
+        all(a == ["HOST_IS_SLAVE", current.address] for a in answers.values()), \
+        (answers, coordinator.server.log()[-3000:])
     if current is not new:
         print(f"(Patroni moved on again: {new.name} -> {current.name})")
     x = current.session().xenapi
