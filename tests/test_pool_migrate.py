@@ -135,9 +135,7 @@ def test_refusals_leave_the_vm_where_it_is(hosts, c, guest):
     coordinator, member = hosts
     me, there, vm = STATE["me"], STATE["member"], STATE["vm"]
     # a disk on the coordinator's own local SR: the member cannot reach it
-    local_sr = [c.PBD.get_SR(p) for p in c.host.get_PBDs(me)
-                if not c.SR.get_shared(c.PBD.get_SR(p))
-                and c.SR.get_type(c.PBD.get_SR(p)) in ("file", "ext")][0]
+    local_sr = _local_sr(c, me)
     disk = c.VDI.create({"SR": local_sr, "virtual_size": str(4 << 20), "type": "user",
                          "sharable": False, "read_only": False, "other_config": {},
                          "name_label": "local"})
