@@ -140,6 +140,10 @@ class Message:
     # owning the object this parameter names ("vm"), or a ref field of a record
     # parameter ("args.SR"). None: the coordinator runs it. See FORWARD_OWNERS.
     forward: str | None = None
+    # A pool member answers it to outside clients too, where it answers every other
+    # message HOST_IS_SLAVE: the local login and the calls that change its coordinator
+    # when the old one is gone (xapi's emergency calls).
+    on_member: bool = False
 
     @property
     def wire_name(self) -> str:
@@ -263,15 +267,17 @@ def _literal(text: str):
 
 def msg(name, params="", result="void", doc="", errors=(), role=ANY_ROLE, session=True,
         asynchronous=True, mutates=True, params_doc=None, result_doc="",
-        forward=None) -> Message:
+        forward=None, on_member=False) -> Message:
     """params_doc: {param name: what it means} for the parameters that need saying.
-    forward: see Message.forward (checked once the types are parsed)."""
+    forward: see Message.forward (checked once the types are parsed).
+    on_member: see Message.on_member."""
     _check_errors(name, errors)
     parsed = _split_params(params)
     _document_params(name, parsed, params_doc or {})
     m = Message(name, parsed, result, doc, tuple(errors), role, session, asynchronous, mutates)
     m.result_doc = result_doc
     m.forward = forward
+    m.on_member = on_member
     return m
 
 

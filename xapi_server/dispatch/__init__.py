@@ -48,11 +48,9 @@ class Context:
         return self.server.store
 
 
-# What a pool member still takes from outside clients (xapi's emergency calls): the
-# local login and the calls that change its coordinator (api/pool_emergency.py).
-MEMBER_CALLS = frozenset(("session.slave_local_login_with_password", "session.local_logout",
-                          "pool.emergency_transition_to_master",
-                          "pool.emergency_reset_master"))
+# What a pool member still takes from outside clients (datamodel: msg(on_member=True)):
+# the local login and the calls that change its coordinator (api/pool_emergency.py).
+MEMBER_CALLS = frozenset(m.wire_name for m in METHODS.values() if m.on_member)
 
 
 class Dispatcher:
