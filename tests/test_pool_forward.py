@@ -222,8 +222,9 @@ def test_snapshot_and_data_sources_of_the_members_vm(pool):
     assert c.VM.get_is_a_snapshot(snap) and c.VM.get_snapshot_of(snap) == vm
     assert snap in c.VM.get_snapshots(vm)
     # sampled by the member, which answers for its VM and for itself
-    wait_for(lambda: any(d["name_label"] == "memory" for d in c.VM.get_data_sources(vm)),
-             30, "the member sampling its VM")
+    wait_for(lambda: any(d["name_label"] == "memory" and d["value"] > 0
+                         for d in c.VM.get_data_sources(vm)),
+             30, "the member sampling its VM's memory")
     assert c.VM.query_data_source(vm, "memory") > 0
     assert any(d["name_label"] == "memory_total_kib" for d in c.host.get_data_sources(there))
     c.VM.destroy(snap)

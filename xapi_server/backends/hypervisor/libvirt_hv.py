@@ -374,7 +374,9 @@ def _domain_stats(v: dict) -> DomainStats:
                    v.get(f"block.{i}.wr.bytes", 0), v.get(f"block.{i}.rd.reqs", 0),
                    v.get(f"block.{i}.wr.reqs", 0)) for i in range(v.get("block.count", 0)))
     return DomainStats(cpu_time_ns=v.get("cpu.time", 0), vcpu_time_ns=vcpus,
-                       memory_kib=v.get("balloon.current", 0),
+                       # QEMU's balloon can go unreported for a moment (a restore
+                       # in progress): the domain's maximum is then what it holds
+                       memory_kib=v.get("balloon.current") or v.get("balloon.maximum", 0),
                        memory_max_kib=v.get("balloon.maximum", 0),
                        memory_free_kib=v.get("balloon.unused"), nets=nets, disks=disks)
 
