@@ -21,6 +21,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 
 BINDS = {"run": "/run/libvirt", "lib": "/var/lib/libvirt", "cache": "/var/cache/libvirt",
@@ -34,6 +35,13 @@ namespaces = []
 cgroup_controllers = []
 stdio_handler = "file"
 """
+
+# QEMU's capabilities as the system daemon or the first daemon of this test run probed
+# them: probing costs several seconds of CPU per new daemon, as every private root starts
+# with an empty cache. New daemons start from a copy; libvirt re-probes any entry whose
+# QEMU binary, libvirt or kernel has changed since.
+SYSTEM_CAPS = "/var/cache/libvirt/qemu/capabilities"
+_caps_seed: str | None = None
 
 
 def qemu_pid(run_dir: str, domain: str) -> int | None:
@@ -111,6 +119,10 @@ class PrivateLibvirtd:
                               capture_output=True).returncode == 0
 
     def start(self, timeout: float = 60):
+        caps = os.path.join(self.root, "cache", "qemu", "capabilities")
+        seed = _caps_seed or (SYSTEM_CAPS if _populated(SYSTEM_CAPS) else None)
+        if seed and not os.path.isdir(caps):
+            shutil.copytree(seed, caps)
         binds = "; ".join(f"mount --bind {os.path.join(self.root, sub)} {target}"
                           for sub, target in BINDS.items())
         script = f"set -e; {binds}; exec {self.binary} -p {self.root}/libvirtd.pid" + \
@@ -125,6 +137,7 @@ class PrivateLibvirtd:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"private libvirtd did not come up: {self.log()}")
             time.sleep(0.1)
+        _seed_capabilities(caps)
         return self
 
     def kill(self):
@@ -151,3 +164,16 @@ class PrivateLibvirtd:
                 return f.read()[-3000:]
         except OSError:
             return ""
+
+
+def _populated(folder: str) -> bool:
+    return os.path.isdir(folder) and bool(os.listdir(folder))
+
+
+def _seed_capabilities(caps: str):
+    global _caps_seed
+    if _caps_seed is None and _populated(caps):
+        seed = os.path.join(tempfile.mkdtemp(prefix="xapi-test-qemu-caps-"), "capabilities")
+        shutil.copytree(caps, seed)
+        atexit.register(shutil.rmtree, os.path.dirname(seed), True)
+        _caps_seed = seed

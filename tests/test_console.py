@@ -28,7 +28,7 @@ import time
 
 import pytest
 
-from guest.harness import (guest, guest_vm, real, sdk, wait_booted,  # noqa: F401
+from guest.harness import (guest, guest_vm, real, run_in_guest, sdk, wait_booted,  # noqa: F401
                            wait_for, virsh)
 from serverproc import ROOT_PASSWORD, add_local_user, tls_connect
 
@@ -189,27 +189,6 @@ def wait_screen_shows_more_than_the_cursor(rfb, before: list):
 def vt100_console(x, vm):
     consoles = x.VM.get_consoles(vm)
     return next(c for c in consoles if x.console.get_protocol(c) == "vt100")
-
-
-def run_in_guest(real, x, ref, vm, command: str, expect: str, timeout=30) -> str:
-    """Type `command` into the guest's serial shell over CONNECT /console (the vt100
-    console) and read until `expect` shows; the console's output."""
-    uuid = x.console.get_uuid(vt100_console(x, vm))
-    sock, head, rest = connect(real.port, f"/console?uuid={uuid}", ref)
-    try:
-        assert head == OK_200
-        sock.sendall(command.encode() + b"\n")
-        out = rest
-        deadline = time.monotonic() + timeout
-        while expect.encode() not in out:
-            assert time.monotonic() < deadline, f"no {expect!r} in {out[-500:]!r}"
-            sock.settimeout(max(0.1, deadline - time.monotonic()))
-            piece = sock.recv(65536)
-            assert piece, f"console closed before {expect!r}: {out[-500:]!r}"
-            out += piece
-        return out.decode(errors="replace")
-    finally:
-        sock.close()
 
 
 def show_on_screen(real, x, ref, vm, text: str):

@@ -14,8 +14,9 @@ import pytest
 import XenAPI
 
 from guest.harness import (MARK, block_devices, console, guest,  # noqa: F401 (fixtures)
-                           guest_vm, real, sdk, wait_booted, wait_for)
-from serverproc import ROOT_PASSWORD, tls_connect
+                           guest_vm, real, run_in_guest, sdk, wait_booted,
+                           wait_for)
+from serverproc import ROOT_PASSWORD
 
 pytestmark = pytest.mark.slow
 MIB = 1 << 20
@@ -63,40 +64,13 @@ def booted(real, x, guest, sr):  # noqa: F811
     return vm
 
 
-def run_in_guest(real, sdk, vm, command: str, expect: str, timeout=30) -> str:
-    """Type `command` into the guest's serial shell (its `guestshell`) through the
-    server's vt100 console (CONNECT /console, as xe console does) and read what the
-    guest answers until `expect` shows; that output."""
-    x = sdk.xenapi
-    text = next(c for c in x.VM.get_consoles(vm) if x.console.get_protocol(c) == "vt100")
-    sock = tls_connect(real.port, timeout=timeout)
-    try:
-        sock.sendall((f"CONNECT /console?uuid={x.console.get_uuid(text)} HTTP/1.0\r\n"
-                      f"Host: 127.0.0.1\r\nCookie: session_id={sdk._session}\r\n\r\n")
-                     .encode())
-        out = b""
-        while b"\r\n\r\n" not in out:
-            piece = sock.recv(4096)
-            assert piece, f"console refused: {out!r}"
-            out += piece
-        head, _, out = out.partition(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 200"), head
-        sock.sendall(command.encode() + b"\n")
-        deadline = time.monotonic() + timeout
-        while expect.encode() not in out:
-            assert time.monotonic() < deadline, f"no {expect!r} in {out[-500:]!r}"
-            sock.settimeout(max(0.1, deadline - time.monotonic()))
-            piece = sock.recv(65536)
-            assert piece, f"console closed before {expect!r}: {out[-500:]!r}"
-            out += piece
-        return out.decode(errors="replace")
-    finally:
-        sock.close()
+def in_guest(real, sdk, vm, command: str, expect: str) -> str:
+    return run_in_guest(real, sdk.xenapi, sdk._session, vm, command, expect)
 
 
 def test_checkpoint_revert_resume_continues_the_guest(real, sdk, x, booted, sr):
     vm = booted
-    run_in_guest(real, sdk, vm, "echo before > /tmp/mark; echo DISKBEFORE | dd of=/dev/vda "
+    in_guest(real, sdk, vm, "echo before > /tmp/mark; echo DISKBEFORE | dd of=/dev/vda "
                  "conv=fsync 2>/dev/null; echo MARK1-$(cat /tmp/mark)", "MARK1-before")
     cp = x.VM.checkpoint(vm, "cp1")
     rec = x.VM.get_record(cp)
@@ -107,7 +81,7 @@ def test_checkpoint_revert_resume_continues_the_guest(real, sdk, x, booted, sr):
     assert int(x.VDI.get_virtual_size(rec["suspend_VDI"])) >= 32 * MIB   # a 128 MiB guest's memory
     assert cp in x.VM.get_snapshots(vm)
     # The guest runs on after the checkpoint and changes its file and disk.
-    run_in_guest(real, sdk, vm, "echo after > /tmp/mark; echo DISKAFTER | dd of=/dev/vda "
+    in_guest(real, sdk, vm, "echo after > /tmp/mark; echo DISKAFTER | dd of=/dev/vda "
                  "conv=fsync 2>/dev/null; echo MARK2-$(cat /tmp/mark)", "MARK2-after")
 
     x.VM.revert(cp)
@@ -122,7 +96,7 @@ def test_checkpoint_revert_resume_continues_the_guest(real, sdk, x, booted, sr):
     assert x.VM.get_power_state(vm) == "Running"
     assert x.VM.get_suspend_VDI(vm) == NULL and memory not in x.VDI.get_all()
     # The guest continues from the checkpoint: its tmpfs and its disk as they were then.
-    run_in_guest(real, sdk, vm, "echo MARK3-$(cat /tmp/mark) $(head -c 10 /dev/vda)",
+    in_guest(real, sdk, vm, "echo MARK3-$(cat /tmp/mark) $(head -c 10 /dev/vda)",
                  "MARK3-before DISKBEFORE")
     assert console(real, x, vm).count(MARK + "BOOTED") == boots   # no new boot
     assert all(x.VBD.get_currently_attached(b) for b in x.VM.get_VBDs(vm))
@@ -156,14 +130,14 @@ def qemu_pid(x, vm) -> int:
 
 def test_restart_device_models_keeps_the_guest(real, sdk, x, booted):
     vm = booted
-    run_in_guest(real, sdk, vm, "echo kept > /tmp/dm; echo DM1-$(cat /tmp/dm)", "DM1-kept")
+    in_guest(real, sdk, vm, "echo kept > /tmp/dm; echo DM1-$(cat /tmp/dm)", "DM1-kept")
     pid, boots = qemu_pid(x, vm), console(real, x, vm).count(MARK + "BOOTED")
     x.VM.restart_device_models(vm)
     assert x.VM.get_power_state(vm) == "Running"
     assert qemu_pid(x, vm) != pid   # a new QEMU process ...
     time.sleep(1)   # the domain's stop in between released nothing: its disks stay
     assert all(x.VBD.get_currently_attached(b) for b in x.VM.get_VBDs(vm))
-    run_in_guest(real, sdk, vm, "echo DM2-$(cat /tmp/dm)", "DM2-kept")   # ... same guest
+    in_guest(real, sdk, vm, "echo DM2-$(cat /tmp/dm)", "DM2-kept")   # ... same guest
     assert console(real, x, vm).count(MARK + "BOOTED") == boots
 
 
@@ -224,7 +198,7 @@ def test_resize_online_grows_the_disk_the_guest_sees(real, sdk, x, booted):
     x.VDI.resize_online(vdi, str(size + 16 * MIB))
     assert int(x.VDI.get_virtual_size(vdi)) == size + 16 * MIB
     sectors = (size + 16 * MIB) // 512
-    run_in_guest(real, sdk, booted, "echo SIZE-$(cat /sys/block/vda/size)-END",
+    in_guest(real, sdk, booted, "echo SIZE-$(cat /sys/block/vda/size)-END",
                  f"SIZE-{sectors}-END")
     with pytest.raises(XenAPI.Failure) as e:
         x.VDI.resize_online(vdi, str(MIB))   # no shrinking

@@ -3,6 +3,7 @@ the test skipped, a server on qemu:///system, VMs that boot the guest, its conso
 waits on it, and virsh to change things behind the server's back.
 
     from guest.harness import console, guest, make_vm, real, wait_booted, x
+    run_in_guest(real, x, session_ref, vm, "echo hi", "hi")   # booted with `guestshell`
 
 `guest`, `real`, `x` and `sdk` are fixtures (scopes: module, module, function, module):
 a module that imports them gets them. Needs root, libvirtd (started with
@@ -16,7 +17,7 @@ import time
 
 import pytest
 
-from serverproc import GUEST_CACHE, ServerProcess
+from serverproc import GUEST_CACHE, ServerProcess, tls_connect
 
 from . import build
 
@@ -145,3 +146,34 @@ def block_devices(text):
     """The guest's block devices in its console's latest BLOCK line (None before one)."""
     lines = re.findall(MARK + "BLOCK(.*)", text)
     return lines[-1].split() if lines else None
+
+
+def run_in_guest(real, x, session_ref, vm, command: str, expect: str, timeout=30) -> str:
+    """Type `command` into the guest's serial shell (a guest booted with `guestshell`
+    in its arguments) through the server's vt100 console (CONNECT /console, as xe
+    console does) and read what the guest answers until `expect` shows; that output.
+    `x` and `session_ref`: a logged-in XenAPI session of the server `real`."""
+    text = next(c for c in x.VM.get_consoles(vm) if x.console.get_protocol(c) == "vt100")
+    sock = tls_connect(real.port, timeout=timeout)
+    try:
+        sock.sendall((f"CONNECT /console?uuid={x.console.get_uuid(text)} HTTP/1.0\r\n"
+                      f"Host: 127.0.0.1\r\nCookie: session_id={session_ref}\r\n\r\n")
+                     .encode())
+        out = b""
+        while b"\r\n\r\n" not in out:
+            piece = sock.recv(4096)
+            assert piece, f"console refused: {out!r}"
+            out += piece
+        head, _, out = out.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), head
+        sock.sendall(command.encode() + b"\n")
+        deadline = time.monotonic() + timeout
+        while expect.encode() not in out:
+            assert time.monotonic() < deadline, f"no {expect!r} in {out[-500:]!r}"
+            sock.settimeout(max(0.1, deadline - time.monotonic()))
+            piece = sock.recv(65536)
+            assert piece, f"console closed before {expect!r}: {out[-500:]!r}"
+            out += piece
+        return out.decode(errors="replace")
+    finally:
+        sock.close()
