@@ -8,7 +8,18 @@
 #   pool-ha-setup.sh --name h1 --address 10.0.0.1 \
 #       --members h1=10.0.0.1,h2=10.0.0.2,h3=10.0.0.3 \
 #       --secret-file /var/lib/xapi-py/ptoken --ca-dir /etc/xapi-py/pool-ca [--new-ca]
-#       [--allow CIDR]... [--root DIR] [--no-install] [--no-start]
+#       [--allow CIDR]... [--root DIR] [--no-install] [--no-start] [--join]
+#
+# --join: this host joins a running cluster (a third host, or one back after
+# pool.eject): its etcd starts with cluster state "existing", to be added as a learner
+# first and promoted once caught up (services/pool/ha_members.py does both, one
+# membership change at a time); --members then lists the running members and this one.
+#
+# Watchdog: Patroni is configured with `watchdog: mode: automatic` on /dev/watchdog,
+# so a leader whose Patroni hangs is reset by the kernel before another host is
+# promoted. Without a hardware watchdog the script loads Linux's softdog and lets the
+# postgres user open the device; where neither exists (a container) Patroni runs
+# without one and says so in its log.
 #
 # TLS: one pool CA signs every host's certificate (its address as subject alternative
 # name). `--new-ca` makes the CA on the first host; copy the CA dir (ca.pem, ca.key)
@@ -20,10 +31,13 @@
 set -euo pipefail
 
 NAME="" ADDRESS="" MEMBERS="" SECRET_FILE="/var/lib/xapi-py/ptoken" CA_DIR=""
-NEW_CA=0 ALLOW=() ROOT="" INSTALL=1 START=1 DATA="/var/lib/xapi-py-ha" PG_BIN=/usr/lib/postgresql/15/bin
+NEW_CA=0 JOIN=0 ALLOW=() ROOT="" INSTALL=1 START=1 DATA="/var/lib/xapi-py-ha" PG_BIN=/usr/lib/postgresql/15/bin
 # Patroni's timings (loop_wait + 2 * retry_timeout <= ttl): a dead leader is replaced
 # after about ttl seconds.
 TTL=20 LOOP_WAIT=2 RETRY_TIMEOUT=5
+# The watchdog fires this long before the leader key would expire (Patroni's rule:
+# safety_margin < ttl - loop_wait).
+WATCHDOG_SAFETY_MARGIN=5
 die() { echo "pool-ha-setup: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -33,6 +47,7 @@ while [ $# -gt 0 ]; do
     --secret-file) SECRET_FILE=$2; shift 2;;
     --ca-dir) CA_DIR=$2; shift 2;;
     --new-ca) NEW_CA=1; shift;;
+    --join) JOIN=1; shift;;
     --allow) ALLOW+=("$2"); shift 2;;
     --root) ROOT=$2; INSTALL=0; START=0; shift 2;;
     --data-dir) DATA=$2; shift 2;;
@@ -112,7 +127,7 @@ initial-advertise-peer-urls: 'https://$ADDRESS:2380'
 listen-client-urls: 'https://$ADDRESS:2379,https://127.0.0.1:2379'
 advertise-client-urls: 'https://$ADDRESS:2379'
 initial-cluster: '$initial'
-initial-cluster-state: 'new'
+initial-cluster-state: '$( [ "$JOIN" = 1 ] && echo existing || echo new )'
 initial-cluster-token: '$CLUSTER_TOKEN'
 enable-grpc-gateway: true
 client-transport-security:
@@ -168,6 +183,10 @@ bootstrap:
         ssl_key_file: '$TLS/host.key'
         ssl_ca_file: '$TLS/ca.pem'
   initdb: [{encoding: UTF8}, {auth-local: peer}]
+watchdog:
+  mode: automatic
+  device: /dev/watchdog
+  safety_margin: $WATCHDOG_SAFETY_MARGIN
 postgresql:
   listen: '$ADDRESS:5432'
   connect_address: '$ADDRESS:5432'
@@ -186,6 +205,18 @@ $subnets
 EOF
 chown postgres:postgres "$ETC/patroni/config.yml"
 chmod 600 "$ETC/patroni/config.yml" "$ETC/etcd/etcd.yml"
+
+# The watchdog device for Patroni (run as postgres): softdog if the host has no
+# hardware one, loaded at every boot, the device owned by postgres.
+mkdir -p "$ETC/modules-load.d" "$ETC/udev/rules.d"
+echo softdog > "$ETC/modules-load.d/xapi-py-softdog.conf"
+echo 'KERNEL=="watchdog", OWNER="postgres", GROUP="postgres", MODE="0600"' \
+  > "$ETC/udev/rules.d/61-xapi-py-watchdog.rules"
+if [ "$START" = 1 ]; then
+  [ -e /dev/watchdog ] || modprobe softdog 2>/dev/null \
+    || echo "pool-ha-setup: no /dev/watchdog and no softdog: Patroni runs without a watchdog" >&2
+  [ -e /dev/watchdog ] && chown postgres:postgres /dev/watchdog
+fi
 
 if [ "$START" = 1 ] && command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
   systemctl enable --now etcd

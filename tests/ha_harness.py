@@ -202,6 +202,21 @@ class HaCluster:
     def thaw(self, node: HaNode):
         self.freeze(node, signal.SIGCONT)
 
+    def cut_inbound(self, node: HaNode):
+        """A one-way partition (nftables in its namespace): nothing the other nodes
+        send reaches `node`, while what it sends still reaches them; the test's own
+        traffic (from the bridge's address) passes both ways."""
+        peers = ", ".join(n.address for n in self.nodes if n is not node)
+        nft = ("ip", "netns", "exec", node.name, "nft")
+        sh(*nft, "add", "table", "inet", "xapi_cut")
+        sh(*nft, "add", "chain", "inet", "xapi_cut", "inbound",
+           "{ type filter hook input priority 0; policy accept; }")
+        sh(*nft, "add", "rule", "inet", "xapi_cut", "inbound", "ip", "saddr",
+           f"{{ {peers} }}", "drop")
+
+    def heal_inbound(self, node: HaNode):
+        sh("ip", "netns", "exec", node.name, "nft", "delete", "table", "inet", "xapi_cut")
+
     def link_down(self, node: HaNode):
         sh("ip", "-n", node.name, "link", "set", "eth0", "down")
 
@@ -211,9 +226,16 @@ class HaCluster:
 
     def start_node(self, node: HaNode):
         """etcd and Patroni of the node (again, after kill9: same data dirs)."""
-        node.procs = [_spawn(node, "etcd", ["etcd", "--config-file", node.etcd_config]),
-                      _spawn(node, "patroni", ["runuser", "-u", "postgres", "--", "patroni",
-                                               node.patroni_config])]
+        node.procs = []
+        self.start_etcd(node)
+        self.start_patroni(node)
+
+    def start_etcd(self, node: HaNode):
+        node.procs.append(_spawn(node, "etcd", ["etcd", "--config-file", node.etcd_config]))
+
+    def start_patroni(self, node: HaNode):
+        node.procs.append(_spawn(node, "patroni", ["runuser", "-u", "postgres", "--",
+                                                   "patroni", node.patroni_config]))
 
     _gateway = ""
 

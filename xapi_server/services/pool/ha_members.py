@@ -1,0 +1,262 @@
+"""Pool HA membership (README "Pool HA"): hosts entering and leaving the etcd cluster
+(Patroni's consensus store) and Patroni's member list, one change at a time.
+
+etcd's own rule for a safe change is one membership change at a time, each waited for:
+a new host comes in as a *learner* (it copies the log but does not vote, so a slow or
+broken newcomer never costs the quorum) and is promoted once it has caught up; a host
+leaving is removed as a learner first if it still is one, else as a voter, and the
+next change waits until every remaining member answers healthy. With three voters
+and one removed, the two left are a quorum of two (both must agree: the pool keeps
+its database, but loses automatic failover until a third host comes back).
+
+Patroni side of a leaving host: its PostgreSQL must not be the primary (a switchover
+to another member first), its Patroni is stopped by the host itself, and its member
+key in etcd is deleted at once instead of waiting for its lease to end, so the
+cluster view and the synchronous standby choice move on.
+
+Everything is blocking HTTP (run it in a thread): etcd's v3 JSON gateway and
+Patroni's REST API, over TLS with the host's certificate of the pool CA, as
+scripts/pool-ha-setup.sh configures them. Passwords come from the pool secret by the
+script's derivation (`derive`), so any host holding the secret can act.
+"""
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import hmac
+import json
+import ssl
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+
+ETCD_CLIENT_PORT, ETCD_PEER_PORT = 2379, 2380
+PATRONI_NAMESPACE, PATRONI_SCOPE = "/service", "xapi-pool"   # the install script's
+REPLICA_ROLES = ("replica", "sync_standby")
+
+
+class MembershipError(Exception):
+    """etcd or Patroni refused a change, or did not settle in time."""
+
+
+def derive(secret: bytes, purpose: str) -> str:
+    """A password from the pool secret, as scripts/pool-ha-setup.sh derives it."""
+    return hmac.new(secret.strip(), b"xapi-py pool-ha " + purpose.encode(),
+                    hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True)
+class Tls:
+    ca: str     # the pool CA
+    cert: str   # this host's certificate and key (etcd asks clients for one)
+    key: str
+
+    def context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=self.ca)
+        context.load_cert_chain(self.cert, self.key)
+        return context
+
+
+def _post(url: str, body: dict, context, timeout: float, headers: dict | None = None):
+    request = urllib.request.Request(url, json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json",
+                                              **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as reply:
+            text = reply.read()
+    except urllib.error.HTTPError as exc:
+        raise MembershipError(f"{url}: HTTP {exc.code} {exc.read()[:300]!r}") from None
+    except OSError as exc:
+        raise MembershipError(f"{url}: {exc}") from None
+    try:
+        return json.loads(text) if text.strip() else {}
+    except ValueError:
+        return {"text": text.decode(errors="replace")}
+
+
+# -- etcd ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class EtcdMember:
+    id: str             # uint64, as the gateway writes it (a decimal string)
+    name: str           # "" for a learner that has not started yet
+    peer_urls: tuple
+    client_urls: tuple
+    learner: bool
+
+
+class Etcd:
+    """The cluster through the members at `addresses` (the first that answers)."""
+
+    def __init__(self, addresses: list[str], tls: Tls, timeout: float = 5):
+        self.addresses, self.tls, self.timeout = list(addresses), tls, timeout
+        self._context = tls.context()
+
+    def _call(self, path: str, body: dict, address: str | None = None):
+        errors = []
+        for where in [address] if address else self.addresses:
+            try:
+                return _post(f"https://{where}:{ETCD_CLIENT_PORT}{path}", body,
+                             self._context, self.timeout)
+            except MembershipError as exc:
+                errors.append(str(exc))
+        raise MembershipError("; ".join(errors))
+
+    def members(self) -> list[EtcdMember]:
+        reply = self._call("/v3/cluster/member/list", {})
+        return [EtcdMember(str(m["ID"]), m.get("name", ""), tuple(m.get("peerURLs", ())),
+                           tuple(m.get("clientURLs", ())), bool(m.get("isLearner")))
+                for m in reply.get("members", [])]
+
+    def healthy(self, address: str) -> bool:
+        """The member at `address` answers and sees a leader (a quorum)."""
+        try:
+            reply = self._call("/v3/maintenance/status", {}, address)
+        except MembershipError:
+            return False
+        return str(reply.get("leader", "0")) != "0" and not reply.get("errors")
+
+    def add_learner(self, peer_url: str) -> EtcdMember:
+        reply = self._call("/v3/cluster/member/add", {"peerURLs": [peer_url],
+                                                      "isLearner": True})
+        m = reply.get("member") or {}
+        return EtcdMember(str(m.get("ID")), "", tuple(m.get("peerURLs", ())), (), True)
+
+    def promote(self, member_id: str):
+        self._call("/v3/cluster/member/promote", {"ID": member_id})
+
+    def remove(self, member_id: str):
+        self._call("/v3/cluster/member/remove", {"ID": member_id})
+
+    def delete_key(self, key: str):
+        self._call("/v3/kv/deleterange", {"key": base64.b64encode(key.encode()).decode()})
+
+    def wait_healthy(self, addresses: list[str], timeout: float = 60):
+        """Every member at `addresses` answers with a leader, or MembershipError."""
+        deadline = time.monotonic() + timeout
+        while not all(self.healthy(a) for a in addresses):
+            if time.monotonic() > deadline:
+                raise MembershipError(f"etcd not healthy on {addresses} in {timeout}s")
+            time.sleep(0.3)
+
+
+def peer_url(address: str) -> str:
+    return f"https://{address}:{ETCD_PEER_PORT}"
+
+
+def _of_host(members: list[EtcdMember], address: str) -> list[EtcdMember]:
+    url = peer_url(address)
+    return [m for m in members if url in m.peer_urls]
+
+
+def remove_from_etcd(etcd: Etcd, address: str, timeout: float = 60) -> int:
+    """Remove every etcd member of the host at `address`, learners first, one change
+    at a time, each followed by the remaining members answering healthy. Returns how
+    many were removed (0: it was not a member, nothing to do)."""
+    removed = 0
+    while True:
+        mine = sorted(_of_host(etcd.members(), address), key=lambda m: not m.learner)
+        if not mine:
+            return removed
+        others = [a for a in etcd.addresses if a != address]
+        etcd.remove(mine[0].id)
+        removed += 1
+        etcd.addresses = others or etcd.addresses
+        etcd.wait_healthy(others, timeout)
+
+
+def add_to_etcd(etcd: Etcd, address: str, started, timeout: float = 120) -> EtcdMember:
+    """The host at `address` joins as a learner; `started()` then starts its etcd
+    (configured with the member list `add_learner` returned and cluster state
+    "existing", as `pool-ha-setup.sh --join` writes it); once it has caught up it is
+    promoted to a voter. A learner not caught up yet is refused promotion by etcd
+    itself: that refusal is retried until `timeout`."""
+    if _of_host(etcd.members(), address):
+        raise MembershipError(f"{address} is already an etcd member")
+    learner = etcd.add_learner(peer_url(address))
+    started()
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            etcd.promote(learner.id)
+            break
+        except MembershipError as exc:
+            if time.monotonic() > deadline:
+                raise MembershipError(f"learner {address} not promoted: {exc}") from None
+            time.sleep(0.5)
+    etcd.addresses.append(address)
+    etcd.wait_healthy(etcd.addresses, timeout)
+    return learner
+
+
+# -- Patroni ---------------------------------------------------------------------------
+
+class Patroni:
+    """Patroni's REST API of one host; unsafe calls with the REST password."""
+
+    def __init__(self, url: str, tls: Tls, rest_password: str, timeout: float = 5):
+        self.url, self.timeout = url.rstrip("/"), timeout
+        self._context = ssl.create_default_context(cafile=tls.ca)
+        token = base64.b64encode(f"patroni:{rest_password}".encode()).decode()
+        self._auth = {"Authorization": f"Basic {token}"}
+
+    def members(self) -> list[dict]:
+        try:
+            with urllib.request.urlopen(self.url + "/cluster", timeout=self.timeout,
+                                        context=self._context) as reply:
+                return json.load(reply).get("members", [])
+        except (OSError, ValueError) as exc:
+            raise MembershipError(f"{self.url}: {exc}") from None
+
+    def switchover(self, leader: str, candidate: str):
+        _post(self.url + "/switchover", {"leader": leader, "candidate": candidate},
+              self._context, max(self.timeout, 60), self._auth)
+
+
+def move_leader_away(patroni: Patroni, name: str, timeout: float = 90):
+    """If `name` leads, a switchover to a running replica (the synchronous standby
+    first: it has every acknowledged commit), waited for. Nothing if it does not."""
+    members = patroni.members()
+    if not any(m["name"] == name and m.get("role") in ("leader", "master", "primary")
+               for m in members):
+        return
+    candidates = sorted((m for m in members if m["name"] != name
+                         and m.get("state") in ("running", "streaming")),
+                        key=lambda m: m.get("role") != "sync_standby")
+    if not candidates:
+        raise MembershipError(f"{name} leads and no other member can take over")
+    patroni.switchover(name, candidates[0]["name"])
+    # Done once another member leads and the old leader runs again as a replica:
+    # Patroni restarts its PostgreSQL after the demotion, and a Patroni stopped in the
+    # middle of that restart may leave that PostgreSQL running behind it.
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(MembershipError):
+            members = patroni.members()
+            led = any(m["name"] != name and m.get("role") in ("leader", "master", "primary")
+                      and m.get("state") == "running" for m in members)
+            if led and any(m["name"] == name and m.get("role") in REPLICA_ROLES
+                           and m.get("state") in ("running", "streaming") for m in members):
+                return
+        time.sleep(0.5)
+    raise MembershipError(f"the switchover away from {name} did not end in {timeout}s")
+
+
+def forget_patroni_member(etcd: Etcd, name: str, scope: str = PATRONI_SCOPE):
+    """Delete the stopped member's key (Patroni would let its lease run out)."""
+    etcd.delete_key(f"{PATRONI_NAMESPACE}/{scope}/members/{name}")
+
+
+def leave(etcd: Etcd, patroni: Patroni, name: str, address: str, stop_patroni,
+          timeout: float = 90) -> int:
+    """The host `name` at `address` leaves the replicated pool database cleanly:
+    its PostgreSQL stops being the primary (switchover), `stop_patroni()` stops its
+    Patroni (and its PostgreSQL with it), its member key goes, then its etcd member
+    (which makes that etcd stop by itself). `patroni` and `etcd` must reach the
+    other hosts. Returns the number of etcd members removed."""
+    move_leader_away(patroni, name, timeout)
+    stop_patroni()
+    forget_patroni_member(etcd, name)
+    return remove_from_etcd(etcd, address, timeout)
