@@ -49,3 +49,21 @@ def api(inprocess):
     """A logged-in official XenAPI SDK session, as `xapi`, but through the in-process
     app: `api.VM.get_all()`. For API tests that need no wire, TLS or real process."""
     yield from logged_in(inprocess.sdk_session())
+
+
+# -- where the suite's time goes, per file (the whole suite must stay under 30 minutes) ----
+
+_FILE_SECONDS: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report):
+    path = report.nodeid.split("::")[0]
+    _FILE_SECONDS[path] = _FILE_SECONDS.get(path, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter):
+    slowest = sorted(_FILE_SECONDS.items(), key=lambda item: -item[1])[:20]
+    if len(_FILE_SECONDS) > 1:
+        terminalreporter.section("slowest files (setup + calls + teardown)")
+        for path, seconds in slowest:
+            terminalreporter.write_line(f"{seconds:8.1f}s  {path}")
