@@ -43,6 +43,8 @@ FORWARDED = {
                                                   "a session as it is",
     ("api/pool_emergency.py", "emergency_reset_master"): "re-raises the coordinator's "
                                                           "refusal of this host as it is",
+    ("services/pool/migrate_remote.py", "refusal"): "re-raises another pool's error (a "
+                                                     "cross-pool migration) as it is",
 }
 
 

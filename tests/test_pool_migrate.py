@@ -271,7 +271,7 @@ def test_storage_motion_with_xe_and_back(hosts, c, guest, tmp_path):
     assert failure(c.VM.assert_can_migrate, vm, dest, True, {disk: target},
                    {"OpaqueRef:x": network}, {}, {})[0] == "OPERATION_NOT_ALLOWED"
     assert failure(c.VM.migrate_send, vm, {"master": "http://10.0.0.1"}, True,
-                   {disk: target}, {}, {}, {}, {})[0] == "NOT_IMPLEMENTED"
+                   {disk: target}, {}, {}, {}, {})[0] == "HANDLE_INVALID"
     c.VM.assert_can_migrate(vm, dest, True, {disk: target}, {}, {}, {})
 
     r = xe(tmp_path, coordinator, "vm-migrate", f"uuid={uuid}",

@@ -19,5 +19,6 @@ from . import pool_membership, pool_forward  # noqa: F401  (pool.join, eject, pl
 from . import pool_coordinator, pool_emergency  # noqa: F401  (changes of coordinator)
 from . import pool_ha  # noqa: F401  (Pool HA: the coordinator follows Patroni's leader)
 from . import vm_migrate  # noqa: F401  (VM.pool_migrate, migrate_send, host.migrate_receive)
+from . import vm_migrate_cross  # noqa: F401  (VM.migrate_send, assert_can_migrate; other pools)
 from . import vdi_migrate  # noqa: F401  (VDI.pool_migrate)
 from . import storage_checks  # noqa: F401  (SR and VDI allowed_operations)

@@ -16,6 +16,8 @@ from .pool_membership import accept_joiner, heartbeat, leave_pool
 from .pool_sessions import check_for_member, task_ended
 from .sr_shared import SHARED_SR_OPS
 from .vm_migrate_host import MIGRATION_OPS
+from .vm_migrate_remote import CROSS_POOL_OPS, MEMBER_OPS as CROSS_POOL_MEMBER_OPS, \
+    cross_pool_call
 
 COORDINATOR_OPS = {"heartbeat": heartbeat, "session": check_for_member,
                    "task": task_ended}
@@ -26,13 +28,16 @@ MEMBER_OPS = {"eject": leave_pool, "call": run_for_coordinator,
               "follow_coordinator": follow_coordinator, "pool_secret": new_pool_secret,
               "database_copy": keep_database_copy,
               # either end of a live migration, a shared SR's PBD plugged here
-              **MIGRATION_OPS, **SHARED_SR_OPS}
+              **MIGRATION_OPS, **SHARED_SR_OPS, **CROSS_POOL_MEMBER_OPS}
 
 
-async def internal_call(server, op, args, secret: str | None, peer_address: str):
+async def internal_call(server, op, args, secret: str | None, peer_address: str,
+                        session: str | None = None):
     """Run one `/pool_internal` call; ApiError for any refusal."""
     if not isinstance(op, str) or not isinstance(args, dict):
         raise ApiError("INVALID_VALUE", "op", repr(op)[:80])
+    if op in CROSS_POOL_OPS:   # another pool's coordinator, with a session of ours
+        return await cross_pool_call(server, op, args, session)
     member = server.role.is_member
     if op == "join":   # as a login on a member: the joiner is sent to the coordinator
         if member:

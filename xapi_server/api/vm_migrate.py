@@ -106,9 +106,7 @@ def _copies(ctx, vm: str, dest: dict, live: bool, vdi_map: dict, vif_map: dict,
     """migrate_send's own checks: (destination host, {VDI: SR it is copied to})."""
     store = ctx.store
     host = dest.get("host", "")
-    if not store.exists("host", host):
-        # Another pool's host: a cross-pool move (xapi's remote-master) is not done here.
-        raise ApiError("NOT_IMPLEMENTED", "VM.migrate_send to another pool")
+    store.record("host", host)   # another pool's host: api/vm_migrate_cross.py
     if store.get("VM", vm, "power_state") != "Running" or not live:
         raise ApiError("VM_BAD_POWER_STATE", vm, "running",
                        store.get("VM", vm, "power_state").lower())
@@ -130,12 +128,12 @@ def _copies(ctx, vm: str, dest: dict, live: bool, vdi_map: dict, vif_map: dict,
     return host, copies
 
 
-@implements("VM.assert_can_migrate")
+# VM.assert_can_migrate and VM.migrate_send within the pool (api/vm_migrate_cross.py
+# registers both and sends a map of another pool's host to its cross-pool end).
 def assert_can_migrate(ctx, vm, dest, live, vdi_map, vif_map, options, vgpu_map):
     _copies(ctx, vm, dest, live, vdi_map, vif_map, vgpu_map)
 
 
-@implements("VM.migrate_send")
 async def migrate_send(ctx, vm, dest, live, vdi_map, vif_map, options, vgpu_map,
                        vdi_format_map):
     """Within the pool: the disks vdi_map sends to another SR are copied while the VM
@@ -159,6 +157,9 @@ def migrate_receive(ctx, host, network, options):
         raise ApiError("HOST_CANNOT_ATTACH_NETWORK", host, network)
     address = store.get("PIF", pifs[0], "IP") or store.get("host", host, "address")
     coordinator = store.get("host", ctx.server.host_ref, "address")
+    if ctx.server.settings.port != 443:   # another pool reaches our API there
+        coordinator = f"[{coordinator}]" if ":" in coordinator else coordinator
+        coordinator = f"{coordinator}:{ctx.server.settings.port}"
     session = ctx.session or ""
     return {"host": host, "session_id": session, "master": f"http://{coordinator}",
             "SM": f"http://{address}/services/SM?session_id={session}",

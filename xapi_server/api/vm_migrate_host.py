@@ -49,6 +49,8 @@ def plan_for(server, uuid: str, address: str, args: dict) -> MigrationPlan:
                          data_uri=settings.migration_data_uri.format(address=address),
                          tls=settings.migration_tls, shared_files=bool(args.get("shared")),
                          copy_disks=[str(t) for t in copy],
+                         bridges={str(mac).lower(): str(bridge) for mac, bridge
+                                  in (args.get("bridges") or {}).items()},
                          paths={**{str(k): str(v) for k, v in paths.items()},
                                 console_log_path(settings.data_dir, uuid):
                                     _text(args, "console_log")})

@@ -221,13 +221,16 @@ class Importer:
     """Creates the objects of one ova.xml and, on failure, removes them again."""
 
     def __init__(self, server, sr: str, task: str, restore: bool = False,
-                 force: bool = False, vdi_map: dict | None = None):
+                 force: bool = False, vdi_map: dict | None = None,
+                 vif_map: dict | None = None):
         """`vdi_map` given (even empty): a metadata import, whose disks are VDIs here
-        already (found by uuid, or the uuid the map gives for it), not new ones."""
+        already (found by uuid, or the uuid the map gives for it), not new ones.
+        `vif_map`: {VIF uuid in the file: network here} (a cross-pool migration's)."""
         self.server, self.store = server, server.store
         self.sr, self.task = sr, task
         self.restore, self.force = restore, force
         self.vdi_map = vdi_map
+        self.vif_map = vif_map or {}
         self.made: list[tuple[str, str]] = []      # (class, ref) in creation order
         self.vms: list[str] = []
         self.new_ids: dict[str, str] = {}          # ova.xml VM id -> the new VM
@@ -286,8 +289,7 @@ class Importer:
             fields.update(is_a_snapshot=True, is_a_template=True, **_field_values(
                 "VM", snap, ["snapshot_time", "transportable_snapshot_id"]))
         if self.restore and isinstance(snap.get("uuid"), str):
-            if not uuid_free(self.store, "VM", snap["uuid"]):
-                raise ApiError("IMPORT_ERROR", f"a VM with uuid {snap['uuid']} exists already")
+            self._assert_uuid_free(snap["uuid"])
             fields["uuid"] = snap["uuid"]
         vm = new_vm(self.store, fields)
         self.made.append(("VM", vm))
@@ -299,6 +301,33 @@ class Importer:
         for vif_id in _ids(snap.get("VIFs")):
             self._import_vif(objects, vm, self._find(objects, vif_id, "VIF"))
         update_allowed_operations(self.store, vm)
+
+    def _assert_uuid_free(self, uuid: str):
+        """A restore keeps the VM's uuid: refused while a VM here has it (xapi
+        import.ml: VM_BAD_POWER_STATE when that VM is not halted)."""
+        if uuid_free(self.store, "VM", uuid):
+            return
+        existing = self.store.by_uuid("VM", uuid)
+        state = self.store.get("VM", existing, "power_state")
+        if state != "Halted":
+            raise ApiError("VM_BAD_POWER_STATE", existing, "halted", state.lower())
+        raise ApiError("IMPORT_ERROR", f"a VM with uuid {uuid} exists already")
+
+    def check(self, header: dict):
+        """A dry run: the refusals creating these objects would meet, nothing made."""
+        objects = self._objects(header)
+        for obj in objects.values():
+            uuid = obj["snapshot"].get("uuid")
+            if obj["class"] == "VM" and self.restore and isinstance(uuid, str):
+                self._assert_uuid_free(uuid)
+            if obj["class"] == "VIF" and isinstance(uuid, str):
+                self._mapped_network(uuid)
+
+    def _mapped_network(self, vif_uuid: str) -> str | None:
+        network = self.vif_map.get(vif_uuid)
+        if network is not None and not self.store.exists("network", network):
+            raise ApiError("HANDLE_INVALID", "network", network)
+        return network
 
     async def _import_vbd(self, objects, vm: str, snap: dict, disks: dict):
         fields = _field_values("VBD", snap, _VBD_COPIED)
@@ -368,7 +397,8 @@ class Importer:
         fields = _field_values("VIF", snap, _VIF_COPIED)
         net_obj = objects.get(_ident(snap.get("network")))
         name = net_obj["snapshot"].get("name_label") if net_obj else None
-        network = self._network(name)
+        uuid = snap.get("uuid")
+        network = (isinstance(uuid, str) and self._mapped_network(uuid)) or self._network(name)
         if network == NULL_REF:
             log.warning("import: no network for VIF %s of VM %s: left out",
                         fields["device"], vm)

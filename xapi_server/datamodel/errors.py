@@ -203,6 +203,10 @@ _error("VM_REQUIRES_NETWORK", "vm, network", "The host has no PIF on a network t
 _error("VDI_NEEDS_VM_FOR_MIGRATE", "vdi",
        "The disk can be moved live only while a running VM uses it.")
 _error("VDI_NOT_IN_MAP", "vdi", "A disk of the VM is missing from the migration's vdi_map.")
+_error("VIF_NOT_IN_MAP", "vif",
+       "A VIF of the VM has no network in the cross-pool migration's vif_map.")
+_error("VM_HOST_INCOMPATIBLE_VERSION_MIGRATE", "host, vm",
+       "The destination host runs an older version than the VM's host.", sent="vm, host")
 _error("VM_MIGRATE_FAILED", "vm, source, destination, msg",
        "Moving the VM to the other host failed; it still runs where it was.")
 _error("VM_SHUTDOWN_TIMEOUT", "vm, timeout", "The VM did not shut down in time.")

@@ -60,6 +60,11 @@ def padding(size: int) -> bytes:
     return bytes(-size % BLOCK)
 
 
+def one_file_archive(name: str, data: bytes, mtime: int = 0) -> bytes:
+    """A whole tar of one member (a metadata export: ova.xml alone)."""
+    return tar_header(name, len(data), mtime) + data + padding(len(data)) + ZERO_BLOCK * 2
+
+
 @dataclass(frozen=True)
 class Member:
     name: str

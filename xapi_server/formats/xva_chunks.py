@@ -35,8 +35,8 @@ import xxhash
 from .streams import (GZIP_MAGIC, ZSTD_MAGIC, ClientClosed, CompressingSink,  # noqa: F401
                       LoopBridge, compression_of, open_archive)
 from .tar import (BLOCK, ZERO_BLOCK, BadTar, Member, TarReader, TarWriter,  # noqa: F401
-                  Truncated, UnexpectedMember, XvaError, check_name, padding,
-                  parse_header, tar_header)
+                  Truncated, UnexpectedMember, XvaError, check_name, one_file_archive,
+                  padding, parse_header, tar_header)
 
 CHUNK = 1024 * 1024                  # xapi's chunk size
 MAX_CHUNK = 16 * CHUNK               # a bigger data member is no XVA we should buffer

@@ -9,7 +9,7 @@ import json
 
 from ..api import pool_calls
 from ..errors import ApiError
-from ..services.pool.peer import SECRET_HEADER
+from ..services.pool.peer import SECRET_HEADER, SESSION_HEADER
 from .responses import BodyTooLarge, header, peer, read_body, respond
 
 MAX_BODY = 64 << 20   # a joining host's records
@@ -23,7 +23,8 @@ async def pool_internal(app, scope, receive, send):
             raise ValueError("not an object")
         value = await pool_calls.internal_call(
             server, request.get("op"), request.get("args"),
-            header(scope, SECRET_HEADER.encode()), peer(scope))
+            header(scope, SECRET_HEADER.encode()), peer(scope),
+            header(scope, SESSION_HEADER.encode()))
         await server.store.flush()
         reply = {"value": value}
     except ValueError as exc:

@@ -189,9 +189,8 @@ async def get_export_metadata(req: Request):
         for vm in vms:
             await locks.enter_async_context(_lock(req, vm, "metadata_export"))
         objects, _ = vm_xva.export_objects(store, vms, snapshots=snapshots, excluded=excluded)
-        data = ova_xml.dumps(vm_xva.header(objects))
-        body = (xva.tar_header("ova.xml", len(data), int(time.time())) + data
-                + xva.padding(len(data)) + xva.ZERO_BLOCK * 2)
+        body = xva.one_file_archive("ova.xml", ova_xml.dumps(vm_xva.header(objects)),
+                                    int(time.time()))
         conn = await req.start_stream(_stream_lines(req, [f"Content-Length: {len(body)}"]))
         await conn.write(body)
     return None
@@ -331,20 +330,23 @@ async def put_import_metadata(req: Request):
     await req.start_stream(_import_lines(req))
     upload = _Upload(req)
     imp = vm_xva.Importer(req.server, NULL_REF, req.task, restore=_flag(req, "restore"),
-                          force=_flag(req, "force"), vdi_map=_vdi_map(req))
+                          force=_flag(req, "force"), vdi_map=_prefixed(req, "vdi:"),
+                          vif_map=_prefixed(req, "vif:"))
     async with _undone_on_failure(imp):
         _, data = await _in_thread(upload.bridge, _open_ova, upload.bridge)
         header = ova_xml.loads(data)
         async for _ in upload.body:     # drain the rest, as xapi does
             pass
-        if _flag(req, "dry_run"):
+        if _flag(req, "dry_run"):       # the refusals, nothing made (assert_can_migrate)
+            imp.check(header)
             return []
         await imp.create(header)
         return imp.finish()
 
 
-def _vdi_map(req: Request) -> dict:
-    """`vdi:<old uuid>=<new uuid>` query parameters: which local disk replaces which."""
+def _prefixed(req: Request, prefix: str) -> dict:
+    """`vdi:<old uuid>=<new uuid>` query parameters (which local disk replaces which),
+    `vif:<VIF uuid>=<network ref>` (the network a VIF joins here)."""
     pairs = parse_qsl(req.scope.get("query_string", b"").decode("latin-1"),
                       keep_blank_values=True)
-    return {k[4:]: v for k, v in pairs if k.startswith("vdi:")}
+    return {k[len(prefix):]: v for k, v in pairs if k.startswith(prefix)}

@@ -174,6 +174,8 @@ class MigrationPlan:
     copy_disks: list = field(default_factory=list)   # targets (vda...) copied along
     # Files the destination uses instead (its console log, the copies of the disks).
     paths: dict = field(default_factory=dict)
+    # The bridge each interface (by MAC) joins there, where it differs (another pool).
+    bridges: dict = field(default_factory=dict)
 
 
 # -- metrics (services/metrics): one sample of every running domain's counters ----------

@@ -20,13 +20,21 @@ import libvirt
 from .contract import HypervisorError, MigrationAborted, MigrationPlan
 
 
-def destination_xml(xml: str, paths: dict[str, str]) -> str:
+def destination_xml(xml: str, paths: dict[str, str],
+                    bridges: dict[str, str] | None = None) -> str:
     """The domain's migratable XML with the files the destination uses instead: every
-    `file=` attribute (console log, disk source) found in `paths` is replaced."""
+    `file=` attribute (console log, disk source) found in `paths` is replaced; an
+    interface whose MAC `bridges` names joins that bridge there."""
     root = ET.fromstring(xml)
     for el in root.iter():
         if el.get("file") in paths:
             el.set("file", paths[el.get("file")])
+    for iface in root.iter("interface"):
+        mac, source = iface.find("mac"), iface.find("source")
+        if mac is not None and source is not None and source.get("bridge") is not None:
+            bridge = (bridges or {}).get((mac.get("address") or "").lower())
+            if bridge:
+                source.set("bridge", bridge)
     return ET.tostring(root, encoding="unicode")
 
 
@@ -49,7 +57,8 @@ class MigrationCalls:
         def _migrate(c):
             dom = self._domain(c, uuid)
             xml = destination_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE
-                                              | libvirt.VIR_DOMAIN_XML_SECURE), plan.paths)
+                                              | libvirt.VIR_DOMAIN_XML_SECURE), plan.paths,
+                                  plan.bridges)
             params = {libvirt.VIR_MIGRATE_PARAM_URI: plan.data_uri,
                       libvirt.VIR_MIGRATE_PARAM_DEST_XML: xml,
                       libvirt.VIR_MIGRATE_PARAM_PERSIST_XML: xml}
