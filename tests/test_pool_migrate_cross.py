@@ -75,9 +75,16 @@ def test_refusals_leave_both_pools_as_they_were(pools, a, b, guest, tmp_path):
     a.VBD.create({"VM": vm, "VDI": disk, "userdevice": "1", "bootable": False, "mode": "RW",
                   "type": "Disk", "empty": False, "other_config": {},
                   "qos_algorithm_type": "", "qos_algorithm_params": {}})
+    ours_net = a.network.create({"name_label": "cross here", "name_description": "",
+                                 "MTU": "1500", "other_config": {}})
+    vif = a.VIF.create({"VM": vm, "network": ours_net, "device": "0", "MAC": "",
+                        "MTU": "1500", "other_config": {}, "qos_algorithm_type": "",
+                        "qos_algorithm_params": {}})
+    their_net = b.network.create({"name_label": "cross there", "name_description": "",
+                                  "MTU": "1500", "other_config": {}})
     a.VM.start(vm, False, False)
     uuid = a.VM.get_uuid(vm)
-    STATE.update(vm=vm, uuid=uuid, disk=disk)
+    STATE.update(vm=vm, uuid=uuid, disk=disk, vif=vif, net=their_net, home_net=ours_net)
     wait_for(lambda: len(counts(console_text(source.server.data_dir, uuid))) > 2, 90,
              "the guest counting in the first pool")
     before = _snapshot_of(b)
@@ -87,14 +94,20 @@ def test_refusals_leave_both_pools_as_they_were(pools, a, b, guest, tmp_path):
     assert failure(a.VM.assert_can_migrate, vm, dest, True, {}, {}, {}, {}) == \
         ["VDI_NOT_IN_MAP", disk]
     ours = _local_sr(a, _only_host(a))
-    assert failure(a.VM.migrate_send, vm, dest, True, {disk: ours}, {}, {}, {}, {}) == \
-        ["HANDLE_INVALID", "SR", ours]
-    a.VM.assert_can_migrate(vm, dest, True, {disk: their_sr}, {}, {}, {})
+    assert failure(a.VM.migrate_send, vm, dest, True, {disk: ours}, {vif: their_net}, {},
+                   {}, {}) == ["HANDLE_INVALID", "SR", ours]
+    # a VIF without a network there, a network of this pool
+    assert failure(a.VM.assert_can_migrate, vm, dest, True, {disk: their_sr}, {}, {},
+                   {}) == ["VIF_NOT_IN_MAP", vif]
+    assert failure(a.VM.assert_can_migrate, vm, dest, True, {disk: their_sr},
+                   {vif: ours_net}, {}, {}) == ["HANDLE_INVALID", "network", ours_net]
+    a.VM.assert_can_migrate(vm, dest, True, {disk: their_sr}, {vif: their_net}, {}, {})
     # xe with a wrong password for the other pool
     r = xe(tmp_path, source, "vm-migrate", f"uuid={uuid}",
            f"remote-master={pools[1].address}", "remote-username=root",
            "remote-password=wrong", f"host={b.host.get_uuid(_only_host(b))}",
-           f"destination-sr-uuid={b.SR.get_uuid(their_sr)}")
+           f"destination-sr-uuid={b.SR.get_uuid(their_sr)}",
+           f"vif:{a.VIF.get_uuid(vif)}={b.network.get_uuid(their_net)}")
     assert r.returncode != 0 and "Authentication failed" in r.stderr, r   # xe's text
     assert _snapshot_of(b) == before
     assert (a.VM.get_power_state(vm), a.VM.get_resident_on(vm)) == \
@@ -107,8 +120,8 @@ def test_cancelled_move_is_undone_in_the_other_pool(pools, a, b):
     before = _snapshot_of(b)
     source.libvirtd.virsh("migrate-setspeed", uuid, "1")   # still moving when cancelled
     try:
-        task = a.Async.VM.migrate_send(vm, _dest(b), True,
-                                       {disk: _local_sr(b, _only_host(b))}, {}, {}, {}, {})
+        task = a.Async.VM.migrate_send(vm, _dest(b), True, {disk: _local_sr(b, _only_host(b))},
+                                       {STATE["vif"]: STATE["net"]}, {}, {}, {})
         wait_for(lambda: uuid in target.libvirtd.virsh("list", "--all", "--name", check=False)
                  or a.task.get_status(task) != "pending", 60, "the domain arriving")
         assert a.task.get_status(task) == "pending", a.task.get_error_info(task)
@@ -132,7 +145,9 @@ def test_live_move_to_the_other_pool(pools, a, b):
     vm, uuid, disk = STATE["vm"], STATE["uuid"], STATE["disk"]
     their_sr, old_image = _local_sr(b, _only_host(b)), _image(a, disk)
     last = max(counts(console_text(source.server.data_dir, uuid)))
-    moved = a.VM.migrate_send(vm, _dest(b), True, {disk: their_sr}, {}, {}, {}, {})
+    mac = a.VIF.get_MAC(STATE["vif"])
+    moved = a.VM.migrate_send(vm, _dest(b), True, {disk: their_sr},
+                              {STATE["vif"]: STATE["net"]}, {}, {}, {})
     # the VM is the other pool's now, running there, under its own uuid
     assert b.VM.get_uuid(moved) == uuid
     assert (b.VM.get_power_state(moved), b.VM.get_resident_on(moved)) == \
@@ -142,6 +157,10 @@ def test_live_move_to_the_other_pool(pools, a, b):
     assert b.VDI.get_SR(copy) == their_sr
     assert _qemu_io(_image(b, copy), "read -P 0x5a 1M 1M").returncode == 0
     assert uuid in target.libvirtd.virsh("list", "--name")
+    (vif,) = b.VM.get_VIFs(moved)   # its NIC, same MAC, on the network vif_map named
+    assert (b.VIF.get_network(vif), b.VIF.get_MAC(vif)) == (STATE["net"], mac)
+    assert f"<source bridge='{b.network.get_bridge(STATE['net'])}'/>" in \
+        target.libvirtd.virsh("dumpxml", f"xapi-{uuid}")
     # and gone from the first pool, with its disk
     assert failure(a.VM.get_by_uuid, uuid)[0] == "UUID_INVALID"
     assert disk not in a.VDI.get_all() and not os.path.exists(old_image)
@@ -163,7 +182,9 @@ def test_back_with_xe(pools, a, b, tmp_path):
     r = xe(tmp_path, target, "vm-migrate", f"uuid={uuid}",
            f"remote-master={source.address}", "remote-username=root",
            f"remote-password={ROOT_PASSWORD}", f"host={a.host.get_uuid(_only_host(a))}",
-           f"destination-sr-uuid={a.SR.get_uuid(home)}")
+           f"destination-sr-uuid={a.SR.get_uuid(home)}",
+           f"vif:{b.VIF.get_uuid(b.VM.get_VIFs(moved)[0])}="
+           f"{a.network.get_uuid(STATE['home_net'])}")
     assert r.returncode == 0, r.stdout + r.stderr
     vm = a.VM.get_by_uuid(uuid)
     assert (a.VM.get_power_state(vm), a.VM.get_resident_on(vm)) == ("Running", _only_host(a))
