@@ -13,7 +13,9 @@ pool, a disk without an SR, bad credentials) and a cancel while the memory moves
 leave the VM running where it was and nothing made in the other pool.
 
 The tests run in order and share the two pools and the guest."""
+import http.client
 import os
+import ssl
 import subprocess
 import sys
 import time
@@ -112,6 +114,33 @@ def test_refusals_leave_both_pools_as_they_were(pools, a, b, guest, tmp_path):
     assert _snapshot_of(b) == before
     assert (a.VM.get_power_state(vm), a.VM.get_resident_on(vm)) == \
         ("Running", _only_host(a))
+
+
+def _http(host, method: str, path: str, body: bytes | None = None) -> bytes:
+    conn = http.client.HTTPSConnection(host.address, 443, timeout=60,
+                                       context=ssl._create_unverified_context())
+    try:
+        conn.request(method, path, body)
+        return conn.getresponse().read()
+    finally:
+        conn.close()
+
+
+def test_a_running_vm_of_the_same_uuid_refuses_the_import(pools, a):
+    """What keeps a pool from taking a VM it runs already: the metadata import a
+    cross-pool move makes (restore: the same uuid), dry run or not (xapi import.ml)."""
+    source = pools[0]
+    session = source.session()
+    sid, x, vm = session._session, session.xenapi, STATE["vm"]
+    archive = _http(source, "GET", f"/export_metadata?session_id={sid}&uuid={STATE['uuid']}")
+    before = _snapshot_of(x)
+    for dry_run in ("true", "false"):
+        task = x.task.create("same uuid", "")
+        _http(source, "PUT", f"/import_metadata?session_id={sid}&task_id={task}"
+                             f"&restore=true&live=true&dry_run={dry_run}", archive)
+        wait_for(lambda: x.task.get_status(task) != "pending", 30, "the import")
+        assert x.task.get_error_info(task) == ["VM_BAD_POWER_STATE", vm, "halted", "running"]
+    assert _snapshot_of(x) == before
 
 
 def test_cancelled_move_is_undone_in_the_other_pool(pools, a, b):
