@@ -57,10 +57,14 @@ class PoolHost:
 
 
 @contextlib.contextmanager
-def pool_hosts(tmp_path_factory, count: int, slot: int = 0, migration: bool = False):
+def pool_hosts(tmp_path_factory, count: int, slot: int = 0, migration: bool = False,
+               env: dict | None = None, host_options: list[dict] | None = None):
     """migration: each libvirtd also listens for its peers over TLS (certificates of a
     CA of the test's own, tests/pool_tls.py) with a host UUID of its own, and each
-    server reaches its peers' daemons with its certificate (live migration)."""
+    server reaches its peers' daemons with its certificate (live migration).
+    env: more environment for every server (settings, XAPI_...).
+    host_options: per host, {"env": more environment for its server, "libvirtd": more
+    PrivateLibvirtd arguments (e.g. lockd_leases)}."""
     tag = f"{os.getpid() % 10000}{slot}"
     ca = TestCA(str(tmp_path_factory.mktemp("pool-ca"))) if migration else None
     net = 10 + (os.getpid() + 11 * slot) % 200
@@ -81,19 +85,22 @@ def pool_hosts(tmp_path_factory, count: int, slot: int = 0, migration: bool = Fa
             sh("ip", "-n", ns, "link", "set", "eth0", "up")
             sh("ip", "-n", ns, "route", "add", "default", "via", f"10.96.{net}.1")
             data = str(tmp_path_factory.mktemp(f"pool-host{i}"))
-            env, tls = {**FAST_HEARTBEATS, "XAPI_BOOT_DIRS": GUEST_CACHE}, {}
+            options = (host_options or [{}] * count)[i]
+            server_env = {**FAST_HEARTBEATS, "XAPI_BOOT_DIRS": GUEST_CACHE, **(env or {}),
+                          **options.get("env", {})}
+            tls = {}
             if ca is not None:
                 pki = ca.host_dir(ns, address)
                 tls = {"libvirtd_conf": libvirtd_conf(pki, str(uuid.uuid4())),
                        "qemu_conf": qemu_conf(pki), "listen": True}
-                env["XAPI_MIGRATION_PEER_URI"] = \
+                server_env["XAPI_MIGRATION_PEER_URI"] = \
                     "qemu+tls://{address}/system?pkipath=" + pki
             libvirtd = PrivateLibvirtd(os.path.join(data, "libvirt"), netns=ns,
-                                       **tls).start()
+                                       **tls, **options.get("libvirtd", {})).start()
             url = cluster().new_database(f"pool{tag}") if i == 0 else ""
             server = ServerProcess(os.path.join(data, "xapi"), port=PORT, netns=ns,
                                    host=address, libvirt_uri=libvirtd.uri,
-                                   database_url=url, env=env)
+                                   database_url=url, env=server_env)
             hosts.append(PoolHost(ns, address, server, libvirtd))
         _start_all([h.server for h in hosts])
         yield hosts

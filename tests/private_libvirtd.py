@@ -86,7 +86,7 @@ def unavailable() -> str | None:
 
 class PrivateLibvirtd:
     def __init__(self, root: str, netns: str | None = None, libvirtd_conf: str = "",
-                 qemu_conf: str = "", listen: bool = False):
+                 qemu_conf: str = "", listen: bool = False, lockd_leases: str = ""):
         self.root = os.path.abspath(root)
         self.netns = netns   # run in that network namespace (its QEMUs' taps are there)
         # Optional extra settings (a pool's hosts: host_uuid, TLS listening, migration
@@ -96,6 +96,15 @@ class PrivateLibvirtd:
         for sub in BINDS:
             os.makedirs(os.path.join(self.root, sub), exist_ok=True)
         os.makedirs(os.path.join(self.root, "etc", "qemu"), exist_ok=True)
+        # lockd_leases: QEMU runs under libvirt's lock manager, a virtlockd of this
+        # daemon's own holding a lease per disk in that directory (shared storage: a
+        # disk leased by one daemon cannot be opened by another's QEMU).
+        self.lockd = bool(lockd_leases)
+        if self.lockd:
+            qemu_conf += 'lock_manager = "lockd"\n'
+            with open(os.path.join(self.root, "etc", "qemu-lockd.conf"), "w") as f:
+                f.write(f'auto_disk_leases = 1\nrequire_lease_for_disks = 1\n'
+                        f'file_lockspace_dir = "{lockd_leases}"\n')
         with open(os.path.join(self.root, "etc", "qemu.conf"), "w") as f:
             f.write(QEMU_CONF + qemu_conf)
         with open(os.path.join(self.root, "etc", "libvirtd.conf"),
@@ -125,7 +134,8 @@ class PrivateLibvirtd:
             shutil.copytree(seed, caps)
         binds = "; ".join(f"mount --bind {os.path.join(self.root, sub)} {target}"
                           for sub, target in BINDS.items())
-        script = f"set -e; {binds}; exec {self.binary} -p {self.root}/libvirtd.pid" + \
+        lockd = f"virtlockd -d -p {self.root}/virtlockd.pid; " if self.lockd else ""
+        script = f"set -e; {binds}; {lockd}exec {self.binary} -p {self.root}/libvirtd.pid" + \
             (" --listen" if self.listen else "")
         log = open(os.path.join(self.root, "libvirtd.log"), "ab")
         # unshare and sh exec: the pid we get is the daemon's.
@@ -154,9 +164,18 @@ class PrivateLibvirtd:
         return qemu_pid(os.path.join(self.root, "run", "qemu"), domain)
 
     def stop(self):
-        """Kill every QEMU it started, then the daemon."""
+        """Kill every QEMU it started, then the daemon (and its virtlockd)."""
         kill_qemus(os.path.join(self.root, "run", "qemu"))
         self.kill()
+        if self.lockd:
+            try:
+                with open(os.path.join(self.root, "virtlockd.pid")) as f:
+                    pid = int(f.read().strip())
+                with open(f"/proc/{pid}/cmdline", "rb") as f:   # not a reused pid
+                    if b"virtlockd" in f.read():
+                        os.kill(pid, signal.SIGKILL)
+            except (OSError, ValueError):
+                pass
 
     def log(self) -> str:
         try:

@@ -112,6 +112,10 @@ class Settings:
     patroni_ca_file: str = ""          # the pool CA its https REST API is checked against
     ha_database_url: str = ""
     ha_poll_interval: float = 1.0
+    # The lock manager this host's libvirt runs QEMU under ("lockd": virtlockd, or
+    # "sanlock", as set in qemu.conf's lock_manager; "" none). Only with one on both
+    # hosts may the VMs of a dead host start on another (api/pool_ha_recovery.py).
+    vm_lock_manager: str = ""
     # Live migration (README "Pools"): how this host's libvirtd reaches a destination
     # host's ({address}: its host.address), where the destination QEMU listens for the
     # memory stream, and whether that stream is encrypted (TLS, libvirt's certificates).

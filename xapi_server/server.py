@@ -83,6 +83,8 @@ class Server:
         self.vms_missing: dict[str, set] = {}   # a member's VMs its last report lacked
         self.pool_heartbeats: asyncio.Task | None = None
         self.pool_ha: asyncio.Task | None = None   # follows Patroni's leader (api/pool_ha.py)
+        # the coordinator restarts a dead host's VMs where safe (api/pool_ha_recovery.py)
+        self.ha_recovery: asyncio.Task | None = None
         self.restart_after_stop = False
         self.stop_serving = None   # set by main(): stop as a clean shutdown does
         self.remove_after_stop: list[str] = []
@@ -112,13 +114,16 @@ class Server:
             else api.pool_membership.watch_liveness(self))
         if self.settings.patroni_url:
             self.pool_ha = loop.create_task(api.pool_ha.follow_patroni(self))
+        if not self.role.is_member and api.pool_ha_recovery.enabled(self.settings):
+            self.ha_recovery = loop.create_task(api.pool_ha_recovery.watch_dead_hosts(self))
         self.tasks.start_gc()
         await self.store.flush()
 
     async def shutdown(self):
         self.tasks.stop_gc()
         for task in (self.certificate_checker, self.storage_watcher,
-                     self.storage_operations, self.pool_heartbeats, self.pool_ha):
+                     self.storage_operations, self.pool_heartbeats, self.pool_ha,
+                     self.ha_recovery):
             if task is not None:
                 task.cancel()
         if self.metrics is not None:

@@ -18,6 +18,7 @@ from . import pool_admin, pool_trust, pool_updates  # noqa: F401  (pool-wide set
 from . import pool_membership, pool_forward  # noqa: F401  (pool.join, eject, placement)
 from . import pool_coordinator, pool_emergency  # noqa: F401  (changes of coordinator)
 from . import pool_ha  # noqa: F401  (Pool HA: the coordinator follows Patroni's leader)
+from . import pool_ha_recovery  # noqa: F401  (Pool HA: a dead host's VMs, where safe)
 from . import vm_migrate  # noqa: F401  (VM.pool_migrate, migrate_send, host.migrate_receive)
 from . import vm_migrate_cross  # noqa: F401  (VM.migrate_send, assert_can_migrate; other pools)
 from . import vdi_migrate  # noqa: F401  (VDI.pool_migrate)

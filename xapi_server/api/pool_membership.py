@@ -19,7 +19,7 @@ import time
 from ..datamodel import NULL_REF
 from ..dispatch.registry import implements
 from ..errors import ApiError
-from ..services.pool import peer, role as pool_role
+from ..services.pool import ha_recovery, peer, role as pool_role
 from ..store import is_postgres_url
 from . import pool_records
 
@@ -138,6 +138,8 @@ def heartbeat(server, args: dict):
     host = found[0]
     server.heard_from[host] = time.monotonic()
     _set_live(store, host, True)
+    if isinstance(args.get("lock_manager"), str):   # what its VMs are fenced by
+        ha_recovery.record_lock_manager(store, host, args["lock_manager"])
     running = args.get("running")
     if not isinstance(running, dict):
         return True
@@ -262,7 +264,8 @@ async def send_heartbeats(server):
         try:
             await asyncio.to_thread(peer.call, host, port, "heartbeat",
                                     {"host_uuid": role.host_uuid,
-                                     "running": running_here(server)},
+                                     "running": running_here(server),
+                                     "lock_manager": server.settings.vm_lock_manager},
                                     pinned=role.master_fingerprint, secret=role.secret,
                                     timeout=max(2.0, server.settings.pool_heartbeat_interval))
             if failing:
