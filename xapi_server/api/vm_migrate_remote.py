@@ -140,12 +140,19 @@ async def complete(server, args: dict) -> str:
 
 
 async def abort(server, args: dict) -> bool:
+    """Only what a move could have made goes: a halted VM (waited for while a move
+    holds it) and disks no VM uses any more."""
     store = server.store
     vm = args.get("vm")
     if isinstance(vm, str) and store.exists("VM", vm):
-        await _gone(server, vm)
+        if OPERATION_KEY in store.get("VM", vm, "current_operations"):
+            await _gone(server, vm)
+        state = store.get("VM", vm, "power_state")
+        if state != "Halted":
+            raise ApiError("VM_BAD_POWER_STATE", vm, "halted", state.lower())
         await _forget_vm(server, vm)
-    vdis = [v for v in args.get("vdis") or [] if isinstance(v, str) and store.exists("VDI", v)]
+    vdis = [v for v in args.get("vdis") or [] if isinstance(v, str)
+            and store.exists("VDI", v) and not store.get("VDI", v, "VBDs")]
     by_host: dict[str, list] = {}
     for vdi in vdis:   # each disk where its SR is plugged (this host first)
         hosts = [store.get("PBD", p, "host") for p in store.get("SR", store.get(
