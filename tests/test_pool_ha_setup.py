@@ -16,6 +16,7 @@ import psycopg
 import pytest
 
 from ha_harness import ETCD_CLIENT, ha_cluster
+from xapi_server.services.pool.ha_switchover import SwitchoverRefused, plan, switchover
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +82,22 @@ def test_passwords_derived_from_the_pool_secret(ha):
                         hashlib.sha256).hexdigest()
     assert ha.password == expected
     assert secret.strip().decode() not in files.pop()
+
+
+def test_switchover_asked_with_the_pool_secret(ha):
+    """pool.designate_new_master's request to Patroni (services/pool/ha_switchover.py)
+    over the script's TLS, with the REST password derived from the pool secret: only
+    to the synchronous standby, and a wrong secret is refused."""
+    leader, standby = ha.wait_leader(), ha.wait_sync_standby()
+    secret = open(os.path.join(os.path.dirname(ha.nodes[0].dir), "pool-secret")).read()
+    node = ha.nodes[0]
+    third = next(n for n in ha.nodes if n.name not in (leader.name, standby))
+    with pytest.raises(SwitchoverRefused, match="synchronous standby"):
+        plan(node.api, node.ca, secret, third.address)
+    names = plan(node.api, node.ca, secret, ha.node(standby).address)
+    assert names == (leader.name, standby)
+    with pytest.raises(SwitchoverRefused, match="HTTP 401"):
+        switchover(node.api, node.ca, "not the pool secret", *names)
+    assert ha.leader() is leader
+    switchover(node.api, node.ca, secret, *names)
+    assert ha.wait_leader(not_this=leader).name == standby
