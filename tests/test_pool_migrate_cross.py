@@ -104,6 +104,11 @@ def test_refusals_leave_both_pools_as_they_were(pools, a, b, guest, tmp_path):
     assert failure(a.VM.assert_can_migrate, vm, dest, True, {disk: their_sr},
                    {vif: ours_net}, {}, {}) == ["HANDLE_INVALID", "network", ours_net]
     a.VM.assert_can_migrate(vm, dest, True, {disk: their_sr}, {vif: their_net}, {}, {})
+    # a coordinator there that does not answer (the bridge's address, a closed port)
+    nobody = pools[0].address.rsplit(".", 1)[0] + ".1"
+    assert failure(a.VM.assert_can_migrate, vm, {**dest, "master": f"http://{nobody}:1"},
+                   True, {disk: their_sr}, {vif: their_net}, {}, {}) == \
+        ["CANNOT_CONTACT_HOST", nobody]
     # xe with a wrong password for the other pool
     r = xe(tmp_path, source, "vm-migrate", f"uuid={uuid}",
            f"remote-master={pools[1].address}", "remote-username=root",

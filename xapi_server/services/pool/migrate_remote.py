@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import http.client
 import json
+import logging
 import ssl
 import xmlrpc.client
 from xml.parsers.expat import ExpatError
@@ -33,6 +34,7 @@ from urllib.parse import urlencode, urlsplit
 from ...errors import ApiError
 from .peer import PATH as INTERNAL_PATH, SESSION_HEADER
 
+log = logging.getLogger(__name__)
 DEFAULT_PORT = 443
 MAX_REPLY = 64 << 20
 
@@ -101,7 +103,8 @@ class RemotePool:
         return cls(dest["master"], dest["session_id"], dest["host"], address)
 
     def _unreachable(self, exc) -> ApiError:
-        return ApiError("CANNOT_CONTACT_HOST", f"{self.master}: {exc}"[:200])
+        log.warning("the other pool's coordinator %s:%d: %s", self.master, self.port, exc)
+        return ApiError("CANNOT_CONTACT_HOST", self.master)   # xapi: the remote address
 
     def _rpc(self, method: str, *args):
         fn = functools.reduce(getattr, method.split("."), self._proxy)
