@@ -113,6 +113,16 @@ def pool_hosts(tmp_path_factory, count: int, slot: int = 0, migration: bool = Fa
         sh("ip", "link", "del", bridge, check=False)
 
 
+@contextlib.contextmanager
+def joined_pool(tmp_path_factory, count: int, **options):
+    """pool_hosts (same options) with every other host joined to the first."""
+    with pool_hosts(tmp_path_factory, count, **options) as made:
+        for member in made[1:]:
+            member.session().xenapi.pool.join(made[0].address, "root", ROOT_PASSWORD)
+            member.wait_restarted()
+        yield made
+
+
 def _start_all(servers: list[ServerProcess], timeout: float = 90):
     for server in servers:
         server.start_nowait()
@@ -129,4 +139,4 @@ def login_fails_with(host: PoolHost) -> list:
     raise AssertionError(f"{host.name} accepted a login")
 
 
-__all__ = ["PoolHost", "pool_hosts", "login_fails_with", "ROOT_PASSWORD"]
+__all__ = ["PoolHost", "pool_hosts", "joined_pool", "login_fails_with", "ROOT_PASSWORD"]

@@ -105,6 +105,10 @@ class Settings:
     # coordinator marks a member not live after this long without hearing from it.
     pool_heartbeat_interval: float = 30.0
     host_assumed_dead_interval: float = 600.0
+    # The coordinator pushes a copy of the pool database to each member this often
+    # (xapi's pool_db_sync_interval), besides pool.sync_database: a member taking over
+    # in an emergency starts from a recent copy.
+    pool_db_sync_interval: float = 300.0
     # Pool HA (README "Pool HA"): this host's Patroni REST API ("": no HA), the
     # replicated pool database a host that becomes Patroni's leader takes over (libpq
     # multi-host URL with target_session_attrs=read-write), how often Patroni is asked.

@@ -57,7 +57,7 @@ class Tasks:
     def collect_garbage(self, at: datetime | None = None):
         at = at or now()
         for ref, rec in list(self.store.tables["task"].items()):
-            if rec["status"] == "pending":
+            if rec["status"] in ("pending", "cancelling"):   # not finished yet
                 age, limit = (at - rec["created"]).total_seconds(), PENDING_TASK_LIFETIME
                 if ref in self.running:
                     continue

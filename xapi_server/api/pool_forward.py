@@ -17,7 +17,9 @@ touches a member's libvirt itself. A standalone host (a pool of one) is not affe
 """
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from datetime import datetime
 
 from ..datamodel import CLASSES, METHODS, NULL_REF, RW, forward_target
@@ -25,15 +27,17 @@ from ..datamodel.types import Record, Ref, Set, format_datetime
 from ..dispatch import Context
 from ..dispatch.unmarshal import unmarshal
 from ..errors import ApiError
-from . import pool_records, pool_scope
+from . import pool_records, pool_scope, pool_tasks
 from .pool_membership import call_member, is_live
 
-# Placed by the coordinator (start_elsewhere), then run by the chosen member; every
-# other message a member runs for the coordinator is one the datamodel forwards.
-PLACED = ("VM.start",)
+# Sent to a member by the code of the message itself (start_elsewhere, run_on_member),
+# not by the dispatcher's step: the host is not found from one parameter. Every other
+# message a member runs for the coordinator is one the datamodel forwards.
+PLACED = ("VM.start", "VDI.pool_migrate")
 # What a forwarded call may remove; networks are matched by bridge, never removed.
 GONE_CLASSES = ("console", "VIF", "VBD", "VM", "VM_metrics", "VDI", "PBD", "SR")
 FORWARD_TIMEOUT = 1800.0   # a clean shutdown may take 1200 s (api/vm.py)
+CANCEL_GRACE = 60.0        # how long a cancelled call's member may take to stop
 
 
 def _in_pool(ctx) -> bool:
@@ -124,6 +128,14 @@ async def forward_call(ctx, args: list) -> tuple | None:
     return (await _run_on(ctx, host, ctx.message, args),)
 
 
+async def run_on_member(ctx, host: str, args: list):
+    """The message ctx runs, with these arguments, run by the member `host` instead
+    (one of PLACED); its result."""
+    if ctx.task is not None:
+        ctx.store.update("task", ctx.task, resident_on=host)
+    return await _run_on(ctx, host, ctx.message, args)
+
+
 def call_scope(store, m, args: list, result=None) -> dict:
     """{class: refs} of the records a call needs: the scope of every object its
     parameters name (refs, sets of refs, refs in a record), and of its result."""
@@ -162,9 +174,12 @@ async def _run_on(ctx, host: str, m, args: list):
     of them come back into the pool database, with the objects the call removed."""
     store = ctx.store
     sent = call_scope(store, m, args)
-    answer = await call_member(ctx.server, host, "call", {
-        "message": m.wire_name, "params": _plain(args),
-        "objects": pool_records.encode(_records(store, sent))}, timeout=FORWARD_TIMEOUT)
+    call = {"message": m.wire_name, "params": _plain(args),
+            "objects": pool_records.encode(_records(store, sent))}
+    if ctx.task is not None:   # the member runs it under a task a cancel here reaches
+        call["task"] = ctx.task
+    answer = await _cancellable(ctx, host, call_member(ctx.server, host, "call", call,
+                                                       timeout=FORWARD_TIMEOUT))
     try:
         objects = pool_records.decode(answer["objects"])
         gone = {c: list(answer["gone"].get(c, [])) for c in GONE_CLASSES}
@@ -174,6 +189,24 @@ async def _run_on(ctx, host: str, m, args: list):
         raise ApiError("INTERNAL_ERROR", f"the member's answer: {exc}") from None
     _merge(store, host, sent, objects, gone)
     return result
+
+
+async def _cancellable(ctx, host: str, calling):
+    """Await the member's answer; when the task here is cancelled, the member is told
+    to cancel its work too, and given CANCEL_GRACE seconds to stop and clean up. The
+    cancel is sent again each second until the call ends: it may come before the
+    member has started the work."""
+    call = asyncio.ensure_future(calling)
+    try:
+        return await asyncio.shield(call)
+    except asyncio.CancelledError:
+        deadline = time.monotonic() + CANCEL_GRACE
+        while ctx.task is not None and not call.done() and time.monotonic() < deadline:
+            await pool_tasks.relay_cancel(ctx.server, host, ctx.task)
+            await asyncio.wait({call}, timeout=1.0)
+        if call.done() and not call.cancelled():
+            call.exception()   # retrieved: the member's TASK_CANCELLED is expected
+        raise
 
 
 def _merge(store, member: str, sent: dict, objects: dict, gone: dict):
@@ -224,7 +257,13 @@ async def run_for_coordinator(server, args: dict):
     store = server.store
     _take_from_coordinator(store, objects, server.host_ref)
     sent = {c: set(recs) for c, recs in objects.items() if recs}
-    result = await server.dispatcher.run(Context(server, m), call_args)
+    task = args.get("task")
+    if isinstance(task, str):   # the coordinator's task: its cancel reaches the call here
+        async def work(mine):
+            return await server.dispatcher.run(Context(server, m, task=mine), call_args)
+        result = await pool_tasks.run_for(server, task, f"Forwarded.{m.wire_name}", work)
+    else:
+        result = await server.dispatcher.run(Context(server, m), call_args)
     after = call_scope(store, m, call_args, result)
     for cname, refs in sent.items():
         after.setdefault(cname, set()).update(refs)

@@ -34,6 +34,10 @@ def check_for_member(server, args: dict):
         server.tasks.check_may_change(session, task)
         if server.tasks.status(task) != "pending":
             raise ApiError("OPERATION_NOT_ALLOWED", "the task has already ended")
+        # the member runs it now: a task.cancel here goes there (api/pool_tasks.py)
+        member = server.store.find("host", uuid=args.get("host"))
+        if member:
+            server.store.update("task", task, resident_on=member[0])
     superuser = server.auth.is_superuser(session)
     if permission is not None and not superuser:
         needed = HTTP_PERMISSIONS.get(permission) if isinstance(permission, str) else None
@@ -52,6 +56,8 @@ def task_ended(server, args: dict):
         return False
     if status == "success":
         server.tasks.succeed(task, str(args.get("result", "")))
+    elif status == "cancelled":   # the error names the client's task, not the member's
+        server.tasks.fail(task, ["TASK_CANCELLED", task], status="cancelled")
     else:
         error = args.get("error")
         server.tasks.fail(task, [str(e) for e in error] if isinstance(error, list) and error
@@ -76,7 +82,8 @@ async def vouched_session(server, ref: str, permission: str | None,
     answer."""
     try:
         answer = await _to_coordinator(server, "session", {
-            "session": ref, "permission": permission, "task": task})
+            "session": ref, "permission": permission, "task": task,
+            "host": server.role.host_uuid})
     except peer.Refused as exc:
         raise ApiError(*exc.description) from None
     except peer.Unreachable as exc:

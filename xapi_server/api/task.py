@@ -5,6 +5,7 @@ from ..datamodel import METHODS
 from ..dispatch.generic import GENERIC
 from ..dispatch.registry import IMPLEMENTATIONS, implements
 from ..errors import ApiError
+from . import pool_tasks
 
 
 @implements("task.create")
@@ -24,9 +25,14 @@ def destroy(ctx, self):
 
 
 @implements("task.cancel")
-def cancel(ctx, task):
-    ctx.server.tasks.check_may_change(ctx.session, task)
-    ctx.server.tasks.cancel(task)
+async def cancel(ctx, task):
+    tasks = ctx.server.tasks
+    tasks.check_may_change(ctx.session, task)
+    # A task whose work a pool member runs (a redirected data handler's) is cancelled
+    # there; a forwarded call's job here relays the cancel itself (api/pool_forward.py).
+    if task not in tasks.running and await pool_tasks.cancel_on_member(ctx.server, task):
+        return
+    tasks.cancel(task)
 
 
 @implements("task.set_progress")

@@ -3,8 +3,9 @@ while the guest runs (libvirt mirrors the disk into a volume made first in that 
 the domain switches to it); the VM's VBD then names the new VDI and the old one is
 destroyed, as xapi does (it runs a storage migration of the VM to its own host).
 
-Only for a VM this server runs itself (the coordinator's, or a standalone host's): one
-running on a member is refused (OPERATION_NOT_ALLOWED, Server.runtime_of_vm) for now.
+The host running the VM does it: in a pool the coordinator sends the call to the
+member the VM runs on (api/pool_forward.run_on_member), with the records it needs, and
+writes back the new VDI, the VBD naming it and the old one gone.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from ..backends.hypervisor import HypervisorError
 from ..dispatch.registry import implements
 from ..errors import ApiError
 from ..services.storage import attach, service, vdiops
+from . import pool_forward
 from .vm_checks import vm_operation
 
 
@@ -30,7 +32,10 @@ async def pool_migrate(ctx, vdi, sr, options):
     server, store = ctx.server, ctx.store
     store.record("SR", sr)
     vbd, vm = _running_user(store, vdi)
-    runtime = server.runtime_of_vm(vm)   # refused for a VM running on a member
+    host = store.get("VM", vm, "resident_on")
+    if not server.role.is_member and host != server.host_ref and store.exists("host", host):
+        return await pool_forward.run_on_member(ctx, host, [vdi, sr, options])
+    runtime = server.runtime_of_vm(vm)
     if sr == store.get("VDI", vdi, "SR"):
         return vdi
     if not service.host_pbd(store, sr, runtime.host_ref):

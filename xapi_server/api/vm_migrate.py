@@ -11,7 +11,8 @@ libvirt job's; cancelling the task aborts the job. A failed or cancelled migrati
 leaves the VM running where it was (libvirt resumes it there); a done one leaves its
 records (resident_on, domid, the consoles' location) naming the destination. The
 coordinator acts on its own machine for its own end and calls a member's
-`/pool_internal` for the member's end, never a member's libvirt itself.
+`/pool_internal` for the member's end, never a member's libvirt itself. A halted or
+suspended VM given to VM.migrate_send moves the same way (api/vm_migrate_parked.py).
 """
 from __future__ import annotations
 
@@ -25,9 +26,9 @@ from ..errors import ApiError
 from ..messages import PRIORITY_INFO, raise_message
 from ..services.storage import service
 from ..services.vm import consoles
-from . import pool_records, vm_migrate_host as at_host
+from . import pool_records, vm_migrate_host as at_host, vm_migrate_parked
 from .pool_membership import call_member, is_live
-from .vm_checks import vm_operation
+from .vm_checks import assert_operation_valid, vm_operation
 
 log = logging.getLogger(__name__)
 PROGRESS_EVERY = 0.5   # seconds between two reads of the migration job's progress
@@ -107,9 +108,10 @@ def _copies(ctx, vm: str, dest: dict, live: bool, vdi_map: dict, vif_map: dict,
     store = ctx.store
     host = dest.get("host", "")
     store.record("host", host)   # another pool's host: api/vm_migrate_cross.py
-    if store.get("VM", vm, "power_state") != "Running" or not live:
-        raise ApiError("VM_BAD_POWER_STATE", vm, "running",
-                       store.get("VM", vm, "power_state").lower())
+    state = store.get("VM", vm, "power_state")
+    parked = state in vm_migrate_parked.PARKED   # moved as it is, not live
+    if not parked and (state != "Running" or not live):
+        raise ApiError("VM_BAD_POWER_STATE", vm, "running", state.lower())
     if vif_map:
         raise ApiError("OPERATION_NOT_ALLOWED",
                        "VIF mapping is not allowed for intra-pool migration")
@@ -124,7 +126,11 @@ def _copies(ctx, vm: str, dest: dict, live: bool, vdi_map: dict, vif_map: dict,
             raise ApiError("VDI_NOT_IN_MAP", vdi)
         if target != sr:
             copies[vdi] = target
-    assert_can_move(ctx.server, vm, host, vdi_map)
+    if parked:
+        assert_operation_valid(store, vm, "migrate_send")
+        assert_can_receive(store, vm, host, vdi_map)
+    else:
+        assert_can_move(ctx.server, vm, host, vdi_map)
     return host, copies
 
 
@@ -139,6 +145,11 @@ async def migrate_send(ctx, vm, dest, live, vdi_map, vif_map, options, vgpu_map,
     """Within the pool: the disks vdi_map sends to another SR are copied while the VM
     runs (libvirt copies them into volumes the destination made first), then the VM
     uses the copies and the originals are destroyed; the others stay where they are."""
+    if ctx.store.get("VM", vm, "power_state") in vm_migrate_parked.PARKED:
+        host, copies = _copies(ctx, vm, dest, live, vdi_map, vif_map, vgpu_map)
+        await vm_migrate_parked.move_parked(ctx, vm, host, copies,
+                                            set(disks(ctx.store, vm).values()), move)
+        return vm
     async with vm_operation(ctx, vm, "migrate_send"):
         host, copies = _copies(ctx, vm, dest, live, vdi_map, vif_map, vgpu_map)
         await move(ctx, vm, host, copies)

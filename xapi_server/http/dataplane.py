@@ -33,7 +33,7 @@ import logging
 import time
 from urllib.parse import parse_qs
 
-from ..api import pool_sessions
+from ..api import pool_sessions, pool_tasks
 from ..errors import ApiError
 from ..wire import clean_text
 from ..wire.xmlrpc import encode_value
@@ -180,8 +180,9 @@ def _task_for(req: Request) -> str:
         return tasks.create(f"HTTP {req.route.action}", session=req.session)
     if not req.server.store.exists("task", ref):
         if req.server.role.is_member:   # redirected here: the coordinator checked it
-            req.coordinator_task = ref
-            return tasks.create(f"HTTP {req.route.action}", session=req.session)
+            req.coordinator_task = ref   # and a task.cancel there reaches this one
+            return pool_tasks.member_task(req.server, f"HTTP {req.route.action}", ref,
+                                          session=req.session)
         raise Refusal(404, ApiError("HANDLE_INVALID", "task", ref))
     try:
         tasks.check_may_change(req.session, ref)
