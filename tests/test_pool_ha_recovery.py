@@ -9,7 +9,8 @@ coordinator restarts the fenced one on itself; the other is left Halted for the
 administrator, with the reason and a HA_PROTECTED_VM_RESTART_FAILED message. Then the
 safety proof: a second QEMU on the restarted VM's disk, started by the first member's
 libvirtd (up again), is refused by the lock manager while the coordinator's holds the
-lease. The tests run in order and share the pool."""
+lease. Also: the third host's join offers the replicated database (a message).
+The tests run in order and share the pool."""
 import os
 import re
 import signal
@@ -78,6 +79,23 @@ def protected_vm(c, guest, name, sr):
                   "qos_algorithm_type": "", "qos_algorithm_params": {}})
     c.VM.set_ha_restart_priority(vm, "restart")
     return vm
+
+
+def test_third_join_offers_a_replicated_database(pool):
+    """The join that made three hosts raised the offer (api/pool_ha_offer.py), once:
+    the install script's command for each host, names and addresses filled in."""
+    hosts, _ = pool
+    c = hosts[0].session().xenapi
+    offers = [m for m in c.message.get_all_records().values()
+              if m["name"] == "POOL_DATABASE_HA_AVAILABLE"]
+    assert len(offers) == 1
+    assert offers[0]["obj_uuid"] == c.pool.get_uuid(c.pool.get_all()[0])
+    body = offers[0]["body"]
+    for host in hosts:
+        assert f"on {host.address}: scripts/pool-ha-setup.sh --name " in body
+    members = re.search(r"--members (\S+)", body).group(1).split(",")
+    assert sorted(m.split("=")[1] for m in members) == sorted(h.address for h in hosts)
+    assert body.count("--new-ca") == 1
 
 
 def test_dead_hosts_vms_restarted_only_where_fenced(pool, guest):

@@ -42,7 +42,8 @@ async def watch_dead_hosts(server):
     ha_recovery.record_lock_manager(store, server.host_ref, server.settings.vm_lock_manager)
     await store.flush()
     while True:
-        for host in sorted(store.tables["host"]):
+        hosts = [] if store.deposed is not None else sorted(store.tables["host"])
+        for host in hosts:   # (a deposed coordinator acts no more: it follows the new one)
             if host != server.host_ref and not is_live(store, host) \
                     and ha_recovery.guests_of(store, host):
                 try:

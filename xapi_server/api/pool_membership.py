@@ -22,6 +22,7 @@ from ..errors import ApiError
 from ..services.pool import ha_recovery, peer, role as pool_role
 from ..store import is_postgres_url
 from . import pool_records
+from .pool_ha_offer import offer_after_join
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +111,9 @@ async def accept_joiner(server, args: dict, peer_address: str):
         pool_records.add_to_pool(store, objects)
         server.heard_from[joiner_ref] = time.monotonic()
         _set_live(store, joiner_ref, True)
-        await store.flush()
         log.warning("host %s joined the pool", joiner["uuid"])
+        offer_after_join(server)   # the third host: the database can be replicated
+        await store.flush()
         # The pool database's location too: a member takes it over in an emergency
         # (api/pool_emergency.py).
         return {"secret": pool_role.coordinator_secret(server.settings.data_dir),
