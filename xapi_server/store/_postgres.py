@@ -21,11 +21,9 @@ with the reason; the server stops serving as coordinator (services/pool/ha.py).
 """
 from __future__ import annotations
 
-import psycopg
-from psycopg.conninfo import conninfo_to_dict
-
 from ..datamodel import CLASSES
 from .codec import decode_row, quote, stored_classes, stored_fields
+from .pg_driver import conninfo_to_dict, psycopg
 from .writer import SCHEMA_VERSION, STATE_TABLE, DatabaseUnavailable, Loaded, Writer, \
     ensure_state_tables
 

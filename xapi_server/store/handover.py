@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import os
 
-import psycopg
-from psycopg.conninfo import conninfo_to_dict
-
 from ._postgres import CONNECTION_DEFAULTS, WRITER_LOCK, describe, display_name
 from ._sqlite import Database
 from .codec import row_values, stored_classes
+from .pg_driver import conninfo_to_dict, psycopg
 
 WRITER_HELD = "a live server is its writer (the coordinator is still running)"
 

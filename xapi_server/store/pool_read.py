@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import json
 
-import psycopg
-from psycopg.conninfo import conninfo_to_dict
-
 from ._postgres import CONNECTION_DEFAULTS, describe, follows_primary, is_postgres_url
 from .codec import quote, stored_classes, stored_fields
+from .pg_driver import conninfo_to_dict, psycopg
 from .writer import STATE_TABLE
 
 
