@@ -24,6 +24,8 @@ import logging
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from .corked import CorkedTransport
+
 log = logging.getLogger(__name__)
 
 _TOO_LARGE = b"request header fields too large\n"
@@ -61,6 +63,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport):
         super().connection_made(transport)
+        self._corked = CorkedTransport(transport, self.loop)
         self.idle_since = self.loop.time()
         self._arm(self.header_timeout, "request headers")
         self._start_head()
@@ -123,6 +126,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def on_headers_complete(self):
         self._in_head = False
         super().on_headers_complete()
+        if self.cycle is not None:
+            self._corked.hold_next_write()
+            self.cycle.transport = self._corked
         self._arm(self.body_timeout, "request body")
 
     def on_message_complete(self):
