@@ -126,14 +126,14 @@ def test_cancel_of_a_redirected_upload_reaches_the_member(hosts, c, coordinator_
                  "the member taking the upload")
         c.task.cancel(task)
         assert wait_task(c, task) == ("cancelled", ["TASK_CANCELLED", task])
+        # the member dropped the upload: the connection ends (after xapi's 200 header
+        # when it was sent already); a timeout here means it still waits for the rest
         upload.settimeout(30)
         try:
-            rest = upload.recv(65536)
-            while rest and b"HTTP/1.1 200" not in rest:
-                rest = upload.recv(65536)
+            while upload.recv(65536):
+                pass
         except (ConnectionError, ssl.SSLError):
-            rest = b""
-        assert not rest, rest   # the member dropped the upload
+            pass
     finally:
         upload.close()
     assert cancelled_on(member, task)

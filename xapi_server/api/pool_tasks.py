@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 # The member's task names the coordinator's task it works for under this key.
 FORWARDED_FROM = "forwarded_from"
-CANCEL_TIMEOUT = 30.0
+CANCEL_TIMEOUT = 10.0
 START_GRACE = 10.0   # how long a member may take to start work it was sent
 
 
