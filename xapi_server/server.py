@@ -85,6 +85,8 @@ class Server:
         self.pool_ha: asyncio.Task | None = None   # follows Patroni's leader (api/pool_ha.py)
         # the coordinator restarts a dead host's VMs where safe (api/pool_ha_recovery.py)
         self.ha_recovery: asyncio.Task | None = None
+        # the coordinator's periodic copies of the pool database to the members
+        self.pool_db_copies: asyncio.Task | None = None
         self.restart_after_stop = False
         self.stop_serving = None   # set by main(): stop as a clean shutdown does
         self.remove_after_stop: list[str] = []
@@ -112,6 +114,9 @@ class Server:
         self.pool_heartbeats = loop.create_task(
             api.pool_membership.send_heartbeats(self) if self.role.is_member
             else api.pool_membership.watch_liveness(self))
+        if not self.role.is_member:
+            self.pool_db_copies = loop.create_task(
+                api.pool_emergency.push_copies_periodically(self))
         if self.settings.patroni_url:
             self.pool_ha = loop.create_task(api.pool_ha.follow_patroni(self))
         if not self.role.is_member and api.pool_ha_recovery.enabled(self.settings):
@@ -123,7 +128,7 @@ class Server:
         self.tasks.stop_gc()
         for task in (self.certificate_checker, self.storage_watcher,
                      self.storage_operations, self.pool_heartbeats, self.pool_ha,
-                     self.ha_recovery):
+                     self.pool_db_copies, self.ha_recovery):
             if task is not None:
                 task.cancel()
         if self.metrics is not None:

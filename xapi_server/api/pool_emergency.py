@@ -171,20 +171,42 @@ async def rotate_secret(ctx):
 
 @implements("pool.sync_database")
 async def sync_database(ctx):
-    server, store = ctx.server, ctx.store
+    failed = await _push_copies(ctx.server, _members(ctx.server))
+    if failed is not None:
+        raise failed
+
+
+async def _push_copies(server, hosts: list) -> ApiError | None:
+    """A copy of the records, as they are now, to each of these members; the first
+    refusal (the others still get theirs)."""
+    store = server.store
     await store.flush()
     location = pool_role.database_location(server.settings, server.role)
     ops = snapshot(store)
     failed = None
-    for host in _members(server):
+    for host in hosts:
         try:
             await call_member(server, host, "database_copy", {
                 "ops": ops, "database": location if is_postgres_url(location) else ""},
                 timeout=300)
-        except ApiError as exc:   # the others still get theirs
+        except ApiError as exc:
             failed = failed or exc
-    if failed is not None:
-        raise failed
+    return failed
+
+
+async def push_copies_periodically(server):
+    """The coordinator: every pool_db_sync_interval seconds each live member gets a
+    fresh copy (xapi's pool database backup thread), so that one taking over in an
+    emergency starts from a recent one even if nobody called pool.sync_database."""
+    while True:
+        await asyncio.sleep(server.settings.pool_db_sync_interval)
+        members = [h for h in _members(server) if is_live(server.store, h)]
+        if not members:
+            continue
+        failed = await _push_copies(server, members)
+        if failed is not None:
+            log.warning("a member did not take its copy of the pool database: %s",
+                        failed.description)
 
 
 # -- on a member (calls from the coordinator, /pool_internal) --------------------------
