@@ -18,7 +18,7 @@ import time
 
 from .datamodel import CLASSES
 from .errors import ApiError
-from .wire import Int32
+from .wire import Event, Int32
 
 # Classes event.from can watch. As in xapi (gen_events:false), not session: a session's
 # ref is its owner's credential, and "*" must not hand it to every other user.
@@ -75,22 +75,45 @@ class Subscription:
         return sorted(self.classes | {c for c, _ in self.objects})
 
 
-def collect(store, sub: Subscription, since: int, upto: int) -> list[dict]:
+class EventMemo:
+    """The Event last told for each object, kept while its Record, generation and
+    operation stay the same: a full event.from of 10,000 VMs then makes no event per
+    call, and the codecs find each Event's encoding cached (they key it by the Event).
+    Entries of deleted objects are dropped when a class's memo outgrows its table."""
+
+    def __init__(self):
+        self._by_class: dict[str, dict[str, tuple]] = {}
+
+    def of(self, cname: str) -> dict:
+        memo = self._by_class.get(cname)
+        if memo is None:
+            memo = self._by_class[cname] = {}
+        return memo
+
+    def prune(self, cname: str, live: dict):
+        memo = self._by_class.get(cname)
+        if memo is not None and len(memo) > 2 * len(live) + 256:
+            self._by_class[cname] = {ref: e for ref, e in memo.items() if ref in live}
+
+
+def collect(store, sub: Subscription, since: int, upto: int,
+            memo: EventMemo | None = None) -> list[dict]:
     """Events for changes after generation `since`, coalesced per object; objects
     changed after `upto` are left for a later call."""
     events: list[dict] = []
-    for part in _event_parts(store, sub, since, upto):
+    for part in _event_parts(store, sub, since, upto, memo or EventMemo()):
         events += part
     return events
 
 
-async def collect_sliced(store, sub: Subscription, since: int, upto: int) -> list[dict]:
+async def collect_sliced(store, sub: Subscription, since: int, upto: int,
+                         memo: EventMemo | None = None) -> list[dict]:
     """collect(), giving the event loop back between parts: a full event.from over
     tens of thousands of objects must not hold up every other client. The objects and
     their Records are taken in one go before the first part (a Record is never changed
     in place), so the answer is the one collect() would have given at that moment."""
     events: list[dict] = []
-    for part in _event_parts(store, sub, since, upto):
+    for part in _event_parts(store, sub, since, upto, memo or EventMemo()):
         events += part
         await asyncio.sleep(0)
     return events
@@ -99,20 +122,20 @@ async def collect_sliced(store, sub: Subscription, since: int, upto: int) -> lis
 PART = 2048   # objects turned into events between two turns of the event loop
 
 
-def _event_parts(store, sub, since, upto):
+def _event_parts(store, sub, since, upto, memo):
     if since < store.log_floor or since == 0:
-        touched = _scan_everything(store, sub, since)
-    else:
-        start = bisect.bisect_right(store.log, since, key=lambda e: e[0])
-        touched = {}
-        for gen, cname, ref in store.log[start:]:
-            if sub.wants(cname, ref):
-                touched[(cname, ref)] = gen
+        yield from _scan_parts(store, sub, since, upto, memo)
+        return
+    start = bisect.bisect_right(store.log, since, key=lambda e: e[0])
+    touched = {}
+    for gen, cname, ref in store.log[start:]:
+        if sub.wants(cname, ref):
+            touched[(cname, ref)] = gen
     tables = store.tables
     items = [(key, gen, tables[key[0]].get(key[1])) for key, gen in touched.items()
              if gen <= upto]
     for first in range(0, len(items), PART):
-        yield _events(store, items[first:first + PART], since)
+        yield _events(store, items[first:first + PART], since, memo)
 
 
 def _made(store, cname, ref) -> int:
@@ -123,7 +146,18 @@ def _made(store, cname, ref) -> int:
 _LOWER = {name: name.lower() for name in CLASSES}
 
 
-def _events(store, items, since) -> list[dict]:
+def _event(memo: dict, cname, ref, gen, record, op) -> Event:
+    """The Event of a live object, the one told before while nothing changed."""
+    known = memo.get(ref)
+    if known is not None and known[0] == gen and known[1] == op and known[2] is record:
+        return known[3]
+    event = Event({"id": str(gen), "timestamp": "0.0", "class": _LOWER[cname],
+                   "operation": op, "ref": ref, "snapshot": record})
+    memo[ref] = (gen, op, record, event)
+    return event
+
+
+def _events(store, items, since, memo: EventMemo) -> list[dict]:
     events = []
     for (cname, ref), gen, record in items:
         if record is None:
@@ -134,39 +168,52 @@ def _events(store, items, since) -> list[dict]:
                            "operation": "del", "ref": ref})
             continue
         # From the start (since 0) every live object was made since: no look-up.
-        made_since = since == 0 or _made(store, cname, ref) > since
-        events.append({"id": str(gen), "timestamp": "0.0", "class": _LOWER[cname],
-                       "operation": "add" if made_since else "mod",
-                       "ref": ref, "snapshot": record})
+        op = "add" if since == 0 or _made(store, cname, ref) > since else "mod"
+        events.append(_event(memo.of(cname), cname, ref, gen, record, op))
     return events
 
 
-def _scan_everything(store, sub, since):
-    touched = {}
+def _scan_parts(store, sub, since, upto, memo: EventMemo):
+    """Every subscribed object changed after `since` (the whole store from the start,
+    or when the log no longer reaches back that far), class by class, in parts. Each
+    class's generations and Records are copied at once before the first part (C-speed
+    dict copies), so the parts tell one moment; deleted objects come last."""
+    classes = []
     for cname in sub.all_classes():
         gens = store.gens[cname]
-        if sub.everything or cname in sub.classes:     # the whole class: no test per ref
-            touched.update(((cname, ref), gen) for ref, gen in gens.items() if gen > since)
-        else:
-            touched.update(((cname, ref), gen) for ref, gen in gens.items()
-                           if gen > since and sub.wants(cname, ref))
-    for (cname, ref), _made in store.deleted.items():
-        if sub.wants(cname, ref):
-            touched[(cname, ref)] = store.generation
-    return touched
+        if not (sub.everything or cname in sub.classes):     # single objects of it
+            gens = {ref: gen for ref, gen in gens.items() if sub.wants(cname, ref)}
+        classes.append((cname, list(gens.items()), dict(store.tables[cname])))
+    gone = [(key, store.generation, None) for key in store.deleted if sub.wants(*key)]
+    for cname, gens, table in classes:
+        known = memo.of(cname)
+        for first in range(0, len(gens), PART):
+            events = []
+            for ref, gen in gens[first:first + PART]:
+                record = table.get(ref)
+                if gen <= since or gen > upto or record is None:
+                    continue
+                op = "add" if since == 0 or _made(store, cname, ref) > since else "mod"
+                events.append(_event(known, cname, ref, gen, record, op))
+            yield events
+        memo.prune(cname, table)
+    gone = [item for item in gone if item[1] <= upto]
+    if gone:
+        yield _events(store, gone, since, memo)
 
 
 def valid_ref_counts(store) -> dict:
     return {name.lower(): Int32(len(store.tables[name])) for name in _BY_LOWER.values()}
 
 
-async def event_from(store, classes, token: str, timeout: float) -> dict:
+async def event_from(store, classes, token: str, timeout: float,
+                     memo: EventMemo | None = None) -> dict:
     sub = Subscription(classes)
     since = parse_token(token)
     deadline = time.monotonic() + max(0.0, min(timeout, 86400.0))
     while True:
         seen = store.durable_generation
-        events = await collect_sliced(store, sub, since, seen)
+        events = await collect_sliced(store, sub, since, seen, memo)
         remaining = deadline - time.monotonic()
         if events or remaining <= 0:
             return {"events": events, "valid_ref_counts": valid_ref_counts(store),
@@ -176,13 +223,15 @@ async def event_from(store, classes, token: str, timeout: float) -> dict:
 
 
 class Registrations:
-    """Legacy event.register/next: a class set and a position per session."""
+    """Legacy event.register/next: a class set and a position per session; and the
+    EventMemo event.from shares between its callers (`memo`)."""
 
     QUEUE_LIMIT = 10000  # a client this far behind has lost events (EVENTS_LOST)
 
     def __init__(self, store):
         self.store = store
         self.by_session: dict[str, tuple[set, int]] = {}
+        self.memo = EventMemo()
 
     def register(self, session, classes):
         Subscription(classes)  # validate
@@ -209,9 +258,8 @@ class Registrations:
             if events:
                 self.by_session[session] = (classes, seen)
                 stamp = "%d." % time.time()
-                for e in events:
-                    e["timestamp"] = stamp
-                return events
+                # copies: the Events themselves are shared (EventMemo), never changed
+                return [{**e, "timestamp": stamp} for e in events]
             await store.wait_change(seen, 30.0, durable=True)
             if session not in self.by_session:
                 raise ApiError("SESSION_NOT_REGISTERED", session)

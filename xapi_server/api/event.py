@@ -6,7 +6,7 @@ from ..events import event_class, event_from, make_token
 
 @implements("event.from")
 async def from_(ctx, classes, token, timeout):
-    return await event_from(ctx.store, classes, token, timeout)
+    return await event_from(ctx.store, classes, token, timeout, ctx.server.registrations.memo)
 
 
 @implements("event.register")

@@ -33,6 +33,16 @@ class Int32(int):
     """An int xapi sends as <i4> in XML-RPC (only event.from's valid_ref_counts)."""
 
 
+class Event(dict):
+    """One event of event.from, its keys in xapi's order; a live object's snapshot (a
+    store Row) comes last. The events module hands out the same Event for as long as its
+    object is unchanged, so each codec keeps the encoding of what precedes the snapshot
+    per Event (EncodingCache) and splices the Row's own cached encoding after it: a full
+    event.from of 10,000 VMs encodes nothing anew. Never changed in place."""
+
+    __slots__ = ()
+
+
 INVALID_STRING = "Invalid UTF-8 string in parameter"   # xapi's own text
 NON_FINITE_FLOAT = "Non-finite float in parameter"     # NaN/Infinity: strict JSON has none
 
@@ -125,6 +135,16 @@ class EncodingCache:
             self.sweep()
         self._map[id(record)] = (record, encoded)
         return encoded
+
+    def get_each(self, records) -> list:
+        """[get(r) for r in records], without a method call per hit: a reply of 40,000
+        cached events spends most of its time in look-ups."""
+        known, found = self._map, []
+        for record in records:
+            entry = known.get(id(record))
+            found.append(entry[1] if entry is not None and entry[0] is record
+                         else self.get(record))
+        return found
 
     def sweep(self):
         self._map = {key: entry for key, entry in self._map.items()

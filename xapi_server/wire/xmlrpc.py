@@ -16,8 +16,9 @@ import defusedxml.ElementTree as safe_et
 from defusedxml import DefusedXmlException
 
 from ..datamodel.types import Row, format_datetime, parse_datetime
-from . import (EncodingCache, Int32, InvalidValue, MalformedRequest, UnsupportedEncoding,
-               batches, clean_text, decode_text, first_invalid_string, is_big, non_finite)
+from . import (EncodingCache, Event, Int32, InvalidValue, MalformedRequest,
+               UnsupportedEncoding, batches, clean_text, decode_text, first_invalid_string,
+               is_big, non_finite)
 
 MAX_DEPTH = 64  # nesting of arrays/structs we accept in a request
 
@@ -157,7 +158,7 @@ def _encode(value, out: list):
         out.append(f"<value>{value}</value>")
     elif t is Row:
         out.append(_records.get(value).decode())
-    elif t is dict:
+    elif t is dict or t is Event:
         _encode_struct(value, out)
     elif t is list or t is tuple:
         out.append("<value><array><data>")
@@ -203,6 +204,56 @@ def _encode_record(record) -> bytes:
 # 10,000 VMs is 81 MB).
 _records = EncodingCache(_encode_record)
 
+
+def _encode_event(event) -> tuple | None:
+    """An Event whose last key is a Row snapshot as three pieces of bytes: its XML up
+    to the snapshot's value, the same after the _EVENT_TAIL of the event before it, and
+    its snapshot's cached encoding (shared with the Row's entry, not a copy); the event
+    is head, snapshot, _EVENT_TAIL. None for anything else (a deleted object's event
+    has no snapshot), which is then encoded as any map."""
+    if type(event) is not Event or not event or next(reversed(event)) != "snapshot" \
+            or type(event["snapshot"]) is not Row:
+        return None
+    out = ["<value><struct>"]
+    for key, item in event.items():
+        out.append(_member_head(key))
+        if key != "snapshot":
+            _encode(item, out)
+            out.append("</member>")
+    head = "".join(out).encode()
+    return head, _EVENT_TAIL + head, _records.get(event["snapshot"])
+
+
+_EVENT_TAIL = b"</member></struct></value>"
+_events = EncodingCache(_encode_event)
+
+
+def _event_pieces(batch: list) -> list[bytes]:
+    """The XML of array items holding Events: each cached Event is two pieces (its
+    head, with the tail of the Event before, and its snapshot), nothing made per call
+    for an unchanged object; other items as _encode_bytes makes them."""
+    out: list = []
+    text: list = []
+    open_event = False           # the Event before still needs its tail
+    for item, known in zip(batch, _events.get_each(batch)):
+        if known is None:
+            if open_event:
+                out.append(_EVENT_TAIL)
+                open_event = False
+            _encode_bytes(item, out, text)
+            continue
+        if text:
+            out.append("".join(text).encode())
+            text.clear()
+        out += (known[1] if open_event else known[0], known[2])
+        open_event = True
+    if open_event:
+        out.append(_EVENT_TAIL)
+    if text:
+        out.append("".join(text).encode())
+    return out
+
+
 _HEAD = '<?xml version="1.0"?><methodResponse><params><param>'
 _TAIL = "</param></params></methodResponse>"
 
@@ -238,7 +289,12 @@ def _encode_bytes(value, out: list, text: list):
             out.append("".join(text).encode())
             text.clear()
         out.append(_records.get(value))
-    elif t is dict:
+    elif t is Event and (known := _events.get(value)) is not None:
+        if text:
+            out.append("".join(text).encode())
+            text.clear()
+        out += (known[0], known[2], _EVENT_TAIL)
+    elif t is dict or t is Event:
         text.append("<value><struct>")
         for key, item in value.items():
             text.append(_member_head(key))
@@ -257,6 +313,15 @@ def _encode_bytes(value, out: list, text: list):
 def _pieces(items, pairs: bool) -> list[bytes]:
     """The XML of a map's (key, value) pairs or of an array's items, as pieces of bytes
     that are not joined here: the writer joins what it sends (one copy of the reply)."""
+    if pairs and all(type(v) is Row for _, v in items):    # get_all_records
+        get, out, close = _records.get, [], ""
+        for key, record in items:       # two pieces a record: "</member><member>..", it
+            out += ((close + _key_head(key)).encode(), get(record))
+            close = "</member>"
+        out.append(b"</member>")
+        return out
+    if not pairs and type(items[0]) is Event:                # event.from
+        return _event_pieces(items)
     out: list = []
     text: list = []
     for entry in items:
