@@ -144,7 +144,8 @@ async def migrate_send(ctx, vm, dest, live, vdi_map, vif_map, options, vgpu_map,
                        vdi_format_map):
     """Within the pool: the disks vdi_map sends to another SR are copied while the VM
     runs (libvirt copies them into volumes the destination made first), then the VM
-    uses the copies and the originals are destroyed; the others stay where they are."""
+    uses the copies and the originals are destroyed; the others stay where they are.
+    A halted or suspended VM moves as it is (api/vm_migrate_parked.py)."""
     if ctx.store.get("VM", vm, "power_state") in vm_migrate_parked.PARKED:
         host, copies = _copies(ctx, vm, dest, live, vdi_map, vif_map, vgpu_map)
         await vm_migrate_parked.move_parked(ctx, vm, host, copies,
