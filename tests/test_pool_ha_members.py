@@ -31,8 +31,8 @@ def ha():
         yield cluster
 
 
-def secret_of(ha) -> bytes:
-    with open(os.path.join(os.path.dirname(ha.nodes[0].dir), "pool-secret"), "rb") as f:
+def secret_of(ha) -> str:
+    with open(os.path.join(os.path.dirname(ha.nodes[0].dir), "pool-secret")) as f:
         return f.read()
 
 
@@ -45,7 +45,7 @@ def clients(ha, nodes):
     """etcd and Patroni as the first of `nodes` reaches them."""
     tls = tls_of(nodes[0])
     return (Etcd([n.address for n in nodes], tls),
-            Patroni(nodes[0].api, tls, ha_members.derive(secret_of(ha), "patroni-rest")))
+            Patroni(nodes[0].api, nodes[0].ca, secret_of(ha)))
 
 
 def wait_for(condition, timeout: float, what: str):
@@ -102,7 +102,10 @@ def test_watchdog_configured_for_real_hosts(ha):
     with open(leader.patroni_config) as f:
         config = f.read()
     assert re.search(r"watchdog:\n  mode: automatic\n  device: /dev/watchdog\n", config)
-    log = wait_for(lambda: "watchdog" in leader.log().lower() and leader.log(), 30,
+    def whole_log():
+        with open(os.path.join(leader.dir, "patroni.log"), errors="replace") as f:
+            return f.read()
+    log = wait_for(lambda: "watchdog" in whole_log().lower() and whole_log(), 30,
                    "Patroni's log mentions the watchdog")
     if os.path.exists("/dev/watchdog"):
         assert "could not activate" not in log.lower()
@@ -134,7 +137,7 @@ def test_leader_leaves_two_keep_quorum_and_one_sync_replica(ha):
     # member gone from the view at once (its key deleted, not left to expire).
     new = ha.wait_leader(60, not_this=leaving)
     assert new in rest
-    view = ha_members.Patroni(new.api, tls_of(new), "").members()
+    view = ha_members.Patroni(new.api, new.ca, "").members()
     assert sorted(m["name"] for m in view) == sorted(n.name for n in rest)
     standby = ha.wait_sync_standby(60)
     assert standby in {n.name for n in rest} - {new.name}

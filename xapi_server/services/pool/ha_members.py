@@ -16,21 +16,21 @@ cluster view and the synchronous standby choice move on.
 
 Everything is blocking HTTP (run it in a thread): etcd's v3 JSON gateway and
 Patroni's REST API, over TLS with the host's certificate of the pool CA, as
-scripts/pool-ha-setup.sh configures them. Passwords come from the pool secret by the
-script's derivation (`derive`), so any host holding the secret can act.
+scripts/pool-ha-setup.sh configures them. The switchover is ha_switchover's (the REST
+password derived from the pool secret), so any host holding the secret can act.
 """
 from __future__ import annotations
 
 import base64
 import contextlib
-import hashlib
-import hmac
 import json
 import ssl
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+
+from . import ha_switchover
 
 ETCD_CLIENT_PORT, ETCD_PEER_PORT = 2379, 2380
 PATRONI_NAMESPACE, PATRONI_SCOPE = "/service", "xapi-pool"   # the install script's
@@ -39,12 +39,6 @@ REPLICA_ROLES = ("replica", "sync_standby")
 
 class MembershipError(Exception):
     """etcd or Patroni refused a change, or did not settle in time."""
-
-
-def derive(secret: bytes, purpose: str) -> str:
-    """A password from the pool secret, as scripts/pool-ha-setup.sh derives it."""
-    return hmac.new(secret.strip(), b"xapi-py pool-ha " + purpose.encode(),
-                    hashlib.sha256).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -59,10 +53,9 @@ class Tls:
         return context
 
 
-def _post(url: str, body: dict, context, timeout: float, headers: dict | None = None):
+def _post(url: str, body: dict, context, timeout: float):
     request = urllib.request.Request(url, json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json",
-                                              **(headers or {})})
+                                     headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=timeout, context=context) as reply:
             text = reply.read()
@@ -194,13 +187,13 @@ def add_to_etcd(etcd: Etcd, address: str, started, timeout: float = 120) -> Etcd
 # -- Patroni ---------------------------------------------------------------------------
 
 class Patroni:
-    """Patroni's REST API of one host; unsafe calls with the REST password."""
+    """Patroni's REST API of one host, checked against the pool CA; the switchover
+    with the REST password derived from the pool secret (ha_switchover)."""
 
-    def __init__(self, url: str, tls: Tls, rest_password: str, timeout: float = 5):
-        self.url, self.timeout = url.rstrip("/"), timeout
-        self._context = ssl.create_default_context(cafile=tls.ca)
-        token = base64.b64encode(f"patroni:{rest_password}".encode()).decode()
-        self._auth = {"Authorization": f"Basic {token}"}
+    def __init__(self, url: str, ca_file: str, secret: str, timeout: float = 5):
+        self.url, self.ca_file, self.timeout = url.rstrip("/"), ca_file, timeout
+        self._secret = secret
+        self._context = ssl.create_default_context(cafile=ca_file)
 
     def members(self) -> list[dict]:
         try:
@@ -211,8 +204,11 @@ class Patroni:
             raise MembershipError(f"{self.url}: {exc}") from None
 
     def switchover(self, leader: str, candidate: str):
-        _post(self.url + "/switchover", {"leader": leader, "candidate": candidate},
-              self._context, max(self.timeout, 60), self._auth)
+        try:
+            ha_switchover.switchover(self.url, self.ca_file, self._secret, leader,
+                                     candidate)
+        except ha_switchover.SwitchoverRefused as exc:
+            raise MembershipError(str(exc)) from None
 
 
 def move_leader_away(patroni: Patroni, name: str, timeout: float = 90):
