@@ -10,11 +10,14 @@ host.migrate_receive gave, and comes back by `xe vm-migrate remote-master=...`: 
 keeps counting without booting again, its disk's bytes arrive, its records are in
 the destination pool and gone from the source. Refusals (an SR not in the other
 pool, a disk without an SR, bad credentials) and a cancel while the memory moves
-leave the VM running where it was and nothing made in the other pool.
+leave the VM running where it was and nothing made in the other pool, as does a
+move between daemons that do not trust each other's certificate authority.
 
 The tests run in order and share the two pools and the guest."""
 import http.client
 import os
+import re
+import shutil
 import ssl
 import subprocess
 import sys
@@ -25,6 +28,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 from guest.harness import MARK, console_text, guest, guest_vm  # noqa: E402,F401 (fixture)
 from pool_harness import pool_hosts  # noqa: E402
+import pool_tls  # noqa: E402  (its CA class, imported as a module: pytest would collect it)
 from private_libvirtd import unavailable  # noqa: E402
 from sdk_failures import failure  # noqa: E402
 from serverproc import ROOT_PASSWORD  # noqa: E402
@@ -233,4 +237,33 @@ def test_back_with_xe(pools, a, b, tmp_path):
     while time.monotonic() < deadline:   # stays there: no sync of either pool undoes it
         assert a.VM.get_resident_on(vm) == _only_host(a)
         time.sleep(0.2)
+
+
+def test_daemons_that_do_not_trust_each_other(pools, a, b, tmp_path_factory):
+    """The second pool's libvirtd gets an identity of another CA (two pools whose
+    administrators did not exchange CAs): libvirt's TLS refuses the move, the VM runs
+    on where it was and nothing is left in the other pool."""
+    source, target = pools
+    uuid = STATE["uuid"]
+    vm = a.VM.get_by_uuid(uuid)
+    conf = open(os.path.join(target.libvirtd.root, "etc", "libvirtd.conf")).read()
+    pki = os.path.dirname(re.search(r'ca_file = "([^"]+)"', conf).group(1))
+    other = pool_tls.TestCA(str(tmp_path_factory.mktemp("other-pool-ca")))
+    fresh = other.host_dir(target.name, target.address)
+    for name in os.listdir(fresh):
+        if name.endswith(".pem"):
+            shutil.copyfile(os.path.join(fresh, name), os.path.join(pki, name))
+    target.libvirtd.stop()
+    target.libvirtd.start()
+    before = _snapshot_of(b)
+    (vbd,) = [v for v in a.VM.get_VBDs(vm) if a.VBD.get_userdevice(v) == "1"]
+    error = failure(a.VM.migrate_send, vm, _dest(b), True,
+                    {a.VBD.get_VDI(vbd): _local_sr(b, _only_host(b))},
+                    {a.VM.get_VIFs(vm)[0]: STATE["net"]}, {}, {}, {})
+    assert error[0] == "VM_MIGRATE_FAILED" and "certificate" in error[4], error
+    assert _snapshot_of(b) == before
+    assert (a.VM.get_power_state(vm), a.VM.get_resident_on(vm)) == ("Running", _only_host(a))
+    last = max(counts(console_text(source.server.data_dir, uuid)))
+    wait_for(lambda: max(counts(console_text(source.server.data_dir, uuid))) > last + 2, 30,
+             "the guest still counting in the first pool")
     a.VM.hard_shutdown(vm)
