@@ -87,6 +87,8 @@ def test_cancel_of_a_forwarded_call_reaches_the_member(hosts, c, running):
     task = c.Async.VM.clean_shutdown(vm)   # the guest ignores it: the call waits there
     wait_for(lambda: c.task.get_resident_on(task) == STATE["there"], 30,
              "the task forwarded to the member")
+    # the member's progress (waiting for the guest to stop) shows on this task
+    wait_for(lambda: float(c.task.get_progress(task)) > 0, 30, "progress from the member")
     assert c.task.get_status(task) == "pending"
     c.task.cancel(task)
     assert wait_task(c, task) == ("cancelled", ["TASK_CANCELLED", task])

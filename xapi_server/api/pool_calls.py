@@ -13,7 +13,7 @@ from .pool_coordinator import follow_coordinator, propose_coordinator, take_over
 from .pool_emergency import keep_database_copy, new_pool_secret
 from .pool_forward import run_for_coordinator
 from .pool_membership import accept_joiner, heartbeat, leave_pool
-from .pool_sessions import check_for_member, task_ended
+from .pool_sessions import check_for_member, task_ended, task_progress
 from .pool_tasks import cancel_here
 from .sr_shared import SHARED_SR_OPS
 from .vm_migrate_host import MIGRATION_OPS
@@ -21,7 +21,7 @@ from .vm_migrate_remote import CROSS_POOL_OPS, MEMBER_OPS as CROSS_POOL_MEMBER_O
     cross_pool_call
 
 COORDINATOR_OPS = {"heartbeat": heartbeat, "session": check_for_member,
-                   "task": task_ended}
+                   "task": task_ended, "task_progress": task_progress}
 MEMBER_OPS = {"eject": leave_pool, "call": run_for_coordinator, "cancel_task": cancel_here,
               "ping": lambda server, args: server.store.get("host", server.host_ref, "uuid"),
               # a change of coordinator (api/pool_coordinator.py, api/pool_emergency.py)

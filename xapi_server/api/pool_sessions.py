@@ -66,6 +66,16 @@ def task_ended(server, args: dict):
     return True
 
 
+def task_progress(server, args: dict):
+    """On the coordinator: how far a member's work for a task of ours has come."""
+    task, progress = args.get("task"), args.get("progress")
+    if not isinstance(task, str) or not isinstance(progress, (int, float)) \
+            or server.tasks.status(task) != "pending":
+        return False
+    server.tasks.set_progress(task, float(progress))
+    return True
+
+
 async def _to_coordinator(server, op: str, args: dict):
     role = server.role
     host, port = peer.split_address(role.master_address, server.settings.port)
@@ -94,6 +104,15 @@ async def vouched_session(server, ref: str, permission: str | None,
         "this_host": server.host_ref, "last_active": now, "validation_time": now,
         "is_local_superuser": bool(answer.get("superuser")),
         "auth_user_name": str(answer.get("user", "")), "originator": "pool coordinator"})
+
+
+async def report_progress(server, task: str, progress: float):
+    """On a member: tell the coordinator how far the work for its task has come."""
+    try:
+        await _to_coordinator(server, "task_progress", {"task": task, "progress": progress})
+    except (peer.Refused, peer.Unreachable) as exc:
+        log.warning("cannot report the progress of task %s to the coordinator: %s",
+                    task, exc)
 
 
 async def report_task(server, task: str, record: dict):

@@ -1,4 +1,4 @@
-"""Cancelling a task whose work runs on a pool member.
+"""Cancelling a task whose work runs on a pool member, and its progress.
 
 Two kinds of work run on a member for a task the client holds on the coordinator: a
 call the coordinator forwards there (api/pool_forward.py: a VM's shutdown, a disk's
@@ -7,7 +7,9 @@ disk's bytes, ...). In both the member runs the work under a task of its own, ma
 with the coordinator's task (other_config), and `task.cancel` on the coordinator
 reaches it (op "cancel_task"), as xapi forwards a task's cancel to the host the task
 was forwarded to. The member's work stops and cleans up, and the coordinator's task
-ends `cancelled` with TASK_CANCELLED.
+ends `cancelled` with TASK_CANCELLED. While a forwarded call runs, the member copies
+its task's progress to the coordinator's (op "task_progress"), where the client reads
+it, as xapi's forwarded task is one record every host updates.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import time
 
 from ..errors import ApiError
 from ..wire.xmlrpc import encode_value
+from . import pool_sessions
 from .pool_membership import call_member
 
 log = logging.getLogger(__name__)
@@ -25,6 +28,7 @@ log = logging.getLogger(__name__)
 FORWARDED_FROM = "forwarded_from"
 CANCEL_TIMEOUT = 10.0
 START_GRACE = 10.0   # how long a member may take to start work it was sent
+PROGRESS_EVERY = 1.0
 
 
 def member_task(server, label: str, coordinator_task: str, session: str | None = None) -> str:
@@ -40,8 +44,10 @@ async def run_for(server, coordinator_task: str, label: str, work):
     job raises TASK_CANCELLED naming the coordinator's task."""
     tasks = server.tasks
     ref = member_task(server, label, coordinator_task)
-    job = asyncio.get_running_loop().create_task(work(ref))
+    loop = asyncio.get_running_loop()
+    job = loop.create_task(work(ref))
     tasks.running[ref] = job
+    reporter = loop.create_task(_report_progress(server, ref, coordinator_task))
     try:
         result = await job
     except asyncio.CancelledError:
@@ -58,8 +64,23 @@ async def run_for(server, coordinator_task: str, label: str, work):
         raise
     finally:
         tasks.running.pop(ref, None)
+        reporter.cancel()
     tasks.succeed(ref, "" if result is None else encode_value(result))
     return result
+
+
+async def _report_progress(server, ref: str, coordinator_task: str):
+    """The member task's progress, copied to the coordinator's task as it moves (the
+    client watches that one), at most every PROGRESS_EVERY seconds."""
+    told = 0.0
+    while True:
+        await asyncio.sleep(PROGRESS_EVERY)
+        if not server.store.exists("task", ref):
+            return
+        progress = server.store.get("task", ref, "progress")
+        if progress != told:
+            await pool_sessions.report_progress(server, coordinator_task, progress)
+            told = progress
 
 
 def cancel_here(server, args: dict) -> bool:
