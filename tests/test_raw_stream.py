@@ -114,6 +114,23 @@ def test_end_of_input_and_cancel_give_the_buffer_back():
     asyncio.run(main())
 
 
+def test_a_cancel_landing_as_data_arrives_is_not_lost():
+    """Data and a cancel in the same loop turn (a task.cancel while the upload runs):
+    the reader must end cancelled. Python 3.11's wait_for returned the data instead
+    and dropped the cancel, so the handler went on reading."""
+    async def main():
+        stream = raw.RawStream(FakeTransport(), idle_timeout=5)
+        target = bytearray(1000)
+        reading = asyncio.ensure_future(stream.read_into(memoryview(target)))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        deliver(stream, b"x" * 10)
+        reading.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await reading
+    asyncio.run(main())
+
+
 def test_an_idle_client_times_out_while_read_into_waits():
     async def main():
         stream = raw.RawStream(FakeTransport(), idle_timeout=0.2)

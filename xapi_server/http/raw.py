@@ -113,9 +113,14 @@ class RawStream(asyncio.BufferedProtocol):
 
     # -- for handlers -----------------------------------------------------------------
     async def _wait_for_client(self, event: asyncio.Event, deadline: bool = True):
+        # asyncio.timeout, not wait_for: in Python 3.11 wait_for runs the wait as a
+        # Task of its own (one per wake-up of a bulk reader) and, when a cancel lands
+        # in the loop turn where the event is set, returns normally and drops the
+        # cancel: a cancelled import went on reading.
         try:
-            await asyncio.wait_for(event.wait(), self.idle_timeout if deadline else None)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(self.idle_timeout if deadline else None):
+                await event.wait()
+        except TimeoutError:
             self.timed_out, self.closed, self.lost = True, True, True
             self.transport.abort()     # close would wait for the silent client
             raise ClientGone(f"the client was silent for {self.idle_timeout:g} s") from None
