@@ -116,7 +116,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         log.warning("closing connection from %s: request headers over %d bytes", host,
                     self.max_header_bytes)
         if self.awaiting_request():   # else a response is being written: no 431 inside it
-            self.transport.write(_431)
+            self._corked.write(_431)   # after a held head, if any
         self.loop.call_later(DRAIN_SECONDS, self.transport.close)
 
     def send_400_response(self, msg: str):
