@@ -120,12 +120,18 @@ def test_leader_leaves_two_keep_quorum_and_one_sync_replica(ha):
     leaving = ha.wait_leader()
     ha.wait_sync_standby(120)   # the switchover's candidate, with every commit
     rest = [n for n in ha.nodes if n is not leaving]
-    etcd, patroni = clients(ha, rest)
+    etcd, _ = clients(ha, rest)
     assert len(etcd.members()) == 3
     LEFT["node"] = leaving
-    removed = ha_members.leave(etcd, patroni, leaving.name, leaving.address,
-                               lambda: stop_patroni(ha, leaving))
-    assert removed == 1
+    stopped = []
+
+    def stop_service(service):   # what ha_service_stop_command does on a host
+        stopped.append(service)
+        if service == "patroni":
+            stop_patroni(ha, leaving)
+    # What pool.eject runs on the host, from its settings (patroni_url, the pool CA).
+    removed = ha_members.leave_host(leaving.api, leaving.ca, secret_of(ha), stop_service)
+    assert removed == 1 and stopped == ["patroni", "etcd"]
     members = etcd.members()
     assert sorted(m.name for m in members) == sorted(n.name for n in rest)
     assert not any(m.learner for m in members)

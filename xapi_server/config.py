@@ -120,6 +120,9 @@ class Settings:
     # "sanlock", as set in qemu.conf's lock_manager; "" none). Only with one on both
     # hosts may the VMs of a dead host start on another (api/pool_ha_recovery.py).
     vm_lock_manager: str = ""
+    # pool.eject of a host of the replicated pool database: how it stops its services
+    # ({service}: patroni, then etcd) once out of the cluster (services/pool/ha_members).
+    ha_service_stop_command: str = "systemctl disable --now {service}.service"
     # Live migration (README "Pools"): how this host's libvirtd reaches a destination
     # host's ({address}: its host.address), where the destination QEMU listens for the
     # memory stream, and whether that stream is encrypted (TLS, libvirt's certificates).

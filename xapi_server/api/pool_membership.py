@@ -14,17 +14,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shlex
+import subprocess
 import time
 
 from ..datamodel import NULL_REF
 from ..dispatch.registry import implements
 from ..errors import ApiError
-from ..services.pool import ha_recovery, peer, role as pool_role
+from ..services.pool import ha_members, ha_recovery, peer, role as pool_role
 from ..store import is_postgres_url
 from . import pool_records
 from .pool_ha_offer import offer_after_join
 
 log = logging.getLogger(__name__)
+EJECT_HA_TIMEOUT = 240.0
 
 
 # -- on the joining host -------------------------------------------------------------
@@ -237,7 +240,10 @@ async def eject(ctx, host):
         raise ApiError("OPERATION_NOT_ALLOWED", "Cannot eject the pool's coordinator")
     if _resident_guests(store, host):
         raise ApiError("OPERATION_NOT_ALLOWED", "VM resident on host")
-    await call_member(server, host, "eject", {})
+    # A host of the replicated pool database first leaves it (a switchover if it
+    # leads, then etcd): allow for that.
+    await call_member(server, host, "eject", {},
+                      timeout=EJECT_HA_TIMEOUT if server.settings.patroni_url else 30)
     pool_records.forget_host(store, host)
     server.heard_from.pop(host, None)
 
@@ -281,13 +287,34 @@ async def send_heartbeats(server):
         await asyncio.sleep(server.settings.pool_heartbeat_interval)
 
 
-def leave_pool(server, args: dict):
+async def leave_pool(server, args: dict):
     """Ejected: forget the pool (role, secret), this host's own database and the Local
     storage SR its first start made (xapi reinitialises local SRs too), then restart
-    standalone and clean, as xapi does after an eject."""
+    standalone and clean, as xapi does after an eject. A host of the replicated pool
+    database leaves it first (Patroni, then etcd: services/pool/ha_members.py)."""
     settings = server.settings
+    if settings.patroni_url:
+        await _leave_replicated_database(server)
     pool_role.forget(settings.data_dir)
     local_sr = os.path.join(os.path.abspath(settings.data_dir), "sr", "local")
     server.restart_then_remove(local_sr,
                                *([] if settings.database_url else [settings.db_path]))
     return True
+
+
+async def _leave_replicated_database(server):
+    settings = server.settings
+
+    def stop(service: str):
+        command = shlex.split(settings.ha_service_stop_command.format(service=service))
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        if done.returncode:
+            raise ha_members.MembershipError(f"{' '.join(command)}: {done.stderr[-300:]}")
+    try:
+        removed = await asyncio.to_thread(
+            ha_members.leave_host, settings.patroni_url, settings.patroni_ca_file,
+            server.role.secret, stop)
+    except (ha_members.MembershipError, OSError, subprocess.SubprocessError) as exc:
+        raise ApiError("INTERNAL_ERROR", f"leaving the replicated pool database: {exc}") \
+            from None
+    log.warning("left the replicated pool database (%d etcd member(s) removed)", removed)

@@ -24,9 +24,11 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import os
 import ssl
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 
@@ -256,3 +258,34 @@ def leave(etcd: Etcd, patroni: Patroni, name: str, address: str, stop_patroni,
     stop_patroni()
     forget_patroni_member(etcd, name)
     return remove_from_etcd(etcd, address, timeout)
+
+
+def _host_port(url: str) -> tuple[str, int | None]:
+    parts = urllib.parse.urlsplit(url)
+    return parts.hostname or "", parts.port
+
+
+def leave_host(patroni_url: str, ca_file: str, secret: str, stop_service,
+               timeout: float = 90) -> int:
+    """This host leaves the replicated pool database (pool.eject of a member of an HA
+    pool), from its settings: its Patroni at `patroni_url` names it and the other
+    hosts (GET /cluster), its certificate and key lie beside the pool CA `ca_file` (as
+    the install script puts them). `stop_service("patroni")` stops its Patroni before
+    its etcd member goes, `stop_service("etcd")` keeps its etcd (which stops by itself
+    once removed) from being started again. 0 when it is no member (nothing done)."""
+    tls_dir = os.path.dirname(ca_file)
+    tls = Tls(ca_file, os.path.join(tls_dir, "host.pem"), os.path.join(tls_dir, "host.key"))
+    patroni = Patroni(patroni_url, ca_file, secret)
+    members = patroni.members()
+    mine = [m for m in members if _host_port(str(m.get("api_url", ""))) ==
+            _host_port(patroni_url)]
+    if not mine:
+        return 0
+    name, address = str(mine[0]["name"]), str(mine[0]["host"])
+    others = [str(m["host"]) for m in members if m["name"] != name]
+    if not others:
+        raise MembershipError("the last host of the pool database cannot leave it")
+    removed = leave(Etcd(others, tls), patroni, name, address,
+                    lambda: stop_service("patroni"), timeout)
+    stop_service("etcd")
+    return removed
