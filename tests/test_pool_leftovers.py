@@ -25,6 +25,7 @@ from private_libvirtd import unavailable  # noqa: E402
 from sdk_failures import failure  # noqa: E402
 from test_pool_migrate import _image, counts, refs, wait_for, wait_task  # noqa: E402
 from test_pool_migrate import _local_sr as local_sr  # noqa: E402
+from xapi_server.http.vdi_transfer import PIECE  # noqa: E402
 
 pytestmark = pytest.mark.skipif(bool(unavailable()), reason=str(unavailable()))
 STATE = {}
@@ -113,20 +114,23 @@ def _put_start(address, path, query, length):
 def test_cancel_of_a_redirected_upload_reaches_the_member(hosts, c, coordinator_session,
                                                          running):
     coordinator, member = hosts
-    disk = new_disk(c, local_sr(c, STATE["there"]), "upload", mib=16)
+    size = 3 * PIECE   # the member writes (and notes its progress) a piece at a time
+    disk = new_disk(c, local_sr(c, STATE["there"]), "upload", mib=size >> 20)
     task = c.task.create("upload", "")
     query = urllib.parse.urlencode({"session_id": coordinator_session._session,
                                     "vdi": disk, "format": "raw", "task_id": task})
-    first = _put_start(coordinator.address, "/import_raw_vdi", query, 16 << 20)
+    first = _put_start(coordinator.address, "/import_raw_vdi", query, size)
     answer = first.recv(4096).decode("latin-1")
     first.close()
     assert answer.startswith("HTTP/1.1 302") and member.address in answer, answer
-    upload = _put_start(member.address, "/import_raw_vdi", query, 16 << 20)
+    upload = _put_start(member.address, "/import_raw_vdi", query, size)
     try:
-        upload.sendall(b"\x5a" * (1 << 20))   # then nothing more: it waits for the rest
+        upload.sendall(b"\x5a" * (PIECE + (1 << 20)))
         wait_for(lambda: c.task.get_resident_on(task) == STATE["there"], 30,
                  "the member taking the upload")
-        c.task.cancel(task)
+        # the member's progress (a piece written) shows on the coordinator's task
+        wait_for(lambda: float(c.task.get_progress(task)) > 0, 30, "progress from there")
+        c.task.cancel(task)   # then nothing more comes: the member waits for the rest
         assert wait_task(c, task) == ("cancelled", ["TASK_CANCELLED", task])
         # the member dropped the upload: the connection ends (after xapi's 200 header
         # when it was sent already); a timeout here means it still waits for the rest

@@ -47,7 +47,7 @@ async def run_for(server, coordinator_task: str, label: str, work):
     loop = asyncio.get_running_loop()
     job = loop.create_task(work(ref))
     tasks.running[ref] = job
-    reporter = loop.create_task(_report_progress(server, ref, coordinator_task))
+    reporter = follow_progress(server, ref, coordinator_task)
     try:
         result = await job
     except asyncio.CancelledError:
@@ -67,6 +67,13 @@ async def run_for(server, coordinator_task: str, label: str, work):
         reporter.cancel()
     tasks.succeed(ref, "" if result is None else encode_value(result))
     return result
+
+
+def follow_progress(server, ref: str, coordinator_task: str) -> asyncio.Task:
+    """On a member: copy the progress of its task `ref` to the coordinator's task
+    until the returned job is cancelled."""
+    return asyncio.get_running_loop().create_task(
+        _report_progress(server, ref, coordinator_task))
 
 
 async def _report_progress(server, ref: str, coordinator_task: str):

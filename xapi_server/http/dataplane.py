@@ -196,10 +196,14 @@ def _task_for(req: Request) -> str:
 async def run(app, route, scope, receive, send, session: str):
     req = Request(app, route, scope, receive, send, session)
     outcome = "success"
+    reporter = None
     try:
         if route.task:
             req.task = _task_for(req)
             req.server.tasks.set_progress(req.task, 0.0)
+            if req.coordinator_task is not None:   # the client watches that one
+                reporter = pool_tasks.follow_progress(req.server, req.task,
+                                                      req.coordinator_task)
             result = await _drive(req)
             req.server.tasks.succeed(req.task, "" if result is None else encode_value(result))
         else:
@@ -225,6 +229,8 @@ async def run(app, route, scope, receive, send, session: str):
             req.server.tasks.fail(req.task, error.description)
         await _after_failure(req, error)
     finally:
+        if reporter is not None:
+            reporter.cancel()
         if req.conn is not None:
             req.conn.close()
         if route.audited:
