@@ -3,7 +3,8 @@
 libvirt's lock manager (virtlockd, `lock_manager = "lockd"`, disk leases in a directory
 beside the shared file SR, which every host sees), the second member without one.
 
-A protected VM with a disk on the shared SR runs on each member; both members die
+A protected VM with a disk on the shared SR runs on each member (and an unprotected
+one on the first); both members die
 (kill -9 of everything in their namespaces: server, libvirtd, virtlockd, QEMU). The
 coordinator restarts the fenced one on itself; the other is left Halted for the
 administrator, with the reason and a HA_PROTECTED_VM_RESTART_FAILED message. Then the
@@ -115,8 +116,10 @@ def test_dead_hosts_vms_restarted_only_where_fenced(pool, guest):
     sr = c.SR.create(me, {"path": sr_dir}, "0", "shared", "", "file", "user", True, {})
     safe = protected_vm(c, guest, "ha-fenced", sr)
     unsafe = protected_vm(c, guest, "ha-unfenced", sr)
+    plain = guest_vm(c, guest, "ha-unprotected", mib=64)   # no ha_restart_priority
     c.VM.start_on(safe, m1, False, False)
     c.VM.start_on(unsafe, m2, False, False)
+    c.VM.start_on(plain, m1, False, False)
     assert c.VM.get_resident_on(safe) == m1 and c.VM.get_resident_on(unsafe) == m2
     assert os.listdir(os.path.dirname(sr_dir) + "/leases")   # virtlockd's leases there
 
@@ -129,17 +132,23 @@ def test_dead_hosts_vms_restarted_only_where_fenced(pool, guest):
                      f"{c.VM.get_record(safe)['other_config']}")
     print(f"\nfenced VM running on the coordinator {time.monotonic() - started:.1f} s "
           "after its host was killed")
-    assert c.VM.get_other_config(safe)["ha_recovery"].startswith("restarted on host")
+    # (the mark follows the start's end: waited for, not assumed)
+    wait_for(lambda: c.VM.get_other_config(safe).get("ha_recovery", "").startswith(
+        "restarted on host"), 30, lambda: c.VM.get_other_config(safe))
     uuid = c.VM.get_uuid(safe)
     assert uuid in coordinator.libvirtd.virsh("list", "--name")
     # Without a lock manager on its host: Halted, the reason, a message; never started.
-    wait_for(lambda: "ha_recovery" in c.VM.get_other_config(unsafe), RECOVERY_BOUND,
-             "the unfenced VM marked")
+    wait_for(lambda: all("ha_recovery" in c.VM.get_other_config(v) for v in (unsafe, plain)),
+             RECOVERY_BOUND, "the unfenced and the unprotected VMs marked")
     assert c.VM.get_power_state(unsafe) == "Halted"
     assert "without a lock manager" in c.VM.get_other_config(unsafe)["ha_recovery"]
     messages = [m for m in c.message.get_all_records().values()
                 if m["name"] == "HA_PROTECTED_VM_RESTART_FAILED"]
-    assert [m["obj_uuid"] for m in messages] == [c.VM.get_uuid(unsafe)]
+    # Not protected (xapi's HA restarts only protected VMs): Halted, the reason.
+    assert c.VM.get_power_state(plain) == "Halted"
+    assert c.VM.get_other_config(plain)["ha_recovery"].startswith("left halted: not protected")
+    assert sorted(m["obj_uuid"] for m in messages) == \
+        sorted(c.VM.get_uuid(v) for v in (unsafe, plain))
     assert c.VM.get_uuid(unsafe) not in coordinator.libvirtd.virsh("list", "--all", "--name")
     STATE.update(uuid=uuid)
 
