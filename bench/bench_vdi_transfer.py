@@ -8,11 +8,16 @@ is curl, as a user would run it (its TLS and copies cost CPU on the same two cor
 An import is durable when it succeeds (the image is fsynced), so its fair yardstick is
 convert followed by an fsync of its output (same format, same fsync policy); the ratio
 to convert alone, which leaves its output in the page cache, is printed too. The
-export and its convert both leave their output unsynced.
+export and its convert both leave their output unsynced. Beside each transfer: CPU
+per GiB of the server and the daemon, and the seconds the server's event loop, curl and
+the daemon spent runnable but waiting for a CPU: when those are most of the wall time,
+the machine's other work set the figure, not the transfer (qemu-img, mostly waiting
+on the disk, suffers far less from a busy machine).
 
     .venv/bin/python bench/bench_vdi_transfer.py [--size-mib 1024] [--runs 2]
 """
 import argparse
+import contextlib
 import hashlib
 import os
 import subprocess
@@ -44,54 +49,102 @@ def cpu_seconds(pid: int, thread: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def daemons() -> list[int]:
-    """qemu-storage-daemon processes (the transfer's NBD export is one of them)."""
+def processes(comm: str) -> list[int]:
+    """Processes whose command name starts with `comm`."""
     found = []
     for name in os.listdir("/proc"):
         if name.isdigit():
             try:
                 with open(f"/proc/{name}/comm") as f:
-                    if f.read().startswith("qemu-storage-d"):
+                    if f.read().startswith(comm):
                         found.append(int(name))
             except OSError:
                 pass
     return found
 
 
+def daemons() -> list[int]:
+    """qemu-storage-daemon processes (the transfer's NBD export is one of them)."""
+    return processes("qemu-storage-d")
+
+
+def run_queue_seconds(pid: int) -> dict[int, float]:
+    """Per thread of a process: seconds it has spent runnable but waiting for a CPU
+    (/proc schedstat). Large beside the wall time: the transfer was starved of CPU by
+    other work on the machine, not waiting on itself."""
+    waits = {}
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError, ValueError):
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    waits[int(tid)] = int(f.read().split()[1]) / 1e9
+    return waits
+
+
 class Sampler:
     """While a transfer runs: the server's peak RSS (sampled every 50 ms), the CPU its
-    event loop thread and the whole process spent, and the CPU of the daemons that
-    appeared meanwhile (the transfer's qemu-storage-daemon)."""
+    event loop thread and the whole process spent, the CPU of the daemons that
+    appeared meanwhile (the transfer's qemu-storage-daemon), and how long the server's
+    event loop thread, the curl client and those daemons waited in the run queue."""
 
     def __init__(self, pid):
         self.pid, self.peak, self.done = pid, 0.0, threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.before = set(daemons())
+        self.curls_before = set(processes("curl"))
         self.daemon_cpu: dict[int, float] = {}
+        # (party, pid) -> {thread: run-queue seconds}, first and last seen
+        self.queued0: dict[tuple, dict[int, float]] = {}
+        self.queued: dict[tuple, dict[int, float]] = {}
+
+    def _sample_queues(self):
+        parties = [("server", self.pid)]
+        parties += [("curl", pid) for pid in set(processes("curl")) - self.curls_before]
+        parties += [("daemon", pid) for pid in set(daemons()) - self.before]
+        for key in parties:
+            waits = run_queue_seconds(key[1])
+            if waits:
+                self.queued.setdefault(key, {}).update(waits)
 
     def _run(self):
         while not self.done.is_set():
             self.peak = max(self.peak, rss_mib(self.pid))
             for pid in set(daemons()) - self.before:
                 self.daemon_cpu[pid] = max(self.daemon_cpu.get(pid, 0.0), cpu_seconds(pid))
+            self._sample_queues()
             time.sleep(0.05)
 
     def __enter__(self):
         self.peak = rss_mib(self.pid)
         self.cpu0 = cpu_seconds(self.pid)
         self.loop0 = cpu_seconds(self.pid, self.pid)
+        self.queued0 = {("server", self.pid): run_queue_seconds(self.pid)}
         self.thread.start()
         return self
 
     def __exit__(self, *exc):
         self.done.set()
         self.thread.join()
+        self._sample_queues()
         self.cpu = cpu_seconds(self.pid) - self.cpu0
         self.loop = cpu_seconds(self.pid, self.pid) - self.loop0
 
+    def run_queue(self, party: str) -> float:
+        """Seconds the party waited for a CPU during the transfer, summed over its
+        threads (the server: its event loop thread only)."""
+        total = 0.0
+        for key, waits in self.queued.items():
+            if key[0] == party:
+                start = self.queued0.get(key, {})
+                total += sum(w - start.get(tid, 0.0) for tid, w in waits.items()
+                             if party != "server" or tid == self.pid)
+        return total
+
     def cpu_text(self, gib: float) -> str:
         return (f"CPU-s/GiB server {self.cpu / gib:.2f} (event loop {self.loop / gib:.2f}), "
-                f"qemu-storage-daemon {sum(self.daemon_cpu.values()) / gib:.2f}")
+                f"qemu-storage-daemon {sum(self.daemon_cpu.values()) / gib:.2f}; run-queue "
+                f"wait s: server loop {self.run_queue('server'):.1f}, curl "
+                f"{self.run_queue('curl'):.1f}, daemon {self.run_queue('daemon'):.1f}")
 
 
 def curl(*args):
