@@ -28,11 +28,11 @@ import os
 import ssl
 import time
 import urllib.error
-import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 
 from . import ha_switchover
+from .ha import _host_port   # (same package) how a Patroni REST URL names its host
 
 ETCD_CLIENT_PORT, ETCD_PEER_PORT = 2379, 2380
 PATRONI_NAMESPACE, PATRONI_SCOPE = "/service", "xapi-pool"   # the install script's
@@ -258,11 +258,6 @@ def leave(etcd: Etcd, patroni: Patroni, name: str, address: str, stop_patroni,
     stop_patroni()
     forget_patroni_member(etcd, name)
     return remove_from_etcd(etcd, address, timeout)
-
-
-def _host_port(url: str) -> tuple[str, int | None]:
-    parts = urllib.parse.urlsplit(url)
-    return parts.hostname or "", parts.port
 
 
 def leave_host(patroni_url: str, ca_file: str, secret: str, stop_service,
