@@ -83,6 +83,9 @@ class EventMemo:
 
     def __init__(self):
         self._by_class: dict[str, dict[str, tuple]] = {}
+        # a whole class told from the start: (store generation then, its newest
+        # object's generation, the Events), reused while the log shows no change to it
+        self.whole: dict[str, tuple[int, int, list]] = {}
 
     def of(self, cname: str) -> dict:
         memo = self._by_class.get(cname)
@@ -179,14 +182,23 @@ def _scan_parts(store, sub, since, upto, memo: EventMemo):
     class's generations and Records are copied at once before the first part (C-speed
     dict copies), so the parts tell one moment; deleted objects come last."""
     classes = []
+    unchanged = _unchanged_classes(store, memo) if since == 0 else set()
     for cname in sub.all_classes():
+        whole = sub.everything or cname in sub.classes
+        if whole and cname in unchanged and memo.whole[cname][1] <= upto:
+            classes.append((cname, None, memo.whole[cname][2]))     # told as before
+            continue
         gens = store.gens[cname]
-        if not (sub.everything or cname in sub.classes):     # single objects of it
+        if not whole:                                        # single objects of it
             gens = {ref: gen for ref, gen in gens.items() if sub.wants(cname, ref)}
         classes.append((cname, list(gens.items()), dict(store.tables[cname])))
-    gone = [(key, store.generation, None) for key in store.deleted if sub.wants(*key)]
+    now = store.generation
+    gone = [(key, now, None) for key in store.deleted if sub.wants(*key)]
     for cname, gens, table in classes:
-        known = memo.of(cname)
+        if gens is None:
+            yield table
+            continue
+        known, told, newest = memo.of(cname), [], 0
         for first in range(0, len(gens), PART):
             events = []
             for ref, gen in gens[first:first + PART]:
@@ -195,11 +207,34 @@ def _scan_parts(store, sub, since, upto, memo: EventMemo):
                     continue
                 op = "add" if since == 0 or _made(store, cname, ref) > since else "mod"
                 events.append(_event(known, cname, ref, gen, record, op))
+                newest = max(newest, gen)
+            told += events
             yield events
         memo.prune(cname, table)
+        if since == 0 and len(told) == len(gens) and len(gens) == len(table) \
+                and (sub.everything or cname in sub.classes):
+            memo.whole[cname] = (now, newest, told)
     gone = [item for item in gone if item[1] <= upto]
     if gone:
         yield _events(store, gone, since, memo)
+
+
+def _unchanged_classes(store, memo: EventMemo) -> set[str]:
+    """The classes whose Events memo.whole holds that the log shows no change to since
+    (none when the log no longer reaches back to the oldest of them)."""
+    if not memo.whole:
+        return set()
+    oldest = min(made for made, _newest, _events in memo.whole.values())
+    if oldest < store.log_floor:
+        memo.whole.clear()
+        return set()
+    start = bisect.bisect_right(store.log, oldest, key=lambda e: e[0])
+    changed: dict[str, int] = {}
+    for gen, cname, _ref in store.log[start:]:
+        changed[cname] = gen                     # the class's latest change
+    for cname in [c for c, (made, _n, _e) in memo.whole.items() if changed.get(c, 0) > made]:
+        del memo.whole[cname]                    # stale: let its Events go
+    return set(memo.whole)
 
 
 def valid_ref_counts(store) -> dict:
