@@ -10,9 +10,11 @@ left Halted for the administrator with the reason in other_config:ha_recovery an
 HA_PROTECTED_VM_RESTART_FAILED message. A VM is never started twice: the lock manager
 refuses a second QEMU on the same disks, on any host.
 
-The watch runs on the coordinator when `vm_lock_manager` or `patroni_url` is set; a
-new coordinator after a failover runs it too, its hosts' lock managers being in the
-pool database.
+The watch runs on a coordinator whose `vm_lock_manager` is set (a pool set up for
+restarts; every host of it states its own); a new coordinator after a failover runs
+it too, its hosts' lock managers being in the pool database. Not on a coordinator
+without one: marking a member's VMs Halted the moment it misses heartbeats (a member
+slow to follow a new coordinator) would be all such a pool got from it.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ log = logging.getLogger(__name__)
 
 
 def enabled(settings) -> bool:
-    return bool(settings.vm_lock_manager or settings.patroni_url)
+    return bool(settings.vm_lock_manager)
 
 
 async def watch_dead_hosts(server):
