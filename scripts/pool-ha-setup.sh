@@ -130,6 +130,9 @@ initial-cluster: '$initial'
 initial-cluster-state: '$( [ "$JOIN" = 1 ] && echo existing || echo new )'
 initial-cluster-token: '$CLUSTER_TOKEN'
 enable-grpc-gateway: true
+# a member cut off one way (hears nobody, is heard) must not unseat the leader with
+# ever higher election terms: it asks first whether it could win (etcd >= 3.4)
+pre-vote: true
 client-transport-security:
   cert-file: '$TLS/host.pem'
   key-file: '$TLS/host.key'

@@ -170,7 +170,8 @@ class HaCluster:
                 if names and names[0] in sync:
                     return names[0]
             time.sleep(0.3)
-        raise AssertionError(f"no synchronous standby: {self.cluster_view()}")
+        raise AssertionError(f"no synchronous standby: {self.cluster_view()}\n" +
+                             "\n".join(f"--- {n.name}\n{n.log()}" for n in self.nodes))
 
     def replicas_streaming(self, leader: HaNode) -> int:
         with self.connect_node(leader) as conn:
@@ -261,6 +262,10 @@ def _etcd_config(node: HaNode, nodes: list[HaNode], token: str) -> dict:
             "initial-cluster": peers, "initial-cluster-state": "new",
             "initial-cluster-token": token, "heartbeat-interval": 100,
             "election-timeout": 1000, "enable-v2": False,
+            # A member that hears nobody (a one-way partition) asks first whether it
+            # could win before starting an election: without it, its ever higher
+            # terms unseat the leader of the two that still hear each other.
+            "pre-vote": True,
             # a config file leaves the gRPC gateway off; Patroni speaks the v3 JSON API
             "enable-grpc-gateway": True}
 

@@ -2,7 +2,8 @@
 the coordinator is the host of Patroni's leader, and nobody moves during an election."""
 from __future__ import annotations
 
-from xapi_server.services.pool.ha import FOLLOW, STAY, TAKE_OVER, PatroniView, decide
+from xapi_server.services.pool.ha import (FOLLOW, STAY, TAKE_OVER, PatroniView, decide,
+                                          leader_first)
 
 LEADER_HERE = PatroniView(me="h1", my_address="10.0.0.1", leader="h1", leader_address="10.0.0.1")
 LEADER_THERE = PatroniView(me="h1", my_address="10.0.0.1", leader="h2", leader_address="10.0.0.2")
@@ -42,3 +43,13 @@ def test_nobody_moves_during_an_election_or_outside_the_pool():
     assert member(ELECTION) == (STAY, "")
     # A standalone host (its own SQLite file) that runs a Patroni is not in the pool.
     assert coordinator(LEADER_THERE, on_pool_database=False) == (STAY, "")
+
+
+def test_the_leaders_host_is_tried_first():
+    url = ("postgresql://postgres@10.0.0.1:5432,10.0.0.2:5432,10.0.0.3:5432/xapi_pool"
+           "?target_session_attrs=read-write")
+    assert leader_first(url, "10.0.0.2") == (
+        "postgresql://postgres@10.0.0.2:5432,10.0.0.1:5432,10.0.0.3:5432/xapi_pool"
+        "?target_session_attrs=read-write")
+    assert leader_first(url, "10.0.0.9") == url      # not listed: unchanged
+    assert leader_first("/var/lib/xapi.db", "10.0.0.1") == "/var/lib/xapi.db"

@@ -14,19 +14,22 @@
    member then follows the new coordinator, and the old one restarts as a member.
 
 `move_pool_database` is the one step that depends on how the pool database is kept:
-here one PostgreSQL server every host reaches, whose writer lock passes from the old
-coordinator to the new. A replicated database (Patroni, services/pool/ha*.py) puts a
-switchover of its leader there instead.
+one PostgreSQL server every host reaches, whose writer lock passes from the old
+coordinator to the new; or a replicated database (Patroni, services/pool/ha*.py),
+where it is a switchover of Patroni's leader to the new coordinator's host (checked
+in phase 1: Patroni goes only to its synchronous standby), after which every host
+follows Patroni as after a failover.
 """
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 
 from ..dispatch.registry import implements
 from ..errors import ApiError
-from ..services.pool import role as pool_role
+from ..services.pool import ha_switchover, role as pool_role
 from ..store import is_postgres_url
 from ..store.handover import probe_database, snapshot, write_copy
 from .pool_membership import call_member
@@ -64,17 +67,41 @@ async def designate_new_master(ctx, host):
     database = pool_database(server)
     members = [h for h in store.tables["host"] if h not in (server.host_ref, host)]
     # Phase 1: proposed to every host; any refusal leaves the pool untouched.
+    switch = await _patroni_switchover(server, store.get("host", host, "address"))
     await call_member(server, host, "propose_coordinator", {"database": database})
     for member in members:
         await call_member(server, member, "ping", {})
-    await _commit_new_coordinator(server, host, members, database)
+    await _commit_new_coordinator(server, host, members, database, switch)
 
 
-async def _commit_new_coordinator(server, host: str, members: list[str], database: str):
+async def _patroni_switchover(server, address: str):
+    """In a pool whose database Patroni replicates: the switchover that moves its
+    leader to the host at `address` (run in phase 2), once Patroni's view says it
+    can go there; OPERATION_NOT_ALLOWED if not. None for a plain pool database."""
+    settings = server.settings
+    if not settings.patroni_url:
+        return None
+    secret = pool_role.coordinator_secret(settings.data_dir)
+    try:
+        leader, candidate = await asyncio.to_thread(
+            ha_switchover.plan, settings.patroni_url, settings.patroni_ca_file, secret,
+            address)
+    except ha_switchover.SwitchoverRefused as exc:
+        raise ApiError("OPERATION_NOT_ALLOWED", f"pool database switchover: {exc}") from None
+    return functools.partial(ha_switchover.switchover, settings.patroni_url,
+                             settings.patroni_ca_file, secret, leader, candidate)
+
+
+async def _commit_new_coordinator(server, host: str, members: list[str], database: str,
+                                  switch=None):
     """Phase 2 (see the module doc)."""
     store, settings = server.store, server.settings
     address, pin = store.get("host", host, "address"), _fingerprint(store, host)
     pool = server.pool_ref
+    if switch is not None and server.pool_ha is not None:
+        # Its watch of Patroni would see a member with the leader here and take the
+        # pool back mid-switchover; it starts again with the restart below.
+        server.pool_ha.cancel()
     server.take_role(pool_role.PoolRole(   # from now on outside calls get HOST_IS_SLAVE
         master_address=address, master_fingerprint=pin,
         secret=pool_role.coordinator_secret(settings.data_dir),
@@ -84,7 +111,7 @@ async def _commit_new_coordinator(server, host: str, members: list[str], databas
         await store.flush()
         await asyncio.to_thread(write_copy, settings.db_path,
                                 snapshot(store, {"host_ref": server.host_ref}))
-        await move_pool_database(server, host, database)
+        await move_pool_database(server, host, database, switch)
     except (ApiError, OSError) as exc:
         log.error("the coordinator stays: the hand-over to %s failed: %s", address, exc)
         # Outside calls stay refused until the restart (the role file is unchanged, so
@@ -94,7 +121,9 @@ async def _commit_new_coordinator(server, host: str, members: list[str], databas
         if isinstance(exc, ApiError):
             raise
         raise ApiError("INTERNAL_ERROR", f"hand-over: {exc}") from None
-    for member in members:   # (not live any more here: their heartbeats are refused)
+    for member in members if switch is None else ():
+        # (not live any more here: their heartbeats are refused; in a Patroni pool
+        # every host follows Patroni's new leader by itself, api/pool_ha.py)
         try:
             await call_member(server, member, "follow_coordinator",
                               {"address": address, "fingerprint": pin, "database": database},
@@ -106,12 +135,21 @@ async def _commit_new_coordinator(server, host: str, members: list[str], databas
     server.restart_soon()
 
 
-async def move_pool_database(server, host: str, database: str):
-    """Let go of the pool database and have `host` take it over (the seam a
-    replicated pool database replaces with its own switchover)."""
+async def move_pool_database(server, host: str, database: str, switch=None):
+    """Let go of the pool database and have `host` take it over; for a replicated
+    one, `switch` (Patroni's switchover) moves its leader there instead, and that
+    host's watch of Patroni takes the pool over (api/pool_ha.py)."""
     # On the event loop, between two changes: a change made after would be queued for
     # a writer that is gone. The writer lock goes with the session.
     server.store.close()
+    if switch is not None:
+        try:
+            log.warning("pool database switchover: %s",
+                        await asyncio.to_thread(switch))
+        except ha_switchover.SwitchoverRefused as exc:
+            raise ApiError("OPERATION_NOT_ALLOWED",
+                           f"pool database switchover: {exc}") from None
+        return
     await call_member(server, host, "take_over", {"database": database}, check_live=False)
 
 

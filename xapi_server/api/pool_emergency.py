@@ -7,6 +7,10 @@
   live coordinator is writing to it (the writer lock is free); if the database is out
   of reach it starts from its newest copy (pool.sync_database), as xapi's members do
   from their backups. A coordinator still writing is never taken over behind its back.
+  In a pool whose database Patroni replicates (README "Pool HA") Patroni decides:
+  only the host of its leader may take over (xapi's HA_IS_ENABLED otherwise, as
+  while xapi's own HA is armed), and never from a copy; emergency_reset_master only
+  to the host of Patroni's leader.
 - `pool.recover_slaves`, on the new coordinator: every other host that answers
   follows it; the ones that did are returned.
 - `pool.emergency_reset_master(master_address)`, on a member: follow that coordinator
@@ -27,7 +31,7 @@ import os
 from ..datamodel import NULL_REF
 from ..dispatch.registry import implements
 from ..errors import ApiError
-from ..services.pool import peer, role as pool_role
+from ..services.pool import ha, peer, role as pool_role
 from ..store import is_postgres_url
 from ..store.handover import WRITER_HELD, probe_database, snapshot, write_copy
 from .pool_coordinator import take_over
@@ -47,6 +51,18 @@ def _ha_enabled(store, pool) -> bool:
     return store.exists("pool", pool) and store.get("pool", pool, "ha_enabled")
 
 
+async def _patroni_view(server) -> ha.PatroniView:
+    """Who leads the replicated pool database; HA_IS_ENABLED when Patroni cannot say
+    (xapi's answer to the emergency calls while its HA manages the coordinator)."""
+    settings = server.settings
+    try:
+        return await asyncio.to_thread(ha.read_view, settings.patroni_url,
+                                       settings.patroni_ca_file)
+    except ha.PatroniUnreachable as exc:
+        log.warning("emergency call refused: %s", exc)
+        raise ApiError("HA_IS_ENABLED") from None
+
+
 # -- on a member whose coordinator is gone ------------------------------------------
 
 @implements("pool.emergency_transition_to_master")
@@ -57,6 +73,14 @@ async def emergency_transition_to_master(ctx):
         return
     if _ha_enabled(ctx.store, server.pool_ref):
         raise ApiError("HA_IS_ENABLED")
+    if server.settings.patroni_url:   # Patroni decides who coordinates
+        view = await _patroni_view(server)
+        if not view.leader_is_me or not server.settings.ha_database_url:
+            log.warning("emergency_transition_to_master refused: Patroni's leader is %s",
+                        view.leader_address or "being elected")
+            raise ApiError("HA_IS_ENABLED")
+        take_over(server, {"database": server.settings.ha_database_url})
+        return
     database = role.pool_database if is_postgres_url(role.pool_database) else ""
     if database:
         why = await asyncio.to_thread(probe_database, database, True)
@@ -87,6 +111,12 @@ async def emergency_reset_master(ctx, master_address):
         host, port = peer.split_address(master_address, server.settings.port)
     except ValueError:
         raise ApiError("INVALID_VALUE", "master_address", master_address) from None
+    if server.settings.patroni_url:   # only the host of Patroni's leader coordinates
+        view = await _patroni_view(server)
+        if view.leader_address != host:
+            log.warning("emergency_reset_master(%s) refused: Patroni's leader is %s",
+                        master_address, view.leader_address or "being elected")
+            raise ApiError("HA_IS_ENABLED")
     try:   # trust on first use, as at join; then it must know this host and the secret
         pin = await asyncio.to_thread(peer.served_fingerprint, host, port)
         await asyncio.to_thread(peer.call, host, port, "heartbeat",

@@ -15,11 +15,13 @@ the steps of a planned change of coordinator (api/pool_coordinator.py):
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import time
 
 from ..services.pool import ha
 from ..services.pool import role as pool_role
-from ..store.handover import snapshot, write_copy
+from ..store.handover import probe_database, snapshot, write_copy
 from ..store.pool_read import copy_ops, is_replicated_url, pool_host
 from .pool_coordinator import follow_coordinator, take_over
 
@@ -29,24 +31,42 @@ log = logging.getLogger(__name__)
 def role_at_start(settings, role: pool_role.PoolRole) -> pool_role.PoolRole:
     """Before the store opens: a coordinator of the replicated pool database that comes
     back (restarted, or after a crash) while Patroni's leader runs on another host
-    starts as a member of that host, never as a second coordinator. Blocking."""
+    starts as a member of that host, never as a second coordinator. While neither
+    holds (the database does not take this host's writes and no leader elsewhere is
+    known: this host is cut off, or an election runs) it waits, instead of failing to
+    open the store and exiting: once the link is back, one of the two holds. Blocking."""
     location = pool_role.database_location(settings, role)
     if not settings.patroni_url or role.is_member or not is_replicated_url(location):
         return role
-    try:
-        view = ha.read_view(settings.patroni_url, settings.patroni_ca_file)
-        action, address = ha.decide(view, is_member=False, master_address="",
-                                    on_pool_database=True, deposed=False)
-        if action != ha.FOLLOW:
-            return role
-        ref, uuid, _ = pool_host(location, view.my_address)
-        _, _, pin = pool_host(location, address)
-        # A member works on its own copy of the records (a crash left it none).
-        write_copy(settings.db_path, copy_ops(location, ref))
-    except (ha.PatroniUnreachable, LookupError, OSError) as exc:
-        # The store then meets the new coordinator's writer lock and refuses to start.
-        log.error("cannot tell whether this host still coordinates: %s", exc)
-        return role
+    told = False
+    while True:
+        try:
+            view = ha.read_view(settings.patroni_url, settings.patroni_ca_file)
+            action, address = ha.decide(view, is_member=False, master_address="",
+                                        on_pool_database=True, deposed=False)
+            if action == ha.FOLLOW:
+                return _member_of(settings, ha.leader_first(location, address), view,
+                                  address)
+        except (ha.PatroniUnreachable, LookupError, OSError) as exc:
+            why = f"cannot tell whether this host still coordinates: {exc}"
+        else:
+            if view.leader and role.pool_database:   # (a host taking the pool over)
+                location = ha.leader_first(location, view.leader_address)
+                role = dataclasses.replace(role, pool_database=location)
+            why = probe_database(location)
+            if why is None:
+                return role
+        if not told:
+            told = True
+            log.error("waiting for the pool database or Patroni's leader elsewhere: %s", why)
+        time.sleep(settings.ha_poll_interval)
+
+
+def _member_of(settings, location: str, view: ha.PatroniView, address: str):
+    ref, uuid, _ = pool_host(location, view.my_address)
+    _, _, pin = pool_host(location, address)
+    # A member works on its own copy of the records (a crash left it none).
+    write_copy(settings.db_path, copy_ops(location, ref))
     member = pool_role.PoolRole(master_address=address, master_fingerprint=pin,
                                 secret=pool_role.coordinator_secret(settings.data_dir),
                                 host_uuid=uuid)
@@ -86,6 +106,10 @@ async def follow_patroni(server):
 
 async def _take_over(server) -> bool:
     if not server.role.is_member:   # deposed, yet the leader is still here: open again
+        location = pool_role.database_location(server.settings, server.role)
+        why = await asyncio.to_thread(probe_database, location)
+        if why is not None:   # Patroni's view here may be stale (this host cut off)
+            return False
         log.warning("the pool database refused this coordinator but Patroni's leader "
                     "is still here: restarting on it")
         server.restart_soon()
@@ -100,8 +124,8 @@ async def _take_over(server) -> bool:
 
 async def _follow(server, address: str) -> bool:
     if server.role.is_member:
-        _, _, pin = await asyncio.to_thread(pool_host, server.settings.ha_database_url,
-                                            address)
+        _, _, pin = await asyncio.to_thread(
+            pool_host, ha.leader_first(server.settings.ha_database_url, address), address)
         follow_coordinator(server, {"address": address, "fingerprint": pin})
         return True
     store, settings = server.store, server.settings

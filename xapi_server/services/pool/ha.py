@@ -25,6 +25,7 @@ import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from .peer import split_address
@@ -65,6 +66,15 @@ def _get(url: str, context, timeout: float):
         raise OSError(f"not JSON: {exc}") from None
 
 
+def _state(api_url: str, context, timeout: float):
+    """A member's own view (GET its /patroni), None if it does not answer (not a
+    leader anyone can use)."""
+    try:
+        return _get(api_url, context, timeout)
+    except OSError:
+        return None
+
+
 def read_view(patroni_url: str, ca_file: str = "", timeout: float = 2) -> PatroniView:
     """Blocking (run it in a thread), over https checked against `ca_file` (the pool
     CA) when given. The members come from GET {patroni_url}/cluster; this host is the
@@ -82,18 +92,16 @@ def read_view(patroni_url: str, ca_file: str = "", timeout: float = 2) -> Patron
         raise PatroniUnreachable(f"{patroni_url}: no member list")
     mine = _host_port(patroni_url)
     me = my_address = ""
+    members = [m for m in members if isinstance(m, dict)]
+    # Asked all at once: a member cut off or hung costs one timeout, not one each.
+    with ThreadPoolExecutor(max(1, len(members))) as pool:
+        states = list(pool.map(lambda m: _state(str(m.get("api_url", "")), context,
+                                                timeout), members))
     primaries: list[tuple[int, str, str]] = []
-    for member in members:
-        if not isinstance(member, dict):
-            continue
+    for member, state in zip(members, states):
         name, host = str(member.get("name", "")), str(member.get("host", ""))
-        api = str(member.get("api_url", ""))
-        if _host_port(api) == mine:
+        if _host_port(str(member.get("api_url", ""))) == mine:
             me, my_address = name, host
-        try:
-            state = _get(api, context, timeout)
-        except OSError:
-            continue   # not answering: not a leader anyone can use
         if isinstance(state, dict) and state.get("role") in ("master", "primary") \
                 and state.get("state") == "running":
             primaries.append((int(state.get("timeline") or 0), name, host))
@@ -126,3 +134,20 @@ def decide(view: PatroniView, *, is_member: bool, master_address: str,
     if not is_member or split_address(master_address)[0] != view.leader_address:
         return FOLLOW, view.leader_address   # the leader's host coordinates
     return STAY, ""
+
+
+def leader_first(url: str, address: str) -> str:
+    """The multi-host pool database URL with the host at `address` (Patroni's leader)
+    listed first. libpq tries the hosts in order, each up to connect_timeout: a host
+    cut off or dead ahead of the leader costs every new connection that long."""
+    scheme, found, rest = url.partition("://")
+    if not found:
+        return url
+    netloc, slash, tail = rest.partition("/")
+    userinfo, at, hosts = netloc.rpartition("@")
+    entries = hosts.split(",")
+    first = [e for e in entries if e.rsplit(":", 1)[0].strip("[]") == address]
+    if not first:
+        return url
+    ordered = first + [e for e in entries if e not in first]
+    return f"{scheme}://{userinfo}{at}{','.join(ordered)}{slash}{tail}"
