@@ -315,8 +315,8 @@ def _pieces(items, pairs: bool) -> list[bytes]:
     that are not joined here: the writer joins what it sends (one copy of the reply)."""
     if pairs and all(type(v) is Row for _, v in items):    # get_all_records
         get, out, close = _records.get, [], ""
-        for key, record in items:       # two pieces a record: "</member><member>..", it
-            out += ((close + _key_head(key)).encode(), get(record))
+        for key, record in items:       # two pieces a record: the </member> of the one
+            out += ((close + _key_head(key)).encode(), get(record))    # before + its name
             close = "</member>"
         out.append(b"</member>")
         return out
