@@ -55,6 +55,23 @@ def test_xo_upload_of_unknown_length(x, sr, srv, sid):
     assert get(srv, sid, vdi=vdi)[2][:len(data)] == data
 
 
+def test_upload_that_expects_100_continue(x, sr, srv, sid):
+    """curl asks `Expect: 100-continue` for an upload: it gets the interim 100, then
+    xapi's 200 before the body is read, and the bytes land."""
+    vdi = new_vdi(x, sr, 4 * MiB)
+    task = x.task.create("import", "")
+    data = os.urandom(MiB)
+    sock = request(srv, "PUT", f"/import_raw_vdi?session_id={sid}&vdi={vdi}&task_id={task}",
+                   [f"Content-Length: {len(data)}", "Expect: 100-continue"])
+    status, _, rest = read_head(sock)
+    assert status == "HTTP/1.1 100 Continue"
+    assert read_head(sock, rest)[0] == "HTTP/1.1 200 OK"
+    sock.sendall(data)
+    assert wait_task(x, task)["status"] == "success"
+    sock.close()
+    assert get(srv, sid, vdi=vdi)[2][:len(data)] == data
+
+
 def test_cancel_mid_upload(x, sr, srv, sid):
     before = set(x.SR.get_VDIs(sr))
     task = x.task.create("import", "")

@@ -49,8 +49,8 @@ def new_vdi(x, sr, size=16 * MiB, name="xfer"):
 
 # -- HTTP over a raw TLS socket ---------------------------------------------------------------
 
-def read_head(sock) -> tuple[str, list[str], bytes]:
-    data = b""
+def read_head(sock, data: bytes = b"") -> tuple[str, list[str], bytes]:
+    """(status line, header lines, what came after), reading on from `data`."""
     while b"\r\n\r\n" not in data:
         piece = sock.recv(65536)
         if not piece:

@@ -137,7 +137,12 @@ class Request:
         if conn is None:
             raise RuntimeError("this server cannot hand a connection to a handler")
         self.conn, self.responded = conn, True
-        await conn.write(header_block(lines))
+        # A client that asked to be told to go on (curl does, for an upload) gets the
+        # interim 100 before the 200: told nothing, curl sends the whole body in its
+        # slower mode of waiting for a reply it already has (1 GiB: 4.4 s instead of 2.8).
+        go_on = (self.header("expect") or "").lower() == "100-continue" and not self.http10
+        await conn.write((b"HTTP/1.1 100 Continue\r\n\r\n" if go_on else b"") +
+                         header_block(lines))
         return conn
 
     @property
