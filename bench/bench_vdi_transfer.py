@@ -7,7 +7,8 @@ out of the same format) and the server's RSS sampled during each transfer. The c
 is curl, as a user would run it (its TLS and copies cost CPU on the same two cores).
 An import is durable when it succeeds (the image is fsynced), so its fair yardstick is
 convert followed by an fsync of its output (same format, same fsync policy); the ratio
-to convert alone, which leaves its output in the page cache, is printed too. The
+to convert alone, which leaves its output in the page cache, is printed too, and to
+convert with `-t none`, which writes past the page cache with O_DIRECT as the import does. The
 export and its convert both leave their output unsynced. Beside each transfer: CPU
 per GiB of the server and the daemon, and the seconds the server's event loop, curl and
 the daemon spent runnable but waiting for a CPU: when those are most of the wall time,
@@ -168,10 +169,11 @@ def timed(fn, *args) -> float:
     return time.perf_counter() - start
 
 
-def convert(src, src_fmt, dst, dst_fmt):
+def convert(src, src_fmt, dst, dst_fmt, *options):
     if os.path.exists(dst):
         os.unlink(dst)
-    subprocess.run(["qemu-img", "convert", "-f", src_fmt, "-O", dst_fmt, src, dst], check=True)
+    subprocess.run(["qemu-img", "convert", *options, "-f", src_fmt, "-O", dst_fmt, src, dst],
+                   check=True)
 
 
 def fsync_file(path):
@@ -218,6 +220,8 @@ def main():
             subprocess.run(["sync"], check=True)      # nobody else's dirty pages in the way
             t_conv_in = timed(convert, image, "raw", qcow, "qcow2")
             t_sync_in = timed(fsync_file, qcow)
+            # convert writing as the import does: O_DIRECT, past the page cache
+            t_direct_in = timed(convert, image, "raw", qcow, "qcow2", "-t", "none")
             with Sampler(server.proc.pid) as rss_in:
                 t_in = timed(upload, server, sid, vdi, image, size)
             out = os.path.join(work, "out.raw")
@@ -235,7 +239,9 @@ def main():
             t_durable = t_conv_in + t_sync_in
             print(f"run {run + 1}: import {mb / t_in:.0f} MiB/s vs qemu-img raw->qcow2 + "
                   f"fsync {mb / t_durable:.0f} MiB/s: ratio {t_durable / t_in:.2f} (convert "
-                  f"alone {mb / t_conv_in:.0f} MiB/s: {t_conv_in / t_in:.2f}), server RSS "
+                  f"alone {mb / t_conv_in:.0f} MiB/s: {t_conv_in / t_in:.2f}; convert -t none, "
+                  f"O_DIRECT as the import, {mb / t_direct_in:.0f} MiB/s: "
+                  f"{t_direct_in / t_in:.2f}), server RSS "
                   f"peak {rss_in.peak:.0f} MiB, {rss_in.cpu_text(mb / 1024)} | export "
                   f"{mb / t_out:.0f} MiB/s vs qemu-img qcow2->raw {mb / t_conv_out:.0f} MiB/s: "
                   f"ratio {t_conv_out / t_out:.2f}, RSS peak {rss_out.peak:.0f} MiB, "
