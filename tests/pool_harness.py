@@ -70,13 +70,18 @@ def pool_hosts(tmp_path_factory, count: int, slot: int = 0, migration: bool = Fa
     net = 10 + (os.getpid() + 11 * slot) % 200
     bridge = f"xpb{tag}"
     hosts: list[PoolHost] = []
+    namespaces: list[str] = []
     sh("ip", "link", "add", bridge, "type", "bridge")
     try:
         sh("ip", "addr", "add", f"10.96.{net}.1/24", "dev", bridge)
         sh("ip", "link", "set", bridge, "up")
         for i in range(count):
             ns, address = f"xph{tag}{i}", f"10.96.{net}.{11 + i}"
+            # A namespace of the same name just deleted frees its veth asynchronously:
+            # the host end is taken down here so the name is free at once.
+            sh("ip", "link", "del", f"xpv{tag}{i}", check=False)
             sh("ip", "netns", "add", ns)
+            namespaces.append(ns)
             sh("ip", "link", "add", f"xpv{tag}{i}", "type", "veth", "peer", "name", "eth0",
                "netns", ns)
             sh("ip", "link", "set", f"xpv{tag}{i}", "master", bridge, "up")
@@ -108,8 +113,8 @@ def pool_hosts(tmp_path_factory, count: int, slot: int = 0, migration: bool = Fa
         for host in hosts:
             host.server.kill()
             host.libvirtd.stop()
-        for i in range(len(hosts)):
-            sh("ip", "netns", "del", f"xph{tag}{i}", check=False)
+        for ns in namespaces:   # also one whose host never started
+            sh("ip", "netns", "del", ns, check=False)
         sh("ip", "link", "del", bridge, check=False)
 
 

@@ -12,11 +12,11 @@ import os
 import re
 import shutil
 import signal
-import time
 
 import pytest
 
 from ha_harness import PG_BIN, SETUP_SCRIPT, ha_cluster, sh
+from waiting import wait_for
 from xapi_server.services.pool import ha_members
 from xapi_server.services.pool.ha_members import Etcd, Patroni, Tls
 
@@ -46,17 +46,6 @@ def clients(ha, nodes):
     tls = tls_of(nodes[0])
     return (Etcd([n.address for n in nodes], tls),
             Patroni(nodes[0].api, nodes[0].ca, secret_of(ha)))
-
-
-def wait_for(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not in {timeout}s: {what}")
-        time.sleep(0.3)
 
 
 def _argv(pid: int) -> list[bytes]:

@@ -26,6 +26,7 @@ from guest.harness import guest, guest_vm  # noqa: E402,F401 (fixture)
 from pool_harness import pool_hosts  # noqa: E402
 from private_libvirtd import unavailable  # noqa: E402
 from serverproc import ROOT_PASSWORD  # noqa: E402
+from waiting import wait_for  # noqa: E402
 
 pytestmark = pytest.mark.skipif(bool(unavailable()), reason=str(unavailable()))
 STATE = {}
@@ -48,18 +49,6 @@ def pool(tmp_path_factory):
             member.session().xenapi.pool.join(hosts[0].address, "root", ROOT_PASSWORD)
             member.wait_restarted()
         yield hosts, sr_dir
-
-
-def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: "
-                                 f"{what() if callable(what) else what}")
-        time.sleep(0.2)
 
 
 def crash(host):

@@ -238,6 +238,19 @@ def _image(c, vdi):
                         c.VDI.get_location(vdi) + ".qcow2")
 
 
+def patterned_disk(c, vm, sr, name: str) -> str:
+    """An 8 MiB disk of `vm` on `sr` (userdevice 1) whose second MiB is 0x5a bytes."""
+    disk = c.VDI.create({"SR": sr, "virtual_size": str(8 << 20), "type": "user",
+                         "sharable": False, "read_only": False, "other_config": {},
+                         "name_label": name})
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 1M 1M", _image(c, disk)],
+                   check=True, capture_output=True)
+    c.VBD.create({"VM": vm, "VDI": disk, "userdevice": "1", "bootable": False, "mode": "RW",
+                  "type": "Disk", "empty": False, "other_config": {},
+                  "qos_algorithm_type": "", "qos_algorithm_params": {}})
+    return disk
+
+
 def _qemu_io(path, command):
     return subprocess.run(["qemu-io", "-f", "qcow2", "-r", "-U", "-c", command, path],
                           capture_output=True, text=True)
@@ -249,14 +262,7 @@ def test_storage_motion_with_xe_and_back(hosts, c, guest, tmp_path):
     coordinator, member = hosts
     me, there = STATE["me"], STATE["member"]
     vm = guest_vm(c, guest, "local mover", mib=96, args="guestcount")
-    disk = c.VDI.create({"SR": _local_sr(c, me), "virtual_size": str(8 << 20),
-                         "type": "user", "sharable": False, "read_only": False,
-                         "other_config": {}, "name_label": "local disk"})
-    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 1M 1M", _image(c, disk)],
-                   check=True, capture_output=True)
-    c.VBD.create({"VM": vm, "VDI": disk, "userdevice": "1", "bootable": False, "mode": "RW",
-                  "type": "Disk", "empty": False, "other_config": {},
-                  "qos_algorithm_type": "", "qos_algorithm_params": {}})
+    disk = patterned_disk(c, vm, _local_sr(c, me), "local disk")
     c.VM.start_on(vm, me, False, False)
     uuid = c.VM.get_uuid(vm)
     wait_for(lambda: len(counts(console_text(coordinator.server.data_dir, uuid))) > 2, 90,

@@ -19,7 +19,6 @@ import os
 import re
 import shutil
 import ssl
-import subprocess
 import sys
 import time
 
@@ -33,7 +32,7 @@ from private_libvirtd import unavailable  # noqa: E402
 from sdk_failures import failure  # noqa: E402
 from serverproc import ROOT_PASSWORD  # noqa: E402
 from test_pool_migrate import (UNLIMITED_MIB_S, _image, _local_sr, _qemu_io,  # noqa: E402
-                               counts, wait_for, xe)
+                               counts, patterned_disk, wait_for, xe)
 
 pytestmark = pytest.mark.skipif(bool(unavailable()), reason=str(unavailable()))
 STATE = {}
@@ -41,7 +40,7 @@ STATE = {}
 
 @pytest.fixture(scope="module")
 def pools(tmp_path_factory):
-    with pool_hosts(tmp_path_factory, 2, slot=5, migration=True) as made:
+    with pool_hosts(tmp_path_factory, 2, slot=6, migration=True) as made:
         yield made
 
 
@@ -73,14 +72,7 @@ def _snapshot_of(x):
 def test_refusals_leave_both_pools_as_they_were(pools, a, b, guest, tmp_path):
     source = pools[0]
     vm = guest_vm(a, guest, "traveller", mib=96, args="guestcount")
-    disk = a.VDI.create({"SR": _local_sr(a, _only_host(a)), "virtual_size": str(8 << 20),
-                         "type": "user", "sharable": False, "read_only": False,
-                         "other_config": {}, "name_label": "traveller disk"})
-    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 1M 1M", _image(a, disk)],
-                   check=True, capture_output=True)
-    a.VBD.create({"VM": vm, "VDI": disk, "userdevice": "1", "bootable": False, "mode": "RW",
-                  "type": "Disk", "empty": False, "other_config": {},
-                  "qos_algorithm_type": "", "qos_algorithm_params": {}})
+    disk = patterned_disk(a, vm, _local_sr(a, _only_host(a)), "traveller disk")
     ours_net = a.network.create({"name_label": "cross here", "name_description": "",
                                  "MTU": "1500", "other_config": {}})
     vif = a.VIF.create({"VM": vm, "network": ours_net, "device": "0", "MAC": "",
