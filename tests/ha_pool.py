@@ -1,7 +1,13 @@
 """Three pool hosts on a replicated pool database (issue 18), for tests/test_pool_ha.py
 and bench/bench_pool_ha.py: each host in its own network namespace running etcd,
 Patroni + PostgreSQL 15 (tests/ha_harness.py), its own libvirtd and its own server.
-The coordinator is the host of Patroni's leader; the two others joined it.
+
+The pool is made the admin's way (README "Pool HA"): its coordinator first on a
+PostgreSQL of its own (tests/pg_server.py, over a UNIX socket every namespace sees),
+on a host that is not Patroni's leader; the two others join it, the third join raises
+the POOL_DATABASE_HA_AVAILABLE offer; then every server gets the Patroni settings and
+is restarted: the coordinator moves the pool's records into the replicated database
+and hands the pool to the host of Patroni's leader (api/pool_ha_enable.py).
 
     with ha_pool(tmp_path_factory, slot=2) as (ha, hosts):   # hosts: name -> PoolHost
         coordinator, answers = wait_settled(ha, hosts)
@@ -16,18 +22,28 @@ import XenAPI
 
 from ha_harness import ha_cluster
 from ha_writers import CALL_TIMEOUT
+from pg_server import cluster
 from pool_harness import FAST_HEARTBEATS, PORT, PoolHost
 from private_libvirtd import PrivateLibvirtd
 from serverproc import GUEST_CACHE, ROOT_PASSWORD, ServerProcess
 
+OFFER = "POOL_DATABASE_HA_AVAILABLE"
+
 
 @contextlib.contextmanager
-def ha_pool(tmp_path_factory, slot: int):
-    """tmp_path_factory: pytest's, or anything whose mktemp(name) gives a new dir."""
+def ha_pool(tmp_path_factory, slot: int, before: dict | None = None):
+    """tmp_path_factory: pytest's, or anything whose mktemp(name) gives a new dir.
+    before: filled with what the pool held before the move: "coordinator" (the first
+    host's name), "standalone" (its first database's URL), "ha_database" (the
+    replicated one's), "offer" (the offer's body), "vm" (the uuid of a VM made
+    then), "token" (an event.from token of then)."""
+    before = {} if before is None else before
     with ha_cluster(slot=slot) as ha:
         leader = ha.wait_leader(120)
         ha.wait_sync_standby(120)
         url = ha.new_database("xapi_pool")
+        first = next(n for n in ha.nodes if n is not leader)
+        standalone = cluster().new_database(f"prepool{os.getpid() % 10000}{slot}")
         hosts: dict[str, PoolHost] = {}
         try:
             for node in ha.nodes:
@@ -35,27 +51,53 @@ def ha_pool(tmp_path_factory, slot: int):
                 libvirtd = PrivateLibvirtd(os.path.join(data, "libvirt"),
                                            netns=node.name).start()
                 env = {**FAST_HEARTBEATS, "XAPI_BOOT_DIRS": GUEST_CACHE,
-                       "XAPI_PATRONI_URL": node.api, "XAPI_HA_DATABASE_URL": url,
                        "XAPI_HA_POLL_INTERVAL": "0.5"}
                 server = ServerProcess(os.path.join(data, "xapi"), port=PORT,
                                        netns=node.name, host=node.address,
                                        libvirt_uri=libvirtd.uri, env=env,
-                                       database_url=url if node is leader else "")
+                                       database_url=standalone if node is first else "")
                 hosts[node.name] = PoolHost(node.name, node.address, server, libvirtd)
-            for host in hosts.values():
-                host.server.start_nowait()
-            for host in hosts.values():
-                host.server.wait_started(120)
-            for node in ha.nodes:
-                if node is not leader:
-                    joiner = hosts[node.name]
-                    joiner.session().xenapi.pool.join(leader.address, "root", ROOT_PASSWORD)
+            _restart(hosts.values(), stop=False)
+            coordinator = hosts[first.name]
+            for name, joiner in hosts.items():
+                if joiner is not coordinator:
+                    joiner.session().xenapi.pool.join(first.address, "root", ROOT_PASSWORD)
                     joiner.wait_restarted()
+            before.update(coordinator=first.name, standalone=standalone, ha_database=url,
+                          **_pool_before_the_move(coordinator))
+            # The admin ran pool-ha-setup.sh (here: the harness's cluster) and puts the
+            # lines it prints in every host's settings.
+            for node in ha.nodes:
+                hosts[node.name].server.env.update(XAPI_PATRONI_URL=node.api,
+                                                   XAPI_HA_DATABASE_URL=url)
+            _restart(hosts.values(), stop=True)
+            wait_settled(ha, hosts)
             yield ha, hosts
         finally:
             for host in hosts.values():
                 host.server.kill()
                 host.libvirtd.stop()
+
+
+def _pool_before_the_move(coordinator: PoolHost) -> dict:
+    x = coordinator.session().xenapi
+    offers = [m["body"] for m in x.message.get_all_records().values() if m["name"] == OFFER]
+    assert len(offers) == 1, f"no {OFFER} message after the third join"
+    template = x.VM.get_by_name_label("Other install media")[0]
+    vm = x.VM.clone(template, "made before the move")
+    x.VM.set_is_a_template(vm, False)
+    token = getattr(x.event, "from")(["VM"], "", 0.0)["token"]
+    return {"offer": offers[0], "vm": x.VM.get_uuid(vm), "token": token}
+
+
+def _restart(hosts, stop: bool):
+    if stop:
+        for host in hosts:
+            host.server.stop()
+    for host in hosts:
+        host.server.start_nowait()
+    for host in hosts:
+        host.server.wait_started(120)
 
 
 def answer_of(host: PoolHost):

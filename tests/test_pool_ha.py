@@ -7,6 +7,8 @@ must serve within the bound with every acknowledged write, the other member must
 clients to it (HOST_IS_SLAVE), and event tokens must not go backwards."""
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import threading
 import time
@@ -40,10 +42,46 @@ def wait_whole(ha):
     wait_for(streaming, 90, "both replicas streaming")
 
 
+BEFORE_THE_MOVE: dict = {}   # what the pool held on its first database (ha_pool)
+
+
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory):
-    with ha_pool(tmp_path_factory, slot=2) as pool:
+    with ha_pool(tmp_path_factory, slot=2, before=BEFORE_THE_MOVE) as pool:
         yield pool
+
+
+def test_pool_moved_into_the_replicated_database(pool):
+    """The admin's path (tests/ha_pool.py): the pool made on a PostgreSQL of its own,
+    the offer, the Patroni settings, a restart. The records are now in the replicated
+    database, the host of Patroni's leader coordinates, event tokens went on."""
+    ha, hosts = pool
+    before = BEFORE_THE_MOVE
+    leader = hosts[ha.wait_leader().name]
+    assert before["coordinator"] != leader.name   # the move handed the pool over
+    assert "restart the three servers" in before["offer"]
+    x = leader.session().xenapi
+    vm = x.VM.get_by_uuid(before["vm"])
+    assert x.VM.get_name_label(vm) == "made before the move"
+    assert sorted(x.host.get_address(h) for h in x.host.get_all()) == \
+        sorted(h.address for h in hosts.values())
+    assert x.host.get_address(x.pool.get_master(x.pool.get_all()[0])) == leader.address
+    assert any(m["name"] == "POOL_DATABASE_HA_AVAILABLE"
+               for m in x.message.get_all_records().values())
+    token = getattr(x.event, "from")(["VM"], "", 0.0)["token"]
+    assert int(token.split(",")[0]) > int(before["token"].split(",")[0])
+    with ha.connect("xapi_pool") as conn:
+        assert conn.execute('SELECT count(*) FROM "VM" WHERE "uuid" = %s',
+                            (f'"{before["vm"]}"',)).fetchone()[0] == 1
+        assert conn.execute('SELECT count(*) FROM "host"').fetchone()[0] == 3
+
+    def members_point_at_it() -> bool:
+        for member in (h for h in hosts.values() if h is not leader):
+            with open(os.path.join(member.server.data_dir, "pool.conf")) as f:
+                if json.load(f)["pool_database"] != before["ha_database"]:
+                    return False
+        return True
+    wait_for(members_point_at_it, 30, "the members' pool_database: the replicated one")
 
 
 def coordinator_of(hosts) -> PoolHost | None:

@@ -24,6 +24,7 @@ from ..services.pool import role as pool_role
 from ..store.handover import probe_database, snapshot, write_copy
 from ..store.pool_read import copy_ops, is_replicated_url, pool_host
 from .pool_coordinator import follow_coordinator, take_over
+from .pool_ha_enable import holds_this_host, move_at_start, point_members_copy
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,10 @@ def role_at_start(settings, role: pool_role.PoolRole) -> pool_role.PoolRole:
     starts as a member of that host, never as a second coordinator. While neither
     holds (the database does not take this host's writes and no leader elsewhere is
     known: this host is cut off, or an election runs) it waits, instead of failing to
-    open the store and exiting: once the link is back, one of the two holds. Blocking."""
+    open the store and exiting: once the link is back, one of the two holds. A pool
+    not on the replicated database yet is first moved there (api/pool_ha_enable.py).
+    Blocking."""
+    role = move_at_start(settings, role)
     location = pool_role.database_location(settings, role)
     if not settings.patroni_url or role.is_member or not is_replicated_url(location):
         return role
@@ -69,7 +73,7 @@ def _member_of(settings, location: str, view: ha.PatroniView, address: str):
     write_copy(settings.db_path, copy_ops(location, ref))
     member = pool_role.PoolRole(master_address=address, master_fingerprint=pin,
                                 secret=pool_role.coordinator_secret(settings.data_dir),
-                                host_uuid=uuid)
+                                host_uuid=uuid, pool_database=settings.ha_database_url)
     pool_role.save(settings.data_dir, member)
     log.warning("Patroni's leader runs on %s: this host starts as a member", address)
     return member
@@ -95,16 +99,18 @@ async def follow_patroni(server):
                                     on_pool_database=store.replicated,
                                     deposed=store.deposed is not None)
         try:
-            if action == ha.TAKE_OVER and await _take_over(server):
+            if action == ha.TAKE_OVER and await _take_over(server, view):
                 return
-            if action == ha.FOLLOW and await _follow(server, address):
+            if action == ha.FOLLOW and await _follow(server, address, view):
                 return
+            if action == ha.STAY and view.leader:
+                await point_members_copy(server, view)
         except (LookupError, OSError) as exc:
             log.error("cannot follow Patroni's leader %s yet: %s", address, exc)
         await asyncio.sleep(settings.ha_poll_interval)
 
 
-async def _take_over(server) -> bool:
+async def _take_over(server, view: ha.PatroniView) -> bool:
     if not server.role.is_member:   # deposed, yet the leader is still here: open again
         location = pool_role.database_location(server.settings, server.role)
         why = await asyncio.to_thread(probe_database, location)
@@ -117,16 +123,23 @@ async def _take_over(server) -> bool:
     if not server.settings.ha_database_url:
         log.error("Patroni's leader runs here but ha_database_url is not set")
         return False
+    if not await asyncio.to_thread(holds_this_host, server.settings, server.role,
+                                   view.my_address):
+        return False   # the coordinator has not moved the pool there yet
     log.warning("Patroni's leader runs here: taking the pool over")
     take_over(server, {"database": server.settings.ha_database_url})
     return True
 
 
-async def _follow(server, address: str) -> bool:
+async def _follow(server, address: str, view: ha.PatroniView) -> bool:
     if server.role.is_member:
+        if not await asyncio.to_thread(holds_this_host, server.settings, server.role,
+                                       view.my_address, address):
+            return False   # not this pool's database (yet): the coordinator moves it
         _, _, pin = await asyncio.to_thread(
             pool_host, ha.leader_first(server.settings.ha_database_url, address), address)
-        follow_coordinator(server, {"address": address, "fingerprint": pin})
+        follow_coordinator(server, {"address": address, "fingerprint": pin,
+                                    "database": server.settings.ha_database_url})
         return True
     store, settings = server.store, server.settings
     pin = _fingerprint_in(store, address)

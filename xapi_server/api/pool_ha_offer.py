@@ -5,8 +5,10 @@ a statefile SR, so the offer is what xapi's clients already show: a message on t
 pool (XO's notifications, `xe message-list`), raised once, when the pool reaches three
 hosts on a database that is not replicated yet. Its body is the exact command to run
 on each of the three hosts (scripts/pool-ha-setup.sh with their names and addresses
-filled in), after which the hosts run with `patroni_url` and the coordinator follows
-Patroni's leader (api/pool_ha.py).
+filled in), then the settings it prints on every host and a restart of the servers:
+the coordinator then moves the pool's records into the replicated database
+(api/pool_ha_enable.py) and from then on the coordinator is the host of Patroni's
+leader (api/pool_ha.py).
 """
 from __future__ import annotations
 
@@ -48,4 +50,7 @@ def offer_after_join(server):
                   "with the coordinator moving automatically when its host dies "
                   f"(README \"Pool HA\"). {steps} (copy /etc/xapi-py/pool-ca from the "
                   "first host to the others before running it there); then set "
-                  "patroni_url, patroni_ca_file and ha_database_url as it prints.")
+                  "patroni_url, patroni_ca_file and ha_database_url as it prints on "
+                  "every host and restart the three servers: the coordinator copies the "
+                  "pool's records into the replicated database (which must be empty) and "
+                  "the host where Patroni's leader runs coordinates from then on.")

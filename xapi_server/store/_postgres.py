@@ -21,6 +21,8 @@ with the reason; the server stops serving as coordinator (services/pool/ha.py).
 """
 from __future__ import annotations
 
+import json
+
 from ..datamodel import CLASSES
 from .codec import decode_row, quote, stored_classes, stored_fields
 from .pg_driver import conninfo_to_dict, psycopg
@@ -124,6 +126,18 @@ class PgDatabase(Writer):
             gen = c.execute(f"SELECT value FROM {STATE_TABLE} WHERE name = 'generation'"
                             ).fetchone()
         return Loaded(rows, meta, gen[0] if gen else 0)
+
+    def tables_holding_rows(self) -> list[str]:
+        """The tables (the store's own `meta` included) that are not empty: a database
+        a pool is moved into must have none (store/pool_move.py)."""
+        c = self._conn
+        names = [cdef.name for cdef in stored_classes()] + ["meta"]
+        return [name for name in names
+                if c.execute(f"SELECT EXISTS (SELECT 1 FROM {quote(name)})").fetchone()[0]]
+
+    def pool_uuids(self) -> list[str]:
+        return [json.loads(text or '""') for text, in
+                self._conn.execute('SELECT "uuid" FROM "pool"').fetchall()]
 
     def _disconnect(self):
         if self._conn is not None:

@@ -38,14 +38,10 @@ def write_copy(path: str, ops: list):
     Blocking: run it in a thread. Raises OSError if the disk refuses."""
     tmp = path + ".new"
     _remove(tmp)
-    db = Database(tmp)
-    refused: list = []
-    db.start(lambda _batch, why: refused.append(why))
-    db.submit(1, ops)
-    db.close()
-    if refused != [None]:
+    refused = Database(tmp).write_all(ops)
+    if refused is not None:
         _remove(tmp)
-        raise OSError(f"copy of the records to {path}: {refused[0] if refused else 'not written'}")
+        raise OSError(f"copy of the records to {path}: {refused}")
     for stale in (path + "-wal", path + "-shm"):   # they belong to the file replaced
         _unlink(stale)
     os.replace(tmp, path)

@@ -33,6 +33,8 @@ def _host_rows(url: str) -> tuple[list, list]:
             hosts = conn.execute('SELECT ref, "address", "uuid" FROM "host"').fetchall()
             certs = conn.execute('SELECT "host", "type", "fingerprint_sha256" '
                                  'FROM "Certificate"').fetchall()
+    except psycopg.errors.UndefinedTable:
+        return [], []   # an empty database: no pool moved there yet (api/pool_ha_enable)
     except psycopg.Error as exc:
         raise OSError(describe(exc)) from None
     return ([(ref, json.loads(addr or '""'), json.loads(uuid or '""'))
@@ -54,10 +56,10 @@ def pool_host(url: str, address: str) -> tuple[str, str, str]:
     raise LookupError(f"no host with a certificate at {address} in the pool database")
 
 
-def copy_ops(url: str, host_ref: str) -> list:
+def copy_ops(url: str, host_ref: str = "") -> list:
     """Every record of the pool database as writer ops (store/handover.py writes them
-    to a member's working copy), with `host_ref` as this host's. One snapshot, read
-    from any node. Blocking; raises OSError."""
+    to a member's working copy), with `host_ref` as this host's (unchanged if not
+    given). One snapshot, read from any node. Blocking; raises OSError."""
     ops: list = []
     try:
         with _reader(url) as conn, conn.transaction():
@@ -71,7 +73,8 @@ def copy_ops(url: str, host_ref: str) -> list:
                                ).fetchone()
     except psycopg.Error as exc:
         raise OSError(describe(exc)) from None
-    meta["host_ref"] = host_ref
+    if host_ref:
+        meta["host_ref"] = host_ref
     ops += [("meta", key, value) for key, value in meta.items()]
     ops.append(("gen", gen[0] if gen else 0))
     return ops

@@ -132,6 +132,15 @@ class Writer:
             self._on_done(batch_id, refused)
         return refused
 
+    def write_all(self, ops: list) -> str | None:
+        """A copy made once (a member's working copy, a pool moved into the replicated
+        database): every op in one batch, then closed. None, or why it was refused."""
+        refused: list = []
+        self.start(lambda _batch, why: refused.append(why))
+        self.submit(1, ops)
+        self.close()
+        return refused[0] if refused else "not written"
+
     def depose(self, reason: str):
         if self.deposed is None:
             self.deposed = reason
