@@ -26,6 +26,10 @@ class Settings:
     libvirt_uri: str = "auto"          # auto | qemu:///system | qemu:///embed?... | test:///default
     domain_type: str = "auto"          # auto | kvm | qemu
     max_body_bytes: int = 16 * 1024 * 1024
+    # An RPC reply above this many bytes goes out gzip-compressed to a client that
+    # accepts gzip (the XenAPI SDK asks for it); 0: never, as xapi. Loopback and fast
+    # links are quicker plain (README, Scale): this is for clients on slow links.
+    rpc_gzip_min_bytes: int = 0
     # Failed logins wait, per (client address, user name): auth_failure_delay for each of
     # the first auth_cheap_failures in a row (a typo is cheap), then twice as long per
     # further failure, up to auth_failure_max_delay. Attempts of one pair take turns.

@@ -52,6 +52,31 @@ def header(scope, wanted: bytes) -> str | None:
     return None
 
 
+def accepts_gzip(scope) -> bool:
+    """Whether the request's Accept-Encoding allows gzip: named (or x-gzip) with a
+    q-value above 0, or `*` above 0 with gzip not named. No header: no (identity)."""
+    field = header(scope, b"accept-encoding")
+    if not field:
+        return False
+    named, star = None, None
+    for item in field.split(","):
+        coding, *params = (part.strip() for part in item.split(";"))
+        q = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0         # an unreadable weight is taken as a refusal
+        coding = coding.lower()
+        if coding in ("gzip", "x-gzip"):
+            named = q > 0 if named is None else named or q > 0
+        elif coding == "*":
+            star = q > 0
+    return named if named is not None else bool(star)
+
+
 def peer(scope) -> str:
     client = scope.get("client")
     return client[0] if client else ""

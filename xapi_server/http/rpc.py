@@ -14,8 +14,9 @@ from xe_cli import proto
 
 from ..cli import handler
 from ..errors import ApiError
-from ..wire import MalformedRequest, UnsupportedEncoding, jsonrpc, xmlrpc
-from .responses import CORS, error_page, peer, read_body, respond, user_agent
+from ..wire import MalformedRequest, UnsupportedEncoding, deflate, jsonrpc, xmlrpc
+from .responses import (CORS, accepts_gzip, error_page, peer, read_body, respond,
+                        user_agent)
 
 # Bodies above this size are decoded on a worker thread, one at a time: a 16 MiB
 # XML-RPC body takes seconds to parse (expat building a tree), which on the event loop
@@ -35,6 +36,7 @@ SLICE_SECONDS = 0.002
 # copy on the event loop), the loop given back whenever writing has taken longer than
 # SLICE_SECONDS; the pieces sent are let go.
 WRITE_CHUNK = 256 * 1024
+_VARY = (b"vary", b"Accept-Encoding")
 
 
 async def _decode(app, decode, body: bytes):
@@ -71,15 +73,32 @@ async def _encode_sliced(chunks) -> list[bytes]:
     return pieces
 
 
-async def _send_success(send, chunks, content_type: bytes):
+def _gzip_above(app, scope) -> int | None:
+    """The size above which this request's reply goes gzip-compressed (the setting
+    rpc_gzip_min_bytes, when the client accepts gzip); None when never."""
+    threshold = app.server.settings.rpc_gzip_min_bytes
+    return threshold if threshold > 0 and accepts_gzip(scope) else None
+
+
+async def _send_success(send, chunks, content_type: bytes, caches=(), app=None, scope=None):
     """Encode (in slices) and send a reply; its length is known before the first byte
-    goes, so the reply carries a Content-Length as xapi's do."""
+    goes, so the reply carries a Content-Length as xapi's do. A reply above the gzip
+    threshold is sent as one gzip member, the pieces `caches` keep compressed once."""
     pieces = await _encode_sliced(chunks)
     size = sum(map(len, pieces))
+    extra = []
+    if app is not None and app.server.settings.rpc_gzip_min_bytes > 0:
+        extra.append(_VARY)             # the reply may differ with Accept-Encoding
+        gzip_above = _gzip_above(app, scope)
+        if gzip_above is not None and size > gzip_above:
+            pieces = await _encode_sliced(deflate.gzip_chunks(pieces, caches))
+            size = sum(map(len, pieces))
+            extra.append((b"content-encoding", b"gzip"))
     if size <= WRITE_CHUNK:
-        return await respond(send, 200, b"".join(pieces), content_type)
+        return await respond(send, 200, b"".join(pieces), content_type, extra)
     await send({"type": "http.response.start", "status": 200, "headers": [
-        (b"content-type", content_type), (b"content-length", str(size).encode()), *CORS]})
+        (b"content-type", content_type), (b"content-length", str(size).encode()), *CORS,
+        *extra]})
     pieces.reverse()            # popped from the end: each piece is let go once sent
     loop = asyncio.get_running_loop()
     slice_end = loop.time() + SLICE_SECONDS
@@ -116,7 +135,8 @@ async def xmlrpc_route(app, scope, receive, send):
         except ApiError as exc:
             reply = xmlrpc.encode_failure(exc.description)
         else:
-            return await _send_success(send, xmlrpc.success_chunks(value), b"text/xml")
+            return await _send_success(send, xmlrpc.success_chunks(value), b"text/xml",
+                                       xmlrpc.CACHES, app, scope)
     await respond(send, 200, reply, b"text/xml")
 
 
@@ -133,7 +153,8 @@ async def jsonrpc_route(app, scope, receive, send):
     except ApiError as exc:
         reply = jsonrpc.encode_failure(call, exc.description)
         return await respond(send, 200, reply, b"application/json")
-    await _send_success(send, jsonrpc.success_chunks(call, value), b"application/json")
+    await _send_success(send, jsonrpc.success_chunks(call, value), b"application/json",
+                        jsonrpc.CACHES, app, scope)
 
 
 async def cli_route(app, scope, receive, send):

@@ -125,6 +125,9 @@ class EncodingCache:
     def __init__(self, encode, floor: int = 4096):
         self._encode, self._map = encode, {}
         self._floor = self._sweep_at = floor
+        # id -> piece, for every bytes piece of a kept encoding: lets a writer tell a
+        # cached piece (worth compressing once, wire/deflate.py) from one made per reply.
+        self._pieces: dict[int, bytes] = {}
 
     def get(self, record):
         entry = self._map.get(id(record))
@@ -134,7 +137,17 @@ class EncodingCache:
         if len(self._map) >= self._sweep_at:
             self.sweep()
         self._map[id(record)] = (record, encoded)
+        self._remember(encoded)
         return encoded
+
+    def _remember(self, encoded):
+        for piece in encoded if type(encoded) is tuple else (encoded,):
+            if type(piece) is bytes:
+                self._pieces[id(piece)] = piece
+
+    def holds(self, piece) -> bool:
+        """Whether `piece` (that very object) is part of a kept encoding."""
+        return self._pieces.get(id(piece)) is piece
 
     def get_each(self, records) -> list:
         """[get(r) for r in records], without a method call per hit: a reply of 40,000
@@ -150,6 +163,9 @@ class EncodingCache:
         self._map = {key: entry for key, entry in self._map.items()
                      if sys.getrefcount(entry[0]) > self._ONLY_CACHED}
         self._sweep_at = max(self._floor, 2 * len(self._map))
+        self._pieces = {}
+        for _, encoded in self._map.values():
+            self._remember(encoded)
 
     def __len__(self):
         return len(self._map)

@@ -120,6 +120,8 @@ def _encode_event(event) -> tuple | None:
 
 
 _events = EncodingCache(_encode_event)
+# What holds this codec's kept pieces (a gzip reply compresses those once: deflate.py).
+CACHES = (_records, _events)
 
 
 def _event_pieces(batch: list) -> list[bytes]:

@@ -226,6 +226,8 @@ def _encode_event(event) -> tuple | None:
 
 _EVENT_TAIL = b"</member></struct></value>"
 _events = EncodingCache(_encode_event)
+# What holds this codec's kept pieces (a gzip reply compresses those once: deflate.py).
+CACHES = (_records, _events)
 
 
 def _event_pieces(batch: list) -> list[bytes]:
