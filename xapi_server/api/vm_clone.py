@@ -49,8 +49,9 @@ async def _run_disk_hooks(ctx, mode, src, new, sr=NULL_REF):
 
 
 async def _duplicate(ctx, vm, new_name, mode, sr=NULL_REF, **extra) -> str:
-    rec = ctx.store.record("VM", vm)
-    fields = config_of(rec)
+    # The source's Row is not kept in a local: held while the copy is linked to it
+    # (its children), it would make the store copy that list (store._relink).
+    fields = config_of(ctx.store.record("VM", vm))
     other = dict(fields["other_config"])
     other.pop("default_template", None)   # a copy of a built-in template is not built in
     fields.update(name_label=new_name, other_config=other, **extra)

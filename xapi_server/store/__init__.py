@@ -23,6 +23,7 @@ import asyncio
 import bisect
 import gc
 import uuid as uuidlib
+from sys import getrefcount
 
 from ..datamodel import CLASSES, RELATIONS, Map, Set
 from ..datamodel.types import Row
@@ -39,6 +40,10 @@ LOG_LIMIT = 200_000  # change-log entries kept for event.from before trimming
 # Generations reserved in the database at a time; a new reservation is made when half
 # of the last one is used, so the ceiling is committed well before tokens reach it.
 GEN_RESERVE = 1 << 14
+# sys.getrefcount, in _relink, of an owner Row only its table holds (the table, the
+# local name, the argument) and of a relation list only that Row holds (likewise).
+_ROW_ONLY_IN_TABLE = 3
+_LIST_ONLY_IN_ROW = 3
 
 
 def new_ref() -> str:
@@ -81,6 +86,8 @@ class Store:
         self._indexed: dict[str, list[str]] = {}
         # children[(child_class, ref_field)] -> [(owner_class, many_field)]
         self._field_names = {c: frozenset(CLASSES[c].field_map) for c in CLASSES}
+        self._derived = {c: [f.name for f in CLASSES[c].fields if f.derived_from]
+                         for c in CLASSES}
         self._relations: dict[tuple[str, str], list[tuple[str, str]]] = {}
         for (owner, many), (child, ref_field) in RELATIONS.items():
             if owner in CLASSES and child in CLASSES:
@@ -322,7 +329,20 @@ class Store:
             op = ("del", cname, ref) if new is None else ("put", cname, self._row(cname, ref, new))
         self._apply(cname, ref, new)
         if op is not None:
-            self._log(op, (cname, ref, old), gen)
+            self._log(op, (cname, ref, self._for_undo(cname, old, new)), gen)
+
+    def _for_undo(self, cname: str, old: dict | None, new: dict | None):
+        """What the undo log keeps of an updated record: its fields without the many
+        sides of its relations. Those are its children's to keep (undoing a child puts
+        it back), and an old Row held here would share its lists with the new one, so
+        _relink would copy them at every change of a child until the commit."""
+        derived = self._derived[cname]
+        if old is None or new is None or not derived:
+            return old
+        kept = Row(old)
+        for name in derived:
+            del kept[name]
+        return kept
 
     @staticmethod
     def _row(cname: str, ref: str, record: dict) -> list[str]:
@@ -373,18 +393,32 @@ class Store:
         self._wake()
 
     def _relink(self, owner_cls, owner_ref, many, child_ref, add):
-        owner = self.tables[owner_cls].get(owner_ref) if owner_ref else None
+        """Add or drop `child_ref` in the owner's `many` list. The owner gets a new Row
+        (its old encodings and event snapshots must not be reused) and an event, as xapi
+        tells a change to the other end of a reference.
+
+        The list itself is changed in place when nothing but the old Row holds it and
+        nothing but the table holds that Row: then no reader can see the change, and a
+        network with 10,000 VIFs costs a VIF.create no copy and no scan. A Row or list
+        someone still holds (an encoding cache, an event memo, the undo log, a caller)
+        is copied first, once: the next change finds the copy unshared again. Every
+        child is in its owner's list exactly once (this method keeps that), so adding
+        needs no membership test."""
+        table = self.tables[owner_cls]
+        owner = table.get(owner_ref) if owner_ref else None
         if owner is None:
             return
-        current = owner[many]
-        if add and child_ref not in current:
-            updated = current + [child_ref]
-        elif not add and child_ref in current:
-            updated = [r for r in current if r != child_ref]
+        refs = owner[many]
+        if getrefcount(owner) > _ROW_ONLY_IN_TABLE or getrefcount(refs) > _LIST_ONLY_IN_ROW:
+            refs = list(refs)
+        if add:
+            refs.append(child_ref)
         else:
-            return
-        # A new Record, never an in-place change: see Row.
-        self.tables[owner_cls][owner_ref] = Row(owner, **{many: updated})
+            try:
+                refs.remove(child_ref)
+            except ValueError:
+                return
+        table[owner_ref] = Row(owner, **{many: refs})
         self._bump(owner_cls, owner_ref)
 
     def _rebuild_derived_for(self, cname, ref):
@@ -509,7 +543,12 @@ class Store:
                     self.meta[key] = old
                 continue
             cname, ref, old = entry.undo
-            made = self.deleted.get((cname, ref)) if ref not in self.tables[cname] else None
+            current = self.tables[cname].get(ref)
+            if old is not None and current is not None and self._derived[cname]:
+                # An update's undo keeps no many sides (_for_undo): the current ones
+                # stay, as they follow the children, undone on their own.
+                old = Row(old, **{name: current[name] for name in self._derived[cname]})
+            made = self.deleted.get((cname, ref)) if current is None else None
             self._apply(cname, ref, old)
             if made is not None and old is not None:
                 self.created[cname][ref] = made
