@@ -181,6 +181,10 @@ bootstrap:
       parameters:
         synchronous_commit: 'on'
         wal_log_hints: 'on'
+        # a replica retries streaming this often once its primary is gone (5 s by
+        # default): after a failover, the new primary's first synchronous commit
+        # waits until its standby's next try
+        wal_retrieve_retry_interval: '500ms'
         ssl: 'on'
         ssl_cert_file: '$TLS/host.pem'
         ssl_key_file: '$TLS/host.key'

@@ -284,7 +284,11 @@ def _patroni_config(node: HaNode, nodes: list[HaNode], scope: str, subnet: str) 
                         "synchronous_commit": "on", "wal_log_hints": "on",
                         "max_connections": 40, "shared_buffers": "16MB",
                         "max_wal_senders": 6, "max_replication_slots": 6,
-                        "wal_keep_size": "64MB", "fsync": "on"}}},
+                        "wal_keep_size": "64MB", "fsync": "on",
+                        # a replica whose primary went away retries streaming
+                        # this often (5 s by default): the new primary's first
+                        # synchronous commit waits for its standby's retry
+                        "wal_retrieve_retry_interval": "500ms"}}},
             "initdb": [{"encoding": "UTF8"}, {"auth-local": "trust"}]},
         "postgresql": {
             "listen": f"{node.address}:{PG_PORT}",

@@ -31,6 +31,32 @@ class _Server(uvicorn.Server):
 def main(argv=None):
     settings = config.load(argv)
     configure(settings.log_level)
+    server = serve(settings)
+    # A new pool role (api/pool_membership.py) stops serving and restarts. A take-over
+    # of the pool (api/pool_ha.py) starts a new Server in this interpreter: the Server
+    # keeps its state in its own objects, never in module globals, so nothing of the
+    # old one is left but its imports, which a new process would spend seconds on.
+    while server.restart_after_stop and server.restart_in_process:
+        _remove(server.remove_after_stop)
+        print("xapi-server: restarting in this process", file=sys.stderr, flush=True)
+        server = serve(config.load(argv))
+    if server.restart_after_stop:
+        _remove(server.remove_after_stop)
+        print("xapi-server: restarting", file=sys.stderr, flush=True)
+        os.execv(sys.executable, [sys.executable, "-m", "xapi_server", *sys.argv[1:]])
+
+
+def _remove(paths):
+    for path in paths:
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        for name in (path, path + "-wal", path + "-shm"):
+            if os.path.isfile(name):
+                os.unlink(name)
+
+
+def serve(settings) -> Server:
+    """Until it stops: the Server that served (restart_after_stop says what next)."""
     make_data_dir(settings.data_dir)
     cert, key, created = tls.ensure_certificate(settings.cert_dir)
     print(f"xapi-server: {'created' if created else 'using'} certificate {cert}", file=sys.stderr)
@@ -76,15 +102,7 @@ def main(argv=None):
     redirect.run(serving, settings,  # + the plain-HTTP redirect port, if set
                  closed=lambda: server.host_ref is not None and
                  server.store.get("host", server.host_ref, "https_only"))
-    if server.restart_after_stop:   # a new pool role (api/pool_membership.py)
-        for path in server.remove_after_stop:
-            if os.path.isdir(path):
-                shutil.rmtree(path)
-            for name in (path, path + "-wal", path + "-shm"):
-                if os.path.isfile(name):
-                    os.unlink(name)
-        print("xapi-server: restarting", file=sys.stderr, flush=True)
-        os.execv(sys.executable, [sys.executable, "-m", "xapi_server", *sys.argv[1:]])
+    return server
 
 
 if __name__ == "__main__":

@@ -88,6 +88,9 @@ class Server:
         # the coordinator's periodic copies of the pool database to the members
         self.pool_db_copies: asyncio.Task | None = None
         self.restart_after_stop = False
+        # ... in this interpreter, its modules already imported (a take-over, where
+        # every second counts: main()), instead of a fresh process image
+        self.restart_in_process = False
         self.stop_serving = None   # set by main(): stop as a clean shutdown does
         self.remove_after_stop: list[str] = []
 
@@ -190,10 +193,13 @@ class Server:
         it last (api/pool_coordinator.py)."""
         self.role = role
 
-    def restart_soon(self, delay: float = 0.5):
+    def restart_soon(self, delay: float = 0.5, in_process: bool = False):
         """Stop as on SIGTERM once the current reply is out; main() then starts the
-        server again in this process (same pid, same arguments)."""
+        server again in this process (same pid, same arguments): a fresh process image,
+        or, `in_process`, a new Server in this interpreter (no start-up, no imports:
+        seconds on a loaded host)."""
         self.restart_after_stop = True
+        self.restart_in_process = in_process
         if self.stop_serving is not None:
             asyncio.get_running_loop().call_later(delay, self.stop_serving)
 

@@ -193,15 +193,19 @@ async def propose_coordinator(server, args: dict):
     return True
 
 
-def take_over(server, args: dict):
+def take_over(server, args: dict, in_process: bool = False):
     """Become the coordinator on the pool database: this host's copy of the pool secret
-    becomes the coordinator's, the role says so, and the server restarts on it."""
+    becomes the coordinator's, the role says so, and the server restarts on it
+    (`in_process`: at once and without a new process image, Server.restart_soon)."""
     database, role = _text(args, "database"), server.role
     pool_role.set_coordinator_secret(server.settings.data_dir, role.secret)
     pool_role.save(server.settings.data_dir,
                    pool_role.PoolRole(host_uuid=role.host_uuid, pool_database=database))
     log.warning("taking the pool over as its coordinator: restarting")
-    server.restart_soon()
+    if in_process:
+        server.restart_soon(0.05, in_process=True)
+    else:
+        server.restart_soon()
     return True
 
 

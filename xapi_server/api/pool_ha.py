@@ -127,7 +127,9 @@ async def _take_over(server, view: ha.PatroniView) -> bool:
                                    view.my_address):
         return False   # the coordinator has not moved the pool there yet
     log.warning("Patroni's leader runs here: taking the pool over")
-    take_over(server, {"database": server.settings.ha_database_url})
+    # The pool has no coordinator until this server serves again: the restart skips
+    # the new process image (its imports are seconds of CPU on a loaded host).
+    take_over(server, {"database": server.settings.ha_database_url}, in_process=True)
     return True
 
 
