@@ -21,9 +21,12 @@ from . import EncodingCache
 # Level 6 (zlib's default): measured on the XML of 10,000 VM records, it made 12 %
 # less than level 1 and the client inflated it faster; a piece is compressed once.
 LEVEL = 6
-# Smaller cached pieces (an event's head) are compressed with the envelope: a
+# Smaller cached pieces (an event's head) go with the reply's own pieces: a
 # compressor per piece costs more than it saves below this.
 MIN_KEPT = 1024
+# The reply's own pieces are gathered up to this much before they go out (a stored
+# block holds at most 64 KiB).
+RUN_MAX = 32 * 1024
 HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"   # no name, no mtime, OS unknown
 FINAL_BLOCK = b"\x03\x00"      # an empty fixed-Huffman block with BFINAL set
 
@@ -43,8 +46,8 @@ def trailer(crc: int, size: int) -> bytes:
 def stored_block(data: bytes) -> bytes:
     """`data` (at most 65,535 bytes) as a non-final stored block, which starts and ends
     on a byte boundary like the compressed pieces."""
-    return b"\x00" + len(data).to_bytes(2, "little") + (len(data) ^ 0xFFFF).to_bytes(2, "little") \
-        + data
+    size = len(data)
+    return b"\x00" + size.to_bytes(2, "little") + (size ^ 0xFFFF).to_bytes(2, "little") + data
 
 
 def _loose(run: list) -> bytes:
@@ -76,7 +79,7 @@ def gzip_chunks(pieces, caches):
         else:
             run.append(piece)
             run_size += len(piece)
-            if run_size >= 32768:
+            if run_size >= RUN_MAX:
                 yield _loose(run)
                 run_size = 0
     if run:
