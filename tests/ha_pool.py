@@ -28,6 +28,7 @@ from private_libvirtd import PrivateLibvirtd
 from serverproc import GUEST_CACHE, ROOT_PASSWORD, ServerProcess
 
 OFFER = "POOL_DATABASE_HA_AVAILABLE"
+STOP_SERVICE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ha_stop_service.sh")
 
 
 @contextlib.contextmanager
@@ -51,7 +52,10 @@ def ha_pool(tmp_path_factory, slot: int, before: dict | None = None):
                 libvirtd = PrivateLibvirtd(os.path.join(data, "libvirt"),
                                            netns=node.name).start()
                 env = {**FAST_HEARTBEATS, "XAPI_BOOT_DIRS": GUEST_CACHE,
-                       "XAPI_HA_POLL_INTERVAL": "0.5"}
+                       "XAPI_HA_POLL_INTERVAL": "0.5",
+                       # pool.eject: how the host stops its etcd and Patroni
+                       "XAPI_HA_SERVICE_STOP_COMMAND":
+                           f"sh {STOP_SERVICE} {node.dir} {{service}}"}
                 server = ServerProcess(os.path.join(data, "xapi"), port=PORT,
                                        netns=node.name, host=node.address,
                                        libvirt_uri=libvirtd.uri, env=env,
@@ -70,8 +74,12 @@ def ha_pool(tmp_path_factory, slot: int, before: dict | None = None):
             for node in ha.nodes:
                 hosts[node.name].server.env.update(XAPI_PATRONI_URL=node.api,
                                                    XAPI_HA_DATABASE_URL=url)
+            restarted = time.monotonic()
             _restart(hosts.values(), stop=True)
             wait_settled(ha, hosts)
+            print(f"\nha_pool: the pool moved into the replicated database and settled on "
+                  f"the leader's host {time.monotonic() - restarted:.1f} s after the "
+                  "servers were stopped for the restart")
             yield ha, hosts
         finally:
             for host in hosts.values():

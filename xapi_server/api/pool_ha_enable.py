@@ -31,8 +31,8 @@ import time
 
 from ..services.pool import ha
 from ..services.pool import role as pool_role
-from ..store import is_postgres_url
-from ..store.pool_move import ALREADY_THERE, MoveRefused, move_pool
+from ..store import DatabaseUnavailable, display_name, is_postgres_url
+from ..store.pool_move import ALREADY_THERE, MoveRefused, move_pool, moved_into
 from ..store.pool_read import is_replicated_url, pool_host
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,9 @@ log = logging.getLogger(__name__)
 
 def move_at_start(settings, role: pool_role.PoolRole) -> pool_role.PoolRole:
     """The role to start with: unchanged, or a coordinator on the replicated database
-    once the pool has been copied there. Blocking."""
+    once the pool has been copied there. Raises DatabaseUnavailable (the server does
+    not start) on a database whose pool moved out and that cannot be followed there.
+    Blocking."""
     target = settings.ha_database_url
     if role.is_member or not settings.patroni_url or not target:
         return role
@@ -48,39 +50,49 @@ def move_at_start(settings, role: pool_role.PoolRole) -> pool_role.PoolRole:
     if is_replicated_url(source):
         return role
     if not is_postgres_url(source):
-        log.error("not moved into the replicated pool database: this host's records "
-                  "are in a SQLite file (a pool's database is PostgreSQL, README "
-                  "\"Pool database\")")
+        # A standalone host (an ejected one keeps its settings): no pool to move.
+        log.warning("patroni_url is set, but this host's records are in a SQLite file: "
+                    "nothing to move into the replicated pool database (a pool's "
+                    "database is PostgreSQL, README \"Pool database\")")
         return role
-    view = _wait_for_leader(settings)
     try:
+        moved = moved_into(source)
+    except OSError as exc:
+        raise DatabaseUnavailable(f"cannot open the {display_name(source)}: {exc}") \
+            from None
+    try:
+        view = _wait_for_leader(settings)
         done = move_pool(source, ha.leader_first(target, view.leader_address))
-    except MoveRefused as exc:
+    except (ha.PatroniUnreachable, MoveRefused) as exc:
+        if moved:   # a stale copy: never the pool's database again
+            raise DatabaseUnavailable(
+                f"the pool of the {display_name(source)} moved into the {moved}, which "
+                f"this host cannot follow ({exc}); to start this host standalone, point "
+                "database_url at an empty database (or remove it)") from None
         log.error("the pool stays on its database: not moved into the replicated pool "
                   "database: %s", exc)
         return role
-    moved = dataclasses.replace(role, pool_database=target)
-    pool_role.save(settings.data_dir, moved)
+    role = dataclasses.replace(role, pool_database=target)
+    pool_role.save(settings.data_dir, role)
     log.warning("the pool's records are in the replicated pool database (%s); Patroni's "
                 "leader runs on %s", "found there from an earlier start"
                 if done == ALREADY_THERE else "copied now", view.leader_address)
-    return moved
+    return role
 
 
 def _wait_for_leader(settings) -> ha.PatroniView:
+    """Patroni's view once it names a leader (an election is waited for, logged once);
+    PatroniUnreachable at once if it does not answer (its host left the replicated
+    database, or it was never started)."""
     told = False
     while True:
-        try:
-            view = ha.read_view(settings.patroni_url, settings.patroni_ca_file)
-            if view.leader:
-                return view
-            why = "no leader yet (an election)"
-        except ha.PatroniUnreachable as exc:
-            why = str(exc)
+        view = ha.read_view(settings.patroni_url, settings.patroni_ca_file)
+        if view.leader:
+            return view
         if not told:
             told = True
             log.error("moving the pool into the replicated database: waiting for "
-                      "Patroni's leader: %s", why)
+                      "Patroni to elect a leader")
         time.sleep(settings.ha_poll_interval)
 
 

@@ -12,15 +12,20 @@ server writes either of them during the copy.
 A database that already holds records is never written: the same pool (same pool
 uuid, a generation at least the source's) means an earlier move landed and its host
 stopped before it switched over, and it is taken as it is; anything else is refused.
+
+Once the copy is committed, the source is marked (`meta` MOVED_INTO, naming the
+replicated database without its password): its records are a stale copy from then on,
+and no server starts on it as the pool's database again (moved_into).
 """
 from __future__ import annotations
 
 from ._postgres import PgDatabase, describe, display_name
 from .pg_driver import psycopg
-from .pool_read import copy_ops
+from .pool_read import copy_ops, reader
 from .writer import DatabaseUnavailable
 
 COPIED, ALREADY_THERE = "copied", "already there"
+MOVED_INTO = "moved_into"
 
 
 class MoveRefused(Exception):
@@ -42,9 +47,13 @@ def move_pool(source_url: str, target_url: str) -> str:
         ops = copy_ops(source_url)
         target = _open(target_url)
         try:
-            return _write_into(target, ops, pools[0], target_url)
+            done = _write_into(target, ops, pools[0], target_url)
         finally:
             target.close()
+        refused = source.write_all([("meta", MOVED_INTO, display_name(target_url))])
+        if refused is not None:
+            raise MoveRefused(f"marking the {source.name} as moved: {refused}")
+        return done
     except psycopg.Error as exc:
         raise MoveRefused(describe(exc)) from None
     except OSError as exc:
@@ -75,3 +84,17 @@ def _write_into(target: PgDatabase, ops: list, pool_uuid: str, url: str) -> str:
     if refused is not None:
         raise MoveRefused(f"writing the records into the {display_name(url)}: {refused}")
     return COPIED
+
+
+def moved_into(url: str) -> str:
+    """Where the pool of the PostgreSQL database at `url` moved ("" if it did not).
+    Blocking; OSError if the database does not answer."""
+    try:
+        with reader(url) as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = %s",
+                               (MOVED_INTO,)).fetchone()
+    except psycopg.errors.UndefinedTable:
+        return ""   # an empty database
+    except psycopg.Error as exc:
+        raise OSError(describe(exc)) from None
+    return row[0] if row else ""

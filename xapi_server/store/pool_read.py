@@ -21,7 +21,7 @@ def is_replicated_url(location: str) -> bool:
         return False
 
 
-def _reader(url: str) -> psycopg.Connection:
+def reader(url: str) -> psycopg.Connection:
     params = {**CONNECTION_DEFAULTS, **conninfo_to_dict(url)}
     params.pop("target_session_attrs", None)   # any node answers reads
     return psycopg.connect(**params, autocommit=True)
@@ -29,7 +29,7 @@ def _reader(url: str) -> psycopg.Connection:
 
 def _host_rows(url: str) -> tuple[list, list]:
     try:
-        with _reader(url) as conn:
+        with reader(url) as conn:
             hosts = conn.execute('SELECT ref, "address", "uuid" FROM "host"').fetchall()
             certs = conn.execute('SELECT "host", "type", "fingerprint_sha256" '
                                  'FROM "Certificate"').fetchall()
@@ -62,7 +62,7 @@ def copy_ops(url: str, host_ref: str = "") -> list:
     given). One snapshot, read from any node. Blocking; raises OSError."""
     ops: list = []
     try:
-        with _reader(url) as conn, conn.transaction():
+        with reader(url) as conn, conn.transaction():
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             for cdef in stored_classes():
                 cols = ", ".join(quote(f.name) for f in stored_fields(cdef))

@@ -16,7 +16,8 @@ cluster view and the synchronous standby choice move on.
 
 Everything is blocking HTTP (run it in a thread): etcd's v3 JSON gateway and
 Patroni's REST API, over TLS with the host's certificate of the pool CA, as
-scripts/pool-ha-setup.sh configures them. The switchover is ha_switchover's (the REST
+scripts/pool-ha-setup.sh configures them (or plain HTTP when no pool CA is set, as
+services/pool/ha.py reads Patroni: the test harness's cluster). The switchover is ha_switchover's (the REST
 password derived from the pool secret), so any host holding the secret can act.
 """
 from __future__ import annotations
@@ -83,17 +84,22 @@ class EtcdMember:
 
 
 class Etcd:
-    """The cluster through the members at `addresses` (the first that answers)."""
+    """The cluster through the members at `addresses` (the first that answers);
+    `tls` None: plain HTTP."""
 
-    def __init__(self, addresses: list[str], tls: Tls, timeout: float = 5):
+    def __init__(self, addresses: list[str], tls: Tls | None, timeout: float = 5):
         self.addresses, self.tls, self.timeout = list(addresses), tls, timeout
-        self._context = tls.context()
+        self._context = tls.context() if tls else None
+        self._scheme = "https" if tls else "http"
+
+    def peer_url(self, address: str) -> str:
+        return f"{self._scheme}://{address}:{ETCD_PEER_PORT}"
 
     def _call(self, path: str, body: dict, address: str | None = None):
         errors = []
         for where in [address] if address else self.addresses:
             try:
-                return _post(f"https://{where}:{ETCD_CLIENT_PORT}{path}", body,
+                return _post(f"{self._scheme}://{where}:{ETCD_CLIENT_PORT}{path}", body,
                              self._context, self.timeout)
             except MembershipError as exc:
                 errors.append(str(exc))
@@ -137,13 +143,10 @@ class Etcd:
             time.sleep(0.3)
 
 
-def peer_url(address: str) -> str:
-    return f"https://{address}:{ETCD_PEER_PORT}"
-
-
 def _of_host(members: list[EtcdMember], address: str) -> list[EtcdMember]:
-    url = peer_url(address)
-    return [m for m in members if url in m.peer_urls]
+    """The members whose peer URL names `address` (either scheme)."""
+    return [m for m in members
+            if any(_host_port(u) == (address, ETCD_PEER_PORT) for u in m.peer_urls)]
 
 
 def remove_from_etcd(etcd: Etcd, address: str, timeout: float = 60) -> int:
@@ -170,7 +173,7 @@ def add_to_etcd(etcd: Etcd, address: str, started, timeout: float = 120) -> Etcd
     itself: that refusal is retried until `timeout`."""
     if _of_host(etcd.members(), address):
         raise MembershipError(f"{address} is already an etcd member")
-    learner = etcd.add_learner(peer_url(address))
+    learner = etcd.add_learner(etcd.peer_url(address))
     started()
     deadline = time.monotonic() + timeout
     while True:
@@ -189,21 +192,34 @@ def add_to_etcd(etcd: Etcd, address: str, started, timeout: float = 120) -> Etcd
 # -- Patroni ---------------------------------------------------------------------------
 
 class Patroni:
-    """Patroni's REST API of one host, checked against the pool CA; the switchover
-    with the REST password derived from the pool secret (ha_switchover)."""
+    """Patroni's REST API of one host, checked against the pool CA (if given); the
+    switchover with the REST password derived from the pool secret (ha_switchover)."""
 
     def __init__(self, url: str, ca_file: str, secret: str, timeout: float = 5):
         self.url, self.ca_file, self.timeout = url.rstrip("/"), ca_file, timeout
         self._secret = secret
-        self._context = ssl.create_default_context(cafile=ca_file)
+        self._context = ssl.create_default_context(cafile=ca_file) if ca_file else None
 
-    def members(self) -> list[dict]:
+    def _get(self, path: str) -> dict:
         try:
-            with urllib.request.urlopen(self.url + "/cluster", timeout=self.timeout,
+            with urllib.request.urlopen(self.url + path, timeout=self.timeout,
                                         context=self._context) as reply:
-                return json.load(reply).get("members", [])
+                return json.load(reply)
+        except urllib.error.HTTPError as exc:   # 503 on a replica: still its JSON
+            try:
+                return json.load(exc)
+            except ValueError:
+                raise MembershipError(f"{self.url}{path}: HTTP {exc.code}") from None
         except (OSError, ValueError) as exc:
             raise MembershipError(f"{self.url}: {exc}") from None
+
+    def members(self) -> list[dict]:
+        return self._get("/cluster").get("members", [])
+
+    def scope(self) -> str:
+        """The cluster's name, where its keys are in etcd (the script's by default)."""
+        patroni = self._get("/patroni").get("patroni")
+        return str((patroni or {}).get("scope") or PATRONI_SCOPE)
 
     def switchover(self, leader: str, candidate: str):
         try:
@@ -254,9 +270,10 @@ def leave(etcd: Etcd, patroni: Patroni, name: str, address: str, stop_patroni,
     Patroni (and its PostgreSQL with it), its member key goes, then its etcd member
     (which makes that etcd stop by itself). `patroni` and `etcd` must reach the
     other hosts. Returns the number of etcd members removed."""
+    scope = patroni.scope()
     move_leader_away(patroni, name, timeout)
     stop_patroni()
-    forget_patroni_member(etcd, name)
+    forget_patroni_member(etcd, name, scope)
     return remove_from_etcd(etcd, address, timeout)
 
 
@@ -269,7 +286,8 @@ def leave_host(patroni_url: str, ca_file: str, secret: str, stop_service,
     its etcd member goes, `stop_service("etcd")` keeps its etcd (which stops by itself
     once removed) from being started again. 0 when it is no member (nothing done)."""
     tls_dir = os.path.dirname(ca_file)
-    tls = Tls(ca_file, os.path.join(tls_dir, "host.pem"), os.path.join(tls_dir, "host.key"))
+    tls = Tls(ca_file, os.path.join(tls_dir, "host.pem"), os.path.join(tls_dir, "host.key")) \
+        if ca_file else None
     patroni = Patroni(patroni_url, ca_file, secret)
     members = patroni.members()
     mine = [m for m in members if _host_port(str(m.get("api_url", ""))) ==
