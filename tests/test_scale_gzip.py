@@ -17,7 +17,7 @@ import XenAPI
 
 from serverproc import ServerProcess
 from xapi_server.http.responses import accepts_gzip
-from xapi_server.wire import deflate
+from xapi_server.wire import EncodingCache, deflate
 
 THRESHOLD = 16 * 1024
 _TLS = ssl._create_unverified_context()
@@ -246,3 +246,20 @@ def test_gzip_chunks_of_every_kind_of_piece():
     pieces = [loose[0], kept[0], loose[1], kept[1], loose[2], kept[2], kept[0], loose[3]]
     zipped = b"".join(deflate.gzip_chunks(pieces, [Holder()]))
     assert single_member(zipped) == b"".join(pieces)
+
+
+def test_encoding_cache_tells_its_own_pieces():
+    """holds(): true for the very bytes a kept encoding is made of (before and after the
+    index exists), false for equal bytes made elsewhere and for a swept entry's."""
+    class Record(dict):
+        pass
+    cache = EncodingCache(lambda r: (b"head" * 300, str(r["n"]).encode() * 2000), floor=1)
+    first, second = Record(n=1), Record(n=2)
+    head, body = cache.get(first)
+    assert cache.holds(body) and cache.holds(head)
+    assert not cache.holds(bytes(bytearray(body)))         # equal, not the same object
+    later = cache.get(second)[1]                             # encoded after the index
+    assert cache.holds(later)
+    del first
+    cache.sweep()                                            # first's entry goes
+    assert not cache.holds(body) and cache.holds(later)

@@ -127,7 +127,8 @@ class EncodingCache:
         self._floor = self._sweep_at = floor
         # id -> piece, for every bytes piece of a kept encoding: lets a writer tell a
         # cached piece (worth compressing once, wire/deflate.py) from one made per reply.
-        self._pieces: dict[int, bytes] = {}
+        # Made at the first holds() (a server that never sends gzip never pays for it).
+        self._pieces: dict[int, bytes] | None = None
 
     def get(self, record):
         entry = self._map.get(id(record))
@@ -137,7 +138,8 @@ class EncodingCache:
         if len(self._map) >= self._sweep_at:
             self.sweep()
         self._map[id(record)] = (record, encoded)
-        self._remember(encoded)
+        if self._pieces is not None:
+            self._remember(encoded)
         return encoded
 
     def _remember(self, encoded):
@@ -147,7 +149,14 @@ class EncodingCache:
 
     def holds(self, piece) -> bool:
         """Whether `piece` (that very object) is part of a kept encoding."""
+        if self._pieces is None:
+            self._index_pieces()
         return self._pieces.get(id(piece)) is piece
+
+    def _index_pieces(self):
+        self._pieces = {}
+        for _, encoded in self._map.values():
+            self._remember(encoded)
 
     def get_each(self, records) -> list:
         """[get(r) for r in records], without a method call per hit: a reply of 40,000
@@ -163,9 +172,8 @@ class EncodingCache:
         self._map = {key: entry for key, entry in self._map.items()
                      if sys.getrefcount(entry[0]) > self._ONLY_CACHED}
         self._sweep_at = max(self._floor, 2 * len(self._map))
-        self._pieces = {}
-        for _, encoded in self._map.values():
-            self._remember(encoded)
+        if self._pieces is not None:
+            self._index_pieces()
 
     def __len__(self):
         return len(self._map)
