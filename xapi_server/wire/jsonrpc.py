@@ -22,25 +22,30 @@ class JsonCall:
     invalid: InvalidValue | None = None
 
 
+_LONG_DIGITS = re.compile(rb"\d{19}")
 # Only a \u escape of U+D800..U+DFFF can put a lone surrogate into a decoded string.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
-def decode_call(body: bytes) -> JsonCall:
-    text, had_invalid_bytes = decode_text(body)
-    problems: list = []
-
-    def number(literal: str) -> float:          # 1e999 is inf as surely as Infinity
-        value = float(literal)
-        if bad := non_finite(value):
-            problems.append(bad)
-        return value
+def _plain_request(body: bytes):
+    """The body parsed by orjson (C, ~10x faster than the json module for a small
+    call), or None for anything it refuses: a BOM, bytes that are not UTF-8, a lone
+    surrogate, NaN, Infinity or a number too big for a double, deep nesting, or no
+    JSON at all. Those take the json module's way, which tells each as before; so does
+    a run of 19 digits or more, as orjson reads an integer past 64 bits as a float.
+    Whatever else orjson accepts, both read alike (tests/test_scale_decode.py)."""
+    if _LONG_DIGITS.search(body):
+        return None
     try:
-        request = json.loads(text.lstrip("\ufeff"), parse_float=number, parse_constant=number)
-    except RecursionError:
-        raise MalformedRequest("JSON nested too deeply") from None
-    except ValueError as exc:
-        raise MalformedRequest(f"JSON parse error: {exc}") from None
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def decode_call(body: bytes) -> JsonCall:
+    request, text, had_invalid_bytes, problems = _plain_request(body), "", False, []
+    if request is None:
+        request, text, had_invalid_bytes = _checked_request(body, problems)
     if not isinstance(request, dict):
         raise MalformedRequest("the request must be a JSON object")
     version = request.get("jsonrpc")
@@ -68,6 +73,25 @@ def decode_call(body: bytes) -> JsonCall:
     invalid = next(filter(None, problems), None)
     # An unknown method is named in the reply, which cannot carry a lone surrogate.
     return JsonCall(clean_text(method), params, call_id, v2, invalid)
+
+
+def _checked_request(body: bytes, problems: list):
+    """The json module's reading of a body orjson refused: (request, text, whether
+    bytes were not valid), each non-finite number appended to `problems`."""
+    text, had_invalid_bytes = decode_text(body)
+
+    def number(literal: str) -> float:          # 1e999 is inf as surely as Infinity
+        value = float(literal)
+        if bad := non_finite(value):
+            problems.append(bad)
+        return value
+    try:
+        request = json.loads(text.lstrip("\ufeff"), parse_float=number, parse_constant=number)
+    except RecursionError:
+        raise MalformedRequest("JSON nested too deeply") from None
+    except ValueError as exc:
+        raise MalformedRequest(f"JSON parse error: {exc}") from None
+    return request, text, had_invalid_bytes
 
 
 # orjson (C): encodes a reply ten times faster than the json module and splices the
