@@ -131,28 +131,24 @@ class NoRoute(Exception):
 def find(routes, method: str, path: str) -> Route:
     """The route of the longest path of `method` that starts `path` (the first such
     route in `routes` when two have it)."""
-    for prefix, route in _by_method(routes).get(method, ()):
+    table = _ROUTES_BY_METHOD if routes is ROUTES else _by_method(routes)
+    for prefix, route in table.get(method, ()):
         if path.startswith(prefix):
             return route
     raise NoRoute(403 if any(r.method == method for r in routes) else 501)
 
 
-_TABLES: dict[int, tuple] = {}
-
-
 def _by_method(routes) -> dict[str, list[tuple[str, Route]]]:
-    """method -> (path, route), longest path first, routes in their order for a tie
-    (the first route keeps a path two declare): made once per table of routes. Every
-    request asks; asking each route in turn for its longest path was a fifth of a
-    small call's time in the app (32 clients calling host.get_record)."""
-    known = _TABLES.get(id(routes))
-    if known is not None and known[0] is routes:
-        return known[1]
+    """method -> (path, route), longest path first, routes in their order for a tie.
+    Made once for ROUTES: asking each route in turn for its longest path that starts
+    the request's was a fifth of a small call's time in the app (32 clients calling
+    host.get_record)."""
     table: dict[str, list] = {}
     for route in routes:
         table.setdefault(route.method, []).extend((p, route) for p in route.paths)
     for pairs in table.values():
         pairs.sort(key=lambda pair: -len(pair[0]))      # stable: ties keep the order
-    if isinstance(routes, tuple):       # a list may change: it is read again each time
-        _TABLES[id(routes)] = (routes, table)
     return table
+
+
+_ROUTES_BY_METHOD = _by_method(ROUTES)
