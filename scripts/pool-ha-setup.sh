@@ -33,8 +33,11 @@ set -euo pipefail
 NAME="" ADDRESS="" MEMBERS="" SECRET_FILE="/var/lib/xapi-py/ptoken" CA_DIR=""
 NEW_CA=0 JOIN=0 ALLOW=() ROOT="" INSTALL=1 START=1 DATA="/var/lib/xapi-py-ha" PG_BIN=/usr/lib/postgresql/15/bin
 # Patroni's timings (loop_wait + 2 * retry_timeout <= ttl): a dead leader is replaced
-# after about ttl seconds.
-TTL=20 LOOP_WAIT=2 RETRY_TIMEOUT=5
+# after about ttl seconds, and a new coordinator serves some 4-8 s later (README "Pool
+# HA"), so ttl 15 keeps the 30 s goal with room. A leader whose Patroni cannot renew
+# its key for ttl seconds (a host stalled that long) loses it: a shorter ttl would
+# fail over on stalls of a loaded host.
+TTL=15 LOOP_WAIT=2 RETRY_TIMEOUT=5
 # The watchdog fires this long before the leader key would expire (Patroni's rule:
 # safety_margin < ttl - loop_wait).
 WATCHDOG_SAFETY_MARGIN=5

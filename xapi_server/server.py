@@ -11,6 +11,7 @@ beside the test's own) never share any.
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 
 from . import api  # noqa: F401  (registers every implementation)
 from . import bootstrap, messages
@@ -142,6 +143,11 @@ class Server:
             if runtime.vms is not None:
                 await runtime.vms.shutdown()
         self.store.close()
+        if self.restart_in_process:
+            # Calls still blocked in a worker thread (on a host cut off: until their
+            # timeout) end on their own, unheard: the event loop would wait for them
+            # before it closes, while the pool has no coordinator.
+            asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor())
 
     # -- per-host runtimes: what acts on a host is reached through that host --------------
 
