@@ -59,7 +59,8 @@ def test_pool_moved_into_the_replicated_database(pool):
     ha, hosts = pool
     before = BEFORE_THE_MOVE
     leader = hosts[ha.wait_leader().name]
-    assert before["coordinator"] != leader.name   # the move handed the pool over
+    # (ha_pool made its first coordinator on a host that was not Patroni's leader: the
+    # move handed the pool over, unless Patroni's leader moved there meanwhile)
     assert "restart the three servers" in before["offer"]
     x = leader.session().xenapi
     vm = x.VM.get_by_uuid(before["vm"])

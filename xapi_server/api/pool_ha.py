@@ -101,7 +101,7 @@ async def follow_patroni(server):
         try:
             if action == ha.TAKE_OVER and await _take_over(server, view):
                 return
-            if action == ha.FOLLOW and await _follow(server, address, view):
+            if action == ha.FOLLOW and await _follow(server, address):
                 return
             if action == ha.STAY and view.leader:
                 await point_members_copy(server, view)
@@ -124,7 +124,7 @@ async def _take_over(server, view: ha.PatroniView) -> bool:
         log.error("Patroni's leader runs here but ha_database_url is not set")
         return False
     if not await asyncio.to_thread(holds_this_host, server.settings, server.role,
-                                   view.my_address):
+                                   view.leader_address):
         return False   # the coordinator has not moved the pool there yet
     log.warning("Patroni's leader runs here: taking the pool over")
     # The pool has no coordinator until this server serves again: the restart skips
@@ -133,10 +133,10 @@ async def _take_over(server, view: ha.PatroniView) -> bool:
     return True
 
 
-async def _follow(server, address: str, view: ha.PatroniView) -> bool:
+async def _follow(server, address: str) -> bool:
     if server.role.is_member:
         if not await asyncio.to_thread(holds_this_host, server.settings, server.role,
-                                       view.my_address, address):
+                                       address):
             return False   # not this pool's database (yet): the coordinator moves it
         _, _, pin = await asyncio.to_thread(
             pool_host, ha.leader_first(server.settings.ha_database_url, address), address)

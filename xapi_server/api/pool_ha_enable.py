@@ -33,7 +33,7 @@ from ..services.pool import ha
 from ..services.pool import role as pool_role
 from ..store import DatabaseUnavailable, display_name, is_postgres_url
 from ..store.pool_move import ALREADY_THERE, MoveRefused, move_pool, moved_into
-from ..store.pool_read import is_replicated_url, pool_host
+from ..store.pool_read import holds_host, is_replicated_url
 
 log = logging.getLogger(__name__)
 
@@ -96,19 +96,14 @@ def _wait_for_leader(settings) -> ha.PatroniView:
         time.sleep(settings.ha_poll_interval)
 
 
-def holds_this_host(settings, role: pool_role.PoolRole, address: str,
-                    leader: str = "") -> bool:
-    """Whether the replicated pool database holds this pool member (at `address`, with
-    its uuid): until the coordinator has moved the pool there, a member neither takes
-    it over nor follows a host found there. Read from the node of Patroni's `leader`
-    (default: this host's) first: a dead or cut-off node ahead of it would cost a
-    connect timeout. Blocking; OSError if it does not answer."""
-    url = ha.leader_first(settings.ha_database_url, leader or address)
-    try:
-        _, uuid, _ = pool_host(url, address)
-    except LookupError:
-        return False
-    return uuid == role.host_uuid
+def holds_this_host(settings, role: pool_role.PoolRole, near: str) -> bool:
+    """Whether the replicated pool database holds this pool member (its uuid): until
+    the coordinator has moved the pool there, a member neither takes it over nor
+    follows a host found there. Read from the node at `near` first (this host's, or
+    Patroni's leader's): a dead or cut-off node ahead of it would cost a connect
+    timeout. Blocking; OSError if it does not answer."""
+    return bool(role.host_uuid) and holds_host(
+        ha.leader_first(settings.ha_database_url, near), role.host_uuid)
 
 
 async def point_members_copy(server, view: ha.PatroniView) -> bool:
@@ -116,9 +111,10 @@ async def point_members_copy(server, view: ha.PatroniView) -> bool:
     on the replicated one (in memory and in the role file; no restart)."""
     settings, role = server.settings, server.role
     if not role.is_member or role.pool_database == settings.ha_database_url \
-            or not settings.ha_database_url or not view.my_address:
+            or not settings.ha_database_url:
         return False
-    if not await asyncio.to_thread(holds_this_host, settings, role, view.my_address):
+    if not await asyncio.to_thread(holds_this_host, settings, role,
+                                   view.my_address or view.leader_address):
         return False
     role = dataclasses.replace(server.role, pool_database=settings.ha_database_url)
     pool_role.save(settings.data_dir, role)

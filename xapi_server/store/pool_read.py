@@ -56,6 +56,13 @@ def pool_host(url: str, address: str) -> tuple[str, str, str]:
     raise LookupError(f"no host with a certificate at {address} in the pool database")
 
 
+def holds_host(url: str, uuid: str) -> bool:
+    """Whether the pool database holds the host with this uuid (False for an empty
+    database). Blocking; raises OSError (the database does not answer)."""
+    hosts, _ = _host_rows(url)
+    return any(host_uuid == uuid for _, _, host_uuid in hosts)
+
+
 def copy_ops(url: str, host_ref: str = "") -> list:
     """Every record of the pool database as writer ops (store/handover.py writes them
     to a member's working copy), with `host_ref` as this host's (unchanged if not
