@@ -33,7 +33,7 @@ def _plain_request(body: bytes):
     surrogate, NaN, Infinity or a number too big for a double, deep nesting, or no
     JSON at all. Those take the json module's way, which tells each as before; so does
     a run of 19 digits or more, as orjson reads an integer past 64 bits as a float.
-    Whatever else orjson accepts, both read alike (tests/test_scale_decode.py)."""
+    Whatever else orjson accepts, both read alike (tests/test_scale_jsonrpc.py)."""
     if _LONG_DIGITS.search(body):
         return None
     try:
@@ -121,8 +121,11 @@ def _dumps(value) -> bytes:
 
 def _encode_record(record) -> bytes:
     # The Row itself as a plain map (no PASSTHROUGH_SUBCLASS: that would ask the cache).
-    return orjson.dumps(record, default=_default,
-                        option=orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS)
+    # Copied to bytes of its own size: orjson's result keeps the buffer it wrote into
+    # (16 KiB for a 1 KiB VIF), so the cached encodings of 10,000 VMs' records, VBDs,
+    # VIFs and metrics held 300 MiB more than their 80 MB after a full event.from.
+    return bytes(memoryview(orjson.dumps(
+        record, default=_default, option=orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS)))
 
 
 _records = EncodingCache(_encode_record)
