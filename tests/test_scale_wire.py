@@ -139,12 +139,15 @@ def test_sliced_xml_is_the_plain_encoding(count):
 def test_big_xml_map_keys_are_escaped_as_small_ones():
     """The keys of a big map are escaped only when needed (refs never are): the same
     bytes as the escaping of a small map's keys, control characters dropped."""
-    keys = [f"OpaqueRef:{i}" for i in range(BATCH)] + ["a<b>&\"c\x01d", "\u00e9\td", 7]
+    # a NUL too: the names of a batch are encoded as one string split at NULs
+    keys = [f"OpaqueRef:{i}" for i in range(BATCH)] + ["a<b>&\"c\x01d", "\u00e9\td", 7,
+                                                       "n\x00ul"]
     big = {k: Row(n=i) for i, k in enumerate(keys)}
     reply = xmlrpc.client.loads(xmlwire.encode_success(big))[0][0]["Value"]
     assert reply["a<b>&\"cd"] == {"n": str(BATCH)}   # ints go out bare, as xapi sends them
     assert reply["\u00e9\td"] == {"n": str(BATCH + 1)}
     assert reply["7"] == {"n": str(BATCH + 2)}
+    assert reply["nul"] == {"n": str(BATCH + 3)}
     assert b"<member><name>a&lt;b&gt;&amp;&quot;cd</name>" in xmlwire.encode_success(big)
     assert reply == xmlrpc.client.loads(xmlwire.encode_bare(big))[0][0]
 

@@ -63,10 +63,14 @@ async def _call(app, scope, call):
 
 
 async def _encode_sliced(chunks) -> list[bytes]:
+    """The pieces of `chunks`: bytes, or lists of bytes (a codec's runs, taken whole)."""
     loop = asyncio.get_running_loop()
     pieces, slice_end = [], loop.time() + SLICE_SECONDS
     for piece in chunks:
-        pieces.append(piece)
+        if type(piece) is list:
+            pieces += piece
+        else:
+            pieces.append(piece)
         if loop.time() > slice_end:
             await asyncio.sleep(0)
             slice_end = loop.time() + SLICE_SECONDS
@@ -135,7 +139,7 @@ async def xmlrpc_route(app, scope, receive, send):
         except ApiError as exc:
             reply = xmlrpc.encode_failure(exc.description)
         else:
-            return await _send_success(send, xmlrpc.success_chunks(value), b"text/xml",
+            return await _send_success(send, xmlrpc.success_runs(value), b"text/xml",
                                        xmlrpc.CACHES, app, scope)
     await respond(send, 200, reply, b"text/xml")
 

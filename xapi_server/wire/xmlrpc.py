@@ -316,12 +316,7 @@ def _pieces(items, pairs: bool) -> list[bytes]:
     """The XML of a map's (key, value) pairs or of an array's items, as pieces of bytes
     that are not joined here: the writer joins what it sends (one copy of the reply)."""
     if pairs and all(type(v) is Row for _, v in items):    # get_all_records
-        get, out, close = _records.get, [], ""
-        for key, record in items:       # two pieces a record: the </member> of the one
-            out += ((close + _key_head(key)).encode(), get(record))    # before + its name
-            close = "</member>"
-        out.append(b"</member>")
-        return out
+        return _record_pieces(items)
     if not pairs and type(items[0]) is Event:                # event.from
         return _event_pieces(items)
     out: list = []
@@ -338,39 +333,66 @@ def _pieces(items, pairs: bool) -> list[bytes]:
     return out
 
 
+def _record_pieces(items) -> list[bytes]:
+    """A batch of (ref, Record) pairs as two pieces a record: the </member> of the one
+    before with this one's name, then its cached encoding. The names are made and
+    encoded as one string and split (refs need no escaping, which one search of the
+    batch tells), the encodings looked up in one call: per record, this was half the
+    CPU of assembling VM.get_all_records of 10,000 VMs."""
+    keys = [key if type(key) is str else str(key) for key, _ in items]
+    if _NEEDS_ESCAPE.search("".join(keys)):
+        keys = [_escape(key) for key in keys]       # the NUL split on below is dropped
+    heads = ("<member><name>" + "</name>\0</member><member><name>".join(keys)
+             + "</name>").encode().split(b"\0")
+    out: list = [None] * (2 * len(heads))
+    out[0::2] = heads
+    out[1::2] = _records.get_each([record for _, record in items])
+    out.append(b"</member>")
+    return out
+
+
 _SUCCESS_HEAD = (_HEAD + "<value><struct><member><name>Status</name><value>Success</value>"
                  "</member><member><name>Value</name>").encode()
 _SUCCESS_TAIL = ("</member></struct></value>" + _TAIL).encode()
 
 
-def _value_chunks(value, top: bool = True):
-    """XML of `value` in pieces: a big map or array a BATCH of items at a time; at the
-    top, a small map's big values (event.from's events) the same way."""
+def _value_runs(value, top: bool = True):
+    """XML of `value` as runs (lists) of pieces: a big map or array a BATCH of items
+    at a time; at the top, a small map's big values (event.from's events) the same way.
+    Runs, not single pieces: the writer takes a whole batch in one step (20,000 pieces
+    one at a time through two generators cost a third of assembling a 10,000-VM reply)."""
     t = type(value)
     if is_big(value):
         pairs = t is dict
         opening, closing = (("<value><struct>", "</struct></value>") if pairs
                             else ("<value><array><data>", "</data></array></value>"))
-        yield opening.encode()
+        yield [opening.encode()]
         for batch in batches(list(value.items()) if pairs else value):
-            yield from _pieces(batch, pairs)
-        yield closing.encode()
+            yield _pieces(batch, pairs)
+        yield [closing.encode()]
     elif top and t is dict and any(is_big(v) for v in value.values()):
-        yield b"<value><struct>"
+        yield [b"<value><struct>"]
         for key, item in value.items():
-            yield _member_head(key).encode()
-            yield from _value_chunks(item, False)
-            yield b"</member>"
-        yield b"</struct></value>"
+            yield [_member_head(key).encode()]
+            yield from _value_runs(item, False)
+            yield [b"</member>"]
+        yield [b"</struct></value>"]
     else:
-        yield b"".join(_pieces([value], False))
+        yield [b"".join(_pieces([value], False))]
+
+
+def success_runs(value):
+    """The reply as runs (lists) of pieces of bytes, the big parts made a slice at a
+    time."""
+    yield [_SUCCESS_HEAD]
+    yield from _value_runs(value)
+    yield [_SUCCESS_TAIL]
 
 
 def success_chunks(value):
-    """The reply as pieces of bytes, the big parts made a slice at a time."""
-    yield _SUCCESS_HEAD
-    yield from _value_chunks(value)
-    yield _SUCCESS_TAIL
+    """The reply as pieces of bytes."""
+    for run in success_runs(value):
+        yield from run
 
 
 def encode_success(value) -> bytes:
