@@ -18,6 +18,7 @@ import contextlib
 import os
 import time
 
+import pytest
 import XenAPI
 
 from ha_harness import ha_cluster
@@ -85,6 +86,16 @@ def ha_pool(tmp_path_factory, slot: int, before: dict | None = None):
             for host in hosts.values():
                 host.server.kill()
                 host.libvirtd.stop()
+
+
+def module_pool(slot: int, before: dict):
+    """A module-scoped pytest fixture (assign it to `pool` in the test module): ha_pool
+    on `slot`, filling `before`."""
+    @pytest.fixture(scope="module")
+    def pool(tmp_path_factory):
+        with ha_pool(tmp_path_factory, slot=slot, before=before) as made:
+            yield made
+    return pool
 
 
 def _pool_before_the_move(coordinator: PoolHost) -> dict:
