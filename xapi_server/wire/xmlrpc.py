@@ -16,7 +16,7 @@ import defusedxml.ElementTree as safe_et
 from defusedxml import DefusedXmlException
 
 from ..datamodel.types import Row, format_datetime, parse_datetime
-from . import (EncodingCache, Event, Int32, InvalidValue, MalformedRequest,
+from . import (BATCH, EncodingCache, Event, Int32, InvalidValue, MalformedRequest,
                UnsupportedEncoding, batches, clean_text, decode_text, first_invalid_string,
                is_big, non_finite)
 
@@ -315,8 +315,6 @@ def _encode_bytes(value, out: list, text: list):
 def _pieces(items, pairs: bool) -> list[bytes]:
     """The XML of a map's (key, value) pairs or of an array's items, as pieces of bytes
     that are not joined here: the writer joins what it sends (one copy of the reply)."""
-    if pairs and all(type(v) is Row for _, v in items):    # get_all_records
-        return _record_pieces(items)
     if not pairs and type(items[0]) is Event:                # event.from
         return _event_pieces(items)
     out: list = []
@@ -333,20 +331,28 @@ def _pieces(items, pairs: bool) -> list[bytes]:
     return out
 
 
-def _record_pieces(items) -> list[bytes]:
-    """A batch of (ref, Record) pairs as two pieces a record: the </member> of the one
-    before with this one's name, then its cached encoding. The names are made and
+def _map_pieces(keys: list, values: list) -> list[bytes]:
+    """A batch of a big map's keys and their values (no (key, value) tuples made: a
+    10,000-entry map's tuples set off the garbage collector)."""
+    if set(map(type, values)) == {Row}:              # get_all_records
+        return _record_pieces(keys, values)
+    return _pieces(list(zip(keys, values)), True)
+
+
+def _record_pieces(keys: list, records: list) -> list[bytes]:
+    """A batch of refs and their Records as two pieces a record: the </member> of the
+    one before with this one's name, then its cached encoding. The names are made and
     encoded as one string and split (refs need no escaping, which one search of the
     batch tells), the encodings looked up in one call: per record, this was half the
     CPU of assembling VM.get_all_records of 10,000 VMs."""
-    keys = [key if type(key) is str else str(key) for key, _ in items]
+    keys = [key if type(key) is str else str(key) for key in keys]
     if _NEEDS_ESCAPE.search("".join(keys)):
         keys = [_escape(key) for key in keys]       # the NUL split on below is dropped
     heads = ("<member><name>" + "</name>\0</member><member><name>".join(keys)
              + "</name>").encode().split(b"\0")
     out: list = [None] * (2 * len(heads))
     out[0::2] = heads
-    out[1::2] = _records.get_each([record for _, record in items])
+    out[1::2] = _records.get_each(records)
     out.append(b"</member>")
     return out
 
@@ -362,14 +368,17 @@ def _value_runs(value, top: bool = True):
     Runs, not single pieces: the writer takes a whole batch in one step (20,000 pieces
     one at a time through two generators cost a third of assembling a 10,000-VM reply)."""
     t = type(value)
-    if is_big(value):
-        pairs = t is dict
-        opening, closing = (("<value><struct>", "</struct></value>") if pairs
-                            else ("<value><array><data>", "</data></array></value>"))
-        yield [opening.encode()]
-        for batch in batches(list(value.items()) if pairs else value):
-            yield _pieces(batch, pairs)
-        yield [closing.encode()]
+    if is_big(value) and t is dict:
+        yield [b"<value><struct>"]
+        keys, values = list(value), list(value.values())
+        for start in range(0, len(keys), BATCH):
+            yield _map_pieces(keys[start:start + BATCH], values[start:start + BATCH])
+        yield [b"</struct></value>"]
+    elif is_big(value):
+        yield [b"<value><array><data>"]
+        for batch in batches(value):
+            yield _pieces(batch, False)
+        yield [b"</data></array></value>"]
     elif top and t is dict and any(is_big(v) for v in value.values()):
         yield [b"<value><struct>"]
         for key, item in value.items():
