@@ -544,11 +544,17 @@ class Store:
                 continue
             cname, ref, old = entry.undo
             current = self.tables[cname].get(ref)
-            if old is not None and current is not None and self._derived[cname]:
+            derived = self._derived[cname]
+            stripped = old is not None and derived and derived[0] not in old
+            if stripped:
                 # An update's undo keeps no many sides (_for_undo): the current ones
-                # stay, as they follow the children, undone on their own.
-                old = Row(old, **{name: current[name] for name in self._derived[cname]})
+                # stay, as they follow the children, undone on their own (none, if the
+                # record is gone: then they are found as a restart finds them).
+                old = Row(old, **{name: current[name] if current is not None else []
+                                  for name in derived})
             made = self.deleted.get((cname, ref)) if current is None else None
             self._apply(cname, ref, old)
+            if stripped and current is None:
+                self._rebuild_derived_for(cname, ref)
             if made is not None and old is not None:
                 self.created[cname][ref] = made
