@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import XenAPI
@@ -50,8 +52,7 @@ def ha_pool(tmp_path_factory, slot: int, before: dict | None = None):
         try:
             for node in ha.nodes:
                 data = str(tmp_path_factory.mktemp(f"ha-{node.name}"))
-                libvirtd = PrivateLibvirtd(os.path.join(data, "libvirt"),
-                                           netns=node.name).start()
+                libvirtd = PrivateLibvirtd(os.path.join(data, "libvirt"), netns=node.name)
                 env = {**FAST_HEARTBEATS, "XAPI_BOOT_DIRS": GUEST_CACHE,
                        "XAPI_HA_POLL_INTERVAL": "0.5",
                        # pool.eject: how the host stops its etcd and Patroni
@@ -62,6 +63,8 @@ def ha_pool(tmp_path_factory, slot: int, before: dict | None = None):
                                        libvirt_uri=libvirtd.uri, env=env,
                                        database_url=standalone if node is first else "")
                 hosts[node.name] = PoolHost(node.name, node.address, server, libvirtd)
+            with ThreadPoolExecutor(len(hosts)) as starting:   # each takes seconds
+                list(starting.map(lambda h: h.libvirtd.start(), hosts.values()))
             _restart(hosts.values(), stop=False)
             coordinator = hosts[first.name]
             for name, joiner in hosts.items():
@@ -110,7 +113,9 @@ def _pool_before_the_move(coordinator: PoolHost) -> dict:
 
 
 def _restart(hosts, stop: bool):
-    if stop:
+    if stop:   # as `systemctl restart` on each host, at once
+        for host in hosts:
+            host.server.proc.send_signal(signal.SIGTERM)
         for host in hosts:
             host.server.stop()
     for host in hosts:
