@@ -36,12 +36,13 @@ def wrk(url: str, body: str, seconds: int, connections: int) -> float:
     return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 
 
-def start_bare(cert: str, key: str) -> tuple[subprocess.Popen, str]:
+def start_bare(cert: str, key: str, app: str = "bare_app:app",
+               env: dict | None = None) -> tuple[subprocess.Popen, str]:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "bare_app:app", "--host", "127.0.0.1", "--port",
+        [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port",
          str(port), "--ssl-certfile", cert, "--ssl-keyfile", key, "--log-level", "warning",
-         "--no-access-log"], cwd=HERE)
+         "--no-access-log"], cwd=HERE, env={**os.environ, **(env or {})})
     time.sleep(2)
     return proc, f"https://127.0.0.1:{port}/jsonrpc"
 

@@ -17,6 +17,8 @@ own VBD, VIF and VM_metrics, as real ones have. Then prints:
 - the server's RSS per 1000 VMs (after the big reads)
 - p99 of host.get_record from 32 clients (wrk) while one client
   loops VM.get_all_records, and without it                        goal < 50 ms
+- plain XML-RPC get_all_records vs a bare uvicorn app sending the same number of
+  bytes to the same client, alternated: the floor of that transfer here
 - host.get_record vs a bare ASGI app (bench_rpc.py), same run     goal >= 0.6
   (calls per second, and each server's CPU per call)
 
@@ -243,6 +245,33 @@ def small_call_latency(server, session: str, host: str, seconds: int,
     return float(match.group(2)), float(match.group(3)), reads[0]
 
 
+def xml_vs_floor(server, session: str, cert: str, key: str, repeat: int = 7) -> str:
+    """Plain XML-RPC get_all_records against a bare uvicorn app sending as many bytes
+    (bare_app.bulk, 256 KiB writes), read by the same client, alternated: the floor of
+    that transfer on this machine, with each side's server CPU."""
+    raw, body = Raw(server.port), xmlrpc_body("VM.get_all_records", session)
+    size = len(raw.post("/", body))
+    bare, url = start_bare(cert, key, "bare_app:bulk", {"BARE_BULK_BYTES": str(size)})
+    try:
+        bare_raw = Raw(int(url.rsplit(":", 1)[1].split("/")[0]))
+        bare_raw.post("/", b"x")
+        figures = {"ours": ([], [], server.proc.pid, raw, body),
+                   "bare": ([], [], bare.pid, bare_raw, b"x")}
+        for _ in range(repeat):
+            for walls, cpus, pid, client, request in figures.values():
+                cpu, start = cpu_seconds(pid), time.perf_counter()
+                client.post("/", request)
+                walls.append((time.perf_counter() - start) * 1000)
+                cpus.append((cpu_seconds(pid) - cpu) * 1000)
+    finally:
+        bare.terminate()
+    (ours, ours_cpu, *_), (floor, floor_cpu, *_) = figures.values()
+    ours, floor = statistics.median(ours), statistics.median(floor)
+    return (f"{ours:.0f} vs {floor:.0f} ms: {floor / ours:.2f} of the floor; server CPU "
+            f"{statistics.mean(ours_cpu):.0f} vs {statistics.mean(floor_cpu):.0f} ms "
+            f"({size / 1e6:.1f} MB, load {os.getloadavg()[0]:.1f})")
+
+
 def line(label: str, figure: str, goal: str = ""):
     print(f"{label:<50} {figure:<44} {goal}", flush=True)
 
@@ -329,6 +358,8 @@ def main():
              f"{loaded[0]:.1f} / {loaded[1]:.1f} ms ({loaded[2]} reads)", "goal p99 < 50 ms")
         cert = os.path.join(data, "certs", "server.crt")
         key = os.path.join(data, "certs", "server.key")
+        line("XML-RPC get_all_records vs a bare app sending its bytes",
+             xml_vs_floor(server, session, cert, key))
         bare, bare_url = start_bare(cert, key)
         try:
             constant = json.dumps({"jsonrpc": "2.0", "method": "x", "params": [], "id": 1})
