@@ -8,18 +8,25 @@ import os
 REPLY = b'{"jsonrpc":"2.0","result":"OpaqueRef:00000000-0000-0000-0000-000000000000","id":1}'
 
 
-async def app(scope, receive, send):
-    if scope["type"] != "http":
-        return
+async def _drain(receive):
     more = True
     while more:
         message = await receive()
         more = message.get("more_body", False)
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(REPLY)).encode())]})
-    await send({"type": "http.response.body", "body": REPLY})
 
+
+async def _start(send, content_type: bytes, length: int):
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", content_type),
+                            (b"content-length", str(length).encode())]})
+
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await _drain(receive)
+    await _start(send, b"application/json", len(REPLY))
+    await send({"type": "http.response.body", "body": REPLY})
 
 BULK_PIECE = 256 * 1024
 _BULK = b"x" * int(os.environ.get("BARE_BULK_BYTES", "0"))
@@ -29,13 +36,8 @@ _BULK_PIECES = [_BULK[i:i + BULK_PIECE] for i in range(0, len(_BULK), BULK_PIECE
 async def bulk(scope, receive, send):
     if scope["type"] != "http":
         return
-    more = True
-    while more:
-        message = await receive()
-        more = message.get("more_body", False)
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"text/xml"),
-                            (b"content-length", str(len(_BULK)).encode())]})
+    await _drain(receive)
+    await _start(send, b"text/xml", len(_BULK))
     last = len(_BULK_PIECES) - 1
     for i, piece in enumerate(_BULK_PIECES):
         await send({"type": "http.response.body", "body": piece, "more_body": i < last})
