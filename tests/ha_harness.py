@@ -156,6 +156,24 @@ class HaCluster:
                     return json.load(r).get("members", [])
         return []
 
+    def etcd_leader(self) -> HaNode | None:
+        """The node whose etcd member leads etcd, as the first member that answers
+        says (plain-HTTP clusters only), None if none answers or sees a leader."""
+        for node in self.nodes:
+            request = urllib.request.Request(
+                f"http://{node.address}:{ETCD_CLIENT}/v3/maintenance/status", b"{}",
+                method="POST")
+            with contextlib.suppress(OSError, ValueError):
+                with urllib.request.urlopen(request, timeout=2) as r:
+                    leader = str(json.load(r).get("leader", ""))
+                with urllib.request.urlopen(urllib.request.Request(
+                        f"http://{node.address}:{ETCD_CLIENT}/v3/cluster/member/list",
+                        b"{}", method="POST"), timeout=2) as r:
+                    members = json.load(r).get("members", [])
+                names = [m.get("name") for m in members if str(m.get("ID")) == leader]
+                return next((n for n in self.nodes if names and n.name == names[0]), None)
+        return None
+
     def wait_sync_standby(self, timeout: float = 90) -> str:
         """The name of the synchronous standby, once Patroni has made one and the
         primary's WAL sender to it is synchronous."""

@@ -274,6 +274,10 @@ def partition_failover(pool, member_vm, cut, heal, what: str):
     wait_whole(ha)
     current, _ = wait_settled(ha, hosts)
     old = ha.node(current.name)
+    # The coordinator hands etcd's leadership away (api/pool_ha.py): a fault then never
+    # takes both leaders at once (etcd's election would come on top of Patroni's TTL).
+    wait_for(lambda: ha.etcd_leader() not in (None, old), 30,
+             "etcd's leader off the coordinator's host")
     domid = domain_id(vm_host, vm_uuid)
     assert domid, "the guest is not running before the fault"
     writers = PoolWriters(hosts, current, followers=2, pinned=1).start()

@@ -19,7 +19,7 @@ import dataclasses
 import logging
 import time
 
-from ..services.pool import ha
+from ..services.pool import ha, ha_etcd_leader
 from ..services.pool import role as pool_role
 from ..store.handover import probe_database, snapshot, write_copy
 from ..store.pool_read import copy_ops, is_replicated_url, pool_host
@@ -27,6 +27,7 @@ from .pool_coordinator import follow_coordinator, take_over
 from .pool_ha_enable import holds_this_host, move_at_start, point_members_copy
 
 log = logging.getLogger(__name__)
+ETCD_CHECK_INTERVAL = 5.0   # seconds between two looks at etcd's leader (coordinator)
 
 
 def role_at_start(settings, role: pool_role.PoolRole) -> pool_role.PoolRole:
@@ -81,7 +82,7 @@ def _member_of(settings, location: str, view: ha.PatroniView, address: str):
 
 async def follow_patroni(server):
     """Until the role changes (the server then restarts and starts a new watcher)."""
-    settings, unreachable = server.settings, False
+    settings, unreachable, etcd_checked = server.settings, False, 0.0
     while True:
         try:
             view = await asyncio.to_thread(ha.read_view, settings.patroni_url,
@@ -105,9 +106,30 @@ async def follow_patroni(server):
                 return
             if action == ha.STAY and view.leader:
                 await point_members_copy(server, view)
+            if action == ha.STAY and view.leader_is_me and not role.is_member:
+                etcd_checked = await _etcd_leader_elsewhere(server, view, etcd_checked)
         except (LookupError, OSError) as exc:
             log.error("cannot follow Patroni's leader %s yet: %s", address, exc)
         await asyncio.sleep(settings.ha_poll_interval)
+
+
+async def _etcd_leader_elsewhere(server, view: ha.PatroniView, checked: float) -> float:
+    """On the coordinator, every ETCD_CHECK_INTERVAL: etcd's leader handed to another
+    host if it runs here (services/pool/ha_etcd_leader.py: a fault taking both leaders
+    at once costs the failover etcd's election on top of Patroni's TTL). When it last
+    looked."""
+    now = time.monotonic()
+    if now - checked < ETCD_CHECK_INTERVAL:
+        return checked
+    try:
+        to = await asyncio.to_thread(ha_etcd_leader.move_leadership_away, view.my_address,
+                                     server.settings.patroni_ca_file)
+    except ha_etcd_leader.MembershipError as exc:   # tried again at the next check
+        log.info("cannot ask etcd to move its leader: %s", exc)
+    else:
+        if to:
+            log.warning("etcd's leader ran on the coordinator's host: handed to %s", to)
+    return now
 
 
 async def _take_over(server, view: ha.PatroniView) -> bool:
