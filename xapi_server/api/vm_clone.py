@@ -50,7 +50,7 @@ async def _run_disk_hooks(ctx, mode, src, new, sr=NULL_REF):
 
 async def _duplicate(ctx, vm, new_name, mode, sr=NULL_REF, **extra) -> str:
     # The source's Row is not kept in a local: held while the copy is linked to it
-    # (its children), it would make the store copy that list (store._relink).
+    # (its children), it would make the store copy that list (store/relations.py).
     fields = config_of(ctx.store.record("VM", vm))
     other = dict(fields["other_config"])
     other.pop("default_template", None)   # a copy of a built-in template is not built in

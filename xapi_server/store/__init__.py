@@ -23,15 +23,15 @@ import asyncio
 import bisect
 import gc
 import uuid as uuidlib
-from sys import getrefcount
 
-from ..datamodel import CLASSES, RELATIONS, Map, Set
+from ..datamodel import CLASSES, Map, Set
 from ..datamodel.types import Row
 from ..errors import ApiError, handle_invalid
 from ._postgres import PgDatabase, display_name, is_postgres_url
 from ._sqlite import Database
 from .codec import Unstorable, row_values, storable_text
 from .commits import CommitQueue
+from .relations import Relations
 from .writer import DatabaseUnavailable
 
 __all__ = ["Store", "DatabaseUnavailable", "display_name", "is_postgres_url", "new_ref"]
@@ -40,10 +40,6 @@ LOG_LIMIT = 200_000  # change-log entries kept for event.from before trimming
 # Generations reserved in the database at a time; a new reservation is made when half
 # of the last one is used, so the ceiling is committed well before tokens reach it.
 GEN_RESERVE = 1 << 14
-# sys.getrefcount, in _relink, of an owner Row only its table holds (the table, the
-# local name, the argument) and of a relation list only that Row holds (likewise).
-_ROW_ONLY_IN_TABLE = 3
-_LIST_ONLY_IN_ROW = 3
 
 
 def new_ref() -> str:
@@ -84,14 +80,8 @@ class Store:
         # {ref: None}; None for a field that cannot have one.
         self._indexes: dict[tuple[str, str], dict | None] = {}
         self._indexed: dict[str, list[str]] = {}
-        # children[(child_class, ref_field)] -> [(owner_class, many_field)]
         self._field_names = {c: frozenset(CLASSES[c].field_map) for c in CLASSES}
-        self._derived = {c: [f.name for f in CLASSES[c].fields if f.derived_from]
-                         for c in CLASSES}
-        self._relations: dict[tuple[str, str], list[tuple[str, str]]] = {}
-        for (owner, many), (child, ref_field) in RELATIONS.items():
-            if owner in CLASSES and child in CLASSES:
-                self._relations.setdefault((child, ref_field), []).append((owner, many))
+        self._relations = Relations(self.tables, self._bump)
 
     # -- life cycle ----------------------------------------------------------------
 
@@ -232,7 +222,7 @@ class Store:
             record[many_field] = []
         self._change(cname, ref, record)
         if given_ref:   # a fresh ref: no child can point at it yet, nothing to scan for
-            self._rebuild_derived_for(cname, ref)
+            self._relations.fill_owner(cname, ref)
         return ref
 
     def update(self, cname: str, ref: str, **changes):
@@ -329,20 +319,7 @@ class Store:
             op = ("del", cname, ref) if new is None else ("put", cname, self._row(cname, ref, new))
         self._apply(cname, ref, new)
         if op is not None:
-            self._log(op, (cname, ref, self._for_undo(cname, old, new)), gen)
-
-    def _for_undo(self, cname: str, old: dict | None, new: dict | None):
-        """What the undo log keeps of an updated record: its fields without the many
-        sides of its relations. Those are its children's to keep (undoing a child puts
-        it back), and an old Row held here would share its lists with the new one, so
-        _relink would copy them at every change of a child until the commit."""
-        derived = self._derived[cname]
-        if old is None or new is None or not derived:
-            return old
-        kept = Row(old)
-        for name in derived:
-            del kept[name]
-        return kept
+            self._log(op, (cname, ref, self._relations.for_undo(cname, old, new)), gen)
 
     @staticmethod
     def _row(cname: str, ref: str, record: dict) -> list[str]:
@@ -380,56 +357,8 @@ class Store:
             if old is None:
                 self.created[cname][ref] = self.generation
                 self.deleted.pop((cname, ref), None)
-        for (child_cls, ref_field), owners in self._relations.items():
-            if child_cls != cname:
-                continue
-            before = old.get(ref_field) if old else None
-            after = new.get(ref_field) if new else None
-            if before == after:
-                continue
-            for owner_cls, many in owners:
-                self._relink(owner_cls, before, many, ref, add=False)
-                self._relink(owner_cls, after, many, ref, add=True)
+        self._relations.follow(cname, ref, old, new)
         self._wake()
-
-    def _relink(self, owner_cls, owner_ref, many, child_ref, add):
-        """Add or drop `child_ref` in the owner's `many` list. The owner gets a new Row
-        (its old encodings and event snapshots must not be reused) and an event, as xapi
-        tells a change to the other end of a reference.
-
-        The list itself is changed in place when nothing but the old Row holds it and
-        nothing but the table holds that Row: then no reader can see the change, and a
-        network with 10,000 VIFs costs a VIF.create no copy and no scan. A Row or list
-        someone still holds (an encoding cache, an event memo, the undo log, a caller)
-        is copied first, once: the next change finds the copy unshared again. Every
-        child is in its owner's list exactly once (this method keeps that), so adding
-        needs no membership test."""
-        table = self.tables[owner_cls]
-        owner = table.get(owner_ref) if owner_ref else None
-        if owner is None:
-            return
-        refs = owner[many]
-        if getrefcount(owner) > _ROW_ONLY_IN_TABLE or getrefcount(refs) > _LIST_ONLY_IN_ROW:
-            refs = list(refs)
-        if add:
-            refs.append(child_ref)
-        else:
-            try:
-                refs.remove(child_ref)
-            except ValueError:
-                return
-        table[owner_ref] = Row(owner, **{many: refs})
-        self._bump(owner_cls, owner_ref)
-
-    def _rebuild_derived_for(self, cname, ref):
-        """A new owner: collect children that already point at it (e.g. on load).
-        Changes the brand-new record in place: nobody can have encoded it yet."""
-        record = self.tables[cname][ref]
-        for f in CLASSES[cname].fields:
-            if f.derived_from:
-                child_cls, ref_field = f.derived_from
-                record[f.name] = [r for r, rec in self.tables[child_cls].items()
-                                  if rec.get(ref_field) == ref]
 
     def _install(self, cname, ref, record):
         """Add a loaded row: like create, without logging it back to disk."""
@@ -438,7 +367,7 @@ class Store:
             if f.derived_from:
                 record[f.name] = []
         self._apply(cname, ref, record)
-        self._rebuild_derived_for(cname, ref)
+        self._relations.fill_owner(cname, ref)
 
     def _load_rows(self, rows: dict[str, dict[str, dict]]):
         """Put loaded rows in place, as _install would one by one, but with the many
@@ -457,15 +386,7 @@ class Store:
                     uuids[row["uuid"]] = ref
                 self._bump(cname, ref)
                 made[ref] = self.generation
-        for (child_cls, ref_field), owners in self._relations.items():
-            for child_ref, child in self.tables[child_cls].items():
-                owner_ref = child.get(ref_field)
-                if type(owner_ref) is not str:
-                    continue
-                for owner_cls, many in owners:
-                    owner = self.tables[owner_cls].get(owner_ref)
-                    if owner is not None:
-                        owner[many].append(child_ref)
+        self._relations.fill_all()
         self._indexes.clear()     # made again from the loaded tables when next asked
         self._indexed.clear()
 
@@ -544,17 +465,12 @@ class Store:
                 continue
             cname, ref, old = entry.undo
             current = self.tables[cname].get(ref)
-            derived = self._derived[cname]
-            stripped = old is not None and derived and derived[0] not in old
-            if stripped:
-                # An update's undo keeps no many sides (_for_undo): the current ones
-                # stay, as they follow the children, undone on their own (none, if the
-                # record is gone: then they are found as a restart finds them).
-                old = Row(old, **{name: current[name] if current is not None else []
-                                  for name in derived})
+            # An update's undo entry has no lists (Relations.for_undo): they follow the
+            # children, undone on their own.
+            old, refill = self._relations.undone(cname, old, current)
             made = self.deleted.get((cname, ref)) if current is None else None
             self._apply(cname, ref, old)
-            if stripped and current is None:
-                self._rebuild_derived_for(cname, ref)
+            if refill:
+                self._relations.fill_owner(cname, ref)
             if made is not None and old is not None:
                 self.created[cname][ref] = made
