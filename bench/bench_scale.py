@@ -55,13 +55,20 @@ _TLS = ssl._create_unverified_context()
 
 class Raw:
     """One keep-alive HTTPS connection posting ready-made bodies; the reply's bytes are
-    read, not parsed, so the figures are the server's (and the transfer's)."""
+    read, not parsed, so the figures are the server's (and the transfer's).
+
+    A reply is read into a buffer this client keeps: a fresh 81 MB bytes object per
+    read costs the client 20,000 page faults (about 70 ms of its CPU here, as much as
+    the TLS decryption), which would be counted against the server in the wall time
+    while saying nothing about it. The reply returned is a view of that buffer, valid
+    until the next post."""
 
     def __init__(self, port: int):
         self.conn = http.client.HTTPSConnection("127.0.0.1", port, context=_TLS, timeout=300)
         self.gzip_bytes = 0      # the last gzip reply's size on the wire
+        self.buffer = bytearray()
 
-    def post(self, path: str, body: bytes, accept_gzip: bool = False) -> bytes:
+    def post(self, path: str, body: bytes, accept_gzip: bool = False) -> memoryview:
         """The reply's body; with `accept_gzip`, asked for as the XenAPI SDK asks
         (Accept-Encoding: gzip) and inflated here: the bytes the SDK would hold."""
         headers = {"Content-Type": "text/xml" if path == "/" else "application/json"}
@@ -69,18 +76,23 @@ class Raw:
             headers["Accept-Encoding"] = "gzip"
         self.conn.request("POST", path, body, headers)
         reply = self.conn.getresponse()
-        data = reply.read()
+        length = int(reply.getheader("Content-Length"))   # our replies all carry one
+        if len(self.buffer) < length:
+            self.buffer = bytearray(length)
+        data = memoryview(self.buffer)[:length]
+        if reply.readinto(data) != length:
+            raise RuntimeError(f"the reply ended before its {length} bytes")
         if reply.status != 200:
-            raise RuntimeError(f"HTTP {reply.status}: {data[:200]!r}")
+            raise RuntimeError(f"HTTP {reply.status}: {bytes(data[:200])!r}")
         if reply.getheader("Content-Encoding") == "gzip":
-            self.gzip_bytes = len(data)
-            return zlib.decompress(data, 31)
+            self.gzip_bytes = length
+            return memoryview(zlib.decompress(data, 31))
         return data
 
     def json(self, method: str, *params):
         body = json.dumps({"jsonrpc": "2.0", "method": method, "params": list(params),
                            "id": 1}).encode()
-        reply = json.loads(self.post("/jsonrpc", body))
+        reply = json.loads(bytes(self.post("/jsonrpc", body)))
         if "error" in reply:
             raise RuntimeError(reply["error"])
         return reply["result"]

@@ -103,16 +103,15 @@ async def _send_success(send, chunks, content_type: bytes, caches=(), app=None, 
     await send({"type": "http.response.start", "status": 200, "headers": [
         (b"content-type", content_type), (b"content-length", str(size).encode()), *CORS,
         *extra]})
-    pieces.reverse()            # popped from the end: each piece is let go once sent
+    # Writes of WRITE_CHUNK bytes on average: a count of pieces, sliced and joined in C
+    # (a loop in Python over each of 20,000 pieces cost more than the join's copy).
+    per_write = max(1, len(pieces) * WRITE_CHUNK // size)
     loop = asyncio.get_running_loop()
     slice_end = loop.time() + SLICE_SECONDS
-    while pieces:
-        group, length = [], 0
-        while pieces and length < WRITE_CHUNK:
-            group.append(pieces.pop())
-            length += len(group[-1])
-        await send({"type": "http.response.body", "body": b"".join(group),
-                    "more_body": bool(pieces)})
+    for start in range(0, len(pieces), per_write):
+        end = start + per_write
+        await send({"type": "http.response.body", "body": b"".join(pieces[start:end]),
+                    "more_body": end < len(pieces)})
         # A send waits only once the socket is full, and over loopback it swallows
         # megabytes: without this the whole reply (30 MB, 100-300 ms of TLS and
         # copies) went out in one turn of the loop while every small call waited.

@@ -153,6 +153,14 @@ def encode_value(value) -> str:
 _NEEDS_ESCAPE = re.compile('[&<>"\x00-\x08\x0b\x0c\x0e-\x1f]')
 
 
+def _plain(text: str) -> bool:
+    """Whether `text` needs no escaping: printable, and none of & < > ". Four scans in
+    C, several times faster than the regular expression on a batch of refs (a tab or a
+    newline, printable or not, takes the escaping path, which leaves them as they are)."""
+    return (text.isprintable() and "&" not in text and "<" not in text and ">" not in text
+            and '"' not in text)
+
+
 def _key_head(key) -> str:
     """"<member><name>key</name>" for a key of a big map: refs, each seen once per
     reply, which a memo of field names would only churn (10,000 refs cycling through
@@ -230,7 +238,7 @@ def _record_pieces(keys: list, records: list) -> list[bytes]:
     batch tells), the encodings looked up in one call: per record, this was half the
     CPU of assembling VM.get_all_records of 10,000 VMs."""
     keys = [key if type(key) is str else str(key) for key in keys]
-    if _NEEDS_ESCAPE.search("".join(keys)):
+    if not _plain("".join(keys)):
         keys = [_escape(key) for key in keys]       # the NUL split on below is dropped
     heads = ("<member><name>" + "</name>\0</member><member><name>".join(keys)
              + "</name>").encode().split(b"\0")
