@@ -44,7 +44,7 @@ import zlib
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 sys.path.insert(0, HERE)
-from bench_rpc import start_bare, wrk  # noqa: E402
+from bench_rpc import cpu_seconds, start_bare, wrk  # noqa: E402
 from serverproc import ServerProcess  # noqa: E402
 from xapi_server.datamodel import CLASSES  # noqa: E402
 
@@ -115,14 +115,6 @@ def timed(fn, repeat: int = 3) -> tuple[float, object]:
         result = fn()
         times.append((time.perf_counter() - start) * 1000)
     return statistics.median(times), result
-
-
-def cpu_seconds(pid: int) -> float:
-    """The server's user+system CPU so far: per-call figures that the other work on a
-    shared machine does not inflate as much as wall time."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_kib(pid: int) -> int:
