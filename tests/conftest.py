@@ -5,6 +5,7 @@ import httpx
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
+import idle_head_start  # noqa: E402
 from serverproc import ServerProcess, logged_in  # noqa: E402
 
 
@@ -67,3 +68,9 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("slowest files (setup + calls + teardown)")
         for path, seconds in slowest:
             terminalreporter.write_line(f"{seconds:8.1f}s  {path}")
+
+
+def pytest_collection_finish(session):
+    # test_idle_connections.py's first test waits for its connections to sit idle past
+    # 30 s: they are opened now and idle while the files before it run.
+    idle_head_start.maybe_begin(session.items)

@@ -7,37 +7,26 @@ that never send a request are still cut by the header deadline (test_limits.py).
 import ssl
 import time
 
+import idle_head_start
 import pytest
-from serverproc import ServerProcess, tls_connect
+from idle_head_start import MAX_CONNECTIONS, request
+from serverproc import tls_connect
 
 OLD_KEEP_ALIVE = 30.0
-MAX_CONNECTIONS = 4
 
 
 @pytest.fixture(scope="module")
-def proc(tmp_path_factory):
-    p = ServerProcess(str(tmp_path_factory.mktemp("idle")),
-                      env={"XAPI_MAX_CONNECTIONS": str(MAX_CONNECTIONS),
-                           "XAPI_HEADER_TIMEOUT": "2"}).start()
-    yield p
-    p.stop()
+def head_start():
+    """The server, with an SDK session and a raw connection used once and idle since
+    (tests/idle_head_start.py: begun when collection ended, if the first test is run)."""
+    started = idle_head_start.take()
+    yield started
+    started.stop()
 
 
-def request(sock) -> int:
-    """GET / on the connection, the whole response read; its status."""
-    sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(4096)
-        if not chunk:
-            raise ConnectionError(f"closed after {data!r}")
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = int([line.split(b":")[1] for line in head.split(b"\r\n")
-                  if line.lower().startswith(b"content-length")][0])
-    while len(body) < length:
-        body += sock.recv(4096)
-    return int(head.split(b" ", 2)[1])
+@pytest.fixture(scope="module")
+def proc(head_start):
+    return head_start.proc
 
 
 def closed_by_server(sock) -> bool:
@@ -59,13 +48,12 @@ def still_open(sock) -> bool:
         sock.settimeout(10)
 
 
-def test_an_sdk_session_idle_past_the_old_keep_alive_still_works(proc):
-    session = proc.session()
-    assert session.xenapi.pool.get_all()
-    raw = tls_connect(proc.port)
-    raw.settimeout(10)
-    assert request(raw) == 200
-    time.sleep(OLD_KEEP_ALIVE + 2)
+def test_an_sdk_session_idle_past_the_old_keep_alive_still_works(head_start):
+    # Opened and used once by the head start; this test's from now on (its connections
+    # are gone after it, as the next tests count the open ones)
+    session, raw = head_start.session, head_start.raw
+    head_start.session = head_start.raw = None
+    head_start.wait_idle(OLD_KEEP_ALIVE + 2)
     assert still_open(raw)               # the very same connection, not a new one
     assert request(raw) == 200
     assert session.xenapi.pool.get_all()  # the SDK reuses its idle connection
