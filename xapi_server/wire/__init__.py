@@ -70,6 +70,8 @@ _SURROGATE_OR_REPLACED = re.compile("[\ud800-\udfff\ufffd]")
 
 def clean_text(text: str) -> str:
     """`text` with lone surrogates (which no UTF-8 reply can carry) shown as U+FFFD."""
+    if text.isascii():      # most text, and no surrogate can be in it
+        return text
     return _SURROGATE.sub("\ufffd", text)
 
 

@@ -22,7 +22,10 @@ class JsonCall:
     invalid: InvalidValue | None = None
 
 
-_LONG_DIGITS = re.compile(rb"\d{19}")
+# Every digit made "0": a run of 19 digits is then a plain substring search, ten times
+# cheaper than the regex \d{19} (3 us of a 150-byte call, tried at every position).
+_DIGITS_AS_ZERO = bytes.maketrans(b"0123456789", b"0" * 10)
+_LONG_DIGITS = b"0" * 19
 # Only a \u escape of U+D800..U+DFFF can put a lone surrogate into a decoded string.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
@@ -34,7 +37,7 @@ def _plain_request(body: bytes):
     JSON at all. Those take the json module's way, which tells each as before; so does
     a run of 19 digits or more, as orjson reads an integer past 64 bits as a float.
     Whatever else orjson accepts, both read alike (tests/test_scale_jsonrpc.py)."""
-    if _LONG_DIGITS.search(body):
+    if _LONG_DIGITS in body.translate(_DIGITS_AS_ZERO):
         return None
     try:
         return orjson.loads(body)
@@ -214,6 +217,17 @@ def success_chunks(call: JsonCall, value):
         yield b'{"result":'
     yield from _value_chunks(value)
     yield (b',"id":' if call.v2 else b',"error":null,"id":') + _dumps(call.id) + b"}"
+
+
+def encode_small(call: JsonCall, value) -> bytes | None:
+    """The reply to `call` in one orjson call, byte for byte what success_chunks makes,
+    when nothing in `value` is worth encoding in slices; None when something is. A small
+    call (host.get_record) so skips the generators and the slicing."""
+    if is_big(value) or (type(value) is dict and any(map(is_big, value.values()))):
+        return None
+    if call.v2:
+        return _dumps({"jsonrpc": "2.0", "result": value, "id": call.id})
+    return _dumps({"result": value, "error": None, "id": call.id})
 
 
 def encode_success(call: JsonCall, value) -> bytes:
