@@ -70,3 +70,23 @@ def test_a_cached_record_encoding_holds_only_its_bytes():
     assert len([p for p in pieces if len(p) > 900]) == len(records)
     assert held < 2 * text, (held, text)
     assert json.loads(b"".join(pieces))["result"] == {r: dict(v) for r, v in records.items()}
+
+
+ROW = Row({"uuid": "u", "memory": 2 ** 40, "other_config": {"k": "v"}, "VIFs": [REF]})
+
+
+SMALL = [ROW, "OpaqueRef:x", 7, None, [], [ROW, "a"], {"a": ROW}, {REF: ROW}]
+BIG = [list(range(100)), {str(i): i for i in range(100)}, {"events": list(range(100)), "t": "1"}]
+
+
+@pytest.mark.parametrize("value", SMALL + BIG)
+@pytest.mark.parametrize("v2, call_id", [(True, 1), (False, "x\u00e9"), (True, "id")])
+def test_a_small_reply_made_whole_is_the_sliced_one_byte_for_byte(value, v2, call_id):
+    """A small reply (host.get_record) is made in one orjson call; a big one, or a map
+    holding a big value (event.from), still in slices (encode_small: None)."""
+    call = jsonrpc.JsonCall("m", [], call_id, v2)
+    whole = jsonrpc.encode_small(call, value)
+    if any(value is big for big in BIG):
+        assert whole is None
+    else:
+        assert whole == jsonrpc.encode_success(call, value)

@@ -87,8 +87,9 @@ def _gzip_above(app, scope) -> int | None:
 async def _send_success(send, chunks, content_type: bytes, caches=(), app=None, scope=None):
     """Encode (in slices) and send a reply; its length is known before the first byte
     goes, so the reply carries a Content-Length as xapi's do. A reply above the gzip
-    threshold is sent as one gzip member, the pieces `caches` keep compressed once."""
-    pieces = await _encode_sliced(chunks)
+    threshold is sent as one gzip member, the pieces `caches` keep compressed once.
+    `chunks` may also be a list of pieces already made (a small reply, made whole)."""
+    pieces = chunks if type(chunks) is list else await _encode_sliced(chunks)
     size = sum(map(len, pieces))
     extra = []
     if app is not None and app.server.settings.rpc_gzip_min_bytes > 0:
@@ -156,8 +157,9 @@ async def jsonrpc_route(app, scope, receive, send):
     except ApiError as exc:
         reply = jsonrpc.encode_failure(call, exc.description)
         return await respond(send, 200, reply, b"application/json")
-    await _send_success(send, jsonrpc.success_chunks(call, value), b"application/json",
-                        jsonrpc.CACHES, app, scope)
+    reply = jsonrpc.encode_small(call, value)
+    await _send_success(send, jsonrpc.success_chunks(call, value) if reply is None else [reply],
+                        b"application/json", jsonrpc.CACHES, app, scope)
 
 
 async def cli_route(app, scope, receive, send):
