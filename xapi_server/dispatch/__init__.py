@@ -11,6 +11,7 @@ the traceback goes to the log, never to the client.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -122,7 +123,9 @@ class Dispatcher:
                 if generic is None:
                     raise ApiError("NOT_IMPLEMENTED", m.wire_name)
                 result = generic(ctx, m, *args)
-                if asyncio.iscoroutine(result):   # e.g. a filter that yields the loop
+                # e.g. a filter that yields the loop; inspect's test is one isinstance,
+                # asyncio's asks the Coroutine ABC of every record returned
+                if inspect.iscoroutine(result):
                     result = await result
         except ApiError:
             await self.server.store.flush()
@@ -141,10 +144,11 @@ class Dispatcher:
         than `session_idle_timeout` ends here. Every call and every HTTP route that
         needs a session (http/auth.py) comes through this one check."""
         store = self.server.store
-        if not isinstance(ref, str) or not store.exists("session", ref):
+        # tables[...].get: one lookup where exists() then record() made two
+        record = store.tables["session"].get(ref) if isinstance(ref, str) else None
+        if record is None:
             raise ApiError("SESSION_INVALID", ref if isinstance(ref, str) else str(ref))
         now = datetime.now(timezone.utc)
-        record = store.record("session", ref)
         idle = (now - record["last_active"]).total_seconds()
         limit = self.server.settings.session_idle_timeout
         if idle > min(SESSION_TOUCH_INTERVAL, limit / 2):

@@ -39,9 +39,7 @@ WRITE_CHUNK = 256 * 1024
 _VARY = (b"vary", b"Accept-Encoding")
 
 
-async def _decode(app, decode, body: bytes):
-    if len(body) <= BIG_BODY:
-        return decode(body)
+async def _decode_big(app, decode, body: bytes):
     async with app.big_decode:
         return await asyncio.to_thread(decode, body)
 
@@ -51,7 +49,9 @@ async def _read_call(app, scope, receive, send, decode):
     page here)."""
     body = await read_body(scope, receive, app.server.settings.max_body_bytes)
     try:
-        return await _decode(app, decode, body)
+        if len(body) <= BIG_BODY:     # on the loop, no coroutine of its own
+            return decode(body)
+        return await _decode_big(app, decode, body)
     except MalformedRequest as exc:
         await respond(send, 500, error_page(str(exc)), b"text/html")
         return None
