@@ -351,6 +351,7 @@ def ha_cluster(count: int = 3, slot: int = 0, setup_script: bool = False):
             os.chown(node.dir, owner.pw_uid, owner.pw_gid)
             _plug(ns, f"xhv{tag}{i}", bridge, node.address, cluster._gateway)
             nodes.append(node)
+        _name_the_nodes(nodes)
         if setup_script:
             _run_setup_script(cluster, base)
         for node in nodes if not setup_script else ():
@@ -369,6 +370,7 @@ def ha_cluster(count: int = 3, slot: int = 0, setup_script: bool = False):
             cluster.kill9(node)
         for node in nodes:
             sh("ip", "netns", "del", node.name, check=False)
+            shutil.rmtree(os.path.join(NETNS_ETC, node.name), ignore_errors=True)
         sh("ip", "link", "del", bridge, check=False)
         shutil.rmtree(base, ignore_errors=True)
 
@@ -405,6 +407,24 @@ def _plug(ns: str, veth: str, bridge: str, address: str, gateway: str):
                  f"-n {ns} link set eth0 up",
                  f"-n {ns} route add default via {gateway}"):
         sh("ip", *argv.split())
+
+
+# `ip netns exec NAME` mounts the files of /etc/netns/NAME over those of /etc.
+NETNS_ETC = "/etc/netns"
+
+
+def _name_the_nodes(nodes: list[HaNode]):
+    """Every node's /etc/hosts names each node's address, as a real pool host's does.
+    No name server answers inside the namespaces (their route out ends at the bridge),
+    and Patroni's REST API looks its own address up (socket.getfqdn) as it starts: in
+    DNS alone that lookup gives up after 10 s, every start of every Patroni."""
+    with open("/etc/hosts") as f:
+        machine = f.read()
+    names = "".join(f"{node.address} {node.name}\n" for node in nodes)
+    for node in nodes:
+        os.makedirs(os.path.join(NETNS_ETC, node.name), exist_ok=True)
+        with open(os.path.join(NETNS_ETC, node.name, "hosts"), "w") as f:
+            f.write(machine.rstrip("\n") + "\n" + names)
 
 
 def _write_yaml(path: str, data: dict):
