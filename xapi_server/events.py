@@ -79,24 +79,32 @@ class EventMemo:
     """The Event last told for each object, kept while its Record, generation and
     operation stay the same: a full event.from of 10,000 VMs then makes no event per
     call, and the codecs find each Event's encoding cached (they key it by the Event).
-    Entries of deleted objects are dropped when a class's memo outgrows its table."""
+    Entries of deleted objects are dropped when a class's memo outgrows its table.
+
+    Per class, two dicts by ref (the Event; the generation it told), not a tuple per
+    object: a tuple holding a Record is an object the cyclic garbage collector tracks,
+    and 20,000 of them left by a full event.from made every later full collection
+    walk them too (the Event holds its operation and Record)."""
 
     def __init__(self):
-        self._by_class: dict[str, dict[str, tuple]] = {}
+        self._by_class: dict[str, tuple[dict[str, Event], dict[str, int]]] = {}
         # a whole class told from the start: (store generation then, its newest
         # object's generation, the Events), reused while the log shows no change to it
         self.whole: dict[str, tuple[int, int, list]] = {}
 
-    def of(self, cname: str) -> dict:
+    def of(self, cname: str) -> tuple[dict, dict]:
+        """({ref: Event}, {ref: its generation}) of the class."""
         memo = self._by_class.get(cname)
         if memo is None:
-            memo = self._by_class[cname] = {}
+            memo = self._by_class[cname] = ({}, {})
         return memo
 
     def prune(self, cname: str, live: dict):
         memo = self._by_class.get(cname)
-        if memo is not None and len(memo) > 2 * len(live) + 256:
-            self._by_class[cname] = {ref: e for ref, e in memo.items() if ref in live}
+        if memo is not None and len(memo[0]) > 2 * len(live) + 256:
+            events, gens = memo
+            kept = {ref: e for ref, e in events.items() if ref in live}
+            self._by_class[cname] = (kept, {ref: gens[ref] for ref in kept})
 
 
 def collect(store, sub: Subscription, since: int, upto: int,
@@ -149,14 +157,16 @@ def _made(store, cname, ref) -> int:
 _LOWER = {name: name.lower() for name in CLASSES}
 
 
-def _event(memo: dict, cname, ref, gen, record, op) -> Event:
+def _event(memo: tuple[dict, dict], cname, ref, gen, record, op) -> Event:
     """The Event of a live object, the one told before while nothing changed."""
-    known = memo.get(ref)
-    if known is not None and known[0] == gen and known[1] == op and known[2] is record:
-        return known[3]
+    events, gens = memo
+    known = events.get(ref)
+    if known is not None and gens[ref] == gen and known["snapshot"] is record \
+            and known["operation"] == op:
+        return known
     event = Event({"id": str(gen), "timestamp": "0.0", "class": _LOWER[cname],
                    "operation": op, "ref": ref, "snapshot": record})
-    memo[ref] = (gen, op, record, event)
+    events[ref], gens[ref] = event, gen
     return event
 
 
