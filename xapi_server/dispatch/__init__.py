@@ -83,9 +83,8 @@ class Dispatcher:
         args += [p.default for p in m.params[len(args):]]
         # Bounded once here: the rate limiter's Caller records, the audit log and the
         # server log keep them (bounds.py).
-        ctx = Context(self.server, m, peer=bounded(peer), user_agent=bounded(user_agent))
-        if m.session:
-            ctx.session = self.check_session(params[0])
+        ctx = Context(self.server, m, self.check_session(params[0]) if m.session else None,
+                      bounded(peer), bounded(user_agent))
         try:
             if m.session:
                 self._check_role(ctx.session, m, args)
