@@ -73,4 +73,5 @@ def pytest_terminal_summary(terminalreporter):
 def pytest_collection_finish(session):
     # test_idle_connections.py's first test waits for its connections to sit idle past
     # 30 s: they are opened now and idle while the files before it run.
-    idle_head_start.maybe_begin(session.items)
+    if not session.config.option.collectonly:
+        idle_head_start.maybe_begin(session.items)
