@@ -20,6 +20,7 @@ LAYERS = (
     # the HTTP reply helpers and the taken-over connection (cli/handler.py uses both)
     ("utilities", ("xapi_server", "xapi_server._logging", "xapi_server.bounds",
                    "xapi_server.config", "xapi_server.hostinfo", "xapi_server.eventloop",
+                   "xapi_server.gcpolicy",
                    "xapi_server.system_accounts", "xapi_server.login_throttle",
                    "xapi_server.http.responses", "xapi_server.http.raw",
                    # byte formats of disks and VM exports (tar, XVA chunks, VHD), no records
