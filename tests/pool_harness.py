@@ -45,10 +45,24 @@ class PoolHost:
     def session(self) -> XenAPI.Session:
         return self.server.session()
 
-    def wait_restarted(self, timeout: float = 60):
+    def restarts(self) -> int:
+        """How many times its server has restarted so far (its log says each)."""
+        with open(self.server.log_path, errors="replace") as f:
+            return f.read().count("xapi-server: restarting")
+
+    def wait_restarted(self, timeout: float = 60, before: int | None = None):
         """After a change of role the server stops and starts again in the same process:
-        wait until it has let go of its port and answers again."""
+        wait until it has let go of its port and answers again. With `before` (what
+        restarts() gave before the action), until it has restarted once more than that:
+        a restart in the same process can be over between two looks at the port."""
         deadline = time.monotonic() + timeout
+        if before is not None:
+            while self.restarts() <= before:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{self.name} did not restart:\n{self.server.log()}")
+                time.sleep(0.1)
+            self.server._wait_answering(max(1.0, deadline - time.monotonic()))
+            return
         while self.server._answers():   # the old server, until it stops
             if time.monotonic() > deadline:
                 raise AssertionError(f"{self.name} did not restart:\n{self.server.log()}")

@@ -36,6 +36,7 @@ def test_eject_of_a_member_leaves_the_replicated_database(pool):
     rest = [ha.node(h.name) for h in hosts.values() if h is not leaving]
     x = coordinator.session().xenapi
     ref = next(h for h in x.host.get_all() if x.host.get_address(h) == leaving.address)
+    restarts = leaving.restarts()
     started = time.monotonic()
     x.pool.eject(ref)
     took = time.monotonic() - started
@@ -50,7 +51,7 @@ def test_eject_of_a_member_leaves_the_replicated_database(pool):
     x.network.create({"name_label": "after-eject", "name_description": "",
                       "other_config": {}, "MTU": "1500", "tags": []})
     # The ejected host: standalone, a pool of its own.
-    leaving.wait_restarted(120)
+    leaving.wait_restarted(120, before=restarts)
     y = leaving.session().xenapi
     assert [y.host.get_address(h) for h in y.host.get_all()] == [leaving.address]
     assert y.pool.get_master(y.pool.get_all()[0]) == y.host.get_all()[0]
