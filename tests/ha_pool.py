@@ -69,8 +69,9 @@ def ha_pool(tmp_path_factory, slot: int, before: dict | None = None):
             coordinator = hosts[first.name]
             for name, joiner in hosts.items():
                 if joiner is not coordinator:
+                    restarts = joiner.restarts()
                     joiner.session().xenapi.pool.join(first.address, "root", ROOT_PASSWORD)
-                    joiner.wait_restarted()
+                    joiner.wait_restarted(before=restarts)
             before.update(coordinator=first.name, standalone=standalone, ha_database=url,
                           **_pool_before_the_move(coordinator))
             # The admin ran pool-ha-setup.sh (here: the harness's cluster) and puts the

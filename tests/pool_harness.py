@@ -137,8 +137,9 @@ def joined_pool(tmp_path_factory, count: int, **options):
     """pool_hosts (same options) with every other host joined to the first."""
     with pool_hosts(tmp_path_factory, count, **options) as made:
         for member in made[1:]:
+            restarts = member.restarts()
             member.session().xenapi.pool.join(made[0].address, "root", ROOT_PASSWORD)
-            member.wait_restarted()
+            member.wait_restarted(before=restarts)
         yield made
 
 
