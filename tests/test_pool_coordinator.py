@@ -32,21 +32,10 @@ XE = os.path.join(os.path.dirname(sys.executable), "xe")
 pytestmark = pytest.mark.skipif(bool(unavailable()), reason=str(unavailable()))
 
 
-def restarts(host) -> int:
-    with open(host.server.log_path, errors="replace") as f:
-        return f.read().count("xapi-server: restarting")
-
-
-def wait_restarted(host, before: int, timeout: float = 60):
-    """Until the host's server has restarted (once more than `before`) and answers."""
-    wait_for(lambda: restarts(host) > before, timeout, f"{host.name} restarting")
-    host.server._wait_answering(timeout)
-
-
 def join(host, coordinator):
-    before = restarts(host)
+    before = host.restarts()
     host.session().xenapi.pool.join(coordinator.address, "root", ROOT_PASSWORD)
-    wait_restarted(host, before)
+    host.wait_restarted(before=before)
 
 
 @pytest.fixture(scope="module")
@@ -163,12 +152,12 @@ def test_designate_new_master(hosts, guest, tmp_path):
     new_uuid = c.host.get_uuid(by_address(c, new.address))
     for address in (new.address, other.address):   # designating needs them answering
         wait_for(lambda: live(c, by_address(c, address)), 30, f"{address} live")
-    counts = [restarts(h) for h in hosts]
+    counts = [h.restarts() for h in hosts]
 
     r = xe(tmp_path, old, "pool-designate-new-master", f"host-uuid={new_uuid}")
     assert r.returncode == 0, r.stderr + old.server.log()
     for host, before in zip(hosts, counts):
-        wait_restarted(host, before)
+        host.wait_restarted(before=before)
 
     # every host sends clients to the new coordinator; the SDK following it gets there
     for host in (old, other):
@@ -253,10 +242,10 @@ def test_emergency_transition_recover_and_declare_dead(hosts, guest, tmp_path):
     assert login_fails_with(survivor) == ["HOST_IS_SLAVE", dead.address]
 
     dead.server.kill()
-    before = restarts(survivor)
+    before = survivor.restarts()
     r = xe(tmp_path, survivor, "pool-emergency-transition-to-master")   # its local login
     assert r.returncode == 0, r.stderr
-    wait_restarted(survivor, before)
+    survivor.wait_restarted(before=before)
     s = survivor.session().xenapi
     assert s.pool.get_master(s.pool.get_all()[0]) == by_address(s, survivor.address)
     assert s.VM.get_resident_on(vm) == dead_ref   # the pool database, as it was left
@@ -265,9 +254,9 @@ def test_emergency_transition_recover_and_declare_dead(hosts, guest, tmp_path):
 
     # the other member still calls the dead host until it is recovered
     assert login_fails_with(other) == ["HOST_IS_SLAVE", dead.address]
-    before = restarts(other)
+    before = other.restarts()
     assert s.pool.recover_slaves() == [by_address(s, other.address)]
-    wait_restarted(other, before)
+    other.wait_restarted(before=before)
     assert login_fails_with(other) == ["HOST_IS_SLAVE", survivor.address]
     wait_for(lambda: live(s, by_address(s, other.address)), 30, "the member live")
     # emergency_reset_master on a member: the coordinator must answer and know it
@@ -300,9 +289,9 @@ def test_emergency_from_the_members_copy(hosts):
     try:
         coordinator.server.kill()
         pg.stop()
-        before = restarts(member)
+        before = member.restarts()
         local_session(member).xenapi.pool.emergency_transition_to_master()
-        wait_restarted(member, before)
+        member.wait_restarted(before=before)
         m = member.session().xenapi
         assert m.pool.get_master(m.pool.get_all()[0]) == by_address(m, member.address)
         assert {m.host.get_uuid(h) for h in m.host.get_all()} == uuids
