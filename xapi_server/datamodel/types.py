@@ -21,9 +21,13 @@ EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 class Row(dict):
     """A stored object's fields. The store never changes a Record in place (every
     change makes a new one), so the wire layer may cache a record's encoding for as
-    long as it holds that very object."""
+    long as it holds that very object.
 
-    __slots__ = ()
+    `xml_encoding`, once set, is that cache for XML-RPC (wire/xmlrpc.py): read as an
+    attribute, the 10,000 encodings of VM.get_all_records took a tenth of the time of
+    looking each Row up by identity; it dies with its Row. `Row(row)` does not copy it."""
+
+    __slots__ = ("xml_encoding",)
 
 
 class TypeMismatch(Exception):

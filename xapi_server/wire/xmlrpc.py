@@ -12,7 +12,8 @@ import re
 from datetime import datetime
 
 from ..datamodel.types import Row, format_datetime
-from . import BATCH, EncodingCache, Event, Int32, batches, clean_text, is_big
+from . import (BATCH, EncodingCache, Event, Int32, RowSlotCache, batches, clean_text,
+               is_big)
 # Decoding lives in xmlrpc_decode.py; its names are this codec's too (xmlrpc.decode_call).
 from .xmlrpc_decode import MAX_DEPTH, XmlCall, body_codec, decode_call
 
@@ -85,8 +86,8 @@ def _encode_record(record) -> bytes:
 
 # Each Record's encoding is kept as bytes: a reply of many records is then a join of
 # ready pieces, with no second pass turning text into bytes (VM.get_all_records of
-# 10,000 VMs is 81 MB).
-_records = EncodingCache(_encode_record)
+# 10,000 VMs is 81 MB). Kept in the Row itself (Row.xml_encoding).
+_records = RowSlotCache(_encode_record, "xml_encoding")
 
 
 def _encode_event(event) -> tuple | None:
