@@ -6,6 +6,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 import idle_head_start  # noqa: E402
+from ha_shared import SHARED  # noqa: E402
 from serverproc import ServerProcess, logged_in  # noqa: E402
 
 
@@ -68,6 +69,11 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("slowest files (setup + calls + teardown)")
         for path, seconds in slowest:
             terminalreporter.write_line(f"{seconds:8.1f}s  {path}")
+
+
+def pytest_collection_modifyitems(items):
+    # The files that share an HA cluster (tests/ha_shared.py) run one after the other.
+    items[:] = SHARED.together(items)
 
 
 def pytest_collection_finish(session):

@@ -15,7 +15,8 @@ import signal
 
 import pytest
 
-from ha_harness import PG_BIN, SETUP_SCRIPT, ha_cluster, sh
+from ha_harness import PG_BIN, SETUP_SCRIPT, sh
+from ha_shared import shared_cluster
 from waiting import wait_for
 from xapi_server.services.pool import ha_members
 from xapi_server.services.pool.ha_members import Etcd, Patroni, Tls
@@ -24,11 +25,9 @@ from xapi_server.services.pool.ha_members import Etcd, Patroni, Tls
 LEFT = {}   # the host the leave test took out, for the rejoin test
 
 
-@pytest.fixture(scope="module")
-def ha():
-    with ha_cluster(slot=5, setup_script=True) as cluster:
-        cluster.wait_leader(120)
-        yield cluster
+# Its tests end with the three hosts members again: test_pool_ha_setup.py goes on
+# on the same cluster (tests/ha_shared.py).
+ha = shared_cluster(__name__, slot=5, setup_script=True)
 
 
 def secret_of(ha) -> str:
@@ -151,7 +150,10 @@ def test_host_rejoins_as_learner_then_voter(ha):
     ha.kill9(gone)   # whatever of it is left (its runuser)
     rest = [n for n in ha.nodes if n is not gone]
     shutil.rmtree(os.path.join(gone.dir, "var"))
-    members = ",".join(f"{n.name}={n.address}" for n in [*rest, gone])
+    # The same list, in the same order, as every host was set up with: its files are
+    # then those of a first install (test_pool_ha_setup.py, next on this cluster,
+    # compares the hosts' password files).
+    members = ",".join(f"{n.name}={n.address}" for n in ha.nodes)
     secret = os.path.join(os.path.dirname(gone.dir), "pool-secret")
     sh("bash", SETUP_SCRIPT, "--name", gone.name, "--address", gone.address,
        "--members", members, "--secret-file", secret, "--ca-dir", "/pool-ca",
