@@ -1,37 +1,75 @@
 """The collector policy (xapi_server/gcpolicy.py), in a process of its own so that this
-test's freezing leaves pytest's objects alone: a slow full collection freezes what
-survived it, and collects the cyclic garbage first; a quick one freezes nothing."""
+test's freezing leaves pytest's objects alone: no full collection walks much more than
+OLD_GENERATION_LIMIT objects however many long-lived ones are made; a full collection
+that left many survivors, or was slow, freezes them, after collecting the cyclic
+garbage; a small one freezes nothing. Counts of objects, not timings."""
 import subprocess
 import sys
 
-SCRIPT = r"""
+import pytest
+
+SLOW_OR_BIG = r"""
 import gc, weakref
 from xapi_server import gcpolicy
-gcpolicy.freeze_survivors_of_slow_collections()
-gc.collect()
-gcpolicy.SLOW_FULL_COLLECTION = 3600.0           # nothing is slow: nothing is frozen
+gcpolicy.SLOW_FULL_COLLECTION = 3600.0           # nothing is slow, nor big: nothing frozen
+gc.collect(); gc.freeze()                       # what was imported, as __main__ does
+imported = gc.get_freeze_count()
+gcpolicy.bound_old_generation()
 small = [{"k": [i]} for i in range(1000)]
 gc.collect()
-assert gc.get_freeze_count() == 0, gc.get_freeze_count()
+assert gc.get_freeze_count() == imported, gc.get_freeze_count()
 
 class Node:
     pass
 cycle = Node(); cycle.me = cycle                # garbage that only the collector frees
 dead = weakref.ref(cycle); del cycle
+gc.disable()                                    # no automatic collection: one big one
 records = [{"VBDs": [str(i)], "other_config": {"a": [i]}} for i in range(200000)]
+gc.enable()
 gcpolicy.SLOW_FULL_COLLECTION = 0.0             # every full collection counts as slow
 gc.collect()
 assert dead() is None                           # collected, not frozen
-frozen = gc.get_freeze_count()
+frozen = gc.get_freeze_count() - imported
 assert frozen >= 3 * len(records), frozen       # each record, its list and its map
 assert not gc.get_objects(2)                    # nothing left for the next full one
 records[5]["VBDs"].append("x")                  # frozen objects stay usable
 gc.collect(); print("ok", frozen)
 """
 
+GROWTH = r"""
+import gc, weakref
+from xapi_server import gcpolicy
+gcpolicy.SLOW_FULL_COLLECTION = 3600.0           # sizes only, whatever the machine's speed
+gc.collect(); gc.freeze()
+young, middle, _ = gc.get_threshold()
+gc.set_threshold(young, middle, 100)            # as __main__ sets it
+gcpolicy.bound_old_generation()
+walked = []
 
-def test_survivors_of_a_slow_full_collection_are_frozen():
-    out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
+def note_full_collections(phase, info):
+    if phase == "start" and info["generation"] == 2:
+        walked.append(sum(len(gc.get_objects(g)) for g in range(3)))
+gc.callbacks.insert(0, note_full_collections)
+
+class Node:
+    pass
+cycle = Node(); cycle.me = cycle
+dead = weakref.ref(cycle); del cycle
+# 600,000 long-lived tracked objects, made while the automatic collections run
+records = [{"VBDs": [str(i)], "other_config": {"a": [i]}} for i in range(200000)]
+assert len(walked) >= 10, walked                # full collections ran along the way,
+# each a small one: the limit, plus the young generations and at most one collection
+# of the middle one's survivors that passed it (set off by `young` allocations each)
+assert max(walked) < gcpolicy.OLD_GENERATION_LIMIT + young * (middle + 2), walked
+assert dead() is None                           # the garbage among them collected
+assert gc.get_freeze_count() >= 2 * len(records), gc.get_freeze_count()
+print("ok", len(walked), max(walked))
+"""
+
+
+@pytest.mark.parametrize("script", [SLOW_OR_BIG, GROWTH], ids=["slow_or_big", "growth"])
+def test_policy(script):
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("ok")

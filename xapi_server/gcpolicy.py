@@ -1,47 +1,74 @@
 """The cyclic garbage collector's policy for a long-running server.
 
-A full collection walks every tracked object that is not frozen. The records of 10,000
-VMs made while serving (clones, imports) are about a million such objects, and one full
-collection of them held the event loop for about 0.3 s: every small call waiting behind
-it (bench_scale: the p99 of host.get_record went from 26 to 275 ms in a window with one).
-Records loaded at start are frozen after the load (store/__init__.py) for that reason;
-records made later were not.
+A full collection walks every tracked object that is not frozen. A stored record is
+always tracked (a Row is a dict subclass, and its maps and lists are containers), so
+the records of 10,000 VMs made while serving (clones, imports) are about 170,000
+tracked objects, and one full collection of them held the event loop for 0.2-0.3 s:
+every small call waiting behind it (bench_scale: the p99 of host.get_record beside a
+big reader went from 15 to 204 ms in a window with one). Python's own rules let that
+old generation grow unwalked during a growth (a full collection waits for 100
+collections of the middle generation here, see __main__, and for the objects that
+survived them to reach a quarter of those kept at the last one), then walk all of it.
+Records loaded at start are frozen after the load (store/__init__.py).
 
-So objects that survive a full collection are frozen too: having just survived it, each
-was reachable then, and nothing of it is garbage. A later full collection walks only
-what arrived since, and Python's own rule (a full collection only once the objects that
-survived younger collections reach a quarter of those it kept) makes them rarer as the
-heap grows. Reference counting still frees a frozen object that is let go, as it frees
-a replaced record; what it cannot free is a frozen object that later becomes part of
-an unreachable cycle. Those are rare among long-lived objects (records hold plain
-values) and their memory is bounded by what was alive at a freeze; the freeze happens
-only when a full collection was slow, so a small server keeps Python's behaviour."""
+So the unfrozen old generation is kept small: when a collection of the middle
+generation leaves more than OLD_GENERATION_LIMIT objects in it, the next collection is
+made a full one (threshold2 = 0 until it has run), and a full collection that left
+more than half that limit, or was slow, freezes its survivors. Having just survived
+it, each was reachable then. A full collection thus walks at most the limit and the
+young generations' survivors that passed it (below 8,000), at any number of records.
+
+What freezing costs: reference counting still frees a frozen object that is let go
+(a replaced record, a finished call); what it cannot free is a frozen object that
+later becomes part of an unreachable cycle (a connection's objects alive at the
+freeze, closed later). Only what is alive at a freeze can leak that way, and a freeze
+needs OLD_GENERATION_LIMIT / 2 newly long-lived objects since the previous one, so the
+leak is at most the cyclic transients alive at one freeze per that many long-lived
+objects made (measured: see README, Scale)."""
 from __future__ import annotations
 
 import gc
 import time
 
+# A full collection of this many tracked objects (records and their lists) takes
+# 5-15 ms of CPU (the records of clones, in the server at 10,000 VMs).
+OLD_GENERATION_LIMIT = 10_000
 # A full collection that took longer than this was over a heap worth freezing.
 SLOW_FULL_COLLECTION = 0.02   # seconds
 
-class _FreezeSurvivors:
-    """A gc callback: times each full collection, and freezes after a slow one."""
+
+class _BoundOldGeneration:
+    """A gc callback: asks for a full collection once the old generation has grown
+    past the limit, and freezes the survivors of a big or slow one."""
 
     def __init__(self):
         self.started = 0.0
+        self.full_threshold: int | None = None   # Python's, while a full one is asked
 
     def __call__(self, phase: str, info: dict):
-        if info["generation"] != 2:
-            return
+        generation = info["generation"]
         if phase == "start":
-            self.started = time.perf_counter()
-        elif time.perf_counter() - self.started > SLOW_FULL_COLLECTION:
-            # After a full collection every tracked object is in the oldest generation
-            # and reachable: freezing moves exactly the survivors out of later sweeps.
-            gc.freeze()
+            if generation == 2:
+                self.started = time.perf_counter()
+        elif generation == 1:
+            # The middle generation's survivors have just moved into the old one.
+            if self.full_threshold is None and len(gc.get_objects(2)) > OLD_GENERATION_LIMIT:
+                young, middle, self.full_threshold = gc.get_threshold()
+                gc.set_threshold(young, middle, 0)
+        elif generation == 2:
+            if self.full_threshold is not None:
+                young, middle, _ = gc.get_threshold()
+                gc.set_threshold(young, middle, self.full_threshold)
+                self.full_threshold = None
+            if (time.perf_counter() - self.started > SLOW_FULL_COLLECTION
+                    or len(gc.get_objects(2)) > OLD_GENERATION_LIMIT // 2):
+                # After a full collection every tracked object is in the oldest
+                # generation and reachable: freezing moves exactly the survivors out
+                # of later sweeps.
+                gc.freeze()
 
 
-def freeze_survivors_of_slow_collections():
+def bound_old_generation():
     """Install the policy (once per process)."""
-    if not any(isinstance(callback, _FreezeSurvivors) for callback in gc.callbacks):
-        gc.callbacks.append(_FreezeSurvivors())
+    if not any(isinstance(callback, _BoundOldGeneration) for callback in gc.callbacks):
+        gc.callbacks.append(_BoundOldGeneration())
