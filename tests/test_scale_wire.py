@@ -14,7 +14,8 @@ import pytest
 
 from xapi_server.datamodel.types import Row
 from xapi_server.http import rpc
-from xapi_server.wire import BATCH, EncodingCache, Int32, jsonrpc, xmlrpc as xmlwire
+from xapi_server.wire import (BATCH, EncodingCache, Int32, RowSlotCache, jsonrpc,
+                               xmlrpc as xmlwire)
 
 
 def event_from(x, classes, token, timeout):
@@ -170,6 +171,20 @@ def test_cache_follows_a_replaced_record():
     assert cache.get(old) == '{"a": 1}'
     new = Row(old, a=2)                 # the store never changes a Record in place
     assert cache.get(new) == '{"a": 2}'
+
+
+def test_row_slot_cache_holds_and_drops_as_the_identity_cache():
+    cache = RowSlotCache(lambda r: repr(sorted(r.items())).encode(), "xml_encoding", floor=8)
+    live = [Row(n=i) for i in range(8)]
+    kept = cache.get_each(live)
+    assert kept == [repr(sorted(r.items())).encode() for r in live]
+    assert all(map(cache.holds, kept)) and not cache.holds(kept[0][:1] + kept[0][1:])
+    gone = [cache.get(Row(gone=i)) for i in range(20)]   # only the cache holds their Rows
+    cache.sweep()
+    assert len(cache) == len(live) and not any(map(cache.holds, gone))
+    assert cache.get_each(live) == kept
+    new = Row(live[0], n=99)            # a Row made from another has no encoding yet
+    assert cache.get(new) == repr(sorted(new.items())).encode()
 
 
 def test_big_reply_goes_out_in_chunks_with_its_length():
