@@ -44,6 +44,7 @@ gc.collect(); gc.freeze()
 young, middle, _ = gc.get_threshold()
 gc.set_threshold(young, middle, 100)            # as __main__ sets it
 gcpolicy.bound_old_generation()
+BEFORE_THE_GROWTH
 walked = []
 
 def note_full_collections(phase, info):
@@ -67,7 +68,21 @@ print("ok", len(walked), max(walked))
 """
 
 
-@pytest.mark.parametrize("script", [SLOW_OR_BIG, GROWTH], ids=["slow_or_big", "growth"])
+# A restart in the same process: the store's records unfrozen (Store.close), counted by
+# a full collection, loaded again and frozen (Store.open): the growth after it must not
+# wait for a quarter of that count before its first full collection.
+RESTART = r"""
+gc.disable()
+loaded = [{"VBDs": [str(i)], "other_config": {"a": [i]}} for i in range(200000)]
+gc.enable()
+gc.collect()
+gcpolicy.freeze_all()
+"""
+
+
+@pytest.mark.parametrize("script", [SLOW_OR_BIG, GROWTH.replace("BEFORE_THE_GROWTH", ""),
+                                    GROWTH.replace("BEFORE_THE_GROWTH", RESTART)],
+                         ids=["slow_or_big", "growth", "growth_after_a_restart"])
 def test_policy(script):
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          timeout=120)

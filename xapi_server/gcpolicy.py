@@ -70,6 +70,17 @@ class _BoundOldGeneration:
                 gc.freeze()
 
 
+def freeze_all():
+    """gc.freeze(), then a full collection of what is left (nothing but the young), so
+    that Python counts the objects kept at its last full collection as none. Else,
+    after the freeze of a big heap that a full collection had counted (a restart in
+    the same process unfreezes the store's records, see store/__init__.py), its rule
+    of a quarter would hold off the next full collection until a quarter of that heap
+    had arrived anew, and that collection would walk all of it."""
+    gc.freeze()
+    gc.collect()
+
+
 def bound_old_generation():
     """Install the policy (once per process)."""
     if not any(isinstance(callback, _BoundOldGeneration) for callback in gc.callbacks):

@@ -27,6 +27,7 @@ import uuid as uuidlib
 from ..datamodel import CLASSES, Map, Set
 from ..datamodel.types import Row
 from ..errors import ApiError, handle_invalid
+from ..gcpolicy import freeze_all
 from ._postgres import PgDatabase, display_name, is_postgres_url
 from ._sqlite import Database
 from .codec import Unstorable, row_values, storable_text
@@ -108,7 +109,7 @@ class Store:
         finally:
             if collecting:
                 gc.enable()
-        gc.freeze()
+        freeze_all()
         self._commits.start(self._loop)
         self._reserve()
 
