@@ -67,9 +67,11 @@ class Dispatcher:
             # A pool member serves the coordinator only (/pool_internal); outside clients
             # are sent to the coordinator, as xapi's members do (README "Pools").
             raise ApiError("HOST_IS_SLAVE", self.server.role.master_address)
-        asynchronous = name.startswith("Async.")
+        m = METHODS.get(name)     # most calls: a plain name, no "Async." nor alias
+        asynchronous = m is None and name.startswith("Async.")
         base = name[len("Async."):] if asynchronous else name
-        m = lookup_method(base)
+        if m is None:
+            m = lookup_method(base)
         if m is None or (asynchronous and not m.asynchronous):
             raise ApiError("MESSAGE_METHOD_UNKNOWN", base)
         skip = 1 if m.session else 0
@@ -80,7 +82,8 @@ class Dispatcher:
         if invalid is not None:   # found by the wire decoder: nothing invalid is stored
             raise ApiError("INVALID_VALUE", invalid.reason, invalid.value)
         args = [unmarshal(p.name, p.type, v) for p, v in zip(m.params, params[skip:])]
-        args += [p.default for p in m.params[len(args):]]
+        if given < len(m.params):
+            args += [p.default for p in m.params[given:]]
         # Bounded once here: the rate limiter's Caller records, the audit log and the
         # server log keep them (bounds.py).
         ctx = Context(self.server, m, self.check_session(params[0]) if m.session else None,

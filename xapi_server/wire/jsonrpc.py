@@ -13,7 +13,7 @@ from . import (EncodingCache, Event, InvalidValue, MalformedRequest, batches, cl
                decode_text, first_invalid_string, is_big, non_finite)
 
 
-@dataclass
+@dataclass(slots=True)
 class JsonCall:
     method: str
     params: list
@@ -59,8 +59,9 @@ def decode_call(body: bytes) -> JsonCall:
     if not isinstance(method, str):
         raise MalformedRequest("Invalid field 'method' in request body")
     call_id = request.get("id")
-    if isinstance(call_id, bool) or not isinstance(call_id, (str, int)) or (
-            isinstance(call_id, str) and clean_text(call_id) != call_id):
+    if type(call_id) is not int and (   # an int id (most clients) needs no more checks
+            isinstance(call_id, bool) or not isinstance(call_id, (str, int)) or (
+                isinstance(call_id, str) and clean_text(call_id) != call_id)):
         raise MalformedRequest("Invalid field 'id' in request body")  # we could not echo it
     params = request.get("params", None if v2 else ...)
     if params is ...:
@@ -71,9 +72,9 @@ def decode_call(body: bytes) -> JsonCall:
         params = [params]
     elif not isinstance(params, list):
         raise MalformedRequest("Invalid field 'params' in request body")
-    if had_invalid_bytes or _SURROGATE_ESCAPE.search(text):
+    if had_invalid_bytes or (text and _SURROGATE_ESCAPE.search(text)):  # "": orjson read it
         problems.insert(0, first_invalid_string(params, had_invalid_bytes))
-    invalid = next(filter(None, problems), None)
+    invalid = next(filter(None, problems), None) if problems else None
     # An unknown method is named in the reply, which cannot carry a lone surrogate.
     return JsonCall(clean_text(method), params, call_id, v2, invalid)
 
