@@ -35,14 +35,15 @@ STOP_SERVICE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ha_stop
 
 
 @contextlib.contextmanager
-def ha_pool(tmp_path_factory, slot: int, before: dict | None = None):
+def ha_pool(tmp_path_factory, slot: int, before: dict | None = None, on=None):
     """tmp_path_factory: pytest's, or anything whose mktemp(name) gives a new dir.
     before: filled with what the pool held before the move: "coordinator" (the first
     host's name), "standalone" (its first database's URL), "ha_database" (the
     replicated one's), "offer" (the offer's body), "vm" (the uuid of a VM made
-    then), "token" (an event.from token of then)."""
+    then), "token" (an event.from token of then).
+    on: a running HaCluster (plain configuration) to build on, else one of `slot`."""
     before = {} if before is None else before
-    with ha_cluster(slot=slot) as ha:
+    with (contextlib.nullcontext(on) if on else ha_cluster(slot=slot)) as ha:
         leader = ha.wait_leader(120)
         ha.wait_sync_standby(120)
         url = ha.new_database("xapi_pool")

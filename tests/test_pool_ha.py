@@ -19,6 +19,7 @@ import XenAPI
 
 from guest.harness import MARK, console_text, guest, guest_vm, wait_for  # noqa: F401
 from ha_pool import answer_of, coordinator_among, ha_pool, wait_settled
+from ha_shared import shared_cluster
 from ha_writers import Writers as PoolWriters
 from ha_writers import CALL_TIMEOUT, written_while_another_wrote
 from pool_harness import PoolHost, login_fails_with
@@ -45,9 +46,14 @@ def wait_whole(ha):
 BEFORE_THE_MOVE: dict = {}   # what the pool held on its first database (ha_pool)
 
 
+# The cluster test_pool_ha_db.py leaves (three nodes, a synchronous standby), or one of
+# its own if that file is not run or failed (tests/ha_shared.py).
+cluster = shared_cluster(__name__, name="cluster", turn=1, slot=2)
+
+
 @pytest.fixture(scope="module")
-def pool(tmp_path_factory):
-    with ha_pool(tmp_path_factory, slot=2, before=BEFORE_THE_MOVE) as pool:
+def pool(tmp_path_factory, cluster):
+    with ha_pool(tmp_path_factory, slot=2, before=BEFORE_THE_MOVE, on=cluster) as pool:
         yield pool
 
 

@@ -11,19 +11,22 @@ import urllib.request
 import psycopg
 import pytest
 
-from ha_harness import ha_cluster
+from ha_shared import shared_cluster
 from xapi_server.services.pool import ha as pool_ha
 from xapi_server.store._postgres import PgDatabase
 
 FAILOVER_BOUND = 30.0
 
 
+# Its tests leave the three nodes up with a synchronous standby: test_pool_ha.py builds
+# its pool on the same cluster (tests/ha_shared.py).
+cluster = shared_cluster(__name__, name="cluster", slot=2)
+
+
 @pytest.fixture(scope="module")
-def ha():
-    with ha_cluster(slot=1) as cluster:
-        cluster.wait_leader(120)
-        cluster.wait_sync_standby(120)
-        yield cluster
+def ha(cluster):
+    cluster.wait_sync_standby(120)
+    return cluster
 
 
 def write_loop(ha, table: str, seconds: float, acked: list, start: int = 0):
