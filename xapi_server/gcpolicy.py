@@ -25,7 +25,8 @@ freeze, closed later). Only what is alive at a freeze can leak that way, and a f
 needs OLD_GENERATION_LIMIT / 2 objects that became long-lived since the previous one
 and are still alive (or a full collection that cost SLOW_FULL_COLLECTION of CPU), so
 the leak is at most the cyclic transients alive at one freeze per that many long-lived
-objects made: ~1,700 objects after 10,000 clones and their reads (README, Scale)."""
+objects made: 1,700-2,700 objects after 10,000 clones and their reads (README,
+Scale)."""
 from __future__ import annotations
 
 import gc
