@@ -79,10 +79,54 @@ gc.collect()
 gcpolicy.freeze_all()
 """
 
+# A cycle alive at a freeze and dropped later is garbage that no collection sees while
+# it is frozen: the sweep after SWEEP_EVERY_FREEZES freezes, run by the event loop,
+# frees it.
+SWEEP = r"""
+import asyncio, gc, weakref
+from xapi_server import gcpolicy
+gcpolicy.SLOW_FULL_COLLECTION = 3600.0           # sizes only
+gcpolicy.OLD_GENERATION_LIMIT = 2000
+gcpolicy.SWEEP_EVERY_FREEZES = 4
+gc.collect(); gc.freeze()
+gcpolicy.bound_old_generation()
+policy = next(c for c in gc.callbacks if isinstance(c, gcpolicy._BoundOldGeneration))
+
+class Node:
+    pass
+
+def grow_until(freezes):
+    kept = []
+    while policy.freezes < freezes:
+        kept.append({"VBDs": [len(kept)]})
+    return kept
+
+async def main():
+    cycle = Node(); cycle.me = cycle
+    dead = weakref.ref(cycle)
+    records = grow_until(1)                     # the cycle, alive, frozen with them
+    assert gc.get_freeze_count() > 0
+    del cycle
+    gc.collect()
+    assert dead() is not None                   # leaked while frozen
+    records += grow_until(gcpolicy.SWEEP_EVERY_FREEZES - 1)
+    assert dead() is not None and policy.freezes == gcpolicy.SWEEP_EVERY_FREEZES - 1
+    records += grow_until(gcpolicy.SWEEP_EVERY_FREEZES)
+    assert policy.sweep_asked                   # asked inside the collection, not run
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert dead() is None, "the sweep freed it"
+    assert policy.freezes == 0 and not policy.sweep_asked
+    assert records[7]["VBDs"] == [7]            # the live ones kept, frozen again
+    assert not gc.get_objects(2)
+asyncio.run(main())
+print("ok")
+"""
+
 
 @pytest.mark.parametrize("script", [SLOW_OR_BIG, GROWTH.replace("BEFORE_THE_GROWTH", ""),
-                                    GROWTH.replace("BEFORE_THE_GROWTH", RESTART)],
-                         ids=["slow_or_big", "growth", "growth_after_a_restart"])
+                                    GROWTH.replace("BEFORE_THE_GROWTH", RESTART), SWEEP],
+                         ids=["slow_or_big", "growth", "growth_after_a_restart", "sweep"])
 def test_policy(script):
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          timeout=120)
