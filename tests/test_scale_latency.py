@@ -2,11 +2,14 @@
 
 - a big reply is written in pieces, with the event loop given back between them once
   writing has taken a slice of time (http/rpc.py);
-- a response's head leaves with its body in one write (http/corked.py);
+- a response's head leaves with its body in one write, and the whole replies made in
+  one turn of the event loop leave together at its end (http/corked.py), in order,
+  pipelined or not;
 - the VM poll compares only the VMs that can differ from libvirt (api/vm_sync.py);
 - psycopg is not imported by a server that does not use PostgreSQL."""
 import asyncio
 import http.client
+import json
 import ssl
 import subprocess
 import sys
@@ -14,6 +17,7 @@ import time
 
 from xapi_server.datamodel import NULL_REF
 from xapi_server.http import rpc
+from serverproc import tls_connect
 from xapi_server.http.corked import CorkedTransport
 
 
@@ -95,6 +99,87 @@ def test_head_and_body_leave_in_one_write():
         assert corked.get_write_buffer_size() == 7   # the rest is the transport's own
 
     asyncio.run(main())
+
+
+def test_whole_replies_leave_at_the_end_of_the_turn():
+    async def main():
+        first, second = _Transport(), _Transport()
+        a = CorkedTransport(first, asyncio.get_running_loop())
+        b = CorkedTransport(second, asyncio.get_running_loop())
+        a.hold_next_write()
+        a.write_whole(b"reply-a")
+        b.hold_next_write()
+        b.write(b"head-b ")            # a head held, then its reply given whole
+        b.write_whole(b"reply-b")
+        b.write_whole(b" next-b")      # a pipelined request's reply, same turn
+        assert first.writes == [] and second.writes == [] and a.holding and b.holding
+        await asyncio.sleep(0)
+        assert first.writes == [b"reply-a"]
+        assert second.writes == [b"head-b reply-b next-b"]   # in order, one write
+        assert not a.holding and not b.holding
+        await asyncio.sleep(0)
+        assert len(first.writes) == len(second.writes) == 1   # sent once
+        # close sends a held reply first; a closing transport gets nothing more
+        a.write_whole(b"bye")
+        a.close()
+        assert first.writes[-1] == b"bye" and first.closed
+        b.write_whole(b"lost")
+        second.closed = True
+        await asyncio.sleep(0)
+        assert second.writes[-1] == b"head-b reply-b next-b"
+
+    asyncio.run(main())
+
+
+def _read_reply(sock, pending: bytearray) -> tuple[bytes, bytes]:
+    """One HTTP response (head, body) from `sock`, by its Content-Length."""
+    while b"\r\n\r\n" not in pending:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed before a whole head: {bytes(pending)!r}"
+        pending += chunk
+    head, _, rest = bytes(pending).partition(b"\r\n\r\n")
+    length = int(next(line.split(b":", 1)[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:")))
+    pending[:] = rest
+    while len(pending) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed inside a body"
+        pending += chunk
+    body = bytes(pending[:length])
+    del pending[:length]
+    return head, body
+
+
+def test_pipelined_and_closing_requests_are_answered_in_order(server):
+    """Three calls sent in one write are answered in their order, each whole; a call
+    that asks for the connection to close gets its reply before the close."""
+    sdk = server.session()
+    host, session = sdk.xenapi.host.get_all()[0], sdk._session
+
+    def call(n: int, method: str, params: list, close: bool = False) -> bytes:
+        body = json.dumps({"jsonrpc": "2.0", "method": method, "params": params,
+                           "id": n}).encode()
+        return (b"POST /jsonrpc HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + (b"Connection: close\r\n" if close else b"")
+                + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+
+    with tls_connect(server.port, timeout=30) as sock:
+        sock.sendall(call(1, "host.get_record", [session, host])
+                     + call(2, "host.get_name_label", [session, host])
+                     + call(3, "system.listMethods", [])
+                     + call(4, "host.get_uuid", [session, host], close=True))
+        pending = bytearray()
+        replies = [_read_reply(sock, pending) for _ in range(4)]
+        assert sock.recv(65536) == b""   # closed after the fourth, nothing more
+    ids = [json.loads(body)["id"] for _, body in replies]
+    assert ids == [1, 2, 3, 4]
+    assert all(head.startswith(b"HTTP/1.1 200 ") for head, _ in replies)
+    results = [json.loads(body)["result"] for _, body in replies]
+    assert results[0]["uuid"] == results[3]
+    assert results[1] == results[0]["name_label"]
+    assert "host.get_record" in results[2]
+    assert b"connection: close" in replies[3][0].lower()
+    sdk.xenapi.session.logout()
 
 
 def test_head_and_body_on_the_wire(server):

@@ -145,7 +145,7 @@ class Message:
     # when the old one is gone (xapi's emergency calls).
     on_member: bool = False
 
-    @property
+    @cached_property   # asked at every call (dispatch)
     def wire_name(self) -> str:
         return f"{self.cls}.{self.name}"
 

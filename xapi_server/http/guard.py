@@ -54,22 +54,46 @@ class OwnHeadCycle(RequestResponseCycle):
     """uvicorn's request cycle, except that a head of OwnHeaders (http/responses.py:
     constants and a length) is written as uvicorn writes it but without matching each
     name and value against its two regular expressions, which were a sixth of
-    host.get_record's time in the app and the cycle."""
+    host.get_record's time in the app and the cycle; and that a reply whose body is
+    all known at once can be given whole (send_whole): one write, no ASGI messages."""
 
-    async def send(self, message):
-        headers = message.get("headers")
-        if type(headers) is not OwnHeaders or self.response_started or self.disconnected \
-                or self.flow.write_paused or self.access_log:
-            return await RequestResponseCycle.send(self, message)
+    def _own_head(self, status: int, headers: OwnHeaders) -> list:
         self.response_started, self.waiting_for_100_continue = True, False
-        head = [STATUS_LINE[message["status"]]]
+        head = [STATUS_LINE[status]]
         for name, value in (*self.default_headers, *headers):
             head += (name, b": ", value, b"\r\n")
         if not self.keep_alive:
             head.append(b"connection: close\r\n")
         head.append(b"\r\n")
+        return head
+
+    def _can_write_own(self) -> bool:
+        return not (self.response_started or self.disconnected or self.flow.write_paused
+                    or self.access_log)
+
+    async def send(self, message):
+        headers = message.get("headers")
+        if type(headers) is not OwnHeaders or not self._can_write_own():
+            return await RequestResponseCycle.send(self, message)
+        head = self._own_head(message["status"], headers)
         self.expected_content_length, self.chunked_encoding = headers.length, False
         self.transport.write(b"".join(head))
+
+    def send_whole(self, status: int, headers: OwnHeaders, body: bytes) -> bool:
+        """Write the whole response, as send() would for its start and one body message,
+        and end it; False (nothing done) where send() must be used (HEAD, a paused or
+        lost connection, a response already begun)."""
+        if not self._can_write_own() or self.scope["method"] == "HEAD":
+            return False
+        head = self._own_head(status, headers)
+        head.append(body)
+        self.transport.write_whole(b"".join(head))
+        self.response_complete = True
+        self.message_event.set()
+        if not self.keep_alive:
+            self.transport.close()
+        self.on_response()
+        return True
 
 
 class GuardedHttpProtocol(HttpToolsProtocol):
@@ -102,8 +126,20 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         and the route takes the connection over (http/raw.py)."""
 
     def awaiting_request(self) -> bool:
-        """No request is being answered (sockets.py may drop such a connection)."""
+        """No request is being answered and no reply waits to be sent (sockets.py may
+        drop such a connection)."""
+        return self._answered() and not self._corked.holding
+
+    def _answered(self) -> bool:
         return self.cycle is None or self.cycle.response_complete
+
+    def shutdown(self):
+        self._corked.flush()   # a reply held for the loop's turn (corked.py) goes first
+        super().shutdown()
+
+    def timeout_keep_alive_handler(self):
+        self._corked.flush()
+        super().timeout_keep_alive_handler()
 
     def data_received(self, data):
         if self._refused:
@@ -143,7 +179,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         host = self.client[0] if self.client else "?"
         log.warning("closing connection from %s: request headers over %d bytes", host,
                     self.max_header_bytes)
-        if self.awaiting_request():   # else a response is being written: no 431 inside it
+        if self._answered():   # else a response is being written: no 431 inside it
             self._corked.write(_431)   # after a held head, if any
         self.loop.call_later(DRAIN_SECONDS, self.transport.close)
 

@@ -261,6 +261,10 @@ class Store:
         if self._commits:
             await self._commits.flush()
 
+    def settled(self) -> bool:
+        """Whether flush() has nothing to wait for and nothing to raise."""
+        return not self._commits or self._commits.settled()
+
     @property
     def deposed(self) -> str | None:
         """Why this server may no longer write its replicated pool database, else None

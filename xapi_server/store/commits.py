@@ -96,6 +96,14 @@ class CommitQueue:
             return ops[0].gen
         return self._pending[0].gen if self._pending else None
 
+    def settled(self) -> bool:
+        """Whether flush() would return at once without raising: every change so far is
+        on disk and none of this task's was refused. (A read costs no coroutine.)"""
+        if self._resolved < self._seq:
+            return False
+        ticket = _TICKET.get()
+        return ticket is None or ticket.refused is None
+
     async def flush(self):
         """Wait until every change made so far is on disk. Raise if any of them, or any
         earlier change of this task, was refused."""
