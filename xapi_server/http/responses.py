@@ -17,6 +17,10 @@ CORS = [(b"access-control-allow-origin", b"*"),
 
 # The content types of this server's own replies: a header of one of them is known good.
 _OWN_TYPES = frozenset((b"application/json", b"text/xml", b"text/html", b"text/plain"))
+# Constant headers a reply of ours may carry besides its type, length and CORS.
+VARY_ENCODING = (b"vary", b"Accept-Encoding")   # the reply may differ with Accept-Encoding
+GZIP_ENCODED = (b"content-encoding", b"gzip")
+_OWN_EXTRA = frozenset((VARY_ENCODING, GZIP_ENCODED))
 
 
 class OwnHeaders(list):
@@ -27,9 +31,9 @@ class OwnHeaders(list):
 
 
 async def respond(send, status: int, body: bytes, content_type: bytes, extra=()):
-    if not extra and content_type in _OWN_TYPES:
+    if content_type in _OWN_TYPES and (not extra or _OWN_EXTRA.issuperset(extra)):
         headers = OwnHeaders(((b"content-type", content_type),
-                              (b"content-length", str(len(body)).encode()), *CORS))
+                              (b"content-length", str(len(body)).encode()), *CORS, *extra))
         headers.length = len(body)
         # uvicorn's send, when it is our cycle's (http/guard.py): the reply in one go
         whole = getattr(getattr(send, "__self__", None), "send_whole", None)

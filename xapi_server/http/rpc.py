@@ -15,8 +15,8 @@ from xe_cli import proto
 from ..cli import handler
 from ..errors import ApiError
 from ..wire import MalformedRequest, UnsupportedEncoding, deflate, jsonrpc, xmlrpc
-from .responses import (CORS, accepts_gzip, error_page, peer, read_body, respond,
-                        user_agent)
+from .responses import (CORS, GZIP_ENCODED, VARY_ENCODING, accepts_gzip, error_page, peer,
+                        read_body, respond, user_agent)
 
 # Bodies above this size are decoded on a worker thread, one at a time: a 16 MiB
 # XML-RPC body takes seconds to parse (expat building a tree), which on the event loop
@@ -36,7 +36,6 @@ SLICE_SECONDS = 0.002
 # copy on the event loop), the loop given back whenever writing has taken longer than
 # SLICE_SECONDS; the pieces sent are let go.
 WRITE_CHUNK = 256 * 1024
-_VARY = (b"vary", b"Accept-Encoding")
 
 
 async def _decode_big(app, decode, body: bytes):
@@ -77,13 +76,6 @@ async def _encode_sliced(chunks) -> list[bytes]:
     return pieces
 
 
-def _gzip_above(app, scope) -> int | None:
-    """The size above which this request's reply goes gzip-compressed (the setting
-    rpc_gzip_min_bytes, when the client accepts gzip); None when never."""
-    threshold = app.server.settings.rpc_gzip_min_bytes
-    return threshold if threshold > 0 and accepts_gzip(scope) else None
-
-
 async def _send_success(send, chunks, content_type: bytes, caches=(), app=None, scope=None):
     """Encode (in slices) and send a reply; its length is known before the first byte
     goes, so the reply carries a Content-Length as xapi's do. A reply above the gzip
@@ -92,13 +84,15 @@ async def _send_success(send, chunks, content_type: bytes, caches=(), app=None, 
     pieces = chunks if type(chunks) is list else await _encode_sliced(chunks)
     size = sum(map(len, pieces))
     extra = []
-    if app is not None and app.server.settings.rpc_gzip_min_bytes > 0:
-        extra.append(_VARY)             # the reply may differ with Accept-Encoding
-        gzip_above = _gzip_above(app, scope)
-        if gzip_above is not None and size > gzip_above:
+    # gzip-compressed above the setting rpc_gzip_min_bytes (0: never), if the client
+    # accepts gzip (its header read only for a reply that big)
+    threshold = app.server.settings.rpc_gzip_min_bytes if app is not None else 0
+    if threshold > 0:
+        extra.append(VARY_ENCODING)
+        if size > threshold and accepts_gzip(scope):
             pieces = await _encode_sliced(deflate.gzip_chunks(pieces, caches))
             size = sum(map(len, pieces))
-            extra.append((b"content-encoding", b"gzip"))
+            extra.append(GZIP_ENCODED)
     if size <= WRITE_CHUNK:
         return await respond(send, 200, b"".join(pieces), content_type, extra)
     await send({"type": "http.response.start", "status": 200, "headers": [
