@@ -19,6 +19,7 @@ from xapi_server.datamodel import NULL_REF
 from xapi_server.http import rpc
 from serverproc import tls_connect
 from xapi_server.http.corked import CorkedTransport
+from xapi_server.http.responses import CORS, GZIP_ENCODED, VARY_ENCODING, respond
 
 
 def test_a_big_reply_lets_other_tasks_run_between_its_pieces():
@@ -129,6 +130,35 @@ def test_whole_replies_leave_at_the_end_of_the_turn():
         assert second.writes[-1] == b"head-b reply-b next-b"
 
     asyncio.run(main())
+
+
+def test_respond_gives_our_own_replies_whole_and_the_rest_as_asgi_messages():
+    class Cycle:
+        def __init__(self):
+            self.whole, self.messages = [], []
+
+        def send_whole(self, status, headers, body):
+            self.whole.append((status, list(headers), body))
+            return True
+
+        async def send(self, message):
+            self.messages.append(message)
+
+    async def main():
+        own, vary, other, listed = Cycle(), Cycle(), Cycle(), Cycle()
+        await respond(own.send, 200, b"{}", b"application/json")
+        await respond(vary.send, 200, b"<x/>", b"text/xml", [VARY_ENCODING, GZIP_ENCODED])
+        await respond(other.send, 302, b"", b"text/plain", [(b"location", b"/elsewhere")])
+        await respond(listed.send, 200, b"", b"text/plain", [[b"vary", b"Accept-Encoding"]])
+        return own, vary, other, listed
+
+    own, vary, other, listed = asyncio.run(main())
+    assert own.whole == [(200, [(b"content-type", b"application/json"),
+                                (b"content-length", b"2"), *CORS], b"{}")]
+    assert vary.whole[0][1][-2:] == [VARY_ENCODING, GZIP_ENCODED] and not vary.messages
+    for cycle in (other, listed):   # not only our constants: uvicorn's checked way
+        assert cycle.whole == [] and [m["type"] for m in cycle.messages] == [
+            "http.response.start", "http.response.body"]
 
 
 def _read_reply(sock, pending: bytearray) -> tuple[bytes, bytes]:

@@ -14,8 +14,8 @@ until the loop's next turn, so the replies made in one turn leave one after the 
 instead of one per request between the others' work. Each send to a client that
 waits for its reply wakes it; sent apart, every reply paid that wake-up in the
 kernel, sent together the client is still awake for the next ones. With 32 clients
-calling host.get_record, holding them cut the server's CPU per call by a fifth
-(README, Scale). A reply so waits for the rest of its turn of the loop (the other
+calling host.get_record, holding them cut the server's CPU per call by more than a
+third (README, Scale). A reply so waits for the rest of its turn of the loop (the other
 requests that were ready with it), never for a timer.
 
 The bytes and their order are unchanged, nothing waits longer than one turn."""

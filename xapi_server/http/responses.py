@@ -20,7 +20,11 @@ _OWN_TYPES = frozenset((b"application/json", b"text/xml", b"text/html", b"text/p
 # Constant headers a reply of ours may carry besides its type, length and CORS.
 VARY_ENCODING = (b"vary", b"Accept-Encoding")   # the reply may differ with Accept-Encoding
 GZIP_ENCODED = (b"content-encoding", b"gzip")
-_OWN_EXTRA = frozenset((VARY_ENCODING, GZIP_ENCODED))
+
+
+def _own_extra(extra) -> bool:
+    # compared, not hashed: a caller's header may be any pair, a list too
+    return all(h == VARY_ENCODING or h == GZIP_ENCODED for h in extra)
 
 
 class OwnHeaders(list):
@@ -31,7 +35,7 @@ class OwnHeaders(list):
 
 
 async def respond(send, status: int, body: bytes, content_type: bytes, extra=()):
-    if content_type in _OWN_TYPES and (not extra or _OWN_EXTRA.issuperset(extra)):
+    if content_type in _OWN_TYPES and (not extra or _own_extra(extra)):
         headers = OwnHeaders(((b"content-type", content_type),
                               (b"content-length", str(len(body)).encode()), *CORS, *extra))
         headers.length = len(body)
