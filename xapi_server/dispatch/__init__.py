@@ -17,9 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from ..bounds import WIRE_FIELD_MAX, bounded
+from ..bounds import bounded
 from ..datamodel import METHODS, ROLES, Message, lookup_method, role_allows
-from ..datamodel.types import BadEnum, TypeMismatch
 from ..rbac import required
 from ..errors import ApiError
 from ..wire import InvalidValue
@@ -82,20 +81,13 @@ class Dispatcher:
                            max(given, 0))
         if invalid is not None:   # found by the wire decoder: nothing invalid is stored
             raise ApiError("INVALID_VALUE", invalid.reason, invalid.value)
-        try:   # a wrong value is told with its parameter's name: below, on the slow way
-            args = [p.type.unmarshal(v) for p, v in zip(m.params, params[skip:])]
-        except (TypeMismatch, BadEnum):
-            args = [unmarshal(p.name, p.type, v) for p, v in zip(m.params, params[skip:])]
+        args = [unmarshal(p.name, p.type, v) for p, v in zip(m.params, params[skip:])]
         if given < len(m.params):
             args += [p.default for p in m.params[given:]]
         # Bounded once here: the rate limiter's Caller records, the audit log and the
         # server log keep them (bounds.py).
-        if type(peer) is not str or len(peer) > WIRE_FIELD_MAX:
-            peer = bounded(peer)
-        if type(user_agent) is not str or len(user_agent) > WIRE_FIELD_MAX:
-            user_agent = bounded(user_agent)
         ctx = Context(self.server, m, self.check_session(params[0]) if m.session else None,
-                      peer, user_agent)
+                      bounded(peer), bounded(user_agent))
         try:
             if m.session:
                 self._check_role(ctx.session, m, args)
